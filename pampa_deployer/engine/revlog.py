@@ -1,0 +1,55 @@
+"""The per-host revision log: one JSON line per deploy, appended next to the code path."""
+from __future__ import annotations
+
+import json
+
+from ..shell import quote
+from ..steps.actions import Command
+
+SUFFIX = ".revisions.jsonl"
+AFTER = "__PAMPA_AFTER__"
+
+
+def log_path(code_path: str) -> str:
+    """``~/code/mysaas`` -> ``~/code/mysaas.revisions.jsonl``."""
+    return code_path.rstrip("/") + SUFFIX
+
+
+def revision_command(base: Command) -> Command:
+    """Read HEAD of the checkout, printing nothing when there is none yet."""
+    from dataclasses import replace
+    return replace(base, script=f"git -C {quote(base.cwd or '.')} rev-parse HEAD 2>/dev/null || true", cwd=None)
+
+
+def append_command(base: Command, entry: dict) -> Command:
+    """Append ``entry`` to the log and print the current revision (one round trip)."""
+    from dataclasses import replace
+    path = log_path(base.cwd or ".")
+    line = json.dumps({**entry, "after": AFTER}, sort_keys=True)
+    # The revision after the run is only known on the host: the shell fills it in.
+    script = (f"a=$(git -C {quote(base.cwd or '.')} rev-parse HEAD 2>/dev/null); "
+              f"mkdir -p \"$(dirname {quote(path)})\" && printf '%s\\n' {quote(line)} "
+              f"| sed \"s/{AFTER}/$a/\" >> {quote(path)}; echo \"$a\"")
+    return replace(base, script=script, cwd=None, prefix=None, env=())
+
+
+def read_command(base: Command, lines: int = 20) -> Command:
+    from dataclasses import replace
+    path = log_path(base.cwd or ".")
+    script = (f"tail -n {int(lines)} {quote(path)} 2>/dev/null; echo '--pampa-head--'; "
+              f"git -C {quote(base.cwd or '.')} log -1 --format='%H %s' 2>/dev/null || true")
+    return replace(base, script=script, cwd=None, prefix=None, env=())
+
+
+def parse(text: str) -> tuple[list[dict], str | None, str]:
+    """Output of ``read_command`` -> (entries, head revision, head subject)."""
+    log_part, _, head = text.partition("--pampa-head--")
+    entries = []
+    for line in log_part.splitlines():
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            continue
+    head = head.strip()
+    rev, _, subject = head.partition(" ")
+    return entries, (rev or None), subject
