@@ -23,7 +23,10 @@ def resolve_target(stage, plan, reader, to: str | None) -> str:
     ``reader`` is an SSH backend pool: even ``--dry-run`` reads revisions (read-only) to show the plan.
     """
     lock_host = stage.lock_host
-    hosts = [hp.host for hp in plan.hosts]
+    # Only hosts whose role manages code are reset; the others just restart on what they have.
+    hosts = [hp.host for hp in plan.hosts if any(step.name == "git_reset" for step in hp.steps)]
+    if not hosts:
+        raise Refused("rollback: no targeted host resets code (no git_reset in their sequences)")
     try:
         backend = reader.connect(lock_host)
     except ConnectError as e:

@@ -12,7 +12,7 @@ from ..engine import stop as stopping
 from ..engine.deployment import BackendPool, RunOptions, execute
 from ..engine.dryrun import DryRunBackend
 from ..engine.ssh import SSHBackend, SSHSettings
-from ..errors import (AccessPointError, ConnectError, DeployFailed, ExitCode, Interrupted, PampaError,
+from ..errors import (AccessPointError, ConnectError, DeployFailed, ExitCode, Interrupted, Refused,
                       UsageError)
 from ..inventory import load_stage
 from ..plan import build_plan
@@ -134,7 +134,7 @@ def _take_lock(stage, plan, pool, args, bus) -> locking.DeployLock:
     try:
         backend = pool.connect(host)
     except ConnectError as e:
-        raise PampaError(f"cannot take the deploy lock: {e.message}") from None
+        raise Refused(f"cannot take the deploy lock on {host.name}; nothing was changed: {e.message}") from None
     lease = int(stage.setting("lock.lease") or 90)
     info = locking.holder_info(stage.name, plan.branch, args.message, lease)
     lock = locking.DeployLock(backend, str(stage.setting("lock.path") or "~/.pampa/locks"), stage.name, info, lease)

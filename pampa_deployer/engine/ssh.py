@@ -39,6 +39,7 @@ class SSHSettings:
         self.retries = retries
         # Bounded SSH handshakes in flight: hundreds at once overwhelm sshd's MaxStartups.
         self.handshakes = threading.BoundedSemaphore(max(1, max_startups))
+        self.fabric_config: Config | None = None
 
     @classmethod
     def from_stage(cls, stage, accept_new: bool | None = None) -> "SSHSettings":
@@ -53,12 +54,13 @@ class SSHSettings:
 
 
 def _fabric_config(settings: SSHSettings) -> Config:
-    overrides = {"load_ssh_configs": False}
-    config = Config(overrides=overrides)
-    if settings.ssh_config and os.path.exists(settings.ssh_config):
-        config.set_runtime_ssh_path(settings.ssh_config)
-        config.load_ssh_config()
-    return config
+    """One Fabric config per run: the stage's ssh_config file only (not /etc/ssh/ssh_config)."""
+    if settings.fabric_config is None:
+        if settings.ssh_config and os.path.exists(settings.ssh_config):
+            settings.fabric_config = Config(runtime_ssh_path=settings.ssh_config)
+        else:
+            settings.fabric_config = Config(overrides={"load_ssh_configs": False})
+    return settings.fabric_config
 
 
 def classify(error: BaseException, host: Host, settings: SSHSettings) -> ConnectError:

@@ -33,6 +33,18 @@ class FleetHost:
     port: int
 
 
+def _pids_in_namespace(namespace: str) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry}/ns/mnt") == namespace:
+                    pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
 def _run(args, cwd=None, env=None) -> str:
     result = subprocess.run(args, cwd=cwd, env=env, check=True, text=True, capture_output=True)
     return result.stdout
@@ -216,21 +228,21 @@ class Fleet:
             return False
 
     def stop_host(self, name: str) -> None:
-        """Stop the host's sshd and every process it started (the app's pid files)."""
+        """Power the host off: stop every process in its mount namespace (sshd and all it started)."""
         pidfile = self._sshd_dir(name) / "unshare.pid"
-        if pidfile.exists():
-            try:
-                os.killpg(int(pidfile.read_text()), signal.SIGTERM)
-            except (OSError, ValueError):
-                pass
-            pidfile.unlink()
-        run = self.home(name) / "run"
-        for pid_file in run.glob("*.pid") if run.exists() else []:
-            try:
-                pid = int(pid_file.read_text().strip())
-                os.killpg(pid, signal.SIGTERM)
-            except (OSError, ValueError):
-                pass
+        if not pidfile.exists():
+            return
+        try:
+            namespace = os.readlink(f"/proc/{int(pidfile.read_text())}/ns/mnt")
+        except (OSError, ValueError):
+            namespace = None
+        if namespace is not None and namespace != os.readlink("/proc/self/ns/mnt"):
+            for pid in _pids_in_namespace(namespace):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        pidfile.unlink()
 
     def stop(self) -> None:
         for host in self.hosts:

@@ -73,6 +73,9 @@ def build_stage(name: str, named: list[tuple[str, dict]], root: Path, overrides:
                 environ: Mapping[str, str]) -> Stage:
     """Validate each ``(where, mapping)`` layer, merge them over the defaults, and build the Stage."""
     errors: list[str] = []
+    if not named[-1][1]:
+        raise ConfigError(f"{named[-1][0]}: the stage file is empty; give it at least `hosts:` "
+                          "(see `pampa init` for a commented example)")
     raw_layers: list[tuple[str, dict]] = [("default", schema.defaults())]
     for where, data in named:
         file_errors = validate.check_file(data, where)

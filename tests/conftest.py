@@ -1,0 +1,163 @@
+"""Fixtures: a session fleet of real OpenSSH hosts on 127.0.1.x, stage files for it, and CLI runners.
+
+Integration tests never mock SSH: every host is a real ``sshd`` in its own mount
+namespace, with its own home (bind-mounted over /root), host key and processes.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pampa_deployer.cli import main
+from pampa_deployer.fleet import Fleet
+
+HOSTS = [
+    ("kepler-1", ("kepler",)),
+    ("kepler-2", ("kepler",)),
+    ("euler-1", ("euler",)),
+    ("newton-1", ("newton",)),
+    ("newton-2", ("newton",)),
+    ("copernico-1", ("copernico",)),
+]
+
+#: Each remote step command appends "start"/"end" timestamps to ~/trace.log on its host.
+TRACE_PREFIX = ("trap 'echo \"$(date +%s.%N) end\" >> ~/trace.log' EXIT; "
+                "echo \"$(date +%s.%N) start\" >> ~/trace.log")
+
+SECRET = "s3cr3t-Pampa-9f8e7d"
+
+
+def _can_run_fleet() -> str | None:
+    if os.geteuid() != 0:
+        return "the test fleet needs root (mount namespaces)"
+    for tool in ("git", "unshare", "ruby", "bundle", "puma", "ssh-keygen"):
+        if not shutil.which(tool):
+            return f"{tool} is not installed (run ./setup.sh test)"
+    if not (shutil.which("sshd") or os.path.exists("/usr/sbin/sshd")):
+        return "openssh-server is not installed (run ./setup.sh test)"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    why = _can_run_fleet()
+    if why and not os.environ.get("CI"):
+        skip = pytest.mark.skip(reason=why)
+        for item in items:
+            if "fleet" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def fleet(tmp_path_factory):
+    """Six real sshd hosts covering the four roles, with a bare origin holding the demo Ruby app."""
+    why = _can_run_fleet()
+    if why:
+        pytest.fail(f"cannot start the test fleet: {why}") if os.environ.get("CI") else pytest.skip(why)
+    f = Fleet(tmp_path_factory.mktemp("fleet"), HOSTS, subnet="127.0.1", first=11, port=2222)
+    f.create()
+    f.start()
+    yield f
+    f.stop()
+
+
+class Project:
+    """A project folder with stages/ for the test fleet, and ways to run pampa in it."""
+
+    def __init__(self, root: Path, fleet: Fleet):
+        self.root, self.fleet = root, fleet
+        self.stages = root / "stages"
+        self.stages.mkdir(parents=True, exist_ok=True)
+        (self.stages / "secrets").mkdir(exist_ok=True)
+        (self.stages / "secrets" / "config.rb").write_text(f"DB_PASSWORD = '{SECRET}'\n")
+
+    def stage(self, name: str = "test", **settings) -> Path:
+        base = {"prefix": TRACE_PREFIX, "secrets": [{"local": "secrets/config.rb", "remote": "config.rb"}]}
+        base.update(settings)
+        return self.fleet.write_stage(self.stages, name, **base)
+
+    def edit(self, name: str, fn) -> None:
+        path = self.stages / f"{name}.yml"
+        data = yaml.safe_load(path.read_text())
+        fn(data)
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def pampa(self, *args: str, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
+        """Run the real ``pampa`` command (no TTY, so CI mode) in this project."""
+        full_env = {**os.environ, **(env or {})}
+        full_env.pop("COLUMNS", None)
+        return subprocess.run([sys.executable, "-m", "pampa_deployer", *args], cwd=self.root, env=full_env,
+                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def popen(self, *args: str, env: dict | None = None) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "pampa_deployer", *args], cwd=self.root,
+                                env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+
+    def run_main(self, *args: str) -> int:
+        old = os.getcwd()
+        os.chdir(self.root)
+        try:
+            return main(list(args))
+        finally:
+            os.chdir(old)
+
+
+@pytest.fixture
+def project(tmp_path, fleet):
+    """A fresh project for the fleet; clears every host's trace, so each test reads only its own."""
+    for host in fleet.hosts:
+        (fleet.home(host.name) / "trace.log").unlink(missing_ok=True)
+    return Project(tmp_path, fleet)
+
+
+# -- reading what happened on the hosts ---------------------------------------------------------------
+def head(fleet: Fleet, name: str) -> str:
+    return subprocess.run(["git", "-C", str(fleet.code(name)), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def trace(fleet: Fleet, name: str) -> list[tuple[float, float]]:
+    """(start, end) of every traced command on the host, in order."""
+    path = fleet.home(name) / "trace.log"
+    if not path.exists():
+        return []
+    starts, spans = [], []
+    for line in path.read_text().splitlines():
+        stamp, kind = line.split()
+        if kind == "start":
+            starts.append(float(stamp))
+        else:
+            spans.append((starts.pop(0), float(stamp)))
+    return spans
+
+
+def pid(fleet: Fleet, name: str, service: str) -> int | None:
+    path = fleet.home(name) / "run" / f"{service}.pid"
+    return int(path.read_text()) if path.exists() else None
+
+
+def alive(process_id: int | None) -> bool:
+    if not process_id:
+        return False
+    try:
+        status = Path(f"/proc/{process_id}/status").read_text()
+    except OSError:
+        return False
+    return not any(line.startswith("State:") and "Z" in line.split()[1] for line in status.splitlines())
+
+
+def migrations(fleet: Fleet, name: str) -> list[str]:
+    db = fleet.code(name) / "db" / "app.sqlite3"
+    if not db.exists():
+        return []
+    with sqlite3.connect(db) as conn:
+        return [r[0] for r in conn.execute("SELECT filename FROM schema_migrations ORDER BY filename")] \
+            if conn.execute("SELECT name FROM sqlite_master WHERE name='schema_migrations'").fetchone() else \
+            [str(r[0]) for r in conn.execute("SELECT version FROM schema_info")]

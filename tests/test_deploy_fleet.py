@@ -1,0 +1,141 @@
+"""Push deploy against the real sshd fleet: full deploy, gate ordering, kepler failure, a host down."""
+from __future__ import annotations
+
+import json
+import stat
+
+import pytest
+
+from conftest import SECRET, alive, head, migrations, pid, trace
+
+pytestmark = pytest.mark.fleet
+
+KEPLERS = ["kepler-1", "kepler-2"]
+GATED = ["euler-1", "copernico-1"]
+NEWTONS = ["newton-1", "newton-2"]
+
+
+def test_full_deploy_updates_every_host(project, fleet):
+    project.stage()
+    gated_before = {h: head(fleet, h) for h in GATED}
+    pids_before = {h: pid(fleet, h, s) for h, s in
+                   [("kepler-1", "puma"), ("kepler-2", "planner"), ("euler-1", "puma"),
+                    ("newton-1", "worker"), ("newton-2", "worker"), ("copernico-1", "dispatcher")]}
+    new = fleet.commit("Release for the full deploy test")
+
+    result = project.pampa("deploy", "test", "--report", "report.json")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    for host in KEPLERS + NEWTONS:
+        assert head(fleet, host) == new, host
+        secret = fleet.code(host) / "config.rb"
+        assert secret.read_text() == f"DB_PASSWORD = '{SECRET}'\n"
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+        assert migrations(fleet, host) == ["2"], host  # both Sequel migrations applied
+    # Per the seed, euler and copernico only bundle and restart: their checkout is not moved.
+    for host in GATED:
+        assert head(fleet, host) == gated_before[host]
+        assert not (fleet.code(host) / "config.rb").exists()
+    for (host, service), before in zip([("kepler-1", "puma"), ("kepler-2", "planner"), ("euler-1", "puma"),
+                                        ("newton-1", "worker"), ("newton-2", "worker"),
+                                        ("copernico-1", "dispatcher")], pids_before.values()):
+        after = pid(fleet, host, service)
+        assert after is not None and after != before and alive(after), (host, service)
+    report = json.loads((project.root / "report.json").read_text())
+    assert {h["name"]: h["result"] for h in report["hosts"]} == {h: "ok" for h, _ in
+                                                                   [(x.name, 0) for x in fleet.hosts]}
+    assert report["revision"] == new
+
+
+def test_gate_orders_gated_roles_after_every_kepler(project, fleet):
+    project.stage()
+    fleet.commit("Release for the gate test")
+
+    result = project.pampa("deploy", "test")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    kepler_end = max(end for h in KEPLERS for _, end in trace(fleet, h))
+    kepler_start = min(start for h in KEPLERS for start, _ in trace(fleet, h))
+    for host in GATED:
+        spans = trace(fleet, host)
+        assert spans, f"{host} ran nothing"
+        assert min(start for start, _ in spans) >= kepler_end, f"{host} started before the last kepler step ended"
+    for host in NEWTONS:
+        first = min(start for start, _ in trace(fleet, host))
+        assert first < kepler_end, f"{host} waited for the gate"
+    # Newtons overlap kepler: a newton command ran while kepler was still deploying.
+    assert any(kepler_start < start < kepler_end for h in NEWTONS for start, _ in trace(fleet, h))
+
+
+def test_kepler_failure_keeps_gate_closed(project, fleet):
+    project.stage(steps={"break_kepler": {"run": "echo 'kepler cannot migrate' >&2; exit 3",
+                                          "roles": ["kepler"], "after": "migrate"}})
+    gated_log = {h: (fleet.code(h).parent / f"{fleet.app}.revisions.jsonl") for h in GATED}
+    gated_lines = {h: p.read_text() if p.exists() else "" for h, p in gated_log.items()}
+    new = fleet.commit("Release whose kepler fails")
+
+    result = project.pampa("deploy", "test")
+
+    assert result.returncode == 1
+    for host in GATED:
+        assert trace(fleet, host) == [], f"{host} was touched"
+        text = gated_log[host].read_text() if gated_log[host].exists() else ""
+        assert text == gated_lines[host]
+        assert f"RESULT {host} [{host.split('-')[0]}] skipped" in result.stdout
+        assert "gate closed" in result.stdout
+    for host in NEWTONS:
+        assert head(fleet, host) == new
+    assert "RESULT kepler-1 [kepler] failed at break_kepler exit 3" in result.stdout
+    assert "kepler cannot migrate" in result.stdout
+
+
+def test_one_host_down_others_finish(project, fleet):
+    project.stage()
+    new = fleet.commit("Release with newton-2 down")
+    fleet.stop_host("newton-2")
+    try:
+        result = project.pampa("deploy", "test")
+    finally:
+        fleet.start_host("newton-2")
+
+    assert result.returncode == 1
+    assert "RESULT newton-2 [newton] failed at connect" in result.stdout
+    assert "connection refused" in result.stdout
+    for host in ["kepler-1", "kepler-2", "newton-1"]:
+        assert head(fleet, host) == new
+    assert "RESULT euler-1 [euler] ok" in result.stdout
+
+
+def test_roles_hosts_and_branch_narrow_a_deploy(project, fleet):
+    project.stage()
+    before = {h.name: head(fleet, h.name) for h in fleet.hosts}
+    subprocess_git = __import__("subprocess")
+    subprocess_git.run(["git", "-C", str(fleet.work), "checkout", "-q", "-b", "hotfix"], check=True)
+    try:
+        hot = fleet.commit("Hotfix")
+        subprocess_git.run(["git", "-C", str(fleet.work), "push", "-q", "origin", "hotfix"], check=True)
+    finally:
+        subprocess_git.run(["git", "-C", str(fleet.work), "checkout", "-q", "main"], check=True)
+
+    result = project.pampa("deploy", "test", "--roles", "newton", "--hosts", "newton-1", "--branch", "hotfix")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert head(fleet, "newton-1") == hot
+    for host in ("kepler-1", "newton-2", "euler-1"):
+        assert head(fleet, host) == before[host]
+    assert "RESULT newton-2" not in result.stdout
+
+
+def test_dry_run_connects_to_nothing_and_masks_secrets(project, fleet):
+    project.stage(env={"API_TOKEN": SECRET})
+    fleet.stop_host("kepler-1")
+    try:
+        result = project.pampa("deploy", "test", "--dry-run")
+    finally:
+        fleet.start_host("kepler-1")
+    assert result.returncode == 0, result.stderr
+    assert "git reset --hard origin/main" in result.stdout
+    assert "upload secrets/config.rb" in result.stdout
+    assert SECRET not in result.stdout + result.stderr
+    assert "API_TOKEN=********" in result.stdout
+    assert all(trace(fleet, h.name) == [] for h in fleet.hosts)
