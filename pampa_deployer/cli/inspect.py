@@ -5,6 +5,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from rich.tree import Tree
 
 from ..inventory import load_stage, stage_files
@@ -31,11 +32,11 @@ def render_plan(plan: Plan, console: Console) -> None:
     for hp in plan.hosts:
         where = f"{hp.host.user + '@' if hp.host.user else ''}{hp.host.address}:{hp.host.port}"
         tag = "opens the gate" if hp.opens_gate else ("waits for the gate" if hp.gated else "does not wait")
-        tree = Tree(f"{hp.host.name} [{','.join(hp.roles)}] {where} ({tag})")
+        tree = Tree(Text(f"{hp.host.name} [{','.join(hp.roles)}] {where} ({tag})"))
         for step in hp.steps:
-            node = tree.add(step.name + (" (custom)" if step.custom else ""))
+            node = tree.add(Text(step.name + (" (custom)" if step.custom else "")))
             for action in step.actions:
-                node.add(action.display(), highlight=False)
+                node.add(Text(action.display()), highlight=False)
             if not step.actions:
                 node.add("(nothing to do)")
         console.print(tree)

@@ -15,9 +15,10 @@ def is_ci(args) -> bool:
 def console(args) -> Console:
     if is_ci(args):
         return Console(file=sys.stdout, force_terminal=False, no_color=True, highlight=False, width=160,
-                       emoji=False)
-    return Console(highlight=False)
+                       emoji=False, markup=False)
+    # markup=False: host names, roles like [kepler] and remote output are never read as rich markup.
+    return Console(highlight=False, markup=False)
 
 
 def err_console() -> Console:
-    return Console(file=sys.stderr, highlight=False)
+    return Console(file=sys.stderr, highlight=False, markup=False)

@@ -174,4 +174,4 @@ def _finish_output(result, code, args, console, ci, rundir) -> None:
         reports.write_junit(result, Path(args.junit))
     if rundir is not None:
         where = f"run directory: {rundir.path}"
-        print(where, flush=True) if ci else console.print(f"[dim]{where}[/]")
+        print(where, flush=True) if ci else console.print(where, style="dim")

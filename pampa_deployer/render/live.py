@@ -58,9 +58,9 @@ class LiveView:
                 elapsed = ((r.ended or now) - r.started) if r.started else 0.0
                 table.add_row(r.host, r.roles, Text(r.state, style=_STATE_STYLE.get(r.state, "")), r.step,
                               f"{elapsed:5.1f}s", Text(r.last[-60:], style="dim"))
-            gate = {"waiting": "[yellow]waiting for kepler[/]", "open": "[green]open[/]",
-                    "closed": "[bold red]closed[/]", "none": "[dim]none[/]"}.get(self.gate, self.gate)
-            header = Text.from_markup(f"[bold]{self.title}[/]  gate: {gate}  {done}/{total} hosts done")
+            label, style = {"waiting": ("waiting for kepler", "yellow"), "open": ("open", "green"),
+                            "closed": ("closed", "bold red"), "none": ("none", "dim")}.get(self.gate, (self.gate, ""))
+            header = Text.assemble((self.title, "bold"), "  gate: ", (label, style), f"  {done}/{total} hosts done")
             parts = [header, ProgressBar(total=max(total, 1), completed=done, width=40), table]
             parts.extend(Text(n, style="yellow") for n in self.notices[-3:])
             return Group(*parts)

@@ -54,4 +54,4 @@ def print_plain(result: RunResult, write) -> None:
 def print_rich(result: RunResult, console: Console) -> None:
     console.print(table(result))
     for note in result.notes:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(Text.assemble(("note: ", "yellow"), note))

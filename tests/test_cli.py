@@ -1,0 +1,151 @@
+"""The CLI without a fleet: exit code table, help and suggestions, init -> plan, the TTY view, docs."""
+from __future__ import annotations
+
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from pampa_deployer.cli import main
+from pampa_deployer.engine import events as ev
+from pampa_deployer.engine.results import HostResult, RunResult, StepResult
+from pampa_deployer.errors import (ConfigError, ConnectError, DeployFailed, ExitCode, Interrupted, LockHeld,
+                                   Refused, UsageError, exit_code_for)
+from pampa_deployer.inventory import schema
+from pampa_deployer.render import summary, timeline
+from pampa_deployer.render.live import LiveView
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_exit_code_table():
+    assert exit_code_for(DeployFailed("x")) == 1
+    assert exit_code_for(ConnectError("x", "refused")) == 1
+    assert exit_code_for(ConfigError("x")) == 2
+    assert exit_code_for(UsageError("x")) == 2
+    assert exit_code_for(LockHeld("x")) == 3
+    assert exit_code_for(Refused("x")) == 4
+    assert exit_code_for(Interrupted("x", signal.SIGINT)) == 130
+    assert exit_code_for(Interrupted("x", signal.SIGTERM)) == 143
+    assert exit_code_for(RuntimeError("bug")) == 70
+    assert exit_code_for(KeyboardInterrupt()) == 130
+
+
+def test_exit_code_table_is_documented():
+    text = (ROOT / "docs" / "ci.md").read_text()
+    for code in ExitCode:
+        assert re.search(rf"^\| {int(code)} \| `{code.name}` \|", text, re.M), code
+
+
+def test_misspelled_subcommand_and_option_get_suggestions(capsys):
+    assert main(["deplyo", "production"]) == 2
+    assert "unknown command 'deplyo'; did you mean 'deploy'?" in capsys.readouterr().err
+    assert main(["deploy", "production", "--paralel", "3"]) == 2
+    assert "unknown option '--paralel'; did you mean '--parallel'?" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["deploy", "rollback", "plan", "check", "status", "init", "demo", "config"])
+def test_every_help_has_an_example(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    assert "example:\n  pampa " in capsys.readouterr().out
+
+
+def test_main_help_has_examples(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "examples:" in out and "pampa deploy production" in out and "exit codes:" in out
+
+
+def test_init_then_plan_without_a_tty(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["init", "--app", "shop"]) == 0
+    for name in ("common.yml", "production.yml", "staging.yml"):
+        assert (tmp_path / "stages" / name).read_text().lstrip().startswith("#")
+    capsys.readouterr()
+    assert main(["plan", "production"]) == 0
+    out = capsys.readouterr().out
+    for role in ("kepler", "euler", "newton", "copernico"):
+        assert f"[{role}]" in out
+    assert "git reset --hard origin/main" in out and "~/code/shop" in out
+    assert main(["init"]) == 2  # refuses to overwrite
+    assert main(["stages"]) == 0 and "production" in capsys.readouterr().out
+
+
+def test_production_plan_is_what_an_operator_types(monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    assert main(["plan", "production", "--hosts", "kepler-1"]) == 0
+    out = capsys.readouterr().out
+    expected = [
+        "source /etc/profile.d/rvm.sh && cd ~/code1/mysaas && git fetch --all",
+        "source /etc/profile.d/rvm.sh && cd ~/code1/mysaas && git reset --hard origin/main",
+        "upload secrets/config.rb -> ~/code1/mysaas/config.rb (mode 0600",
+        "source /etc/profile.d/rvm.sh && cd ~/code1/mysaas && bundle exec sequel -m db/migrations $DATABASE_URL",
+        "source /etc/profile.d/rvm.sh && cd ~/code1/mysaas && bundle install",
+        "source /etc/profile.d/rvm.sh && sudo systemctl restart mysaas_app",
+        "source /etc/profile.d/rvm.sh && sudo systemctl restart mysaas_dispatcher",
+        "source /etc/profile.d/rvm.sh && sudo systemctl restart mysaas_jobs",
+        "source /etc/profile.d/rvm.sh && sudo systemctl restart mysaas_planner",
+    ]
+    positions = [out.index(line) for line in expected]
+    assert positions == sorted(positions)
+
+
+def _result() -> RunResult:
+    t = time.time()
+    ok = HostResult("kepler-1", "kepler", "ok", t, t + 2, (StepResult("git_fetch", True, t, t + 1),
+                                                              StepResult("bundle", True, t + 1, t + 2)))
+    bad = HostResult("newton-1", "newton", "failed", t, t + 1.5, (StepResult("migrate", False, t, t + 1.5, 3),),
+                     failed_step="migrate", exit_code=3, stderr_tail="PG::ConnectionBad", reason="exit code 3")
+    gated = HostResult("euler-1", "euler", "skipped", t + 2, t + 2, reason="gate closed: kepler-1 failed", gated=True)
+    return RunResult("production", "deploy", "main", t, t + 3, (ok, bad, gated), gate="closed")
+
+
+def test_tty_live_view_renders_with_rich_recording_console():
+    console = Console(record=True, width=120, force_terminal=True, color_system="truecolor")
+    view = LiveView(console)
+    t = time.time()
+    view(ev.RunStarted(stage="production", kind="deploy", branch="main",
+                       hosts=(("kepler-1", "kepler", False), ("euler-1", "euler", True))))
+    view(ev.GateChanged(state="waiting", reason="waiting for kepler"))
+    view(ev.HostConnecting(host="kepler-1"))
+    view(ev.StepStarted(host="kepler-1", step="migrate"))
+    view(ev.Output(host="kepler-1", step="migrate", stream="stdout", line="== 2 AddVisitHost: migrating"))
+    view(ev.HostWaiting(host="euler-1"))
+    console.print(view.render())
+    text = console.export_text()
+    assert "gate: waiting for kepler" in text and "0/2 hosts done" in text
+    assert re.search(r"kepler-1\W+kepler\W+running\W+migrate\W.*== 2 AddVisitHost: migrating", text)
+    assert re.search(r"euler-1\W+euler\W+waiting\W+gate\W", text)
+    del t
+
+
+def test_summary_puts_failures_first_and_timeline_marks_slowest():
+    result = _result()
+    console = Console(record=True, width=140)
+    summary.print_rich(result, console)
+    console.print(timeline.build(result, width=60))
+    text = console.export_text()
+    rows = [line for line in text.splitlines() if re.match(r"^│ (kepler|newton|euler)", line)]
+    assert rows[0].startswith("│ newton-1") and "PG::ConnectionBad" in text
+    assert "slowest step: git_fetch on kepler-1" in text or "slowest step: migrate on newton-1" in text
+    lines: list[str] = []
+    summary.print_plain(result, lines.append)
+    assert lines[1].startswith("RESULT newton-1 [newton] failed at migrate exit 3")
+
+
+def test_configuration_reference_lists_every_key():
+    """docs/configuration.md documents exactly the keys the validator knows, with type and default."""
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    documented = set(re.findall(r"^\| `([^`]+)` \|", text, re.M))
+    known = {path for path, _ in schema.walk()}
+    assert documented == known, (sorted(known - documented), sorted(documented - known))
+    for path, key in schema.walk():
+        row = re.search(rf"^\| `{re.escape(path)}` \| `((?:[^`])+)` \|", text, re.M)
+        assert row, path
+        assert row.group(1).replace("\\|", "|") == key.type, path

@@ -1,0 +1,100 @@
+"""CI mode, the JSON report and the JUnit file of real deploys to the fleet, parsed and checked."""
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from conftest import head
+
+pytestmark = pytest.mark.fleet
+
+LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} (\S+) (\S+) (.+)$")
+
+
+def test_ci_output_report_and_junit(project, fleet, tmp_path):
+    project.stage(steps={"break_newton": {"run": "echo 'disk full' >&2; exit 7", "roles": ["newton"],
+                                          "after": "bundle"}})
+    project.edit("test", lambda d: d["steps"]["break_newton"].update(run="test $PAMPA_HOST != newton-2 || "
+                                                                         "{{ echo 'disk full' >&2; exit 7; }}"))
+    new = fleet.commit("Release for the report test")
+    report, junit = tmp_path / "deploy.json", tmp_path / "deploy.xml"
+
+    result = project.pampa("deploy", "test", "--report", str(report), "--junit", str(junit))
+
+    assert result.returncode == 1
+    # CI output: plain lines, time host step message; no colour codes, no spinners.
+    assert "\x1b[" not in result.stdout
+    events = [line for line in result.stdout.splitlines() if LINE.match(line)]
+    assert events and all(LINE.match(line) for line in events)
+    assert any(re.search(r" kepler-1 git_fetch start$", line) for line in events)
+    assert any(re.search(r" newton-2 break_newton FAILED \(exit code 7\): disk full$", line) for line in events)
+    assert any(" - gate open: every kepler host finished" in line for line in events)
+
+    data = json.loads(report.read_text())
+    assert data["schema"] == 1 and data["stage"] == "test" and data["branch"] == "main"
+    assert data["revision"] == new and data["result"] == "failed" and data["exit_code"] == 1
+    hosts = {h["name"]: h for h in data["hosts"]}
+    assert set(hosts) == {h.name for h in fleet.hosts}
+    bad = hosts["newton-2"]
+    assert bad["result"] == "failed" and bad["failed_step"] == "break_newton" and bad["exit_code"] == 7
+    assert bad["stderr_tail"] == "disk full"
+    assert [s["name"] for s in hosts["kepler-1"]["steps"]] == [
+        "git_fetch", "git_reset", "secrets", "migrate", "bundle", "restart_puma", "restart_processes",
+        "report_version", "open_gate"]
+    for step in hosts["kepler-1"]["steps"]:
+        assert step["result"] == "ok" and step["exit_code"] == 0 and step["started"] <= step["ended"]
+    # Gated hosts connect early, but their first step starts after the gate opened.
+    assert hosts["euler-1"]["steps"][0]["started"] >= data["gate"]["opened"]
+    assert hosts["newton-1"]["revision_after"] == new == head(fleet, "newton-1")
+
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite.get("tests") == str(len(fleet.hosts)) and suite.get("failures") == "1"
+    cases = {c.get("name"): c for c in suite.findall("testcase")}
+    assert cases["newton-2"].find("failure").get("message").startswith("break_newton: exit code 7")
+    assert cases["kepler-1"].find("failure") is None
+
+    # The run directory holds each host's full log, the report and the timeline.
+    run_dir = next((project.root / ".pampa" / "runs").iterdir())
+    assert "disk full" in (run_dir / "hosts" / "newton-2.log").read_text()
+    assert json.loads((run_dir / "report.json").read_text())["exit_code"] == 1
+    assert (run_dir / "timeline.svg").read_text().startswith("<svg")
+
+
+def test_verbose_streams_output_prefixed_by_host(project, fleet):
+    project.stage()
+    result = project.pampa("deploy", "test", "-v", "--hosts", "newton-1")
+    assert result.returncode == 0
+    assert re.search(r" newton-1 bundle \| Bundle complete!", result.stdout)
+    assert re.search(r" newton-1 git_reset \$ .*git reset --hard origin/main", result.stdout)
+
+
+def test_batches_and_max_fail(project, fleet):
+    project.stage(steps={"fail_newtons": {"run": "exit 1", "roles": ["newton"], "after": "git_reset"}})
+    result = project.pampa("deploy", "test", "--roles", "newton", "--batch", "1", "--max-fail", "1")
+    assert result.returncode == 1
+    assert "max-fail reached (1 failed hosts): no new hosts started" in result.stdout
+    assert "RESULT newton-1 [newton] failed at fail_newtons" in result.stdout
+    assert re.search(r"RESULT newton-2 \[newton\] skipped .*max-fail reached", result.stdout)
+
+
+def test_straggler_does_not_hold_back_other_hosts(project, fleet):
+    """One newton's migration takes 5 s longer; every other host finishes long before it does."""
+    from conftest import trace
+    project.stage(steps={"migrate": {"run": "test $PAMPA_HOST != newton-1 || sleep 5; "
+                                            "bundle exec sequel -m db/migrations $DATABASE_URL"}})
+    result = project.pampa("deploy", "test")
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The straggler's migration is its longest command: that is the window others must not wait through.
+    window_start, window_end = max(trace(fleet, "newton-1"), key=lambda span: span[1] - span[0])
+    assert window_end - window_start >= 5
+    for host in fleet.hosts:
+        if host.name == "newton-1":
+            continue
+        spans = trace(fleet, host.name)
+        assert spans[-1][1] < window_end, f"{host.name} finished after the straggler's migration"
+        idle_in_window = sum(max(0.0, min(nxt[0], window_end) - max(cur[1], window_start))
+                             for cur, nxt in zip(spans, spans[1:]))
+        assert idle_in_window < 0.5, (host.name, idle_in_window)
