@@ -75,6 +75,19 @@ def _host(c, stage, role) -> tuple[Host, tuple[str, ...]]:
     return replace(template, name=address, address=address, roles=roles), roles
 
 
+def _secure(c, stage) -> None:
+    """Replace Fabric's AutoAddPolicy on a not-yet-open connection: known_hosts is enforced here too."""
+    if getattr(c, "client", None) is None or getattr(c, "is_connected", True):
+        return
+    import os
+    from .engine.hostkeys import secure
+    known = str(stage.setting("ssh.known_hosts") or "~/.ssh/known_hosts")
+    if not os.path.isabs(os.path.expanduser(known)):
+        known = str(stage.root.parent / known)
+    accept = bool(stage.setting("ssh.accept_new_host_keys")) or os.environ.get("PAMPA_ACCEPT_NEW_HOST_KEYS") == "1"
+    secure(c, known, accept)
+
+
 def _say(text: str) -> None:
     print(text, flush=True)
 
@@ -87,6 +100,7 @@ def run_steps(c, names, stage=None, stages="stages", app=None, repo=None, branch
         steps = [s for s in host_steps(st, host, roles) if names is None or s.name in names]
     except PampaError as e:
         raise Exit(f"pampa: error: {e}", code=int(e.exit_code)) from None
+    _secure(c, st)
     backend = ContextBackend(c)
     for step in steps:
         _say(f"[{host.name}] {step.name}")

@@ -1,0 +1,61 @@
+"""``fab -H`` through the top-level fabfile.py, against the real fleet."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import head
+
+pytestmark = pytest.mark.fleet
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def fab(project, fleet, *args):
+    exe = shutil.which("fab") or str(Path(sys.executable).parent / "fab")
+    return subprocess.run([exe, "-r", str(ROOT), "-i", str(fleet.key), *args], cwd=project.root,
+                          capture_output=True, text=True, timeout=120, env={**os.environ},
+                          stdin=subprocess.DEVNULL)
+
+
+def test_fab_runs_a_role_sequence_on_two_hosts(project, fleet):
+    project.stage()
+    new = fleet.commit("Deployed with fab")
+    hosts = ",".join(f"root@{fleet.host(n).address}:2222" for n in ("newton-1", "newton-2"))
+
+    result = fab(project, fleet, "-H", hosts, "deploy", "--stage", "test", "--stages", str(project.stages),
+                 "--role", "newton")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert head(fleet, "newton-1") == head(fleet, "newton-2") == new
+    assert "[newton-1] restart_workers" in result.stdout
+    assert "DB_PASSWORD" not in result.stdout  # the secret file's content never shows
+
+
+def test_fab_single_step_and_listing(project, fleet):
+    project.stage()
+    listing = fab(project, fleet, "--list")
+    assert listing.returncode == 0
+    for task in ("deploy", "git-fetch", "git-reset", "secrets", "migrate", "bundle", "restart-puma",
+                 "restart-processes", "restart-workers", "report-version"):
+        assert task in listing.stdout
+
+    host = f"root@{fleet.host('kepler-1').address}:2222"
+    result = fab(project, fleet, "-H", host, "report-version", "--stage", "test", "--stages", str(project.stages))
+    assert result.returncode == 0, result.stderr
+    assert head(fleet, "kepler-1") in result.stdout
+
+
+def test_fab_refuses_unknown_host_keys(project, fleet, tmp_path):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    project.stage(ssh={"known_hosts": str(empty)})
+    host = f"root@{fleet.host('kepler-1').address}:2222"
+    result = fab(project, fleet, "-H", host, "report-version", "--stage", "test", "--stages", str(project.stages))
+    assert result.returncode != 0
+    assert "unknown host key" in result.stdout + result.stderr
+    assert empty.read_text() == ""
