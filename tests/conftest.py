@@ -77,8 +77,15 @@ class Project:
         (self.stages / "secrets").mkdir(exist_ok=True)
         (self.stages / "secrets" / "config.rb").write_text(f"DB_PASSWORD = '{SECRET}'\n")
 
-    def stage(self, name: str = "test", **settings) -> Path:
-        base = {"prefix": TRACE_PREFIX, "secrets": [{"local": "secrets/config.rb", "remote": "config.rb"}]}
+    def stage(self, name: str = "test", trace: bool = False, **settings) -> Path:
+        """Write a stage for the fleet. ``trace``: record each command's start/end in ~/trace.log.
+
+        Tracing rides on the prefix, which a shell session runs once per host, so traced stages run
+        each command on its own channel (``ssh.shell_session: false``); the others use the default.
+        """
+        base = {"secrets": [{"local": "secrets/config.rb", "remote": "config.rb"}]}
+        if trace:
+            base.update(prefix=TRACE_PREFIX, ssh={"shell_session": False})
         base.update(settings)
         return self.fleet.write_stage(self.stages, name, **base)
 

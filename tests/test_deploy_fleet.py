@@ -48,7 +48,7 @@ def test_full_deploy_updates_every_host(project, fleet):
 
 
 def test_gate_orders_gated_roles_after_every_kepler(project, fleet):
-    project.stage()
+    project.stage(trace=True)
     fleet.commit("Release for the gate test")
 
     result = project.pampa("deploy", "test")
@@ -68,7 +68,7 @@ def test_gate_orders_gated_roles_after_every_kepler(project, fleet):
 
 
 def test_kepler_failure_keeps_gate_closed(project, fleet):
-    project.stage(steps={"break_kepler": {"run": "echo 'kepler cannot migrate' >&2; exit 3",
+    project.stage(trace=True, steps={"break_kepler": {"run": "echo 'kepler cannot migrate' >&2; exit 3",
                                           "roles": ["kepler"], "after": "migrate"}})
     gated_log = {h: (fleet.code(h).parent / f"{fleet.app}.revisions.jsonl") for h in GATED}
     gated_lines = {h: p.read_text() if p.exists() else "" for h, p in gated_log.items()}
@@ -127,7 +127,7 @@ def test_roles_hosts_and_branch_narrow_a_deploy(project, fleet):
 
 
 def test_dry_run_connects_to_nothing_and_masks_secrets(project, fleet):
-    project.stage(env={"API_TOKEN": SECRET})
+    project.stage(trace=True, env={"API_TOKEN": SECRET})
     fleet.stop_host("kepler-1")
     try:
         result = project.pampa("deploy", "test", "--dry-run")
@@ -139,3 +139,26 @@ def test_dry_run_connects_to_nothing_and_masks_secrets(project, fleet):
     assert SECRET not in result.stdout + result.stderr
     assert "API_TOKEN=********" in result.stdout
     assert all(trace(fleet, h.name) == [] for h in fleet.hosts)
+
+
+def test_shell_session_runs_the_prefix_once_and_keeps_each_step_apart(project, fleet):
+    """The default transport: one shell per host; the prefix is loaded once; steps keep their own status."""
+    project.stage(prefix="echo loaded >> ~/prefix.log",
+                  steps={"check_isolation": {"run": "cd /tmp && export LEAK=1 && exit 0", "roles": ["newton"],
+                                             "after": "git_reset"},
+                         "see_no_leak": {"run": "test \"$PWD\" = {path!u} || test -z \"$LEAK\"",
+                                         "roles": ["newton"], "after": "check_isolation"},
+                         "fail_last": {"run": "echo half-done; exit 9", "roles": ["newton"], "after": "bundle"}})
+    for host in fleet.hosts:
+        (fleet.home(host.name) / "prefix.log").unlink(missing_ok=True)
+
+    result = project.pampa("deploy", "test", "--roles", "newton", "--report", "r.json")
+
+    assert result.returncode == 1
+    import json
+    steps = {s["name"]: s for s in json.loads((project.root / "r.json").read_text())["hosts"][0]["steps"]}
+    assert steps["see_no_leak"]["result"] == "ok"  # cd/export of one step did not leak into the next
+    assert steps["fail_last"]["exit_code"] == 9 and steps["bundle"]["result"] == "ok"
+    assert "RESULT newton-1 [newton] failed at fail_last exit 9" in result.stdout
+    for host in NEWTONS:
+        assert (fleet.home(host) / "prefix.log").read_text() == "loaded\n"  # once, not once per command

@@ -321,7 +321,7 @@ def test_access_point_allowed_before_gated_hosts_start(project, fleet, access_po
 
 
 def test_wrong_access_point_key_fails_clearly(project, fleet, access_point):
-    project.stage(access_point={"url": access_point, "api_key": "wrong-key"})
+    project.stage(trace=True, access_point={"url": access_point, "api_key": "wrong-key"})
     result = project.pampa("deploy", "test")
     assert result.returncode == 1
     assert "answered 401" in result.stderr and "wrong API key" in result.stderr

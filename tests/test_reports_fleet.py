@@ -83,7 +83,7 @@ def test_batches_and_max_fail(project, fleet):
 def test_straggler_does_not_hold_back_other_hosts(project, fleet):
     """One newton's migration takes 5 s longer; every other host finishes long before it does."""
     from conftest import trace
-    project.stage(steps={"migrate": {"run": "test $PAMPA_HOST != newton-1 || sleep 5; "
+    project.stage(trace=True, steps={"migrate": {"run": "test $PAMPA_HOST != newton-1 || sleep 5; "
                                             "bundle exec sequel -m db/migrations $DATABASE_URL"}})
     result = project.pampa("deploy", "test")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from typing import Any
 
 from ..errors import AccessPointError
@@ -29,6 +27,8 @@ class AccessPointClient:
         return cls(ap["url"], ap.get("api_key"), float(ap.get("timeout", 5)), stage.redactor)
 
     def _call(self, method: str, path: str, body: dict | None = None) -> Any:
+        import urllib.error  # imported here: most stages have no access point, and urllib is slow to import
+        import urllib.request
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.url + API + path, data=data, method=method)
         request.add_header("Content-Type", "application/json")
@@ -74,4 +74,5 @@ class AccessPointClient:
         return self._call("GET", f"/deploys/{deploy_id}")
 
     def nodes(self, stage: str) -> list[dict]:
-        return self._call("GET", f"/nodes?stage={urllib.request.quote(stage)}")["nodes"]
+        from urllib.parse import quote
+        return self._call("GET", f"/nodes?stage={quote(stage)}")["nodes"]

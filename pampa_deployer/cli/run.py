@@ -18,7 +18,6 @@ from ..inventory import load_stage
 from ..plan import build_plan
 from ..render import report as reports
 from ..render import summary, timeline
-from ..render.live import LiveView
 from ..render.plain import PlainRenderer
 from ..render.rundir import RunDirectory
 from . import output
@@ -72,7 +71,10 @@ def run(args) -> int:
         if ci or args.dry_run:
             # A dry run's output is the list of commands: always plain, always with the commands.
             bus.subscribe(PlainRenderer(sys.stdout, verbose=args.verbose or args.dry_run))
-        view = None if (ci or args.dry_run) else LiveView(console, verbose=args.verbose)
+        view = None
+        if not (ci or args.dry_run):
+            from ..render.live import LiveView
+            view = LiveView(console, verbose=args.verbose)
         if view is not None:
             bus.subscribe(view)
         if not args.dry_run:
@@ -84,18 +86,27 @@ def run(args) -> int:
 
         restore = stopping.install(stop, args.grace, notify)
         client = None if args.dry_run else AccessPointClient.from_stage(stage)
-        if not args.dry_run and not args.no_lock:
-            lock = _take_lock(stage, plan, pool, args, bus)
-        deploy_id = None
-        if client is not None:
-            deploy_id = _register(client, stage, plan, lock)
+        held: list = []
+
+        def preflight() -> int | None:
+            """Lock, then register with the access point; runs while the hosts connect."""
+            if not args.dry_run and not args.no_lock:
+                held.append(_take_lock(stage, plan, pool, args, bus))
+            if client is None:
+                return None
+            deploy_id = _register(client, stage, plan, held[0] if held else None)
             bus.emit(ev.Notice(message=f"access point: deploy request {deploy_id} registered and taken",
                                level="info"))
-        with (view if view is not None else contextlib.nullcontext()):
-            result = execute(plan, pool, bus, options, stop, client, deploy_id)
-        if client is not None and deploy_id is not None:
+            return deploy_id
+
+        try:
+            with (view if view is not None else contextlib.nullcontext()):
+                result = execute(plan, pool, bus, options, stop, client, preflight=preflight)
+        finally:
+            lock = held[0] if held else None
+        if client is not None and result.deploy_id is not None:
             try:
-                client.finish(deploy_id, "done" if result.ok else "failed",
+                client.finish(result.deploy_id, "done" if result.ok else "failed",
                               "" if result.ok else summary.headline(result))
             except AccessPointError as e:
                 bus.emit(ev.Notice(message=f"could not mark the deploy finished: {e}", level="warning"))

@@ -38,6 +38,7 @@ class BackendPool:
         self.backends: dict[str, Backend] = {}
         self.connected: set[str] = set()
         self._lock = threading.Lock()
+        self._connecting: dict[str, threading.Lock] = {}
 
     def get(self, host: Host) -> Backend:
         with self._lock:
@@ -47,14 +48,22 @@ class BackendPool:
 
     def connect(self, host: Host) -> Backend:
         backend = self.get(host)
-        if host.name not in self.connected:
-            backend.connect()
-            self.connected.add(host.name)
+        with self._lock:
+            host_lock = self._connecting.setdefault(host.name, threading.Lock())
+        with host_lock:  # the preflight and the host's pipeline may ask at the same time
+            if host.name not in self.connected:
+                backend.connect()
+                self.connected.add(host.name)
         return backend
 
     def abort_all(self) -> None:
-        for backend in list(self.backends.values()):
-            backend.abort()
+        with self._lock:
+            backends = list(self.backends.values())
+        for backend in backends:
+            try:
+                backend.abort()
+            except Exception:  # noqa: BLE001 - runs in a signal handler; one bad host must not stop the rest
+                pass
 
     def close_all(self) -> None:
         for backend in list(self.backends.values()):
@@ -65,17 +74,23 @@ class BackendPool:
 
 
 def execute(plan: Plan, pool: BackendPool, bus: ev.EventBus, options: RunOptions, stop: StopSignal,
-            access_point=None, deploy_id: int | None = None, run_id: str | None = None) -> RunResult:
-    """Deploy (or roll back) every host of ``plan``; returns a result for each, whatever happened."""
+            access_point=None, deploy_id: int | None = None, run_id: str | None = None,
+            preflight: Callable[[], int | None] | None = None) -> RunResult:
+    """Deploy (or roll back) every host of ``plan``; returns a result for each, whatever happened.
+
+    ``preflight`` (take the lock, register with the access point; returns the deploy id) runs while
+    the hosts connect; no host runs a command before it is done. If it raises, no host runs anything
+    and the error is raised here once every host has stopped.
+    """
     started = time.time()
     opened_at: list[float] = []
 
     def on_gate(state: str, reason: str) -> None:
         if state == OPEN:
             opened_at.append(time.time())
-            if access_point is not None and deploy_id is not None and not options.dry_run:
+            if access_point is not None and ctx.deploy_id is not None and not options.dry_run:
                 try:
-                    access_point.allow(deploy_id)
+                    access_point.allow(ctx.deploy_id)
                 except AccessPointError as e:
                     bus.emit(ev.Notice(message=f"gate opened, but marking the deploy ALLOWED failed: {e}",
                                        level="warning"))
@@ -85,6 +100,17 @@ def execute(plan: Plan, pool: BackendPool, bus: ev.EventBus, options: RunOptions
     ctx = RunContext(plan=plan, bus=bus, gate=gate, stop=stop, access_point=access_point, deploy_id=deploy_id,
                      dry_run=options.dry_run, run_id=run_id or uuid.uuid4().hex[:12])
     stop.on_hard(pool.abort_all)
+
+    def run_preflight() -> None:
+        try:
+            if preflight is not None:
+                ctx.deploy_id = preflight()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the main thread below
+            ctx.refused = e
+        finally:
+            ctx.ready.set()
+
+    threading.Thread(target=run_preflight, name="pampa-preflight", daemon=True).start()
     scheduler = Scheduler(options.parallel, options.batch, options.batch_wait, options.max_fail,
                           stopping=lambda: stop.stopping)
     bus.emit(ev.RunStarted(stage=plan.stage.name, kind=plan.kind, branch=plan.branch, dry_run=options.dry_run,
@@ -112,10 +138,13 @@ def execute(plan: Plan, pool: BackendPool, bus: ev.EventBus, options: RunOptions
         return result
 
     results = scheduler.run(list(plan.hosts), work)
+    ctx.ready.wait()
+    if ctx.refused is not None:
+        raise ctx.refused
     notes = list(plan.notes) + ([scheduler.halted_reason] if scheduler.halted_reason else [])
     run = RunResult(stage=plan.stage.name, kind=plan.kind, branch=plan.branch, started=started, ended=time.time(),
                     hosts=tuple(results), gate=gate.state if plan.has_gate else "none",
                     gate_opened_at=opened_at[0] if opened_at else None, interrupted_by=stop.signum,
-                    notes=tuple(notes), revision=plan.revision, dry_run=options.dry_run)
+                    notes=tuple(notes), revision=plan.revision, dry_run=options.dry_run, deploy_id=ctx.deploy_id)
     bus.emit(ev.RunFinished(result=run))
     return run

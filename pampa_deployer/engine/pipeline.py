@@ -5,6 +5,7 @@ Hosts advance independently: nothing here waits for other hosts except the gate.
 from __future__ import annotations
 
 import getpass
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -34,6 +35,8 @@ class RunContext:
     run_id: str = ""
     user: str = field(default_factory=lambda: _whoami())
     backends: dict = field(default_factory=dict)
+    ready: threading.Event = field(default_factory=threading.Event)
+    refused: BaseException | None = None
 
 
 def _whoami() -> str:
@@ -82,6 +85,15 @@ def run_host(hp: HostPlan, backend: Backend, ctx: RunContext, connect: Callable[
         state.update(result=FAILED, failed_step="connect", reason=e.message, stderr=e.reason)
         return finish()
     bus.emit(ev.HostConnected(host=name, seconds=time.time() - t0))
+
+    # Connecting changes nothing; every command waits until the run's preflight (the lock) is done.
+    while not ctx.ready.wait(0.2):
+        if ctx.stop.stopping:
+            break
+    if ctx.refused is not None or ctx.stop.stopping:
+        state.update(result=SKIPPED, reason="not started: " + (str(ctx.refused) if ctx.refused is not None
+                                                                else "interrupted"))
+        return finish()
 
     if hp.gated:
         bus.emit(ev.HostWaiting(host=name))

@@ -75,6 +75,7 @@ class RunResult:
     notes: tuple[str, ...] = field(default_factory=tuple)
     revision: str | None = None
     dry_run: bool = False
+    deploy_id: int | None = None
 
     @property
     def ok(self) -> bool:

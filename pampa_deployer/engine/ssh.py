@@ -24,6 +24,7 @@ from ..steps.actions import Command, Upload
 from .backend import LineSplitter, OnLine
 from .hostkeys import UnknownHostKey, secure
 from .results import CommandResult
+from .session import SessionBroken, ShellSession
 
 
 class SSHSettings:
@@ -31,12 +32,13 @@ class SSHSettings:
 
     def __init__(self, known_hosts: str = "~/.ssh/known_hosts", accept_new: bool = False,
                  ssh_config: str | None = "~/.ssh/config", connect_timeout: float = 10.0,
-                 retries: int = 2, max_startups: int = 8):
+                 retries: int = 2, max_startups: int = 16, shell_session: bool = True):
         self.known_hosts = os.path.expanduser(known_hosts)
         self.accept_new = accept_new
         self.ssh_config = os.path.expanduser(ssh_config) if ssh_config else None
         self.connect_timeout = connect_timeout
         self.retries = retries
+        self.shell_session = shell_session
         # Bounded SSH handshakes in flight: hundreds at once overwhelm sshd's MaxStartups.
         self.handshakes = threading.BoundedSemaphore(max(1, max_startups))
         self.fabric_config: Config | None = None
@@ -50,7 +52,8 @@ class SSHSettings:
         return cls(known_hosts=known,
                    accept_new=bool(ssh.get("accept_new_host_keys")) if accept_new is None else accept_new,
                    ssh_config=ssh.get("config"), connect_timeout=float(ssh.get("connect_timeout", 10)),
-                   retries=int(ssh.get("connect_retries", 2)), max_startups=int(ssh.get("max_startups", 8)))
+                   retries=int(ssh.get("connect_retries", 2)), max_startups=int(ssh.get("max_startups", 16)),
+                   shell_session=bool(ssh.get("shell_session", True)))
 
 
 def _fabric_config(settings: SSHSettings) -> Config:
@@ -122,6 +125,9 @@ class SSHBackend:
         self._channel: paramiko.Channel | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self._lock = threading.Lock()
+        self._sessions: dict[str | None, ShellSession] = {}
+        self._broken: set[str | None] = set()
+        self._aborted = False
 
     # -- connecting -------------------------------------------------------------------------
     def _new_connection(self) -> Connection:
@@ -159,7 +165,33 @@ class SSHBackend:
 
     # -- running ----------------------------------------------------------------------------
     def run(self, command: Command, on_line: OnLine | None = None) -> CommandResult:
+        """Run on the host's shell session (the default), or on a channel of its own."""
         assert self.connection is not None, "connect() first"
+        if self.settings.shell_session and not self._aborted:
+            session = self._session(command.prefix)
+            if session is not None:
+                result = session.run(command, on_line)
+                if session.dead:
+                    with self._lock:
+                        if self._sessions.get(command.prefix) is session:
+                            del self._sessions[command.prefix]
+                return result
+        return self._run_on_channel(command, on_line)
+
+    def _session(self, prefix: str | None) -> ShellSession | None:
+        session = self._sessions.get(prefix)
+        if session is None and prefix not in self._broken:
+            try:
+                session = ShellSession(self.connection.transport, prefix)
+            except (SessionBroken, paramiko.SSHException):
+                # e.g. the prefix fails: each command then runs (and fails) on its own channel.
+                self._broken.add(prefix)
+                return None
+            with self._lock:
+                self._sessions[prefix] = session
+        return session
+
+    def _run_on_channel(self, command: Command, on_line: OnLine | None = None) -> CommandResult:
         channel = self.connection.transport.open_session()
         with self._lock:
             self._channel = channel
@@ -196,10 +228,21 @@ class SSHBackend:
 
     def abort(self) -> None:
         with self._lock:
+            self._aborted = True
             if self._channel is not None:
                 self._channel.close()
+            sessions = list(self._sessions.values())
+        for session in sessions:  # called from a signal handler: never raise
+            try:
+                session.close()
+            except Exception:  # noqa: BLE001
+                pass
 
     def close(self) -> None:
+        with self._lock:
+            sessions = list(self._sessions.values())
+        for session in sessions:
+            session.close()
         if self._sftp is not None:
             self._sftp.close()
         if self.connection is not None:

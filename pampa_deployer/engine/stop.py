@@ -33,8 +33,13 @@ class StopSignal:
         if self.hard.is_set():
             return
         self.hard.set()
-        for callback in self._on_hard:
-            callback()
+
+        def run_callbacks() -> None:
+            for callback in self._on_hard:
+                callback()
+
+        # Often called from a signal handler in the main thread: never take locks there.
+        threading.Thread(target=run_callbacks, name="pampa-abort", daemon=True).start()
 
     @property
     def stopping(self) -> bool:

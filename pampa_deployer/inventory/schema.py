@@ -99,7 +99,9 @@ TOP: dict[str, Key] = {
         "config": Key("str", "~/.ssh/config", "ssh_config file honoured (ProxyJump, User, Port...).", "~/.ssh/config"),
         "connect_timeout": Key("number", 10.0, "Seconds to wait for a TCP connect and handshake.", "10"),
         "connect_retries": Key("int", 2, "Retries with back-off for refused or timed-out connects.", "2"),
-        "max_startups": Key("int", 8, "SSH handshakes in flight at once (throttles connection storms).", "8"),
+        "max_startups": Key("int", 16, "SSH handshakes in flight at once (throttles connection storms).", "8"),
+        "shell_session": Key("bool", True, "Run a host's commands one after another in one shell on one channel "
+                             "(the prefix runs once); false: a new channel and shell per command.", "false"),
     }),
     "parallel": Key("int", 32, "Hosts deployed at once (`--parallel`).", "32"),
     "lock": Key("section", None, "Deploy lock settings.", "", {

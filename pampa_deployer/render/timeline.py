@@ -36,8 +36,15 @@ def build(result: RunResult, width: int = 72) -> Group:
         if gate_col is not None and 0 <= gate_col < width and cells[gate_col][0] == " ":
             cells[gate_col] = ("┃", "bold yellow")
         line = Text(f"{h.host:<{label_w}} ")
+        # One segment per run of equal cells: a segment per cell makes SVG export slow on big fleets.
+        run_text, run_style = "", None
         for ch, style in cells:
-            line.append(ch, style=style)
+            if style != run_style and run_text:
+                line.append(run_text, style=run_style)
+                run_text = ""
+            run_text, run_style = run_text + ch, style
+        if run_text:
+            line.append(run_text, style=run_style)
         line.append(f" {h.result} {h.seconds:.1f}s", style="dim")
         rows.append(line)
     legend = Text("steps: ")

@@ -26,10 +26,11 @@ class Command:
 
     def line(self) -> str:
         """The exact line sent to the host's shell."""
-        parts = []
-        if self.prefix:
-            parts.append(self.prefix)
-        parts.extend(f"export {k}={quote(v)}" for k, v in self.env)
+        return f"{self.prefix} && {self.body()}" if self.prefix else self.body()
+
+    def body(self) -> str:
+        """The line without the prefix (a shell session runs the prefix once, not per command)."""
+        parts = [f"export {k}={quote(v)}" for k, v in self.env]
         if self.cwd:
             parts.append(f"cd {quote(self.cwd)}")
         parts.append(self.script)

@@ -1,0 +1,161 @@
+"""Side-by-side deploy benchmark: pampa against the floor, Fabric scripts, Ansible and pyinfra.
+
+    bench/run                                   # everything (light 10/50/100, app 10/30), 3 runs each
+    bench/run --workload light --hosts 50 --runs 3 --tools floor,pampa,threadinggroup
+
+Each round runs every tool once, in turn, against the same real sshd fleet (rounds
+interleave tools so machine noise hits all of them alike). Every run is verified on
+the hosts' disks; a run that did not really deploy is reported and not counted.
+Prints medians with each tool's ratio to the floor and to pampa.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from pampa_deployer.fleet import Fleet  # noqa: E402
+import workload as wl  # noqa: E402
+
+PEER_PY = HERE / ".venv" / "bin" / "python"
+TOOLS = ["floor", "pampa", "threadinggroup", "naive_fabric", "pyinfra", "ansible"]
+
+
+def make_fleet(root: Path, count: int) -> Fleet:
+    fleet = Fleet(root, [(f"h{i:03d}", ("bench",)) for i in range(1, count + 1)], subnet="127.0.3", first=1)
+    fleet.create(provision=False)
+    for h in fleet.hosts:
+        (fleet.home(h.name) / "address").write_text(h.address + "\n")
+    fleet.start(timeout=60)
+    return fleet
+
+
+def command(tool: str, spec_file: Path, work: Path, project: Path, n: int) -> tuple[list[str], dict]:
+    env = {**os.environ}
+    if tool == "floor":
+        return [sys.executable, str(HERE / "peers" / "floor.py"), str(spec_file)], env
+    if tool == "pampa":
+        return [sys.executable, "-m", "pampa_deployer", "--stages", str(project / "stages"), "deploy", "bench",
+                "--ci", "--parallel", str(n)], env
+    if tool in ("threadinggroup", "naive_fabric"):
+        return [str(PEER_PY), str(HERE / "peers" / f"{tool}.py"), str(spec_file)], env
+    if tool == "ansible":
+        out = work / "ansible"
+        subprocess.run([str(PEER_PY), str(HERE / "peers" / "ansible_play.py"), str(spec_file), str(out)], check=True)
+        env.update(ANSIBLE_CONFIG=str(out / "ansible.cfg"),
+                   ANSIBLE_SSH_CONTROL_PATH_DIR=str(work / f"cp-{time.time_ns()}"))  # no masters from earlier runs
+        return [str(HERE / ".venv" / "bin" / "ansible-playbook"), "-i", str(out / "inventory.ini"),
+                str(out / "play.yml")], env
+    if tool == "pyinfra":
+        out = work / "pyinfra"
+        subprocess.run([str(PEER_PY), str(HERE / "peers" / "pyinfra_deploy.py"), str(spec_file), str(out)],
+                       check=True)
+        return [str(HERE / ".venv" / "bin" / "pyinfra"), str(out / "inventory.py"), str(out / "deploy.py"), "-y",
+                "--parallel", str(n)], env
+    raise SystemExit(f"unknown tool {tool}")
+
+
+def timed(argv: list[str], env: dict, cwd: Path) -> tuple[float, float, int, str]:
+    """(wall seconds, CPU seconds of the process and its children, exit code, output tail)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, proc.returncode, (proc.stdout + proc.stderr)[-600:]
+
+
+def bench(fleet: Fleet, workload: str, n: int, runs: int, tools: list[str], work: Path) -> dict:
+    hosts = fleet.hosts[:n]
+    project = work / f"{workload}-{n}"
+    project.mkdir(parents=True, exist_ok=True)
+    wl.write_stage(fleet, hosts, workload, n, project)
+    spec_file = wl.dump(wl.spec(fleet, hosts, workload, project), project / "spec.json")
+    results: dict[str, dict] = {t: {"wall": [], "cpu": [], "failed": []} for t in tools}
+    for round_no in range(runs):
+        for tool in tools:
+            revision = wl.reset(fleet, hosts, workload)
+            argv, env = command(tool, spec_file, project, project, n)
+            wall, cpu, code, tail = timed(argv, env, project)
+            problems = wl.verify(fleet, hosts, workload, revision)
+            if code != 0 or problems:
+                results[tool]["failed"].append(f"exit {code}; {problems[:3]}; {tail[-300:]}")
+                print(f"  {workload} N={n} round {round_no + 1} {tool}: FAILED ({code}) {problems[:2]}", flush=True)
+                continue
+            results[tool]["wall"].append(wall)
+            results[tool]["cpu"].append(cpu)
+            print(f"  {workload} N={n} round {round_no + 1} {tool}: {wall:.2f}s wall, {cpu:.2f}s CPU", flush=True)
+    return results
+
+
+def table(workload: str, n: int, results: dict) -> str:
+    med = {t: statistics.median(r["wall"]) for t, r in results.items() if r["wall"]}
+    floor, pampa = med.get("floor"), med.get("pampa")
+    lines = [f"### {workload} workload, N={n}", "",
+             "| tool | median wall (s) | runs ok | median CPU (s) | × floor | × pampa |", "|---|---|---|---|---|---|"]
+    for tool, r in results.items():
+        if not r["wall"]:
+            lines.append(f"| {tool} | failed | 0/{len(r['failed'])} | | | |")
+            continue
+        m = med[tool]
+        lines.append(f"| {tool} | {m:.2f} | {len(r['wall'])}/{len(r['wall']) + len(r['failed'])} | "
+                     f"{statistics.median(r['cpu']):.2f} | {m / floor:.2f} | {m / pampa:.2f} |"
+                     if floor and pampa else f"| {tool} | {m:.2f} | {len(r['wall'])} | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workload", choices=["light", "app", "all"], default="all")
+    p.add_argument("--hosts", help="comma-separated N values (default: light 10,50,100; app 10,30)")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--tools", default=",".join(TOOLS))
+    p.add_argument("--dir", default="/tmp/pampa-bench")
+    p.add_argument("--out", default=str(HERE / "results"))
+    args = p.parse_args()
+    tools = args.tools.split(",")
+    plan = []
+    for workload in (["light", "app"] if args.workload == "all" else [args.workload]):
+        ns = [int(x) for x in args.hosts.split(",")] if args.hosts else ([10, 50, 100] if workload == "light"
+                                                                          else [10, 30])
+        plan += [(workload, n) for n in ns]
+    root = Path(args.dir)
+    fleet = make_fleet(root / "fleet", max(n for _, n in plan))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    header = (f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.node()}: "
+              f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, "
+              f"{args.runs} runs per tool, medians.\n")
+    report = [header]
+    try:
+        for workload, n in plan:
+            results = bench(fleet, workload, n, args.runs, tools, root / "work")
+            (out / f"{workload}-{n}.json").write_text(json.dumps(results, indent=1))
+            report.append(table(workload, n, results))
+            print(report[-1], flush=True)
+    finally:
+        fleet.stop()
+        for h in fleet.hosts:  # the floor starts processes outside the hosts' namespaces
+            for pid_file in (fleet.home(h.name) / "run").glob("*.pid") if (fleet.home(h.name) / "run").exists() else []:
+                try:
+                    os.kill(int(pid_file.read_text()), 9)
+                except (OSError, ValueError):
+                    pass
+    (out / "report.md").write_text("\n".join(report))
+    print("\n".join(report))
+
+
+if __name__ == "__main__":
+    main()
