@@ -2,6 +2,7 @@
 # One command each, on a fresh Debian machine, as root:
 #   ./setup.sh demo   install everything, then deploy to a local demo fleet of real sshd hosts
 #   ./setup.sh test   install everything, then run the whole test suite
+#   ./setup.sh deps   install everything, run nothing
 # It installs the Debian packages the fleet needs and the Python packages into ./.venv.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -36,6 +37,9 @@ case "$mode" in
   demo)
     exec pampa demo "$@"
     ;;
+  deps)
+    exit 0
+    ;;
   test)
     set +e
     python -m pytest -q -p no:cacheprovider "$@"
@@ -44,7 +48,7 @@ case "$mode" in
     exit $code
     ;;
   *)
-    echo "usage: ./setup.sh demo|test [args...]" >&2
+    echo "usage: ./setup.sh demo|test|deps [args...]" >&2
     exit 2
     ;;
 esac

@@ -32,8 +32,8 @@ PEER_PY = HERE / ".venv" / "bin" / "python"
 TOOLS = ["floor", "pampa", "threadinggroup", "naive_fabric", "pyinfra", "ansible"]
 
 
-def make_fleet(root: Path, count: int) -> Fleet:
-    fleet = Fleet(root, [(f"h{i:03d}", ("bench",)) for i in range(1, count + 1)], subnet="127.0.3", first=1)
+def make_fleet(root: Path, count: int, subnet: str = "127.0.3") -> Fleet:
+    fleet = Fleet(root, [(f"h{i:03d}", ("bench",)) for i in range(1, count + 1)], subnet=subnet, first=1)
     fleet.create(provision=False)
     for h in fleet.hosts:
         (fleet.home(h.name) / "address").write_text(h.address + "\n")

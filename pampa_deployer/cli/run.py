@@ -142,6 +142,7 @@ def _exit_code(result) -> int:
 
 def _take_lock(stage, plan, pool, args, bus) -> locking.DeployLock:
     host = stage.lock_host
+    pool.pin(host)
     try:
         backend = pool.connect(host)
     except ConnectError as e:

@@ -39,6 +39,7 @@ class BackendPool:
         self.connected: set[str] = set()
         self._lock = threading.Lock()
         self._connecting: dict[str, threading.Lock] = {}
+        self._pinned: set[str] = set()
 
     def get(self, host: Host) -> Backend:
         with self._lock:
@@ -55,6 +56,23 @@ class BackendPool:
                 backend.connect()
                 self.connected.add(host.name)
         return backend
+
+    def pin(self, host: Host) -> None:
+        """Keep this host's connection after its pipeline ends (the lock host: renew and release)."""
+        self._pinned.add(host.name)
+
+    def done(self, host: Host) -> None:
+        """A host finished: close its connection now, so open connections (and paramiko's transport
+        threads) stay bounded by --parallel instead of growing with the fleet."""
+        with self._lock:
+            if host.name in self._pinned or host.name not in self.backends:
+                return
+            backend = self.backends.pop(host.name)
+            self.connected.discard(host.name)
+        try:
+            backend.close()
+        except Exception:  # noqa: BLE001 - closing is best effort
+            pass
 
     def abort_all(self) -> None:
         with self._lock:
@@ -133,7 +151,10 @@ def execute(plan: Plan, pool: BackendPool, bus: ev.EventBus, options: RunOptions
                                 ended=now, reason=why_not, gated=hp.gated)
             bus.emit(ev.HostFinished(host=hp.host.name, result=result))
             return result
-        result = run_host(hp, pool.get(hp.host), ctx, lambda: pool.connect(hp.host))
+        try:
+            result = run_host(hp, pool.get(hp.host), ctx, lambda: pool.connect(hp.host))
+        finally:
+            pool.done(hp.host)
         scheduler.record(not result.ok)
         return result
 

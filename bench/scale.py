@@ -1,0 +1,78 @@
+"""200 hosts, light workload: every host must succeed; peak memory and threads of the pampa process.
+
+    bench/run scale [--hosts 200] [--parallel 32]
+Samples the pampa process's RSS and thread count every 20 ms from /proc while it deploys.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+import workload as wl  # noqa: E402
+from compare import make_fleet  # noqa: E402
+
+
+def sample(pid: int, peaks: dict, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            return
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                peaks["rss_mb"] = max(peaks.get("rss_mb", 0), int(line.split()[1]) / 1024)
+            elif line.startswith("Threads:"):
+                peaks["threads"] = max(peaks.get("threads", 0), int(line.split()[1]))
+        time.sleep(0.02)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--hosts", type=int, default=200)
+    p.add_argument("--parallel", type=int, default=None, help="default: pampa's own default (32)")
+    p.add_argument("--dir", default="/tmp/pampa-bench-scale")
+    args = p.parse_args()
+    fleet = make_fleet(Path(args.dir) / "fleet", args.hosts, subnet="127.0.4")
+    try:
+        project = Path(args.dir) / "work"
+        wl.write_stage(fleet, fleet.hosts, "light", 32, project)
+        stage_file = project / "stages" / "bench.yml"
+        stage_file.write_text(stage_file.read_text().replace("parallel: 32\n", ""))
+        wl.reset(fleet, fleet.hosts, "light")
+        argv = [sys.executable, "-m", "pampa_deployer", "--stages", str(project / "stages"), "deploy", "bench", "--ci"]
+        if args.parallel:
+            argv += ["--parallel", str(args.parallel)]
+        t = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        peaks: dict = {}
+        stop = threading.Event()
+        sampler = threading.Thread(target=sample, args=(proc.pid, peaks, stop))
+        sampler.start()
+        out, _ = proc.communicate()
+        stop.set()
+        sampler.join()
+        wall = time.perf_counter() - t
+        problems = wl.verify(fleet, fleet.hosts, "light", None)
+        failures = [line for line in out.splitlines() if "handshake" in line or "refused" in line or "timed out" in line]
+        print(f"| hosts | --parallel | exit | hosts verified | wall (s) | peak RSS (MB) | peak threads | connect errors |")
+        print("|---|---|---|---|---|---|---|---|")
+        print(f"| {args.hosts} | {args.parallel or 'default (32)'} | {proc.returncode} | "
+              f"{args.hosts - len(problems)}/{args.hosts} | {wall:.2f} | {peaks.get('rss_mb', 0):.0f} | "
+              f"{peaks.get('threads', 0)} | {len(failures)} |")
+        if proc.returncode or problems:
+            print("\n".join(line for line in out.splitlines() if "FAILED" in line or "RESULT" in line
+                            and " ok " not in line)[-3000:], problems[:5])
+    finally:
+        fleet.stop()
+
+
+if __name__ == "__main__":
+    main()
