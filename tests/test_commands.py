@@ -1,0 +1,105 @@
+"""Pure unit tests of command building: quoting, templates, masking, steps, sequences, the plan."""
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from pampa_deployer.errors import ConfigError
+from pampa_deployer.inventory import stage_from_mapping
+from pampa_deployer.plan import build_plan
+from pampa_deployer.redact import MASK, Redactor, secret_fragments
+from pampa_deployer.sequences import DEFAULT_SEQUENCES
+from pampa_deployer.shell import quote, render
+from pampa_deployer.steps.actions import Command
+
+
+def stage(**extra):
+    data = {"app": "shop", "repo": "git@example.com:shop.git",
+            "hosts": {"k1": {"address": "10.0.0.1", "roles": ["kepler"]},
+                      "e1": {"address": "10.0.0.2", "roles": ["euler"]},
+                      "n1": {"address": "10.0.0.3", "roles": ["newton"]},
+                      "c1": {"address": "10.0.0.4", "roles": ["copernico"]},
+                      "both": {"address": "10.0.0.5", "roles": ["newton", "copernico"]}}}
+    data.update(extra)
+    return stage_from_mapping(data, environ={})
+
+
+def steps_of(plan, host):
+    return [s.name for s in next(h for h in plan.hosts if h.host.name == host).steps]
+
+
+def test_quote_keeps_tilde_and_quotes_everything_else():
+    assert quote("~/code/my app") == "~/'code/my app'"
+    assert quote("a;rm -rf /") == "'a;rm -rf /'"
+    assert shlex.split(quote("it's")) == ["it's"]
+    assert render("git reset --hard {ref}", {"ref": "origin/x; reboot"}) == "git reset --hard 'origin/x; reboot'"
+    assert render("echo {v!u}", {"v": "$HOME"}) == "echo $HOME"
+
+
+def test_command_line_and_masking():
+    red = Redactor().with_values("hunter2-secret")
+    cmd = Command("psql -c 'select 1'", cwd="~/code/shop", prefix="source /etc/profile.d/rvm.sh",
+                  env=(("DB_PASS", "hunter2-secret"),), redactor=red)
+    assert cmd.line() == ("source /etc/profile.d/rvm.sh && export DB_PASS=hunter2-secret && cd ~/code/shop && "
+                          "psql -c 'select 1'")
+    assert "hunter2-secret" not in cmd.display() and f"DB_PASS={MASK}" in cmd.display()
+    assert cmd.body() == cmd.line().split(" && ", 1)[1]
+
+
+def test_secret_file_fragments_cover_single_values():
+    found = secret_fragments("# comment\nSTRIPE_KEY = 'sk_live_abcdef'\npassword: s3cr3tvalue\n")
+    assert "sk_live_abcdef" in found and "s3cr3tvalue" in found
+    assert Redactor().with_values(*found).mask("token sk_live_abcdef!") == f"token {MASK}!"
+
+
+def test_the_four_sequences_and_the_gate():
+    plan = build_plan(stage())
+    assert steps_of(plan, "k1") == list(DEFAULT_SEQUENCES["kepler"])
+    assert steps_of(plan, "e1") == ["bundle", "restart_puma", "report_version"]
+    assert steps_of(plan, "n1") == list(DEFAULT_SEQUENCES["newton"])
+    assert steps_of(plan, "c1") == ["bundle", "restart_processes", "report_version"]
+    gated = {h.host.name for h in plan.hosts if h.gated}
+    assert gated == {"e1", "c1", "both"}  # a gated role on a non-kepler host makes it wait
+    assert plan.gate_hosts == ("k1",)
+    assert [h.host.name for h in plan.hosts][0] == "k1"  # keplers are scheduled first
+
+
+def test_several_roles_run_the_union_once_in_order():
+    plan = build_plan(stage())
+    assert steps_of(plan, "both") == ["git_fetch", "git_reset", "secrets", "migrate", "bundle",
+                                      "restart_processes", "restart_workers", "report_version"]
+
+
+def test_overrides_custom_steps_and_disabled_steps():
+    plan = build_plan(stage(units={"puma": ["{app}_web"], "restart": "sudo systemctl restart {unit}"},
+                            steps={"migrate": {"enabled": False},
+                                   "warm": {"run": "bin/warm {name}", "roles": ["kepler"], "after": "restart_puma"}},
+                            bundler={"update": True}))
+    k1 = next(h for h in plan.hosts if h.host.name == "k1")
+    names = [s.name for s in k1.steps]
+    assert "migrate" not in names and names.index("warm") == names.index("restart_puma") + 1
+    text = {s.name: [a.display() for a in s.actions] for s in k1.steps}
+    assert text["restart_puma"] == ["sudo systemctl restart shop_web"]
+    assert text["warm"] == ["cd ~/code/shop && bin/warm k1"]
+    assert text["bundle"] == ["cd ~/code/shop && bundle update"]
+
+
+def test_roles_and_hosts_narrow_the_plan():
+    plan = build_plan(stage(), roles=["euler"])
+    assert [h.host.name for h in plan.hosts] == ["e1"] and not plan.hosts[0].gated
+    assert "no kepler host in this run" in plan.notes[0]
+    assert [h.host.name for h in build_plan(stage(), hosts=["n*"]).hosts] == ["n1"]
+    with pytest.raises(ConfigError, match="--hosts: no host 'n9'"):
+        build_plan(stage(), hosts=["n9"])
+    with pytest.raises(ConfigError, match="--roles: unknown role 'newtn'.*did you mean 'newton'"):
+        build_plan(stage(), roles=["newtn"])
+
+
+def test_rollback_plan_resets_to_one_revision_and_never_migrates():
+    plan = build_plan(stage(), kind="rollback", revision="a" * 40)
+    k1 = next(h for h in plan.hosts if h.host.name == "k1")
+    names = [s.name for s in k1.steps]
+    assert names == ["git_reset", "bundle", "restart_puma", "restart_processes", "report_version", "open_gate"]
+    assert k1.steps[0].actions[0].display() == f"cd ~/code/shop && git reset --hard {'a' * 40}"
+    assert "database migrations are not reverted" in plan.notes[0]
