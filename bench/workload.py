@@ -34,18 +34,21 @@ LIGHT_STEPS = {
 
 
 def stage_data(fleet: Fleet, hosts, workload: str, parallel: int) -> dict:
-    common = {"roles": {"bench": {"sequence": SEQUENCE}}, "parallel": parallel,
-              "hosts": {h.name: {"address": h.address, "port": h.port, "roles": ["bench"]} for h in hosts}}
+    common = {"roles": {"bench": {"sequence": SEQUENCE}}, "parallel": parallel}
     if workload == "light":
-        return fleet.stage_data(
+        data = fleet.stage_data(
             path="~", env={}, units={"puma": [], "workers": []},
             secrets=[{"local": "secrets/config.rb", "remote": "~/bench/config.rb"}],
             steps={name: {"run": cmd} for name, cmd in LIGHT_STEPS.items()}, **common)
-    return fleet.stage_data(
-        units={"restart": "cd {path} && bin/restart {unit} $(cat ~/address)", "puma": ["puma"],
-               "workers": ["worker"]},
-        secrets=[{"local": "secrets/config.rb", "remote": "config.rb"}],
-        steps={"migrate": {"run": "bundle exec sequel -m db/migrations $DATABASE_URL"}}, **common)
+    else:
+        data = fleet.stage_data(
+            units={"restart": "cd {path} && bin/restart {unit} $(cat ~/address)", "puma": ["puma"],
+                   "workers": ["worker"]},
+            secrets=[{"local": "secrets/config.rb", "remote": "config.rb"}],
+            steps={"migrate": {"run": "bundle exec sequel -m db/migrations $DATABASE_URL"}}, **common)
+    # Replace (not merge) the fleet's hosts: exactly the N hosts every peer deploys to.
+    data["hosts"] = {h.name: {"address": h.address, "port": h.port, "roles": ["bench"]} for h in hosts}
+    return data
 
 
 def write_stage(fleet: Fleet, hosts, workload: str, parallel: int, project: Path) -> Path:
@@ -62,6 +65,7 @@ def spec(fleet: Fleet, hosts, workload: str, project: Path) -> dict:
     """The steps as plain data for the peer scripts: the first host's planned commands, verbatim."""
     stage = load_stage("bench", project / "stages")
     plan = build_plan(stage)
+    assert len(plan.hosts) == len(hosts), "pampa must deploy exactly the hosts the peers deploy"
     steps = []
     for step in plan.hosts[0].steps:
         for action in step.actions:
