@@ -71,7 +71,7 @@ def main() -> None:
     finally:
         fleet.stop()
     raw = rows[1][1]
-    print(f"| how a command runs on an open connection | ms per command | vs raw paramiko + NODELAY |")
+    print("| how a command runs on an open connection | ms per command | vs raw paramiko + NODELAY |")
     print("|---|---|---|")
     for name, ms in rows:
         print(f"| {name} | {ms:.2f} | {ms - raw:+.2f} ms |")

@@ -62,7 +62,7 @@ def main() -> None:
         wall = time.perf_counter() - t
         problems = wl.verify(fleet, fleet.hosts, "light", None)
         failures = [line for line in out.splitlines() if "handshake" in line or "refused" in line or "timed out" in line]
-        print(f"| hosts | --parallel | exit | hosts verified | wall (s) | peak RSS (MB) | peak threads | connect errors |")
+        print("| hosts | --parallel | exit | hosts verified | wall (s) | peak RSS (MB) | peak threads | connect errors |")
         print("|---|---|---|---|---|---|---|---|")
         print(f"| {args.hosts} | {args.parallel or 'default (32)'} | {proc.returncode} | "
               f"{args.hosts - len(problems)}/{args.hosts} | {wall:.2f} | {peaks.get('rss_mb', 0):.0f} | "

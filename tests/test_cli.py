@@ -149,3 +149,36 @@ def test_configuration_reference_lists_every_key():
         row = re.search(rf"^\| `{re.escape(path)}` \| `((?:[^`])+)` \|", text, re.M)
         assert row, path
         assert row.group(1).replace("\\|", "|") == key.type, path
+
+
+def test_committed_demo_stage_is_what_pampa_demo_writes():
+    from pampa_deployer.cli.demo import demo_fleet, demo_stage_text
+    assert (ROOT / "stages" / "demo.yml").read_text() == demo_stage_text(demo_fleet())
+
+
+def test_connect_failures_are_classified_and_only_transient_ones_retried():
+    import socket
+
+    import paramiko
+
+    from pampa_deployer.engine.hostkeys import UnknownHostKey
+    from pampa_deployer.engine.ssh import SSHSettings, classify
+    from pampa_deployer.inventory.model import Host
+    host = Host("k1", "10.0.0.1", ("kepler",), 22, "root", None, "~/code/x", "main", None)
+    key = paramiko.ECDSAKey.generate()
+    settings = SSHSettings()
+    cases = [
+        (ConnectionRefusedError(111, "refused"), "refused", True),
+        (socket.timeout("timed out"), "timed out", True),
+        (paramiko.AuthenticationException("no"), "auth failed", False),
+        (paramiko.SSHException("Error reading SSH protocol banner"), "handshake failed", True),
+        (socket.gaierror(-2, "Name or service not known"), "name not resolved", False),
+    ]
+    for error, reason, retry in cases:
+        got = classify(error, host, settings)
+        assert (got.reason, got.retryable) == (reason, retry), error
+        assert got.message.startswith("k1 (10.0.0.1:22): ")
+    unknown = classify(UnknownHostKey("[10.0.0.1]:22", key, "kh"), host, settings)
+    assert unknown.reason == "unknown host key" and not unknown.retryable
+    changed = classify(paramiko.BadHostKeyException("h", key, key), host, settings)
+    assert changed.reason == "host key mismatch" and not changed.retryable

@@ -10,7 +10,7 @@ from ..errors import ConnectError, Refused
 from ..inventory import load_stage
 from ..plan import build_plan
 from ..shell import quote
-from ..steps.actions import Command, Run
+from ..steps.actions import Command
 from . import output
 from .hosts import each_host
 from .run import pool_for
@@ -45,7 +45,7 @@ def check(args) -> int:
         programs = commands_used(hp)
         parent = posixpath.dirname(host.path.rstrip("/")) or "."
         checks = " ; ".join(
-            [f"command -v git >/dev/null && echo git=ok || echo git=missing",
+            ["command -v git >/dev/null && echo git=ok || echo git=missing",
              f"if [ -d {quote(host.path)} ]; then t={quote(host.path)}; else t={quote(parent)}; mkdir -p \"$t\" "
              f"2>/dev/null; fi; [ -w \"$t\" ] && echo path=ok || echo path=not-writable"]
             + [f"(cd {quote(host.path)} 2>/dev/null; command -v {quote(p)} >/dev/null || [ -x {quote(p)} ]) "

@@ -42,12 +42,24 @@ def demo_stage(fleet: Fleet) -> dict:
     return data
 
 
+DEFAULT_DIR = "/tmp/pampa-demo"
+
+
+def demo_fleet(root: Path | str = DEFAULT_DIR, per_role: int = 1) -> Fleet:
+    return Fleet(root, fleet_hosts(per_role), subnet="127.0.0", first=11)
+
+
+def demo_stage_text(fleet: Fleet) -> str:
+    header = ("# The demo stage, written by `pampa demo` for its local fleet of sshd hosts\n"
+              "# (stages/demo.yml in the repository is the one for the default --dir /tmp/pampa-demo).\n"
+              "# Restarts use the demo app's pid-file script instead of systemd; see units.restart.\n")
+    return header + yaml.safe_dump(demo_stage(fleet), sort_keys=False)
+
+
 def write_demo_stage(fleet: Fleet, stages: Path) -> Path:
     stages.mkdir(parents=True, exist_ok=True)
     path = stages / "demo.yml"
-    header = ("# The demo stage, written by `pampa demo` for its local fleet of sshd hosts.\n"
-              "# Restarts use the demo app's pid-file script instead of systemd; see units.restart.\n")
-    path.write_text(header + yaml.safe_dump(demo_stage(fleet), sort_keys=False))
+    path.write_text(demo_stage_text(fleet))
     return path
 
 
@@ -105,7 +117,7 @@ def demo(args) -> int:
     if args.action == "down":
         return _down(root, console)
     _preflight()
-    fleet = Fleet(root, fleet_hosts(args.per_role), subnet="127.0.0", first=11)
+    fleet = demo_fleet(root, args.per_role)
     console.print(f"demo: starting {len(fleet.hosts)} sshd hosts on 127.0.0.x:{fleet.port} in {root}")
     fleet.create()
     fleet.start()

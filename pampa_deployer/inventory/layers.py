@@ -6,7 +6,6 @@ lists and scalars are replaced whole.
 """
 from __future__ import annotations
 
-import os
 import re
 from typing import Any, Mapping
 
