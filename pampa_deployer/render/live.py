@@ -61,7 +61,9 @@ class LiveView:
             label, style = {"waiting": ("waiting for kepler", "yellow"), "open": ("open", "green"),
                             "closed": ("closed", "bold red"), "none": ("none", "dim")}.get(self.gate, (self.gate, ""))
             header = Text.assemble((self.title, "bold"), "  gate: ", (label, style), f"  {done}/{total} hosts done")
-            parts = [header, ProgressBar(total=max(total, 1), completed=done, width=40), table]
+            top = Table.grid(padding=(0, 2))
+            top.add_row(header, ProgressBar(total=max(total, 1), completed=done, width=30))
+            parts = [top, table]
             parts.extend(Text(n, style="yellow") for n in self.notices[-3:])
             return Group(*parts)
 
