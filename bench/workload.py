@@ -115,10 +115,26 @@ def verify(fleet: Fleet, hosts, workload: str, revision: str | None) -> list[str
         db = code / "db" / "app.sqlite3"
         if not db.exists() or sqlite3.connect(db).execute("SELECT version FROM schema_info").fetchone()[0] < 2:
             problems.append(f"{h.name}: migrations not applied")
-        pid_file = home / "run" / "puma.pid"
-        if not pid_file.exists() or not Path(f"/proc/{pid_file.read_text().strip()}").exists():
-            problems.append(f"{h.name}: puma not running")
+        # puma must answer with the new revision. Waiting for it also lets every puma finish booting
+        # before the next tool is timed, so no tool pays for the previous one's background work.
+        if not _serves(h.address, revision):
+            problems.append(f"{h.name}: puma does not serve {str(revision)[:10]}")
     return problems
+
+
+def _serves(address: str, revision: str | None, timeout: float = 60.0) -> bool:
+    import time
+    import urllib.request
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            body = urllib.request.urlopen(f"http://{address}:9292/", timeout=2).read().decode()
+            if f"revision={revision}" in body:
+                return True
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return False
 
 
 def dump(obj, path: Path) -> Path:

@@ -1,0 +1,35 @@
+"""The README's first command: `pampa demo` starts a fleet, deploys the demo app, prints working URLs."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+pytestmark = pytest.mark.fleet
+
+
+def test_demo_deploys_and_comes_down(tmp_path):
+    folder = tmp_path / "demo"
+    env = {**os.environ, "CI": "1"}
+    try:
+        up = subprocess.run([sys.executable, "-m", "pampa_deployer", "demo", "--dir", str(folder)], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+        assert up.returncode == 0, up.stdout[-3000:] + up.stderr
+        revision = subprocess.run(["git", "-C", str(folder / "origin.git"), "rev-parse", "main"],
+                                  capture_output=True, text=True, check=True).stdout.strip()
+        urls = re.findall(r"^(kepler-1|euler-1): (http://\S+) -> pampa-demo revision=(\w+)", up.stdout, re.M)
+        assert {name for name, _, _ in urls} == {"kepler-1", "euler-1"}, up.stdout[-2000:]
+        for _, url, served in urls:
+            assert served == revision
+            assert f"revision={revision}" in urllib.request.urlopen(url, timeout=5).read().decode()
+        assert "deploy of demo: 4 ok" in up.stdout
+    finally:
+        down = subprocess.run([sys.executable, "-m", "pampa_deployer", "demo", "down", "--dir", str(folder)],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert down.returncode == 0 and "stopped" in down.stdout
+    with pytest.raises(OSError):
+        urllib.request.urlopen("http://127.0.0.11:9292/", timeout=2)
