@@ -77,8 +77,12 @@ def test_init_then_plan_without_a_tty(tmp_path, monkeypatch, capsys):
     assert main(["stages"]) == 0 and "production" in capsys.readouterr().out
 
 
-def test_production_plan_is_what_an_operator_types(monkeypatch, capsys):
-    monkeypatch.chdir(ROOT)
+def test_production_plan_is_what_an_operator_types(tmp_path, monkeypatch, capsys):
+    import shutil
+    shutil.copytree(ROOT / "stages", tmp_path / "stages")
+    secrets = tmp_path / "stages" / "secrets"
+    shutil.copy(secrets / "config.rb.example", secrets / "config.rb")  # as an operator does first
+    monkeypatch.chdir(tmp_path)
     assert main(["plan", "production", "--hosts", "kepler-1"]) == 0
     out = capsys.readouterr().out
     expected = [
@@ -182,3 +186,14 @@ def test_connect_failures_are_classified_and_only_transient_ones_retried():
     assert unknown.reason == "unknown host key" and not unknown.retryable
     changed = classify(paramiko.BadHostKeyException("h", key, key), host, settings)
     assert changed.reason == "host key mismatch" and not changed.retryable
+
+
+def test_production_plan_without_the_secret_file_says_what_to_do(monkeypatch, capsys):
+    import shutil
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copytree(ROOT / "stages", f"{tmp}/stages", ignore=shutil.ignore_patterns("config.rb"))
+        monkeypatch.chdir(tmp)
+        assert main(["plan", "production"]) == 2
+    assert ("stages/production.yml: secrets[0].local: secret file 'secrets/config.rb' not found "
+            "(looked for stages/secrets/config.rb); create it or fix the path") in capsys.readouterr().err
