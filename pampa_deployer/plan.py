@@ -6,14 +6,14 @@ engine runs one over SSH. All three see exactly the same commands.
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping
 
 from .errors import ConfigError
 from .inventory.model import Host, Stage
 from .inventory.validate import suggest
 from .sequences import GATE_ROLE, ordered_union, step_order
-from .shell import TemplateError, quote, render, template_fields
+from .shell import TemplateError, quote, render
 from .steps import BUILDERS, Run, StepContext
 
 
@@ -140,7 +140,6 @@ def host_steps(stage: Stage, host: Host, roles: tuple[str, ...], kind: str = "de
 
 
 def _with_timeout(command, timeout):
-    from dataclasses import replace
     return replace(command, timeout=timeout)
 
 
@@ -182,4 +181,4 @@ def build_plan(stage: Stage, roles: Iterable[str] | None = None, hosts: Iterable
                 notes=tuple(notes))
 
 
-__all__ = ["HostPlan", "Plan", "StepPlan", "build_plan", "host_steps", "select_hosts", "template_fields"]
+__all__ = ["HostPlan", "Plan", "StepPlan", "build_plan", "host_steps", "select_hosts"]

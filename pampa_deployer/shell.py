@@ -5,7 +5,6 @@ except a leading ``~/`` of a path, which stays bare so the remote shell expands 
 """
 from __future__ import annotations
 
-import re
 import shlex
 import string
 from typing import Any, Mapping
@@ -61,15 +60,6 @@ _FORMATTER = _QuotingFormatter()
 def render(template: str, variables: Mapping[str, Any]) -> str:
     """Fill a command template, shell-quoting every substituted value."""
     return _FORMATTER.vformat(template, (), variables)
-
-
-def template_fields(template: str) -> set[str]:
-    """Names of the variables a template uses (for validation before any SSH)."""
-    names = set()
-    for _, field, _, _ in string.Formatter().parse(template):
-        if field:
-            names.add(re.split(r"[.\[]", field, maxsplit=1)[0])
-    return names
 
 
 def fill_plain(template: str, variables: Mapping[str, Any]) -> str:

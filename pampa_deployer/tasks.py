@@ -81,11 +81,10 @@ def _secure(c, stage) -> None:
         return
     import os
     from .engine.hostkeys import secure
-    known = str(stage.setting("ssh.known_hosts") or "~/.ssh/known_hosts")
-    if not os.path.isabs(os.path.expanduser(known)):
-        known = str(stage.root.parent / known)
-    accept = bool(stage.setting("ssh.accept_new_host_keys")) or os.environ.get("PAMPA_ACCEPT_NEW_HOST_KEYS") == "1"
-    secure(c, known, accept)
+    from .engine.ssh import SSHSettings
+    trust = True if os.environ.get("PAMPA_ACCEPT_NEW_HOST_KEYS") == "1" else None
+    settings = SSHSettings.from_stage(stage, accept_new=trust)
+    secure(c, settings.known_hosts, settings.accept_new)
 
 
 def _say(text: str) -> None:

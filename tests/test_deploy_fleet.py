@@ -162,3 +162,28 @@ def test_shell_session_runs_the_prefix_once_and_keeps_each_step_apart(project, f
     assert "RESULT newton-1 [newton] failed at fail_last exit 9" in result.stdout
     for host in NEWTONS:
         assert (fleet.home(host) / "prefix.log").read_text() == "loaded\n"  # once, not once per command
+
+
+def test_host_lost_mid_deploy_fails_alone(project, fleet):
+    """newton-2 powers off during a step: it is reported failed with the reason, the others finish."""
+    import time as _time
+    project.stage(steps={"slow": {"run": "sleep 3", "roles": ["newton"], "after": "git_reset"}})
+    new = fleet.commit("Release while newton-2 dies")
+    proc = project.popen("deploy", "test")
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "newton-2 slow start" in line:
+            break
+    fleet.stop_host("newton-2")
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        fleet.start_host("newton-2")
+        _time.sleep(0.2)
+    output = "".join(seen) + out
+    assert proc.returncode == 1, output + err
+    assert "RESULT newton-2 [newton] failed at slow" in output
+    assert "internal error" not in err
+    for host in ("kepler-1", "kepler-2", "newton-1"):
+        assert head(fleet, host) == new

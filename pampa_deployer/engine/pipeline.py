@@ -34,7 +34,6 @@ class RunContext:
     dry_run: bool = False
     run_id: str = ""
     user: str = field(default_factory=lambda: _whoami())
-    backends: dict = field(default_factory=dict)
     ready: threading.Event = field(default_factory=threading.Event)
     refused: BaseException | None = None
 
@@ -105,7 +104,10 @@ def run_host(hp: HostPlan, backend: Backend, ctx: RunContext, connect: Callable[
 
     base = _base_command(hp)
     if not ctx.dry_run:
-        state["before"] = backend.run(revlog.revision_command(base)).stdout.strip() or None
+        try:
+            state["before"] = backend.run(revlog.revision_command(base)).stdout.strip() or None
+        except Exception:  # noqa: BLE001 - the first step meets the same problem and reports it
+            state["before"] = None
 
     for step in hp.steps:
         if ctx.stop.stopping:
@@ -116,7 +118,13 @@ def run_host(hp: HostPlan, backend: Backend, ctx: RunContext, connect: Callable[
         s0 = time.time()
         try:
             for action in step.actions:
-                _do(action, step.name, hp, backend, ctx)
+                try:
+                    _do(action, step.name, hp, backend, ctx)
+                except _StepFailed:
+                    raise
+                except Exception as e:  # noqa: BLE001 - e.g. the connection dropped: this host fails, not the run
+                    raise _StepFailed(None, f"{type(e).__name__}: {e}",
+                                      f"connection lost or SSH error: {type(e).__name__}: {e}") from e
         except _StepFailed as e:
             interrupted = ctx.stop.stopping
             steps.append(StepResult(step.name, False, s0, time.time(), e.exit_code, e.stderr, e.message))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from ..shell import quote
 from ..steps.actions import Command
@@ -17,13 +18,11 @@ def log_path(code_path: str) -> str:
 
 def revision_command(base: Command) -> Command:
     """Read HEAD of the checkout, printing nothing when there is none yet."""
-    from dataclasses import replace
     return replace(base, script=f"git -C {quote(base.cwd or '.')} rev-parse HEAD 2>/dev/null || true", cwd=None)
 
 
 def append_command(base: Command, entry: dict) -> Command:
     """Append ``entry`` to the log and print the current revision (one round trip)."""
-    from dataclasses import replace
     path = log_path(base.cwd or ".")
     line = json.dumps({**entry, "after": AFTER}, sort_keys=True)
     # The revision after the run is only known on the host: the shell fills it in.
@@ -34,7 +33,6 @@ def append_command(base: Command, entry: dict) -> Command:
 
 
 def read_command(base: Command, lines: int = 20) -> Command:
-    from dataclasses import replace
     path = log_path(base.cwd or ".")
     script = (f"tail -n {int(lines)} {quote(path)} 2>/dev/null; echo '--pampa-head--'; "
               f"git -C {quote(base.cwd or '.')} log -1 --format='%H %s' 2>/dev/null || true")

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 from ..errors import ConfigError, ConfigErrors
 from ..redact import Redactor, secret_fragments
 from ..sequences import DEFAULT_GATED, DEFAULT_SEQUENCES, STEP_ORDER
+from ..shell import fill_plain
 from . import layers, schema, validate, yamlfile
 from .model import Host, Role, SecretFile, Stage, frozen
 
@@ -238,7 +239,6 @@ def _host(name: str, n: int | None, spec: dict, settings: dict, overrides: Mappi
 
 
 def _fill(text: str, variables: Mapping[str, Any]) -> str:
-    from ..shell import fill_plain
     return fill_plain(text, variables) if "{" in text else text
 
 
