@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import posixpath
 from dataclasses import replace
 
 from ..shell import quote
@@ -22,13 +23,16 @@ def revision_command(base: Command) -> Command:
 
 
 def append_command(base: Command, entry: dict) -> Command:
-    """Append ``entry`` to the log and print the current revision (one round trip)."""
+    """Append ``entry`` to the log and print the current revision (one round trip, one process: git)."""
     path = log_path(base.cwd or ".")
+    folder = posixpath.dirname(path) or "."
     line = json.dumps({**entry, "after": AFTER}, sort_keys=True)
-    # The revision after the run is only known on the host: the shell fills it in.
+    # The revision after the run is only known on the host: the shell splices it into the line.
+    before, _, after = line.partition(json.dumps(AFTER))
     script = (f"a=$(git -C {quote(base.cwd or '.')} rev-parse HEAD 2>/dev/null); "
-              f"mkdir -p \"$(dirname {quote(path)})\" && printf '%s\\n' {quote(line)} "
-              f"| sed \"s/{AFTER}/$a/\" >> {quote(path)}; echo \"$a\"")
+              f"[ -d {quote(folder)} ] || mkdir -p {quote(folder)}; "
+              f"if [ -n \"$a\" ]; then v=\"\\\"$a\\\"\"; else v=null; fi; "
+              f"printf '%s%s%s\\n' {quote(before)} \"$v\" {quote(after)} >> {quote(path)}; echo \"$a\"")
     return replace(base, script=script, cwd=None, prefix=None, env=())
 
 
