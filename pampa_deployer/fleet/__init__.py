@@ -148,6 +148,7 @@ class Fleet:
         _git(["clone", "-q", str(self.origin), str(self.work)], cwd=self.root)
         _git(["checkout", "-q", "-b", "main"], cwd=self.work)
         shutil.copytree(APP_SOURCE, self.work, dirs_exist_ok=True)
+        (self.work / "bin" / "restart").chmod(0o755)  # a wheel install may not keep the executable bit
         # A Gemfile.lock from this machine's Debian gems makes `bundle install` work offline.
         if shutil.which("bundle"):
             _run(["bundle", "lock", "--local"], cwd=self.work)

@@ -1,0 +1,224 @@
+"""The ``pampa`` command. ``main`` is the only place that maps errors to exit codes."""
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import re
+import sys
+import traceback
+
+from .. import __version__
+from ..errors import ConfigErrors, ExitCode, PampaError, UsageError, exit_code_for
+
+EPILOG = """examples:
+  pampa plan production                 show every host's steps and commands, touch nothing
+  pampa deploy production               deploy with a live view (plain lines in CI)
+  pampa deploy production --roles newton --branch hotfix
+  pampa deploy production --batch 25%% --max-fail 2 --report deploy.json --junit deploy.xml
+  pampa status production               what each host runs, drift, interrupted deploys
+  pampa rollback production --dry-run   show the rollback to the previous revision
+  pampa demo                            a local fleet of real sshd hosts, deployed end to end
+
+exit codes: 0 ok, 1 deploy failed on some hosts, 2 config or usage error, 3 lock held,
+            4 refused by a safety check, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM)
+"""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError (one line, exit 2) and suggests close matches."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if m:
+            choices = re.findall(r"'([^']*)'", m.group(2))
+            close = difflib.get_close_matches(m.group(1), choices, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; choose from {', '.join(choices)}"
+            raise UsageError(f"{self.prog}: unknown command '{m.group(1)}'{hint}")
+        m = re.search(r"unrecognized arguments: (.*)", message)
+        if m:
+            options = [o for a in self._actions for o in a.option_strings]
+            for sub in self._subparsers._group_actions if self._subparsers else []:
+                for p in getattr(sub, "choices", {}).values():
+                    options += [o for a in p._actions for o in a.option_strings]
+            words = m.group(1).split()
+            close = difflib.get_close_matches(words[0], options, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; see `{self.prog} --help`"
+            raise UsageError(f"{self.prog}: unknown option '{words[0]}'{hint}")
+        raise UsageError(f"{self.prog}: {message}; see `{self.prog} --help`")
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--roles", type=_csv, help="only hosts (and steps) of these roles, comma-separated")
+    p.add_argument("--hosts", type=_csv, help="only these hosts (names or shell globs), comma-separated")
+    p.add_argument("--branch", help="deploy this branch instead of the stage's")
+    p.add_argument("--dry-run", action="store_true", help="print what would run on each host; connect to nothing")
+    p.add_argument("--parallel", type=int, help="hosts deployed at once (default: stage `parallel`, 32)")
+    p.add_argument("--batch", help="rolling batches: N hosts or N%% at a time")
+    p.add_argument("--batch-wait", type=float, default=0.0, metavar="SECONDS", help="pause between batches")
+    p.add_argument("--max-fail", metavar="N|%", help="stop starting new hosts after N (or N%%) failures")
+    p.add_argument("--message", "-m", help="note recorded in the lock and the revision logs")
+    p.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS",
+                   help="wait this long for a held lock instead of failing at once")
+    p.add_argument("--no-lock", action="store_true", help="do not take the stage lock (dangerous)")
+    p.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
+                   help="after Ctrl-C/SIGTERM, time running commands get to finish (default 30)")
+    p.add_argument("--accept-new-host-keys", action="store_true",
+                   help="trust and save unknown host keys (changed keys are always refused)")
+    p.add_argument("--report", metavar="FILE.json", help="write the JSON report here too")
+    p.add_argument("--junit", metavar="FILE.xml", help="write a JUnit XML report, one test case per host")
+    p.add_argument("-v", "--verbose", action="store_true", help="stream every output line, prefixed by host")
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="pampa", description="Deploy a fleet of Pampa servers over SSH.", epilog=EPILOG,
+                    formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    parser.add_argument("--version", action="version", version=f"pampa {__version__}")
+    parser.add_argument("--stages", default=os.environ.get("PAMPA_STAGES", "stages"), metavar="DIR",
+                        help="folder of stage files (default: ./stages)")
+    parser.add_argument("--ci", action="store_true", default=bool(os.environ.get("CI")),
+                        help="plain line output, no prompts (default when CI is set or there is no TTY)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    # The global options are accepted after the command too (`pampa deploy prod --ci`).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--stages", default=argparse.SUPPRESS, metavar="DIR", help="folder of stage files")
+    common.add_argument("--ci", action="store_true", default=argparse.SUPPRESS, help="plain line output")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+
+    def cmd(name: str, help_: str, example: str):
+        return sub.add_parser(name, help=help_, description=help_, epilog=f"example:\n  {example}",
+                              formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
+                              parents=[common])
+
+    p = cmd("deploy", "deploy a stage: every host, in parallel, kepler gating the rest",
+            "pampa deploy production --roles newton --report deploy.json")
+    p.add_argument("stage")
+    _run_options(p)
+
+    p = cmd("rollback", "roll every host back to one revision (default: the one before the current)",
+            "pampa rollback production --to 3f2a9c1 --dry-run")
+    p.add_argument("stage")
+    p.add_argument("--to", metavar="REV", help="target revision (must be present on every targeted host)")
+    _run_options(p)
+
+    p = cmd("plan", "show the phases, the gate and each host's resolved commands", "pampa plan production")
+    p.add_argument("stage")
+    p.add_argument("--roles", type=_csv)
+    p.add_argument("--hosts", type=_csv)
+    p.add_argument("--branch")
+
+    p = cmd("check", "connect to every host and check auth, host key, git, code path and commands",
+            "pampa check production")
+    p.add_argument("stage")
+    p.add_argument("--hosts", type=_csv)
+    p.add_argument("--roles", type=_csv)
+    p.add_argument("--accept-new-host-keys", action="store_true")
+
+    p = cmd("status", "what each host runs, its last deploy, drift and interrupted deploys",
+            "pampa status production")
+    p.add_argument("stage")
+    p.add_argument("--hosts", type=_csv)
+    p.add_argument("--roles", type=_csv)
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
+
+    p = cmd("lock", "inspect the stage lock", "pampa lock status production")
+    p.add_argument("action", choices=["status"])
+    p.add_argument("stage")
+
+    p = cmd("unlock", "remove a stage lock by hand (recorded on the lock host)",
+            "pampa unlock production -m 'deploy host died'")
+    p.add_argument("stage")
+    p.add_argument("--message", "-m", help="why; recorded with who did it")
+
+    cmd("stages", "list the stages", "pampa stages")
+
+    p = cmd("config", "print a stage's merged configuration (secrets masked) and where each value came from",
+            "pampa config production")
+    p.add_argument("stage")
+
+    p = cmd("init", "scaffold stages/ for a new app (asks nothing without a TTY)",
+            "pampa init --app mysaas --repo git@github.com:acme/mysaas.git")
+    p.add_argument("--app", help="application name")
+    p.add_argument("--repo", help="git URL of the app")
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
+
+    p = cmd("demo", "run a real deploy to a local fleet of sshd hosts (root, Debian)", "pampa demo; pampa demo down")
+    p.add_argument("action", nargs="?", default="up", choices=["up", "down"])
+    p.add_argument("--dir", default="/tmp/pampa-demo", help="where the demo fleet lives (default /tmp/pampa-demo)")
+    p.add_argument("--per-role", type=int, default=1, help="hosts per role (default 1)")
+
+    p = cmd("access-point", "run the reference access point (JSON over HTTP, SQLite)",
+            "PAMPA_AP_KEY=s3cret pampa access-point serve --port 8750")
+    p.add_argument("action", choices=["serve"])
+    p.add_argument("--bind", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8750)
+    p.add_argument("--db", default="access-point.sqlite3", help="SQLite file (default ./access-point.sqlite3)")
+    p.add_argument("--api-key", default=None, help="API key (default: $PAMPA_AP_KEY)")
+    return parser
+
+
+def _dispatch(args) -> int:
+    if args.command in ("deploy", "rollback"):
+        from .run import run
+        return run(args)
+    if args.command in ("plan", "stages", "config"):
+        from . import inspect
+        return getattr(inspect, args.command)(args)
+    if args.command == "check":
+        from .check import check
+        return check(args)
+    if args.command == "status":
+        from .status import status
+        return status(args)
+    if args.command in ("lock", "unlock"):
+        from . import lockcmd
+        return lockcmd.lock_status(args) if args.command == "lock" else lockcmd.unlock(args)
+    if args.command == "init":
+        from .init import init
+        return init(args)
+    if args.command == "demo":
+        from .demo import demo
+        return demo(args)
+    if args.command == "access-point":
+        from ..accesspoint.server import serve_cli
+        return serve_cli(args)
+    raise UsageError("pampa: a command is required; see `pampa --help`")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``pampa``; returns the exit code (see ``errors.ExitCode``)."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        args = build_parser().parse_args(argv)
+        return _dispatch(args)
+    except ConfigErrors as e:
+        for message in e.messages:
+            print(f"pampa: error: {message}", file=sys.stderr)
+        if debug:
+            traceback.print_exc()
+        return exit_code_for(e)
+    except PampaError as e:
+        text = e.message if e.message.startswith("pampa") else f"pampa: error: {e.message}"
+        print(text, file=sys.stderr)
+        if debug:
+            traceback.print_exc()
+        return exit_code_for(e)
+    except KeyboardInterrupt:
+        print("pampa: interrupted", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)
+    except Exception as e:  # noqa: BLE001 - the last line of defence: one line, exit 70
+        if debug:
+            traceback.print_exc()
+        else:
+            print(f"pampa: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback; "
+                  "please report it)", file=sys.stderr)
+        return exit_code_for(e)
+
+
+def entry() -> None:
+    sys.exit(main())

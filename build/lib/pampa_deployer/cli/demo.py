@@ -1,0 +1,154 @@
+"""``pampa demo``: a local fleet of real sshd hosts, a real origin, the access point, and a real deploy."""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from ..errors import Refused
+from ..fleet import Fleet
+from . import output
+
+NEEDED = {"sshd": "openssh-server", "git": "git", "ruby": "ruby", "puma": "puma", "bundle": "ruby-bundler",
+          "unshare": "util-linux"}
+AP_PORT = 8750
+AP_KEY_ENV = "PAMPA_AP_KEY"
+DEMO_KEY = "pampa-demo-key"
+
+
+def fleet_hosts(per_role: int) -> list[tuple[str, tuple[str, ...]]]:
+    hosts = []
+    for role in ("kepler", "euler", "newton", "copernico"):
+        for i in range(1, per_role + 1):
+            hosts.append((f"{role}-{i}", (role,)))
+    return hosts
+
+
+def demo_stage(fleet: Fleet) -> dict:
+    """The demo stage: the fleet's hosts, its access point, and the app's pid-file restart script."""
+    data = fleet.stage_data(
+        access_point={"url": f"http://127.0.0.1:{AP_PORT}", "api_key": f"${{{AP_KEY_ENV}:-{DEMO_KEY}}}"},
+        # Every demo host has its own checkout, so divisions and dispatchers update code as well.
+        sequences={"euler": ["git_fetch", "git_reset", "bundle", "restart_puma", "report_version"],
+                   "copernico": ["git_fetch", "git_reset", "bundle", "restart_processes", "report_version"]})
+    return data
+
+
+DEFAULT_DIR = "/tmp/pampa-demo"
+
+
+def demo_fleet(root: Path | str = DEFAULT_DIR, per_role: int = 1) -> Fleet:
+    return Fleet(root, fleet_hosts(per_role), subnet="127.0.0", first=11)
+
+
+def demo_stage_text(fleet: Fleet) -> str:
+    header = ("# The demo stage, written by `pampa demo` for its local fleet of sshd hosts\n"
+              "# (stages/demo.yml in the repository is the one for the default --dir /tmp/pampa-demo).\n"
+              "# Restarts use the demo app's pid-file script instead of systemd; see units.restart.\n")
+    return header + yaml.safe_dump(demo_stage(fleet), sort_keys=False)
+
+
+def write_demo_stage(fleet: Fleet, stages: Path) -> Path:
+    stages.mkdir(parents=True, exist_ok=True)
+    path = stages / "demo.yml"
+    path.write_text(demo_stage_text(fleet))
+    return path
+
+
+def _preflight() -> None:
+    missing = [pkg for tool, pkg in NEEDED.items() if not shutil.which(tool) and
+               not (tool == "sshd" and os.path.exists("/usr/sbin/sshd"))]
+    if missing:
+        raise Refused(f"demo: missing tools; install them with: apt-get install -y {' '.join(sorted(set(missing)))} "
+                      "ruby-sequel ruby-sqlite3 ruby-rack (or run ./setup.sh demo)")
+    if os.geteuid() != 0:
+        raise Refused("demo: the local fleet uses mount namespaces for per-host homes, which needs root; "
+                      "run it as root (e.g. in a throwaway VM or container)")
+
+
+def _start_access_point(root: Path) -> None:
+    pidfile = root / "access-point.pid"
+    if pidfile.exists():
+        try:
+            os.kill(int(pidfile.read_text()), 0)
+            return
+        except (OSError, ValueError):
+            pass
+    log = open(root / "access-point.log", "ab")
+    env = {**os.environ, AP_KEY_ENV: os.environ.get(AP_KEY_ENV, DEMO_KEY)}
+    proc = subprocess.Popen([sys.executable, "-m", "pampa_deployer", "access-point", "serve", "--port", str(AP_PORT),
+                             "--db", str(root / "access-point.sqlite3")], stdout=log, stderr=log,
+                            stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    pidfile.write_text(str(proc.pid))
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{AP_PORT}/api/v1/nodes", timeout=1)
+        except urllib.error.HTTPError:
+            return  # 401 without a key: it is up
+        except OSError:
+            time.sleep(0.05)
+
+
+def _down(root: Path, console) -> int:
+    if (root / "fleet.json").exists():
+        Fleet(root).stop()
+    pidfile = root / "access-point.pid"
+    if pidfile.exists():
+        try:
+            os.killpg(int(pidfile.read_text()), signal.SIGTERM)
+        except (OSError, ValueError):
+            pass
+        pidfile.unlink()
+    console.print(f"demo fleet in {root} stopped (files kept; remove the folder to start afresh)")
+    return 0
+
+
+def demo(args) -> int:
+    root = Path(args.dir)
+    console = output.console(args)
+    if args.action == "down":
+        return _down(root, console)
+    _preflight()
+    fleet = demo_fleet(root, args.per_role)
+    console.print(f"demo: starting {len(fleet.hosts)} sshd hosts on 127.0.0.x:{fleet.port} in {root}")
+    fleet.create()
+    fleet.start()
+    _start_access_point(root)
+    stages = root / "stages"
+    path = write_demo_stage(fleet, stages)
+    console.print(f"demo: stage file {path}; origin {fleet.origin} at {fleet.revisions()[0][:12]}")
+    from .run import run
+    deploy_args = argparse.Namespace(
+        command="deploy", stage="demo", stages=str(stages), branch=None, roles=None, hosts=None, dry_run=False,
+        parallel=None, batch=None, batch_wait=0.0, max_fail=None, message="pampa demo", lock_wait=10.0,
+        no_lock=False, grace=30.0, accept_new_host_keys=False, report=None, junit=None, verbose=False,
+        ci=getattr(args, "ci", False))
+    try:
+        run(deploy_args)
+    finally:
+        _print_urls(fleet, console)
+    console.print(f"try: pampa --stages {stages} status demo   |   pampa demo down")
+    return 0
+
+
+def _print_urls(fleet: Fleet, console) -> None:
+    for host in fleet.hosts:
+        if not {"kepler", "euler"} & set(host.roles):
+            continue
+        url = f"http://{host.address}:9292/"
+        body = "not answering"
+        for _ in range(60):
+            try:
+                body = urllib.request.urlopen(url, timeout=1).read().decode().strip()
+                break
+            except OSError:
+                time.sleep(0.25)
+        console.print(f"{host.name}: {url} -> {body}")

@@ -1,0 +1,24 @@
+"""Choosing how to show a run: the rich live view at a TTY, plain lines in CI (or with --ci)."""
+from __future__ import annotations
+
+import os
+import sys
+
+from rich.console import Console
+
+
+def is_ci(args) -> bool:
+    """CI mode: --ci, a CI environment variable, or stdout not being a terminal."""
+    return bool(getattr(args, "ci", False) or os.environ.get("CI") or not sys.stdout.isatty())
+
+
+def console(args) -> Console:
+    if is_ci(args):
+        return Console(file=sys.stdout, force_terminal=False, no_color=True, highlight=False, width=160,
+                       emoji=False, markup=False)
+    # markup=False: host names, roles like [kepler] and remote output are never read as rich markup.
+    return Console(highlight=False, markup=False)
+
+
+def err_console() -> Console:
+    return Console(file=sys.stderr, highlight=False, markup=False)

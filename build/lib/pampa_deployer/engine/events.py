@@ -1,0 +1,121 @@
+"""Events the engine emits; renderers subscribe to the bus and never run commands.
+
+Delivery is serialised under one lock, so output of parallel hosts never interleaves
+inside a renderer, and each renderer sees events in one global order.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+def now() -> float:
+    return time.time()
+
+
+@dataclass(frozen=True)
+class Event:
+    at: float = field(default_factory=now, kw_only=True)
+
+
+@dataclass(frozen=True)
+class RunStarted(Event):
+    stage: str
+    kind: str
+    branch: str
+    hosts: tuple[tuple[str, str, bool], ...]  # (name, roles, gated)
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class HostEvent(Event):
+    host: str
+
+
+@dataclass(frozen=True)
+class HostConnecting(HostEvent):
+    pass
+
+
+@dataclass(frozen=True)
+class HostConnected(HostEvent):
+    seconds: float
+
+
+@dataclass(frozen=True)
+class HostWaiting(HostEvent):
+    """A gated host is connected and waits for the kepler gate."""
+
+
+@dataclass(frozen=True)
+class StepStarted(HostEvent):
+    step: str
+
+
+@dataclass(frozen=True)
+class CommandStarted(HostEvent):
+    step: str
+    display: str
+
+
+@dataclass(frozen=True)
+class Output(HostEvent):
+    step: str
+    stream: str
+    line: str
+
+
+@dataclass(frozen=True)
+class StepFinished(HostEvent):
+    step: str
+    ok: bool
+    started: float
+    exit_code: int | None = None
+    stderr_tail: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class HostFinished(HostEvent):
+    result: "object"  # engine.results.HostResult
+
+
+@dataclass(frozen=True)
+class GateChanged(Event):
+    state: str  # "waiting", "open", "closed"
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Notice(Event):
+    """Something the operator should read (interrupt requested, max-fail reached, lock taken...)."""
+
+    message: str
+    level: str = "info"
+    host: str | None = None
+
+
+@dataclass(frozen=True)
+class RunFinished(Event):
+    result: "object"  # engine.results.RunResult
+
+
+Subscriber = Callable[[Event], None]
+
+
+class EventBus:
+    """Fan-out of events to subscribers, one event at a time."""
+
+    def __init__(self) -> None:
+        self._subscribers: list[Subscriber] = []
+        self._lock = threading.Lock()
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.append(subscriber)
+
+    def emit(self, event: Event) -> None:
+        with self._lock:
+            for subscriber in self._subscribers:
+                subscriber(event)

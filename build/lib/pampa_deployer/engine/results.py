@@ -1,0 +1,85 @@
+"""Per-step, per-host and per-run results (like Fabric's GroupResult: every host is accounted for)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What one command did; ``stdout``/``stderr`` are already masked and bounded."""
+
+    exit_code: int
+    stdout: str = ""
+    stderr: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+@dataclass(frozen=True)
+class StepResult:
+    name: str
+    ok: bool
+    started: float
+    ended: float
+    exit_code: int | None = None
+    stderr_tail: str = ""
+    message: str = ""
+
+    @property
+    def seconds(self) -> float:
+        return self.ended - self.started
+
+
+#: Host outcomes. "skipped" means never touched (gate closed, max-fail, interrupted before start).
+OK, FAILED, SKIPPED, INTERRUPTED = "ok", "failed", "skipped", "interrupted"
+
+
+@dataclass(frozen=True)
+class HostResult:
+    host: str
+    roles: str
+    result: str
+    started: float
+    ended: float
+    steps: tuple[StepResult, ...] = ()
+    failed_step: str | None = None
+    exit_code: int | None = None
+    stderr_tail: str = ""
+    reason: str = ""
+    revision_before: str | None = None
+    revision_after: str | None = None
+    gated: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.result == OK
+
+    @property
+    def seconds(self) -> float:
+        return self.ended - self.started
+
+
+@dataclass(frozen=True)
+class RunResult:
+    stage: str
+    kind: str
+    branch: str
+    started: float
+    ended: float
+    hosts: tuple[HostResult, ...]
+    gate: str = "none"
+    gate_opened_at: float | None = None
+    interrupted_by: int | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+    revision: str | None = None
+    dry_run: bool = False
+    deploy_id: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.interrupted_by is None and all(h.ok for h in self.hosts)
+
+    def by_result(self, result: str) -> list[HostResult]:
+        return [h for h in self.hosts if h.result == result]

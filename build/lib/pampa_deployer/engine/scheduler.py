@@ -1,0 +1,85 @@
+"""Concurrency as its own object: a bounded pool, rolling batches, and max-fail.
+
+Hosts are started in plan order (keplers, then ungated, then gated), so a kepler
+always gets a worker before a gated host that will wait on it.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Sequence, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def parse_count(value: int | str | None, total: int, what: str) -> int | None:
+    """``5`` or ``"25%"`` of ``total`` (at least 1) -> a count; None stays None."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    try:
+        if text.endswith("%"):
+            pct = float(text[:-1])
+            if not 0 < pct <= 100:
+                raise ValueError
+            return max(1, math.ceil(total * pct / 100))
+        count = int(text)
+        if count < 1:
+            raise ValueError
+        return count
+    except ValueError:
+        from ..errors import UsageError
+        raise UsageError(f"{what}: expected a positive count or a percentage like 25%, got {value!r}") from None
+
+
+class Scheduler:
+    """Runs ``work`` for every item with at most ``parallel`` at once, in batches if asked."""
+
+    def __init__(self, parallel: int, batch: int | None = None, batch_wait: float = 0.0,
+                 max_fail: int | None = None, stopping: Callable[[], bool] = lambda: False):
+        self.parallel = max(1, parallel)
+        self.batch = batch
+        self.batch_wait = batch_wait
+        self.max_fail = max_fail
+        self.stopping = stopping
+        self.failures = 0
+        self.halted_reason: str | None = None
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+
+    def record(self, failed: bool) -> None:
+        """Count a finished item; reaching max-fail stops starting new ones."""
+        if not failed:
+            return
+        with self._lock:
+            self.failures += 1
+            if self.max_fail is not None and self.failures >= self.max_fail and not self.halted_reason:
+                self.halted_reason = f"max-fail reached ({self.failures} failed hosts): no new hosts started"
+
+    def should_start(self) -> str | None:
+        """None when an item may start, else why not."""
+        if self.stopping():
+            return "interrupted before it started"
+        return self.halted_reason
+
+    def run(self, items: Sequence[T], work: Callable[[T], R]) -> list[R]:
+        results: list[R | None] = [None] * len(items)
+        size = self.batch or len(items) or 1
+        batches = [list(range(i, min(i + size, len(items)))) for i in range(0, len(items), size)]
+        with ThreadPoolExecutor(max_workers=min(self.parallel, max(1, size)),
+                                thread_name_prefix="pampa-host") as pool:
+            for number, batch in enumerate(batches):
+                if number and self.batch_wait and not self.halted_reason:
+                    self._sleep(self.batch_wait)
+                futures = {i: pool.submit(work, items[i]) for i in batch}
+                for i, future in futures.items():
+                    results[i] = future.result()
+        return results  # type: ignore[return-value]
+
+    def _sleep(self, seconds: float) -> None:
+        waited = 0.0
+        while waited < seconds and not self.stopping():
+            self._wake.wait(min(0.2, seconds - waited))
+            waited += 0.2

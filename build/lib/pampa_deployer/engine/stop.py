@@ -1,0 +1,75 @@
+"""Interruption: the first signal stops new steps; the second (or the grace period) aborts running commands."""
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Callable
+
+
+class StopSignal:
+    """Shared by every host thread. ``soft`` = start nothing new; ``hard`` = abort what runs."""
+
+    def __init__(self) -> None:
+        self.soft = threading.Event()
+        self.hard = threading.Event()
+        self.signum: int | None = None
+        self._on_hard: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+
+    def on_hard(self, callback: Callable[[], None]) -> None:
+        self._on_hard.append(callback)
+
+    def request(self, signum: int) -> str:
+        """Record a signal; returns "soft" for the first, "hard" after that."""
+        with self._lock:
+            if not self.soft.is_set():
+                self.signum = signum
+                self.soft.set()
+                return "soft"
+        self.abort()
+        return "hard"
+
+    def abort(self) -> None:
+        if self.hard.is_set():
+            return
+        self.hard.set()
+
+        def run_callbacks() -> None:
+            for callback in self._on_hard:
+                callback()
+
+        # Often called from a signal handler in the main thread: never take locks there.
+        threading.Thread(target=run_callbacks, name="pampa-abort", daemon=True).start()
+
+    @property
+    def stopping(self) -> bool:
+        return self.soft.is_set()
+
+
+def install(stop: StopSignal, grace: float, notify: Callable[[str], None]) -> Callable[[], None]:
+    """Route SIGINT/SIGTERM to ``stop``; returns a function that restores the old handlers."""
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    timer: list[threading.Timer] = []
+
+    def handler(signum, frame):
+        name = signal.Signals(signum).name
+        if stop.request(signum) == "soft":
+            notify(f"{name}: starting no new steps; running commands get {grace:g}s to finish "
+                   f"(send it again to stop at once)")
+            t = threading.Timer(grace, stop.abort)
+            t.daemon = True
+            t.start()
+            timer.append(t)
+        else:
+            notify(f"{name} again: aborting running commands now")
+
+    for s in previous:
+        signal.signal(s, handler)
+
+    def restore() -> None:
+        for t in timer:
+            t.cancel()
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+    return restore

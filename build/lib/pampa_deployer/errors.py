@@ -1,0 +1,109 @@
+"""Typed errors and the one table that maps them to exit codes.
+
+Every failure the operator can cause or meet is a ``PampaError`` subclass.
+``cli.main`` is the only place that turns one into an exit code (see
+``exit_code_for``); nothing else calls ``sys.exit`` with a number.
+"""
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """Documented exit codes of the ``pampa`` command (docs/ci.md)."""
+
+    OK = 0
+    DEPLOY_FAILED = 1      # at least one host failed or was skipped
+    CONFIG_ERROR = 2       # bad inventory, bad usage, unknown stage
+    LOCK_HELD = 3          # another deploy holds the stage lock
+    REFUSED = 4            # a safety check refused to start (rollback target missing, check failed)
+    INTERNAL = 70          # a bug in pampa itself (EX_SOFTWARE)
+    INTERRUPTED = 130      # Ctrl-C (128 + SIGINT)
+    TERMINATED = 143       # SIGTERM, e.g. a cancelled CI job (128 + SIGTERM)
+
+
+class PampaError(Exception):
+    """Base of every error pampa reports as one clear line."""
+
+    exit_code = ExitCode.INTERNAL
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(PampaError):
+    """The inventory or the command line is wrong; nothing was contacted."""
+
+    exit_code = ExitCode.CONFIG_ERROR
+
+
+class ConfigErrors(ConfigError):
+    """Several configuration problems, each reported on its own line."""
+
+    def __init__(self, messages: list[str]):
+        super().__init__("\n".join(messages))
+        self.messages = list(messages)
+
+
+class UsageError(ConfigError):
+    """A command-line mistake."""
+
+
+class DeployFailed(PampaError):
+    """The run finished but not every host succeeded."""
+
+    exit_code = ExitCode.DEPLOY_FAILED
+
+
+class LockHeld(PampaError):
+    """Another deploy holds the stage lock."""
+
+    exit_code = ExitCode.LOCK_HELD
+
+
+class Refused(PampaError):
+    """A safety check refused to start: nothing was changed."""
+
+    exit_code = ExitCode.REFUSED
+
+
+class Interrupted(PampaError):
+    """The operator (SIGINT) or the CI system (SIGTERM) stopped the run."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> ExitCode:  # type: ignore[override]
+        return ExitCode.TERMINATED if self.signum == 15 else ExitCode.INTERRUPTED
+
+
+class ConnectError(PampaError):
+    """A host could not be reached; ``reason`` is refused, timed out, auth failed, host key..."""
+
+    exit_code = ExitCode.DEPLOY_FAILED
+
+    def __init__(self, message: str, reason: str, retryable: bool = False):
+        super().__init__(message)
+        self.reason = reason
+        self.retryable = retryable
+
+
+class AccessPointError(PampaError):
+    """The access point answered with an error or could not be reached."""
+
+    exit_code = ExitCode.DEPLOY_FAILED
+
+
+def exit_code_for(error: BaseException) -> int:
+    """The single mapping from an exception to the process exit code."""
+    if isinstance(error, PampaError):
+        return int(error.exit_code)
+    if isinstance(error, KeyboardInterrupt):
+        return int(ExitCode.INTERRUPTED)
+    return int(ExitCode.INTERNAL)

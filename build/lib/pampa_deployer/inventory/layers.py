@@ -1,0 +1,94 @@
+"""Environment substitution and the layered merge that remembers where each value came from.
+
+Merge order, lowest first: built-in defaults, ``stages/common.yml``, the stage
+file, host-level settings, command-line overrides. Mappings merge key by key;
+lists and scalars are replaced whole.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+from .schema import looks_secret
+from .yamlfile import Secret
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class UnsetVariable(Exception):
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
+
+
+def substitute(text: str, environ: Mapping[str, str]) -> str:
+    """Replace ``${VAR}`` (or ``${VAR:-default}``) from ``environ``; an unset VAR without default raises."""
+
+    def repl(m: re.Match) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        raise UnsetVariable(name)
+
+    return _VAR.sub(repl, text)
+
+
+def expand_env(data: Any, where: str, environ: Mapping[str, str], errors: list[str],
+               path: str = "", secret: bool = False) -> Any:
+    """Substitute ``${VAR}`` everywhere in a parsed file; secret-ness survives as ``Secret``."""
+    if isinstance(data, dict):
+        return {k: expand_env(v, where, environ, errors, f"{path}{k}.",
+                              secret or looks_secret(str(k))) for k, v in data.items()}
+    if isinstance(data, list):
+        return [expand_env(v, where, environ, errors, f"{path.rstrip('.')}[{i}].", secret)
+                for i, v in enumerate(data)]
+    if isinstance(data, str):
+        try:
+            value = substitute(data, environ)
+        except UnsetVariable as e:
+            errors.append(f"{where}: {path.rstrip('.')}: environment variable {e.name} is not set; "
+                          f"export it or write ${{{e.name}:-default}}")
+            return data
+        return Secret(value) if (secret or isinstance(data, Secret)) else value
+    return data
+
+
+def merge(layers: list[tuple[str, dict]]) -> tuple[dict, dict[str, str]]:
+    """Deep-merge ``(origin, mapping)`` layers; returns the result and ``{dotted.key: origin}``."""
+    result: dict = {}
+    origins: dict[str, str] = {}
+
+    def into(dst: dict, src: dict, origin: str, prefix: str) -> None:
+        for key, value in src.items():
+            if value is None:
+                continue
+            dotted = f"{prefix}{key}"
+            if isinstance(value, dict) and isinstance(dst.get(key), dict):
+                into(dst[key], value, origin, dotted + ".")
+            else:
+                dst[key] = _copy(value)
+                for old in [k for k in origins if k.startswith(dotted + ".")]:
+                    del origins[old]
+                _record(origins, value, origin, dotted)
+
+    for origin, layer in layers:
+        into(result, layer, origin, "")
+    return result, origins
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+def _record(origins: dict[str, str], value: Any, origin: str, dotted: str) -> None:
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            _record(origins, v, origin, f"{dotted}.{k}")
+    else:
+        origins[dotted] = origin

@@ -1,0 +1,291 @@
+"""Load a stage: read the files, substitute the environment, merge the layers, validate, build the model.
+
+Nothing here opens a connection: every inventory error is found before any SSH.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..errors import ConfigError, ConfigErrors
+from ..redact import Redactor, secret_fragments
+from ..sequences import DEFAULT_GATED, DEFAULT_SEQUENCES, STEP_ORDER
+from ..shell import fill_plain
+from . import layers, schema, validate, yamlfile
+from .model import Host, Role, SecretFile, Stage, frozen
+
+COMMON = "common"
+"""``stages/common.yml`` holds the settings shared by every stage; it is not a stage itself."""
+
+_RANGE = re.compile(r"^(?P<head>.*)\[(?P<lo>\d+):(?P<hi>\d+)\](?P<tail>.*)$")
+
+
+def stage_files(root: Path) -> dict[str, Path]:
+    """Stage name -> file, for every ``*.yml``/``*.yaml`` in ``root`` except common."""
+    if not root.is_dir():
+        return {}
+    found = {}
+    for path in sorted(root.iterdir()):
+        if path.suffix in (".yml", ".yaml") and path.stem != COMMON and not path.stem.startswith("."):
+            found.setdefault(path.stem, path)
+    return found
+
+
+def _common_file(root: Path) -> Path | None:
+    for suffix in (".yml", ".yaml"):
+        if (root / (COMMON + suffix)).is_file():
+            return root / (COMMON + suffix)
+    return None
+
+
+def load_stage(name: str, root: Path | str = "stages", overrides: Mapping[str, Any] | None = None,
+               environ: Mapping[str, str] | None = None) -> Stage:
+    """Read, merge and validate stage ``name`` from the folder ``root``.
+
+    ``overrides`` are command-line settings (e.g. ``{"branch": "hotfix"}``); they win over everything.
+    Raises ``ConfigError`` (one line) or ``ConfigErrors`` (one line per problem).
+    """
+    root = Path(root)
+    environ = os.environ if environ is None else environ
+    files = stage_files(root)
+    shown_root = yamlfile.display_path(root)
+    if not root.is_dir():
+        raise ConfigError(f"{shown_root}/: no stages folder here; run `pampa init` to create one, "
+                          "or pass --stages DIR")
+    if name not in files:
+        known = ", ".join(files) or "none"
+        raise ConfigError(f"{shown_root}/: unknown stage '{name}'{validate.suggest(name, files)}; "
+                          f"stages that exist: {known}")
+
+    common = _common_file(root)
+    named = [(yamlfile.display_path(p), yamlfile.load(p)) for p in ([common] if common else []) + [files[name]]]
+    return build_stage(name, named, root, overrides, environ)
+
+
+def stage_from_mapping(data: dict, name: str = "command-line", root: Path | str = ".",
+                       environ: Mapping[str, str] | None = None) -> Stage:
+    """A stage from settings given in code or on a command line (``fab``), validated like a file."""
+    return build_stage(name, [(name, data)], Path(root), None, os.environ if environ is None else environ)
+
+
+def build_stage(name: str, named: list[tuple[str, dict]], root: Path, overrides: Mapping[str, Any] | None,
+                environ: Mapping[str, str]) -> Stage:
+    """Validate each ``(where, mapping)`` layer, merge them over the defaults, and build the Stage."""
+    errors: list[str] = []
+    if not named[-1][1]:
+        raise ConfigError(f"{named[-1][0]}: the stage file is empty; give it at least `hosts:` "
+                          "(see `pampa init` for a commented example)")
+    raw_layers: list[tuple[str, dict]] = [("default", schema.defaults())]
+    for where, data in named:
+        file_errors = validate.check_file(data, where)
+        errors.extend(file_errors)
+        if not file_errors:
+            raw_layers.append((where, layers.expand_env(data, where, environ, errors)))
+    if errors:
+        raise ConfigErrors(errors)
+
+    settings, origins = layers.merge(raw_layers)
+    stage_where = named[-1][0]
+    shown_root = yamlfile.display_path(root)
+
+    def where_of(dotted: str) -> str:
+        return origins.get(dotted) or next(
+            (o for k, o in origins.items() if k.startswith(dotted + ".") or k.startswith(dotted + "[")),
+            stage_where)
+
+    if not settings.get("app"):
+        errors.append(f"{stage_where}: app: missing; set the application name (e.g. `app: mysaas`) "
+                      f"here or in {shown_root}/{COMMON}.yml")
+    roles = _roles(settings, where_of, errors)
+    _check_steps(settings, roles, where_of, errors)
+    hosts = _hosts(settings, roles, overrides or {}, where_of, stage_where, errors)
+    secret_files, fragments = _secret_files(settings, root, environ, where_of, errors)
+    if errors:
+        raise ConfigErrors(errors)
+
+    redactor = Redactor().with_values(*_secret_values(settings), *fragments)
+    return Stage(name=name, file=stage_where, root=root, settings=frozen(settings),
+                 origins=frozen(origins), hosts=tuple(hosts), roles=frozen(roles),
+                 secret_files=tuple(secret_files), redactor=redactor)
+
+
+def _roles(settings: dict, where_of, errors: list[str]) -> dict[str, Role]:
+    configured = settings.get("roles") or {}
+    sequences = settings.get("sequences") or {}
+    roles: dict[str, Role] = {}
+    for name in list(DEFAULT_SEQUENCES) + [r for r in configured if r not in DEFAULT_SEQUENCES]:
+        spec = configured.get(name) or {}
+        if name in sequences:
+            seq = sequences[name]
+        elif spec.get("sequence") is not None:
+            seq = spec["sequence"]
+        elif name in DEFAULT_SEQUENCES:
+            seq = DEFAULT_SEQUENCES[name]
+        else:
+            errors.append(f"{where_of(f'roles.{name}')}: roles.{name}.sequence: a custom role needs "
+                          "its list of steps, e.g. `sequence: [bundle, restart_puma]`")
+            seq = ()
+        gated = spec.get("gated")
+        if gated is None:
+            gated = DEFAULT_GATED.get(name, False)
+        roles[name] = Role(name=name, gated=bool(gated), sequence=tuple(str(s) for s in seq))
+    for name in sequences:
+        if name not in roles:
+            errors.append(f"{where_of(f'sequences.{name}')}: sequences.{name}: unknown role '{name}'"
+                          f"{validate.suggest(name, roles)}; known: {', '.join(roles)}")
+    return roles
+
+
+def _check_steps(settings: dict, roles: dict[str, Role], where_of, errors: list[str]) -> None:
+    steps = settings.get("steps") or {}
+    known = set(STEP_ORDER) | set(steps)
+    for name, spec in steps.items():
+        spec = spec or {}
+        if name in STEP_ORDER:
+            for key in ("roles", "after"):
+                if spec.get(key) is not None:
+                    errors.append(f"{where_of(f'steps.{name}')}: steps.{name}.{key}: only custom steps "
+                                  f"take '{key}'; built-in steps follow their role sequences")
+            continue
+        if not spec.get("run"):
+            errors.append(f"{where_of(f'steps.{name}')}: steps.{name}: unknown step"
+                          f"{validate.suggest(name, STEP_ORDER)}; a custom step needs `run:`")
+        for role in spec.get("roles") or []:
+            if role not in roles:
+                errors.append(f"{where_of(f'steps.{name}')}: steps.{name}.roles: unknown role '{role}'"
+                              f"{validate.suggest(role, roles)}; known: {', '.join(roles)}")
+        after = spec.get("after")
+        if after is not None and after not in known:
+            errors.append(f"{where_of(f'steps.{name}')}: steps.{name}.after: unknown step '{after}'"
+                          f"{validate.suggest(after, known)}")
+    for role in roles.values():
+        source = f"sequences.{role.name}" if role.name in (settings.get("sequences") or {}) \
+            else f"roles.{role.name}.sequence"
+        for i, step in enumerate(role.sequence):
+            if step not in known:
+                errors.append(f"{where_of(source)}: {source}[{i}]: unknown step '{step}'"
+                              f"{validate.suggest(step, known)}; known: {', '.join(sorted(known))}")
+
+
+def expand_range(name: str) -> list[tuple[str, int | None]]:
+    """``newton-[01:20]`` -> [("newton-01", 1), ...]; a plain name -> [(name, None)]."""
+    m = _RANGE.match(name)
+    if not m:
+        return [(name, None)]
+    lo_text, hi_text = m.group("lo"), m.group("hi")
+    lo, hi = int(lo_text), int(hi_text)
+    width = len(lo_text) if lo_text.startswith("0") else 0
+    return [(f"{m.group('head')}{str(n).zfill(width)}{m.group('tail')}", n) for n in range(lo, hi + 1)]
+
+
+def _hosts(settings: dict, roles: dict[str, Role], overrides: Mapping[str, Any], where_of,
+           stage_where: str, errors: list[str]) -> list[Host]:
+    entries = settings.get("hosts") or {}
+    if not entries:
+        errors.append(f"{stage_where}: hosts: the stage has no hosts; add at least one under `hosts:`, "
+                      "e.g. `kepler-1: {address: 10.0.0.1, roles: [kepler]}`")
+        return []
+    hosts: list[Host] = []
+    seen: dict[str, str] = {}
+    for entry, spec in entries.items():
+        spec = spec or {}
+        where = where_of(f"hosts.{entry}")
+        expanded = expand_range(str(entry))
+        if not expanded:
+            errors.append(f"{where}: hosts.{entry}: empty range; write [low:high] with low <= high")
+        host_roles = spec.get("roles")
+        if not host_roles:
+            errors.append(f"{where}: hosts.{entry}.roles: missing; give one or more of {', '.join(roles)}")
+            continue
+        for i, role in enumerate(host_roles):
+            if role not in roles:
+                errors.append(f"{where}: hosts.{entry}.roles[{i}]: unknown role '{role}'"
+                              f"{validate.suggest(role, roles)} (known: {', '.join(roles)})")
+        for name, n in expanded:
+            if name in seen:
+                errors.append(f"{where}: hosts.{entry}: duplicate host name '{name}' "
+                              f"(also from hosts.{seen[name]}); host names must be unique")
+                continue
+            seen[name] = str(entry)
+            try:
+                hosts.append(_host(name, n, spec, settings, overrides))
+            except (KeyError, IndexError, ValueError) as e:
+                errors.append(f"{where}: hosts.{entry}: template names an unknown variable {e}; "
+                              "known: app, stage, name, n and the keys of vars")
+    return hosts
+
+
+def _host(name: str, n: int | None, spec: dict, settings: dict, overrides: Mapping[str, Any]) -> Host:
+    def pick(key: str) -> Any:
+        if overrides.get(key) is not None:
+            return overrides[key]
+        return spec[key] if spec.get(key) is not None else settings.get(key)
+
+    variables = dict(settings.get("vars") or {})
+    variables.update(spec.get("vars") or {})
+    variables.update(app=settings.get("app"), name=name, n=n if n is not None else "")
+    env = dict(settings.get("env") or {})
+    env.update(spec.get("env") or {})
+    fill = lambda text: yamlfile.Secret(_fill(text, variables)) if isinstance(text, yamlfile.Secret) \
+        else _fill(text, variables)  # noqa: E731
+    address = fill(str(spec.get("address") or name))
+    return Host(
+        name=name, address=address, roles=tuple(spec["roles"]), port=int(pick("port") or 22),
+        user=pick("user"), key=pick("key"), path=fill(str(pick("path"))), branch=str(pick("branch")),
+        prefix=pick("prefix"), vars=frozen(variables), env=frozen({k: str(v) for k, v in env.items()}),
+    )
+
+
+def _fill(text: str, variables: Mapping[str, Any]) -> str:
+    return fill_plain(text, variables) if "{" in text else text
+
+
+def _secret_files(settings: dict, root: Path, environ: Mapping[str, str], where_of,
+                  errors: list[str]) -> tuple[list[SecretFile], list[str]]:
+    files: list[SecretFile] = []
+    fragments: list[str] = []
+    for i, spec in enumerate(settings.get("secrets") or []):
+        key = f"secrets[{i}]"
+        where = where_of("secrets")
+        local, template, remote = spec.get("local"), spec.get("template"), spec.get("remote")
+        if bool(local) == bool(template):
+            errors.append(f"{where}: {key}: give exactly one of `local:` or `template:`")
+            continue
+        if not remote:
+            errors.append(f"{where}: {key}.remote: missing; name the destination, e.g. `remote: config.rb`")
+            continue
+        source = Path(str(local or template)).expanduser()
+        full = source if source.is_absolute() else root / source
+        field_name = "local" if local else "template"
+        if not full.is_file():
+            errors.append(f"{where}: {key}.{field_name}: secret file '{source}' not found "
+                          f"(looked for {yamlfile.display_path(full)}); create it or fix the path")
+            continue
+        text = full.read_text(encoding="utf-8", errors="replace")
+        if template:
+            used = [m.group(1) for m in layers._VAR.finditer(text)]
+            try:
+                text = layers.substitute(text, environ)
+            except layers.UnsetVariable as e:
+                errors.append(f"{where}: {key}.template: {source} uses environment variable {e.name}, "
+                              "which is not set; export it before deploying")
+                continue
+            fragments.extend(environ[v] for v in used if v in environ)
+        try:
+            mode = int(str(spec.get("mode") or "0600"), 8)
+        except ValueError:
+            errors.append(f"{where}: {key}.mode: expected an octal mode such as '0600', got {spec.get('mode')!r}")
+            continue
+        fragments.extend(secret_fragments(text))
+        files.append(SecretFile(source=str(source), remote=str(remote), mode=mode, content=text.encode()))
+    return files, fragments
+
+
+def _secret_values(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return [v for item in node.values() for v in _secret_values(item)]
+    if isinstance(node, list):
+        return [v for item in node for v in _secret_values(item)]
+    return [str(node)] if isinstance(node, yamlfile.Secret) else []

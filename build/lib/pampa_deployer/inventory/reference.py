@@ -1,0 +1,27 @@
+"""The configuration reference table (docs/configuration.md), generated from the schema."""
+from __future__ import annotations
+
+import json
+
+from .schema import walk
+
+
+def _default(value) -> str:
+    if value is None:
+        return "—"
+    return "`" + json.dumps(value).replace("|", "\\|") + "`"
+
+
+def table() -> str:
+    """A Markdown table: key, type, default, meaning, example."""
+    lines = ["| key | type | default | meaning | example |", "|---|---|---|---|---|"]
+    for path, key in walk():
+        example = f"`{key.example}`".replace("|", "\\|") if key.example else ""
+        secret = " Masked in all output." if key.secret else ""
+        lines.append(f"| `{path}` | `{key.type.replace('|', chr(92) + '|')}` | {_default(key.default)} | "
+                     f"{key.doc}{secret} | {example} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(table(), end="")

@@ -1,0 +1,147 @@
+"""Every configuration key: its type, default, meaning and an example.
+
+This table is the single source for the validator, for built-in defaults and for
+``docs/configuration.md`` (a test checks that the document lists exactly these keys).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+BUILTIN_ROLES = ("kepler", "euler", "newton", "copernico")
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key.
+
+    ``type`` is one of: str, int, number, bool, list[str], map[str], map[any],
+    section, map[section], list[section], str|list[str], count|percent.
+    """
+
+    type: str
+    default: Any = None
+    doc: str = ""
+    example: str = ""
+    children: dict[str, "Key"] = field(default_factory=dict)
+    secret: bool = False
+
+
+STEP = {
+    "run": Key("str|list[str]", None, "Command(s) replacing the step's default; `{var}` is shell-quoted, `{var!u}` is not.",
+               "sudo systemctl restart {app}_app"),
+    "enabled": Key("bool", True, "Set false to turn the step off.", "false"),
+    "roles": Key("list[str]", None, "Custom steps only: the roles that run it.", "[kepler]"),
+    "after": Key("str", None, "Custom steps only: the step it runs after.", "migrate"),
+    "timeout": Key("number", None, "Seconds before the step's command is stopped and the step fails.", "600"),
+}
+
+SECRET_FILE = {
+    "local": Key("str", None, "Local file uploaded as-is (relative to the stages/ folder).", "secrets/config.rb"),
+    "template": Key("str", None, "Local template; `${VAR}` in it is filled from the environment.", "secrets/config.rb.tmpl"),
+    "remote": Key("str", None, "Destination, relative to the code path unless absolute or ~/.", "config.rb"),
+    "mode": Key("str", "0600", "File mode on the host (octal string).", "'0600'"),
+}
+
+HOST = {
+    "address": Key("str", None, "Address or ssh_config alias to connect to; defaults to the host name. "
+                   "In a range, `{n}` is the number.", "10.0.0.{n}"),
+    "roles": Key("list[str]", None, "One or more of kepler, euler, newton, copernico, or a custom role.", "[kepler]"),
+    "port": Key("int", None, "SSH port (default: stage `port`).", "22"),
+    "user": Key("str", None, "SSH user (default: stage `user`).", "deploy"),
+    "key": Key("str", None, "Private key file (default: stage `key`).", "~/.ssh/id_ed25519"),
+    "path": Key("str", None, "Code path on this host (default: stage `path`).", "~/code2/{app}"),
+    "branch": Key("str", None, "Branch for this host (default: stage `branch`).", "main"),
+    "prefix": Key("str", None, "Shell line run before each command on this host.", "source /etc/profile.d/rvm.sh"),
+    "vars": Key("map[any]", {}, "Variables for command templates on this host.", "{port: 3000}"),
+    "env": Key("map[str]", {}, "Environment variables exported before each command on this host.", "{RACK_ENV: production}"),
+}
+
+ROLE = {
+    "gated": Key("bool", None, "Whether the role waits for the kepler gate (default: euler and copernico do).", "true"),
+    "sequence": Key("list[str]", None, "Custom roles: the ordered steps the role runs.", "[bundle, restart_puma]"),
+}
+
+TOP: dict[str, Key] = {
+    "app": Key("str", None, "Application name; used in the default code path and unit names.", "mysaas"),
+    "repo": Key("str", None, "Git URL every host fetches from.", "git@github.com:acme/mysaas.git"),
+    "branch": Key("str", "main", "Branch deployed (`--branch` overrides).", "main"),
+    "path": Key("str", "~/code/{app}", "Code path on the servers (Pampa's convention).", "~/code1/{app}"),
+    "user": Key("str", None, "SSH user (default: ssh_config, then the local user).", "root"),
+    "port": Key("int", 22, "SSH port.", "22"),
+    "key": Key("str", None, "Private key file.", "~/.ssh/id_ed25519"),
+    "prefix": Key("str", None, "Shell line run before every remote command, e.g. to load rvm.",
+                  "source /etc/profile.d/rvm.sh"),
+    "env": Key("map[str]", {}, "Environment variables exported before every remote command.",
+               "{DATABASE_URL: '${DATABASE_URL}'}"),
+    "vars": Key("map[any]", {}, "Free variables for command templates.", "{puma_port: 3000}"),
+    "secrets": Key("list[section]", [], "Secret files uploaded with mode 0600, atomically.",
+                   "[{local: secrets/config.rb, remote: config.rb}]", SECRET_FILE),
+    "units": Key("section", None, "Service names the restart steps act on.", "", {
+        "puma": Key("list[str]", ["{app}_app"], "Units restarted by restart_puma.", "[mysaas_app]"),
+        "processes": Key("list[str]", ["{app}_dispatcher", "{app}_jobs", "{app}_planner"],
+                         "Units restarted by restart_processes.", "[mysaas_dispatcher]"),
+        "workers": Key("list[str]", ["{app}_worker"], "Units restarted by restart_workers.", "[mysaas_worker]"),
+        "restart": Key("str", "sudo systemctl restart {unit}", "Command template used for each unit.",
+                       "sudo systemctl restart {unit}"),
+    }),
+    "bundler": Key("section", None, "Bundler settings.", "", {
+        "update": Key("bool", False, "Run `bundle update` instead of `bundle install`.", "true"),
+    }),
+    "access_point": Key("section", None, "The access point that registers deploys and node versions.", "", {
+        "url": Key("str", None, "Base URL of the access point.", "https://ap.example.com"),
+        "api_key": Key("str", None, "API key, usually `${PAMPA_AP_KEY}`; always masked.", "${PAMPA_AP_KEY}", secret=True),
+        "timeout": Key("number", 5.0, "Seconds per HTTP request.", "5"),
+    }),
+    "ssh": Key("section", None, "SSH behaviour.", "", {
+        "known_hosts": Key("str", "~/.ssh/known_hosts", "known_hosts file used to verify host keys.", "stages/known_hosts"),
+        "accept_new_host_keys": Key("bool", False, "Trust and save unknown host keys (never changed ones).", "true"),
+        "config": Key("str", "~/.ssh/config", "ssh_config file honoured (ProxyJump, User, Port...).", "~/.ssh/config"),
+        "connect_timeout": Key("number", 10.0, "Seconds to wait for a TCP connect and handshake.", "10"),
+        "connect_retries": Key("int", 2, "Retries with back-off for refused or timed-out connects.", "2"),
+        "max_startups": Key("int", 16, "SSH handshakes in flight at once (throttles connection storms).", "8"),
+        "shell_session": Key("bool", True, "Run a host's commands one after another in one shell on one channel "
+                             "(the prefix runs once); false: a new channel and shell per command.", "false"),
+    }),
+    "parallel": Key("int", 32, "Hosts deployed at once (`--parallel`).", "32"),
+    "lock": Key("section", None, "Deploy lock settings.", "", {
+        "lease": Key("number", 90.0, "Seconds a lock stays valid unless the running deploy renews it.", "90"),
+        "path": Key("str", "~/.pampa/locks", "Folder on the lock host that holds stage locks.", "~/.pampa/locks"),
+    }),
+    "steps": Key("map[section]", {}, "Per-step overrides and custom steps, by step name.",
+                 "{restart_puma: {run: 'sudo systemctl restart mysaas_app'}}", STEP),
+    "sequences": Key("map[list[str]]", {}, "Replace a role's ordered step list.",
+                     "{euler: [git_fetch, git_reset, bundle, restart_puma, report_version]}"),
+    "roles": Key("map[section]", {}, "Role settings and custom roles.", "{reports: {gated: true, sequence: [bundle]}}", ROLE),
+    "hosts": Key("map[section]", {}, "Servers by name; `name-[01:20]` expands to 20 hosts.",
+                 "{kepler-1: {address: 10.0.0.1, roles: [kepler]}}", HOST),
+}
+
+SECRET_KEY_WORDS = ("password", "secret", "token", "api_key", "apikey", "private")
+
+
+def looks_secret(key: str) -> bool:
+    """Key names whose values are masked even without the ``!secret`` tag."""
+    lowered = key.lower()
+    return any(word in lowered for word in SECRET_KEY_WORDS)
+
+
+def defaults() -> dict[str, Any]:
+    """The built-in defaults layer, derived from the schema."""
+    out: dict[str, Any] = {}
+    for name, key in TOP.items():
+        if key.type == "section":
+            out[name] = {k: v.default for k, v in key.children.items() if v.default is not None}
+        elif key.default is not None:
+            out[name] = key.default
+    return out
+
+
+def walk(keys: dict[str, Key] = TOP, prefix: str = ""):
+    """Yield (dotted path, Key) for every key, for docs and their test."""
+    for name, key in keys.items():
+        path = f"{prefix}{name}"
+        yield path, key
+        if key.children:
+            sub = {"section": ".", "map[section]": ".<name>.", "list[section]": "[]."}[key.type]
+            yield from walk(key.children, path + sub)

@@ -1,0 +1,99 @@
+"""Schema validation of one stage file, with path-qualified messages.
+
+Messages look like ``stages/production.yml: hosts.kepler-1.port: expected an
+integer, got 'abc'``. The whole file is checked and every problem is reported,
+so one run shows the operator everything to fix.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from .schema import TOP, Key
+
+_TYPE_NAMES = {
+    "str": "a string", "int": "an integer", "number": "a number", "bool": "true or false",
+    "list[str]": "a list of strings", "map[str]": "a mapping of names to strings",
+    "map[any]": "a mapping", "section": "a mapping", "map[section]": "a mapping",
+    "list[section]": "a list of mappings", "str|list[str]": "a string or a list of strings",
+    "map[list[str]]": "a mapping of names to lists of strings", "count|percent": "a count or a percentage",
+}
+
+
+def suggest(word: str, choices) -> str:
+    """`` (did you mean 'x'?)`` when a close match exists."""
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _is_scalar_str(value: Any) -> bool:
+    # Numbers are accepted where strings are expected (a branch named 2024, a port in a var).
+    return isinstance(value, (str, int, float)) and not isinstance(value, bool)
+
+
+def _check_type(value: Any, type_: str) -> bool:
+    if type_ == "str":
+        return _is_scalar_str(value)
+    if type_ == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if type_ == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if type_ == "bool":
+        return isinstance(value, bool)
+    if type_ == "list[str]":
+        return isinstance(value, list) and all(_is_scalar_str(v) for v in value)
+    if type_ == "str|list[str]":
+        return _is_scalar_str(value) or _check_type(value, "list[str]")
+    if type_ == "map[str]":
+        return isinstance(value, dict) and all(_is_scalar_str(v) for v in value.values())
+    if type_ in ("map[any]", "section", "map[section]"):
+        return isinstance(value, dict)
+    if type_ == "list[section]":
+        return isinstance(value, list) and all(isinstance(v, dict) for v in value)
+    if type_ == "map[list[str]]":
+        return isinstance(value, dict) and all(_check_type(v, "list[str]") for v in value.values())
+    if type_ == "count|percent":
+        return (isinstance(value, int) and not isinstance(value, bool)) or (
+            isinstance(value, str) and value.endswith("%") and value[:-1].isdigit())
+    raise AssertionError(f"unknown schema type {type_}")
+
+
+def check_mapping(data: dict, keys: dict[str, Key], where: str, path: str, errors: list[str]) -> None:
+    """Check every key of ``data`` against ``keys``; append messages to ``errors``."""
+    for name, value in data.items():
+        full = f"{path}{name}"
+        key = keys.get(name)
+        if key is None:
+            errors.append(f"{where}: {full}: unknown key{suggest(name, keys)}; "
+                          f"known keys here: {', '.join(keys)}")
+            continue
+        if value is None:
+            continue  # an explicit null means "use the default"
+        if not _check_type(value, key.type):
+            errors.append(f"{where}: {full}: expected {_TYPE_NAMES[key.type]}, got {_describe(value)}")
+            continue
+        if key.type == "section":
+            check_mapping(value, key.children, where, full + ".", errors)
+        elif key.type == "map[section]":
+            for sub, item in value.items():
+                if item is None:
+                    continue
+                if not isinstance(item, dict):
+                    errors.append(f"{where}: {full}.{sub}: expected a mapping, got {_describe(item)}")
+                else:
+                    check_mapping(item, key.children, where, f"{full}.{sub}.", errors)
+        elif key.type == "list[section]":
+            for i, item in enumerate(value):
+                check_mapping(item, key.children, where, f"{full}[{i}].", errors)
+
+
+def check_file(data: dict, where: str) -> list[str]:
+    """All schema problems of one parsed stage file."""
+    errors: list[str] = []
+    check_mapping(data, TOP, where, "", errors)
+    return errors

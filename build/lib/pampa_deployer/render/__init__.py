@@ -1,0 +1,1 @@
+"""Renderers subscribe to engine events; none of them runs a command."""

@@ -1,0 +1,101 @@
+"""The live terminal view: a row per host (role, step, elapsed, last output line), the gate and progress."""
+from __future__ import annotations
+
+import threading
+import time
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from ..engine import events as ev
+
+_STATE_STYLE = {"ok": "green", "failed": "bold red", "skipped": "yellow", "interrupted": "yellow",
+                "waiting": "dim", "queued": "dim", "running": "cyan", "connecting": "dim"}
+
+
+class _Row:
+    __slots__ = ("host", "roles", "gated", "state", "step", "since", "started", "last", "ended")
+
+    def __init__(self, host: str, roles: str, gated: bool):
+        self.host, self.roles, self.gated = host, roles, gated
+        self.state, self.step, self.last = "queued", "", ""
+        self.since = self.started = self.ended = None
+
+
+class LiveView:
+    """Subscribes to the bus and redraws a rich Live table; ``-v`` prints output lines above it."""
+
+    def __init__(self, console: Console, verbose: bool = False):
+        self.console = console
+        self.verbose = verbose
+        self.rows: dict[str, _Row] = {}
+        self.gate = "none"
+        self.title = ""
+        self.notices: list[str] = []
+        self._lock = threading.Lock()
+        self.live = Live(console=console, get_renderable=self.render, refresh_per_second=8, transient=False)
+
+    def __enter__(self):
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.live.__exit__(*exc)
+
+    def render(self):
+        with self._lock:
+            rows = list(self.rows.values())
+            total = len(rows)
+            done = sum(1 for r in rows if r.ended is not None)
+            table = Table(expand=False, show_edge=False, pad_edge=False)
+            for col in ("host", "roles", "state", "step", "elapsed", "last output"):
+                table.add_column(col, no_wrap=True, max_width=60 if col == "last output" else None)
+            now = time.time()
+            for r in rows:
+                elapsed = ((r.ended or now) - r.started) if r.started else 0.0
+                table.add_row(r.host, r.roles, Text(r.state, style=_STATE_STYLE.get(r.state, "")), r.step,
+                              f"{elapsed:5.1f}s", Text(r.last[-60:], style="dim"))
+            label, style = {"waiting": ("waiting for kepler", "yellow"), "open": ("open", "green"),
+                            "closed": ("closed", "bold red"), "none": ("none", "dim")}.get(self.gate, (self.gate, ""))
+            header = Text.assemble((self.title, "bold"), "  gate: ", (label, style), f"  {done}/{total} hosts done")
+            top = Table.grid(padding=(0, 2))
+            top.add_row(header, ProgressBar(total=max(total, 1), completed=done, width=30))
+            parts = [top, table]
+            parts.extend(Text(n, style="yellow") for n in self.notices[-3:])
+            return Group(*parts)
+
+    def __call__(self, event: ev.Event) -> None:
+        e = event
+        with self._lock:
+            if isinstance(e, ev.RunStarted):
+                self.title = f"pampa {'dry run ' if e.dry_run else ''}{e.kind} {e.stage} ({e.branch})"
+                for name, roles, gated in e.hosts:
+                    self.rows[name] = _Row(name, roles, gated)
+            elif isinstance(e, ev.HostEvent) and e.host in self.rows:
+                row = self.rows[e.host]
+                if isinstance(e, ev.HostConnecting):
+                    row.state, row.started = "connecting", e.at
+                elif isinstance(e, ev.HostWaiting):
+                    row.state, row.step = "waiting", "gate"
+                elif isinstance(e, ev.StepStarted):
+                    row.state, row.step = "running", e.step
+                elif isinstance(e, ev.Output):
+                    row.last = e.line
+                elif isinstance(e, ev.StepFinished) and not e.ok:
+                    row.last = (e.stderr_tail.splitlines() or [e.message])[-1]
+                elif isinstance(e, ev.HostFinished):
+                    row.state, row.ended = e.result.result, e.at
+                    row.started = row.started or e.at
+                    if e.result.failed_step:
+                        row.step = e.result.failed_step
+                    if e.result.reason and not e.result.ok:
+                        row.last = e.result.reason
+            elif isinstance(e, ev.GateChanged):
+                self.gate = e.state
+            elif isinstance(e, ev.Notice) and e.level != "info":
+                self.notices.append(e.message)
+        if self.verbose and isinstance(e, ev.Output):
+            self.live.console.print(Text(f"{e.host} {e.step} | {e.line}"), highlight=False)

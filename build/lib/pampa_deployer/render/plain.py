@@ -1,0 +1,61 @@
+"""CI output: one plain line per event, ``TIME HOST STEP message``; no colour, no spinner, no prompt."""
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+from ..engine import events as ev
+
+
+def stamp(at: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(at)) + f".{int(at % 1 * 1000):03d}"
+
+
+class PlainRenderer:
+    """Writes a line per event; with ``verbose`` also every output line, prefixed by host and step."""
+
+    def __init__(self, out: TextIO | None = None, verbose: bool = False):
+        self.out = out or sys.stdout
+        self.verbose = verbose
+
+    def line(self, at: float, host: str, step: str, message: str) -> None:
+        self.out.write(f"{stamp(at)} {host} {step} {message}\n")
+        self.out.flush()
+
+    def __call__(self, event: ev.Event) -> None:
+        e = event
+        if isinstance(e, ev.RunStarted):
+            gated = sum(1 for h in e.hosts if h[2])
+            what = "dry run of " if e.dry_run else ""
+            self.line(e.at, "-", "-", f"{what}{e.kind} of stage {e.stage} (branch {e.branch}) to "
+                                      f"{len(e.hosts)} hosts, {gated} gated")
+        elif isinstance(e, ev.HostConnected):
+            self.line(e.at, e.host, "connect", f"ok ({e.seconds:.2f}s)")
+        elif isinstance(e, ev.HostWaiting):
+            self.line(e.at, e.host, "gate", "waiting for kepler")
+        elif isinstance(e, ev.StepStarted):
+            self.line(e.at, e.host, e.step, "start")
+        elif isinstance(e, ev.CommandStarted):
+            if self.verbose:
+                self.line(e.at, e.host, e.step, f"$ {e.display}")
+        elif isinstance(e, ev.Output):
+            if self.verbose:
+                self.line(e.at, e.host, e.step, f"{'!' if e.stream == 'stderr' else '|'} {e.line}")
+        elif isinstance(e, ev.StepFinished):
+            took = e.at - e.started
+            if e.ok:
+                self.line(e.at, e.host, e.step, f"ok ({took:.2f}s)")
+            else:
+                tail = f": {e.stderr_tail.splitlines()[-1]}" if e.stderr_tail.strip() else ""
+                self.line(e.at, e.host, e.step, f"FAILED ({e.message}){tail}")
+        elif isinstance(e, ev.HostFinished):
+            r = e.result
+            extra = f" at {r.failed_step}" if r.failed_step else ""
+            why = f": {r.reason}" if r.reason and not r.ok else ""
+            self.line(e.at, e.host, "-", f"{r.result.upper()}{extra} ({r.seconds:.2f}s){why}")
+        elif isinstance(e, ev.GateChanged):
+            self.line(e.at, "-", "gate", e.state + (f": {e.reason}" if e.reason else ""))
+        elif isinstance(e, ev.Notice):
+            if e.level != "info" or self.verbose:
+                self.line(e.at, e.host or "-", "-", f"{e.level}: {e.message}")

@@ -1,0 +1,82 @@
+"""Machine-readable reports: JSON (schema in docs/ci.md) and JUnit XML (one test case per host)."""
+from __future__ import annotations
+
+import json
+import time
+import xml.etree.ElementTree as ET
+from collections import Counter
+from pathlib import Path
+
+from ..engine.results import FAILED, INTERRUPTED, SKIPPED, RunResult
+
+SCHEMA_VERSION = 1
+
+
+def _iso(at: float | None) -> str | None:
+    if at is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at % 1 * 1000):03d}Z"
+
+
+def deployed_revision(result: RunResult) -> str | None:
+    """The revision most hosts run after the run (the plan's target for a rollback)."""
+    if result.revision:
+        return result.revision
+    revs = Counter(h.revision_after for h in result.hosts if h.revision_after and h.ok)
+    return revs.most_common(1)[0][0] if revs else None
+
+
+def to_dict(result: RunResult, exit_code: int) -> dict:
+    return {
+        "schema": SCHEMA_VERSION,
+        "stage": result.stage,
+        "kind": result.kind,
+        "branch": result.branch,
+        "revision": deployed_revision(result),
+        "dry_run": result.dry_run,
+        "started": _iso(result.started),
+        "ended": _iso(result.ended),
+        "duration": round(result.ended - result.started, 3),
+        "result": "ok" if result.ok else ("interrupted" if result.interrupted_by else "failed"),
+        "exit_code": exit_code,
+        "gate": {"state": result.gate, "opened": _iso(result.gate_opened_at)},
+        "notes": list(result.notes),
+        "hosts": [{
+            "name": h.host, "roles": h.roles.split(","), "result": h.result, "gated": h.gated,
+            "started": _iso(h.started), "ended": _iso(h.ended), "duration": round(h.seconds, 3),
+            "revision_before": h.revision_before, "revision_after": h.revision_after,
+            "failed_step": h.failed_step, "exit_code": h.exit_code, "reason": h.reason or None,
+            "stderr_tail": h.stderr_tail or None,
+            "steps": [{"name": s.name, "result": "ok" if s.ok else "failed", "started": _iso(s.started),
+                       "ended": _iso(s.ended), "duration": round(s.seconds, 3), "exit_code":
+                       (0 if s.ok else s.exit_code), "message": s.message or None} for s in h.steps],
+        } for h in result.hosts],
+    }
+
+
+def write_json(result: RunResult, exit_code: int, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(to_dict(result, exit_code), indent=2) + "\n")
+
+
+def write_junit(result: RunResult, path: Path) -> None:
+    """One <testcase> per host: failed -> <failure>, skipped/interrupted -> <skipped>."""
+    suite = ET.Element("testsuite", name=f"pampa {result.kind} {result.stage}", tests=str(len(result.hosts)),
+                       failures=str(len(result.by_result(FAILED))),
+                       skipped=str(len(result.by_result(SKIPPED)) + len(result.by_result(INTERRUPTED))),
+                       time=f"{result.ended - result.started:.3f}", timestamp=_iso(result.started) or "")
+    for h in result.hosts:
+        case = ET.SubElement(suite, "testcase", classname=f"{result.stage}.{h.roles}", name=h.host,
+                             time=f"{h.seconds:.3f}")
+        if h.result == FAILED:
+            failure = ET.SubElement(case, "failure", message=f"{h.failed_step}: {h.reason}",
+                                    type=h.failed_step or "failed")
+            failure.text = h.stderr_tail or h.reason
+        elif h.result in (SKIPPED, INTERRUPTED):
+            ET.SubElement(case, "skipped", message=h.reason or h.result)
+        steps = "\n".join(f"{s.name}: {'ok' if s.ok else 'failed'} {s.seconds:.3f}s" for s in h.steps)
+        ET.SubElement(case, "system-out").text = steps
+    suites = ET.Element("testsuites")
+    suites.append(suite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)

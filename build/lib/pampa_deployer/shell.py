@@ -1,0 +1,67 @@
+"""Quoting values into shell commands, and filling command templates.
+
+Every value that reaches a remote shell goes through ``quote`` (``shlex.quote``),
+except a leading ``~/`` of a path, which stays bare so the remote shell expands it.
+"""
+from __future__ import annotations
+
+import shlex
+import string
+from typing import Any, Mapping
+
+
+def quote(value: Any) -> str:
+    """Quote one value for a POSIX shell; ``~`` and ``~/...`` keep their tilde expansion."""
+    text = str(value)
+    if text == "~":
+        return "~"
+    if text.startswith("~/"):
+        rest = text[2:]
+        return "~/" + shlex.quote(rest) if rest else "~/"
+    return shlex.quote(text)
+
+
+def join(argv: list[Any]) -> str:
+    """Quote and join an argv list into one shell command line."""
+    return " ".join(quote(a) for a in argv)
+
+
+class TemplateError(KeyError):
+    """A template names a variable that does not exist."""
+
+
+class _QuotingFormatter(string.Formatter):
+    """``{name}`` is shell-quoted; ``{name!u}`` is inserted unquoted (for operator-trusted snippets)."""
+
+    def convert_field(self, value: Any, conversion: str | None) -> Any:
+        if conversion == "u":
+            return _Raw(str(value))
+        return super().convert_field(value, conversion)
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        if isinstance(value, _Raw):
+            return str(value)
+        return quote(format(value, format_spec))
+
+    def get_value(self, key: Any, args: Any, kwargs: Mapping[str, Any]) -> Any:
+        try:
+            return super().get_value(key, args, kwargs)
+        except (KeyError, IndexError) as e:
+            raise TemplateError(str(key)) from e
+
+
+class _Raw(str):
+    pass
+
+
+_FORMATTER = _QuotingFormatter()
+
+
+def render(template: str, variables: Mapping[str, Any]) -> str:
+    """Fill a command template, shell-quoting every substituted value."""
+    return _FORMATTER.vformat(template, (), variables)
+
+
+def fill_plain(template: str, variables: Mapping[str, Any]) -> str:
+    """Fill a value template such as ``~/code/{app}`` without quoting (it is quoted when used)."""
+    return string.Formatter().vformat(template, (), variables)
