@@ -1,1 +1,0 @@
-load File.join(__dir__, "process.rb")

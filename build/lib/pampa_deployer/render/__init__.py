@@ -1,1 +1,0 @@
-"""Renderers subscribe to engine events; none of them runs a command."""
