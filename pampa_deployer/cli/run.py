@@ -12,8 +12,8 @@ from ..engine import stop as stopping
 from ..engine.deployment import BackendPool, RunOptions, execute
 from ..engine.dryrun import DryRunBackend
 from ..engine.ssh import SSHBackend, SSHSettings
-from ..errors import (AccessPointError, ConnectError, DeployFailed, ExitCode, Interrupted, Refused,
-                      UsageError)
+from ..errors import (AccessPointError, ConnectError, DeployFailed, ExitCode, Interrupted, PampaError, Refused,
+                      UsageError, exit_code_for)
 from ..inventory import load_stage
 from ..plan import build_plan
 from ..render import report as reports
@@ -68,14 +68,13 @@ def run(args) -> int:
         plan = build_plan(stage, args.roles, args.hosts, kind=kind, revision=revision)
         options = _options(args, stage, len(plan.hosts))
 
+        view = None
         if ci or args.dry_run:
             # A dry run's output is the list of commands: always plain, always with the commands.
             bus.subscribe(PlainRenderer(sys.stdout, verbose=args.verbose or args.dry_run))
-        view = None
-        if not (ci or args.dry_run):
+        else:
             from ..render.live import LiveView
             view = LiveView(console, verbose=args.verbose)
-        if view is not None:
             bus.subscribe(view)
         if not args.dry_run:
             rundir = RunDirectory(Path(".pampa") / "runs", stage.name, kind)
@@ -122,22 +121,25 @@ def run(args) -> int:
         if rundir is not None:
             rundir.close()
 
-    code = _exit_code(result)
+    failure = _failure(result, kind, stage.name)
+    # The report's exit code comes from the same mapping as the process's (errors.exit_code_for).
+    code = exit_code_for(failure) if failure is not None else int(ExitCode.OK)
     _finish_output(result, code, args, console, ci, rundir)
-    if result.interrupted_by:
-        raise Interrupted(f"{kind} interrupted by signal {result.interrupted_by}; "
-                          f"`pampa status {stage.name}` shows where each host stopped", result.interrupted_by)
-    if not result.ok:
-        bad = [h.host for h in result.hosts if not h.ok]
-        raise DeployFailed(f"{kind} of {stage.name} did not succeed on {len(bad)} of {len(result.hosts)} hosts: "
-                           f"{', '.join(bad[:10])}{' ...' if len(bad) > 10 else ''}")
+    if failure is not None:
+        raise failure
     return 0
 
 
-def _exit_code(result) -> int:
+def _failure(result, kind: str, stage: str) -> PampaError | None:
+    """The error a finished run ends with, or None when every host succeeded."""
     if result.interrupted_by:
-        return int(Interrupted("", result.interrupted_by).exit_code)
-    return int(ExitCode.OK if result.ok else ExitCode.DEPLOY_FAILED)
+        return Interrupted(f"{kind} interrupted by signal {result.interrupted_by}; "
+                           f"`pampa status {stage}` shows where each host stopped", result.interrupted_by)
+    if not result.ok:
+        bad = [h.host for h in result.hosts if not h.ok]
+        return DeployFailed(f"{kind} of {stage} did not succeed on {len(bad)} of {len(result.hosts)} hosts: "
+                            f"{', '.join(bad[:10])}{' ...' if len(bad) > 10 else ''}")
+    return None
 
 
 def _take_lock(stage, plan, pool, args, bus) -> locking.DeployLock:

@@ -92,7 +92,7 @@ class BackendPool:
 
 
 def execute(plan: Plan, pool: BackendPool, bus: ev.EventBus, options: RunOptions, stop: StopSignal,
-            access_point=None, deploy_id: int | None = None, run_id: str | None = None,
+            access_point=None, run_id: str | None = None,
             preflight: Callable[[], int | None] | None = None) -> RunResult:
     """Deploy (or roll back) every host of ``plan``; returns a result for each, whatever happened.
 
@@ -115,7 +115,7 @@ def execute(plan: Plan, pool: BackendPool, bus: ev.EventBus, options: RunOptions
         bus.emit(ev.GateChanged(state=state, reason=reason))
 
     gate = Gate(plan.gate_hosts if plan.has_gate else (), on_gate)
-    ctx = RunContext(plan=plan, bus=bus, gate=gate, stop=stop, access_point=access_point, deploy_id=deploy_id,
+    ctx = RunContext(plan=plan, bus=bus, gate=gate, stop=stop, access_point=access_point,
                      dry_run=options.dry_run, run_id=run_id or uuid.uuid4().hex[:12])
     stop.on_hard(pool.abort_all)
 
