@@ -33,6 +33,9 @@ TRACE_PREFIX = ("trap 'echo \"$(date +%s.%N) end\" >> ~/trace.log' EXIT; "
 
 SECRET = "s3cr3t-Pampa-9f8e7d"
 
+#: Loopback subnet of the session fleet; set PAMPA_TEST_SUBNET (e.g. 127.0.21) to run two suites at once.
+FLEET_SUBNET = os.environ.get("PAMPA_TEST_SUBNET", "127.0.1")
+
 
 def _can_run_fleet() -> str | None:
     if os.geteuid() != 0:
@@ -60,7 +63,7 @@ def fleet(tmp_path_factory):
     why = _can_run_fleet()
     if why:
         pytest.fail(f"cannot start the test fleet: {why}") if os.environ.get("CI") else pytest.skip(why)
-    f = Fleet(tmp_path_factory.mktemp("fleet"), HOSTS, subnet="127.0.1", first=11, port=2222)
+    f = Fleet(tmp_path_factory.mktemp("fleet"), HOSTS, subnet=FLEET_SUBNET, first=11, port=2222)
     f.create()
     f.start()
     yield f
