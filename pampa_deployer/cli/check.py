@@ -1,38 +1,21 @@
 """``pampa check``: connect to every host in parallel; auth, host key, git, code path, commands."""
 from __future__ import annotations
 
-import posixpath
-
 from rich.table import Table
 from rich.text import Text
 
+from ..commands.probe import parse_probe, probe_command, programs_used
 from ..errors import ConnectError, Refused
 from ..inventory import load_stage
 from ..plan import build_plan
-from ..shell import quote
-from ..steps.actions import Command
 from . import output
 from .hosts import each_host
 from .run import pool_for
 
-_SKIP = {"cd", "export", "source", ".", "if", "then", "fi", "test", "[", "true", "echo", "sudo"}
-
 
 def commands_used(host_plan) -> list[str]:
-    """Programs the host's steps call (first word of each command part), to check they exist."""
-    found: list[str] = []
-    for step in host_plan.steps:
-        for action in step.actions:
-            command = getattr(action, "command", None) or getattr(action, "revision", None)
-            if command is None:
-                continue
-            for part in command.script.replace("||", "&&").replace(";", "&&").split("&&"):
-                words = part.strip().split()
-                while words and (words[0] in _SKIP or "=" in words[0]):
-                    words = words[1:]
-                if words and not words[0].startswith(("$", "{", "(", "-", "!")) and words[0] not in found:
-                    found.append(words[0])
-    return found
+    """Programs the host's steps call, to check they exist."""
+    return programs_used(c for step in host_plan.steps for action in step.actions for c in action.commands())
 
 
 def check(args) -> int:
@@ -42,17 +25,7 @@ def check(args) -> int:
 
     def probe(host, backend):
         hp = next(h for h in plan.hosts if h.host.name == host.name)
-        programs = commands_used(hp)
-        parent = posixpath.dirname(host.path.rstrip("/")) or "."
-        checks = " ; ".join(
-            ["command -v git >/dev/null && echo git=ok || echo git=missing",
-             f"if [ -d {quote(host.path)} ]; then t={quote(host.path)}; else t={quote(parent)}; mkdir -p \"$t\" "
-             f"2>/dev/null; fi; [ -w \"$t\" ] && echo path=ok || echo path=not-writable"]
-            + [f"(cd {quote(host.path)} 2>/dev/null; command -v {quote(p)} >/dev/null || [ -x {quote(p)} ]) "
-               f"&& echo cmd:{p}=ok || echo cmd:{p}=missing" for p in programs])
-        command = Command(script=checks, prefix=host.prefix, timeout=30)
-        out = backend.run(command).stdout
-        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        return parse_probe(backend.run(probe_command(host.path, host.prefix, commands_used(hp))).stdout)
 
     try:
         found = each_host(pool, stage.hosts if not (args.hosts or args.roles) else [h.host for h in plan.hosts],

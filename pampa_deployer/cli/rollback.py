@@ -1,10 +1,8 @@
 """Choosing the one rollback target for the whole fleet, and refusing when a host lacks it."""
 from __future__ import annotations
 
-from ..engine import revlog
+from ..commands import git, revlog
 from ..errors import ConnectError, Refused
-from ..shell import quote
-from ..steps.actions import Command
 from .hosts import each_host
 
 
@@ -31,21 +29,19 @@ def resolve_target(stage, plan, reader, to: str | None) -> str:
         backend = reader.connect(lock_host)
     except ConnectError as e:
         raise Refused(f"rollback: cannot read revisions from {lock_host.name}: {e.message}") from None
-    base = Command(script="true", cwd=lock_host.path, timeout=30)
-    entries, head, _ = revlog.parse(backend.run(revlog.read_command(base, 200)).stdout)
+    entries, head, _ = revlog.parse(backend.run(revlog.read_command(revlog.base(lock_host.path), 200)).stdout)
     wanted = to
     if wanted is None:
         wanted = previous_revision(entries, head)
         if wanted is None:
-            out = backend.run(Command(script="git rev-parse HEAD~1", cwd=lock_host.path, timeout=30))
+            out = backend.run(git.parent_revision(lock_host.path))
             if not out.ok:
                 raise Refused(f"rollback: no previous revision found on {lock_host.name} "
                               f"(no revision log entry and no HEAD~1); give one with --to REV")
             wanted = out.stdout.strip()
 
     def verify(host, be):
-        out = be.run(Command(script=f"git rev-parse --verify --quiet {quote(wanted + '^{commit}')}",
-                             cwd=host.path, timeout=30))
+        out = be.run(git.verify_commit(host.path, wanted))
         return out.stdout.strip() if out.ok else None
 
     found = each_host(reader, hosts, verify)

@@ -8,11 +8,10 @@ from rich.table import Table
 from rich.text import Text
 
 from ..accesspoint.client import AccessPointClient
-from ..engine import revlog
+from ..commands import revlog
 from ..errors import AccessPointError, ConnectError
 from ..inventory import load_stage
 from ..plan import select_hosts
-from ..steps.actions import Command
 from . import output
 from .hosts import each_host
 from .run import pool_for
@@ -21,7 +20,7 @@ from .run import pool_for
 def collect(stage, hosts, pool) -> dict[str, dict]:
     """Read each host's HEAD and revision log in parallel."""
     def read(host, backend):
-        out = backend.run(revlog.read_command(Command(script="true", cwd=host.path, timeout=30)))
+        out = backend.run(revlog.read_command(revlog.base(host.path)))
         entries, head, subject = revlog.parse(out.stdout)
         return {"revision": head, "subject": subject, "last": entries[-1] if entries else None}
 

@@ -10,9 +10,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..commands.command import Command
 from ..errors import AccessPointError, ConnectError
 from ..plan import HostPlan, Plan
-from ..steps.actions import Command, OpenGate, ReportVersion, Run, Upload
+from ..steps.actions import OpenGate, ReportVersion, Run, Upload
 from . import events as ev
 from . import revlog
 from .backend import Backend, tail
@@ -151,7 +152,7 @@ def run_host(hp: HostPlan, backend: Backend, ctx: RunContext, connect: Callable[
 
 def _base_command(hp: HostPlan) -> Command:
     """A Command carrying this host's code path, for the engine's own bookkeeping commands."""
-    return Command(script="true", cwd=hp.host.path, timeout=30)
+    return revlog.base(hp.host.path)
 
 
 def _do(action, step: str, hp: HostPlan, backend: Backend, ctx: RunContext) -> None:

@@ -18,9 +18,10 @@ import uuid
 import paramiko
 from fabric import Config, Connection
 
+from ..commands.command import Command
 from ..errors import ConnectError
 from ..inventory.model import Host
-from ..steps.actions import Command, Upload
+from ..steps.actions import Upload
 from .backend import LineSplitter, OnLine
 from .hostkeys import UnknownHostKey, secure
 from .results import CommandResult
