@@ -5,12 +5,12 @@ from rich.table import Table
 from rich.text import Text
 
 from ..commands.probe import parse_probe, probe_command, programs_used
+from ..engine.pool import open_pool
 from ..errors import ConnectError, Refused
 from ..inventory import load_stage
 from ..plan import build_plan
 from . import output
 from .hosts import each_host
-from .run import pool_for
 
 
 def commands_used(host_plan) -> list[str]:
@@ -21,17 +21,14 @@ def commands_used(host_plan) -> list[str]:
 def check(args) -> int:
     stage = load_stage(args.stage, args.stages)
     plan = build_plan(stage, args.roles, args.hosts)
-    pool = pool_for(stage, args)
 
     def probe(host, backend):
         hp = next(h for h in plan.hosts if h.host.name == host.name)
         return parse_probe(backend.run(probe_command(host.path, host.prefix, commands_used(hp))).stdout)
 
-    try:
+    with open_pool(stage, accept_new=args.accept_new_host_keys) as pool:
         found = each_host(pool, stage.hosts if not (args.hosts or args.roles) else [h.host for h in plan.hosts],
                           probe)
-    finally:
-        pool.close_all()
     console = output.console(args)
     table = Table("host", "auth", "host key", "git", "code path", "commands", title=f"check {stage.name}")
     bad = 0

@@ -9,12 +9,12 @@ from rich.text import Text
 
 from ..accesspoint.client import AccessPointClient
 from ..commands import revlog
+from ..engine.pool import open_pool
 from ..errors import AccessPointError, ConnectError
 from ..inventory import load_stage
 from ..plan import select_hosts
 from . import output
 from .hosts import each_host
-from .run import pool_for
 
 
 def collect(stage, hosts, pool) -> dict[str, dict]:
@@ -30,11 +30,8 @@ def collect(stage, hosts, pool) -> dict[str, dict]:
 def status(args) -> int:
     stage = load_stage(args.stage, args.stages)
     hosts = select_hosts(stage, args.roles, args.hosts)
-    pool = pool_for(stage, args)
-    try:
+    with open_pool(stage) as pool:
         found = collect(stage, hosts, pool)
-    finally:
-        pool.close_all()
     versions = {}
     client = AccessPointClient.from_stage(stage)
     ap_error = None

@@ -14,6 +14,7 @@ from . import events as ev
 from .backend import Backend
 from .gate import OPEN, Gate
 from .pipeline import RunContext, run_host
+from .pool import BackendPool
 from .results import SKIPPED, HostResult, RunResult
 from .scheduler import Scheduler
 from .stop import StopSignal
@@ -28,67 +29,6 @@ class RunOptions:
     batch_wait: float = 0.0
     max_fail: int | None = None
     dry_run: bool = False
-
-
-class BackendPool:
-    """One backend (one connection) per host for the whole run, created by ``factory``."""
-
-    def __init__(self, factory: Callable[[Host], Backend]):
-        self.factory = factory
-        self.backends: dict[str, Backend] = {}
-        self.connected: set[str] = set()
-        self._lock = threading.Lock()
-        self._connecting: dict[str, threading.Lock] = {}
-        self._pinned: set[str] = set()
-
-    def get(self, host: Host) -> Backend:
-        with self._lock:
-            if host.name not in self.backends:
-                self.backends[host.name] = self.factory(host)
-            return self.backends[host.name]
-
-    def connect(self, host: Host) -> Backend:
-        backend = self.get(host)
-        with self._lock:
-            host_lock = self._connecting.setdefault(host.name, threading.Lock())
-        with host_lock:  # the preflight and the host's pipeline may ask at the same time
-            if host.name not in self.connected:
-                backend.connect()
-                self.connected.add(host.name)
-        return backend
-
-    def pin(self, host: Host) -> None:
-        """Keep this host's connection after its pipeline ends (the lock host: renew and release)."""
-        self._pinned.add(host.name)
-
-    def done(self, host: Host) -> None:
-        """A host finished: close its connection now, so open connections (and paramiko's transport
-        threads) stay bounded by --parallel instead of growing with the fleet."""
-        with self._lock:
-            if host.name in self._pinned or host.name not in self.backends:
-                return
-            backend = self.backends.pop(host.name)
-            self.connected.discard(host.name)
-        try:
-            backend.close()
-        except Exception:  # noqa: BLE001 - closing is best effort
-            pass
-
-    def abort_all(self) -> None:
-        with self._lock:
-            backends = list(self.backends.values())
-        for backend in backends:
-            try:
-                backend.abort()
-            except Exception:  # noqa: BLE001 - runs in a signal handler; one bad host must not stop the rest
-                pass
-
-    def close_all(self) -> None:
-        for backend in list(self.backends.values()):
-            try:
-                backend.close()
-            except Exception:  # noqa: BLE001 - closing is best effort
-                pass
 
 
 def execute(plan: Plan, pool: BackendPool, bus: ev.EventBus, options: RunOptions, stop: StopSignal,
