@@ -5,12 +5,11 @@ from rich.table import Table
 from rich.text import Text
 
 from ..commands.probe import parse_probe, probe_command, programs_used
-from ..engine.pool import open_pool
+from ..engine.pool import each_host, open_pool
 from ..errors import ConnectError, Refused
 from ..inventory import load_stage
 from ..plan import build_plan
 from . import output
-from .hosts import each_host
 
 
 def commands_used(host_plan) -> list[str]:

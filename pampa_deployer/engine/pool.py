@@ -2,12 +2,15 @@
 
 ``with open_pool(stage) as pool:`` is how deploy, rollback, check, status and the lock
 commands all reach hosts, so every connection is closed however the command ends.
+``each_host`` runs one read-only query on many hosts at once (status, check, rollback's target).
 """
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, TypeVar
 
+from ..errors import ConnectError
 from ..inventory.model import Host, Stage
 from .backend import Backend
 
@@ -87,3 +90,22 @@ def open_pool(stage: Stage, accept_new: bool = False, dry_run: bool = False) -> 
     from .ssh import SSHBackend, SSHSettings
     settings = SSHSettings.from_stage(stage, accept_new=True if accept_new else None)
     return BackendPool(lambda host: SSHBackend(host, settings))
+
+
+T = TypeVar("T")
+
+
+def each_host(pool: BackendPool, hosts: Iterable[Host], work: Callable[[Host, object], T], parallel: int = 32
+              ) -> dict[str, T | ConnectError]:
+    """``work(host, backend)`` on every host at once; a host that cannot connect maps to its ConnectError."""
+    hosts = list(hosts)
+
+    def one(host: Host):
+        try:
+            backend = pool.connect(host)
+        except ConnectError as e:
+            return e
+        return work(host, backend)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(hosts)))) as ex:
+        return dict(zip([h.name for h in hosts], ex.map(one, hosts)))
