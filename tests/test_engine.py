@@ -431,3 +431,50 @@ def test_marked_stream_waits_for_the_whole_exit_code_and_stderr_has_none():
     err = _MarkedStream("stderr", Command("x"), None, marker)
     err.feed(b"warning\n__PAMPA_m__\n")
     assert err.done and err.exit_code == 255 and err.text() == "warning\n"
+
+
+def test_an_unreachable_lock_host_refuses_the_run_with_exit_4():
+    from pampa_deployer.errors import Refused
+    fleet = Fleet(unreachable={"k1"})
+    with pytest.raises(Refused, match="cannot take the deploy lock on k1; nothing was changed") as refused:
+        Deployment(DeployRequest(stage=stage(), handle_signals=False), backends=fleet.backend).run()
+    assert exit_code_for(refused.value) == 4 and fleet.log == []
+
+
+def test_access_point_session_finishes_once_and_abandons_a_request_it_could_not_take():
+    from pampa_deployer.engine.apsession import AccessPointSession
+    from pampa_deployer.errors import AccessPointError
+
+    class Client:
+        def __init__(self, take_fails=False):
+            self.calls, self.take_fails = [], take_fails
+
+        def create_deploy(self, stage, branch, who, revision):
+            self.calls.append(("create", stage, branch, who))
+            return {"id": 7}
+
+        def take(self, deploy_id, node):
+            self.calls.append(("take", deploy_id, node))
+            if self.take_fails:
+                raise AccessPointError("409 taken")
+
+        def allow(self, deploy_id):
+            self.calls.append(("allow", deploy_id))
+
+        def finish(self, deploy_id, result, detail):
+            self.calls.append(("finish", deploy_id, result, detail))
+
+    warnings: list = []
+    client = Client()
+    session = AccessPointSession(client, warnings.append)
+    session.allow()  # nothing registered yet: nothing sent
+    assert session.register("prod", "main", None, "ana", "k1") == 7
+    session.allow()
+    session.finish(True, "ignored when ok")
+    session.abandon("too late")  # already finished: nothing sent
+    assert client.calls == [("create", "prod", "main", "ana"), ("take", 7, "k1"), ("allow", 7),
+                            ("finish", 7, "done", "")]
+    failing = Client(take_fails=True)
+    with pytest.raises(AccessPointError):
+        AccessPointSession(failing, warnings.append).register("prod", "main", None, "ana", "k1")
+    assert failing.calls[-1] == ("finish", 7, "failed", "abandoned: could not take the request: 409 taken")

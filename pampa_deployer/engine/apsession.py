@@ -1,4 +1,4 @@
-"""The access point's side of one run, in one place: register (create + take), allow, report, finish.
+"""The access point's side of one run, in one place: register (create + take), allow, report, finish, abandon.
 
 The engine talks to the access point only through this object. A dry run, or a stage
 without ``access_point.url``, has no session (``None``): nothing is registered or reported.
@@ -18,6 +18,7 @@ class AccessPointSession:
         self.client = client
         self.warn = warn
         self.deploy_id: int | None = None
+        self.finished = False
 
     @classmethod
     def for_stage(cls, stage, warn: Callable[[str], None]) -> "AccessPointSession | None":
@@ -28,7 +29,11 @@ class AccessPointSession:
         """Create the deploy request and take it for ``node`` (the lock host); raises AccessPointError."""
         request = self.client.create_deploy(stage, branch, requested_by, revision)
         self.deploy_id = request["id"]
-        self.client.take(self.deploy_id, node)
+        try:
+            self.client.take(self.deploy_id, node)
+        except AccessPointError as e:
+            self.abandon(f"could not take the request: {e.message}")
+            raise
         return self.deploy_id
 
     def allow(self) -> None:
@@ -46,9 +51,14 @@ class AccessPointSession:
 
     def finish(self, ok: bool, detail: str = "") -> None:
         """Close the request as done or failed (a failure is a warning: the run already ended)."""
-        if self.deploy_id is None:
+        if self.deploy_id is None or self.finished:
             return
+        self.finished = True
         try:
             self.client.finish(self.deploy_id, "done" if ok else "failed", "" if ok else detail)
         except AccessPointError as e:
             self.warn(f"could not mark the deploy finished: {e}")
+
+    def abandon(self, detail: str) -> None:
+        """The run ends without a result (refused, crashed): close the request as failed, if still open."""
+        self.finish(False, f"abandoned: {detail}")

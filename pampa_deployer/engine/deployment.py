@@ -129,6 +129,8 @@ class Deployment:
             if self.access_point is not None:
                 self.access_point.finish(result.ok, result.headline())
         finally:
+            if self.access_point is not None:  # a no-op when finished above or never registered
+                self.access_point.abandon("pampa stopped before the run finished")
             self.release_lock()
             pool.close_all()
             restore()
