@@ -160,9 +160,10 @@ def test_settings_views_have_exactly_the_schema_keys_and_defaults():
     from dataclasses import fields
 
     from pampa_deployer.inventory import schema, stage_from_mapping
-    from pampa_deployer.inventory.settings import AccessPointView, LockView, SSHView
+    from pampa_deployer.inventory.settings import AccessPointView, LockView, SSHView, UnitsView
 
-    for section, cls in (("ssh", SSHView), ("lock", LockView), ("access_point", AccessPointView)):
+    for section, cls in (("ssh", SSHView), ("lock", LockView), ("access_point", AccessPointView),
+                         ("units", UnitsView)):
         assert [f.name for f in fields(cls)] == list(schema.TOP[section].children), section
     st = stage_from_mapping({"app": "a", "repo": "r", "hosts": {"e1": {"roles": ["euler"]},
                                                                  "k1": {"roles": ["kepler"]}},

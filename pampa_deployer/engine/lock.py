@@ -12,9 +12,9 @@ import threading
 import time
 import uuid
 
-from ..commands.lock import (FREE, HELD, STALE, LockState, acquire_command, parse_acquired,
-                             parse_state,  # noqa: F401 - re-exported
-                             release_command, renew_command, status_command, unlock_command)
+from ..commands.lock import (  # noqa: F401 - the state names and builders are re-exported for old imports
+    FREE, HELD, STALE, LockState, acquire_command, parse_acquired, parse_state, release_command, renew_command,
+    status_command, unlock_command)
 from ..errors import LockHeld, PampaError
 
 

@@ -36,6 +36,14 @@ class AccessPointView:
     timeout: float
 
 
+@dataclass(frozen=True)
+class UnitsView:
+    puma: list
+    processes: list
+    workers: list
+    restart: str
+
+
 _CASTS = {"int": int, "number": float, "bool": bool, "str": str}
 
 
