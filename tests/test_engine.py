@@ -478,3 +478,41 @@ def test_access_point_session_finishes_once_and_abandons_a_request_it_could_not_
     with pytest.raises(AccessPointError):
         AccessPointSession(failing, warnings.append).register("prod", "main", None, "ana", "k1")
     assert failing.calls[-1] == ("finish", 7, "failed", "abandoned: could not take the request: 409 taken")
+
+
+def test_deploy_lock_waits_for_a_held_lock_then_takes_it_and_releases_only_its_own():
+    from pampa_deployer.engine.lock import DeployLock
+
+    class LockHost:
+        name = "k1"
+
+        def __init__(self):
+            self.answers = ['PAMPA-LOCK-HELD\n{"user": "bo"}\n200 100\n', "PAMPA-LOCK-ACQUIRED\n"]
+            self.scripts = []
+
+        def run(self, command, on_line=None):
+            self.scripts.append(command.script)
+            if "PAMPA-LOCK-RELEASED" in command.script:
+                return CommandResult(0, "PAMPA-LOCK-RELEASED\n")
+            return CommandResult(0, self.answers.pop(0))
+
+    host, waited = LockHost(), []
+    lock = DeployLock(host, "~/.pampa/locks", "prod", {"user": "ana"}, 90)
+    lock.acquire(wait=30, on_wait=waited.append)
+    assert lock.held and len(waited) == 1 and waited[0].info == {"user": "bo"}
+    assert lock.release() is True and not lock.held
+    assert lock.token in host.scripts[-1]  # release names its own token
+    assert lock.release() is False  # twice is harmless
+
+
+def test_deploy_lock_held_without_wait_raises_lock_held_naming_the_holder():
+    from pampa_deployer.engine.lock import DeployLock
+
+    class Held:
+        name = "k1"
+
+        def run(self, command, on_line=None):
+            return CommandResult(0, 'PAMPA-LOCK-HELD\n{"user": "bo", "machine": "ci"}\n200 100\n')
+
+    with pytest.raises(LockHeld, match=r"stage prod is locked on k1: held by bo@ci .*pampa unlock prod"):
+        DeployLock(Held(), "~/.pampa/locks", "prod", {}, 90).acquire()
