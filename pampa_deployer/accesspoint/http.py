@@ -139,7 +139,7 @@ class AsyncHTTPServer:
         self._stopped: asyncio.Event | None = None
         self._done = threading.Event()
         self._running = False
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task] = set()
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def serve_forever(self) -> None:
@@ -155,9 +155,10 @@ class AsyncHTTPServer:
         async with server:
             await self._stopped.wait()
             server.close()
-            for writer in list(self._writers):
-                writer.close()
-            await asyncio.sleep(0)
+            tasks = list(self._tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def call_soon(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` in the server's loop (from any thread)."""
@@ -187,7 +188,8 @@ class AsyncHTTPServer:
             await self._send(writer, Response(503, {"error": "too many connections; retry later"}), False)
             return
         self.open_connections += 1
-        self._writers.add(writer)
+        task = asyncio.current_task()
+        self._tasks.add(task)
         try:
             first = True
             while True:
@@ -195,11 +197,11 @@ class AsyncHTTPServer:
                 first = False
                 if not keep_alive:
                     break
-        except (ConnectionError, OSError):
+        except (ConnectionError, OSError, asyncio.CancelledError):
             pass
         finally:
             self.open_connections -= 1
-            self._writers.discard(writer)
+            self._tasks.discard(task)
             writer.close()
 
     async def _one_request(self, reader, writer, first: bool) -> bool:
