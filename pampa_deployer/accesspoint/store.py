@@ -338,6 +338,9 @@ class Store:
                                                                      "command"):
                     raise ApiError(400, "each event needs 'kind': step_started, step_finished, output or command")
                 body = {"node": node, "kind": e["kind"], "step": _text(e.get("step"), MAX_NAME)}
+                at = e.get("at")
+                if isinstance(at, (int, float)) and abs(at - now) < 86400:
+                    body["node_at"] = at  # when it happened on the node (the server's clock orders events)
                 if e["kind"] == "output":
                     body.update(stream="stderr" if e.get("stream") == "stderr" else "stdout", line=_text(e.get("line")))
                 elif e["kind"] == "command":
