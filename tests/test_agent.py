@@ -261,7 +261,10 @@ def test_an_agent_killed_mid_sequence_reports_honestly_and_never_reruns(world):
         n1 = [n for n in run["nodes"] if n["node"] == "n1"][0]
         assert n1["state"] == "interrupted"
         assert n1["detail"] == "the agent stopped during bundle; not run again"
-        assert journal.read() is None
+        deadline = time.monotonic() + 30
+        while journal.read() is not None:  # cleared once the access point acknowledged the outcome
+            assert time.monotonic() < deadline, journal.read()
+            time.sleep(0.05)
         again = world.request()  # the agent is alive and takes new requests...
         world.wait_for(again["id"], lambda d: _states(d)["n1"] == "ok", "n1 deploys the next request")
         # ...and ran bundle once for it: request 1 was never run a second time
@@ -270,3 +273,79 @@ def test_an_agent_killed_mid_sequence_reports_honestly_and_never_reruns(world):
         second.send_signal(signal.SIGTERM)
         assert second.wait(60) == 143
         log.close()
+
+
+# -- the commands the pull-mode page shows ------------------------------------------------------------------
+def _main(world, *args, env=None) -> tuple[int, str, str]:
+    import contextlib
+    import os
+
+    from pampa_deployer.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    old = dict(os.environ)
+    os.environ.update(env or {})
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(["--stages", str(world.stages), *args])
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_token_command_prints_or_writes_private_files(world):
+    code, out, _ = _main(world, "access-point", "token", "local", "k1", env={"PAMPA_AP_KEY": KEY})
+    assert code == 0 and out.startswith("k1 pnt_") and len(out.split()) == 2
+    code, out, _ = _main(world, "access-point", "token", "local", "--out", str(world.tmp / "tokens"),
+                         env={"PAMPA_AP_KEY": KEY})
+    assert code == 0
+    files = sorted(p.name for p in (world.tmp / "tokens").iterdir())
+    assert files == ["local-e1.token", "local-k1.token", "local-n1.token"]
+    assert all((world.tmp / "tokens" / f).stat().st_mode & 0o777 == 0o600 for f in files)
+    code, _, err = _main(world, "access-point", "token", "local", "nope", env={"PAMPA_AP_KEY": KEY})
+    assert code == 2 and "stage local has no host 'nope'" in err
+
+
+def test_agent_install_prints_the_unit_and_refuses_a_readable_token(world, tmp_path):
+    token = tmp_path / "k1.token"
+    token.write_text("pnt_x\n")
+    token.chmod(0o644)
+    code, _, err = _main(world, "agent", "install", "local", "--node", "k1", "--token-file", str(token), "--print")
+    assert code == 2 and f"token file {token} is readable by others (mode 0644); run `chmod 600 {token}`" in err
+    token.chmod(0o600)
+    code, out, _ = _main(world, "agent", "install", "local", "--node", "k1", "--token-file", str(token), "--print")
+    assert code == 0 and "[Service]" in out
+    assert f"--stages {world.stages} agent local --node k1 --token-file {token} --grace 30" in out
+    code, out, _ = _main(world, "agent", "install", "local", "--node", "k1", "--token-file", str(token),
+                         "--unit-dir", str(tmp_path / "units"))
+    assert code == 0 and (tmp_path / "units" / "pampa-agent-local.service").exists()
+    assert "systemctl daemon-reload && systemctl enable --now pampa-agent-local" in out
+
+
+def test_a_second_agent_for_the_node_exits_3(world, tmp_path):
+    token = tmp_path / "k1.token"
+    token.write_text(world.admin.issue_token("local", "k1", ["kepler"])["token"])
+    token.chmod(0o600)
+    state = tmp_path / "state"
+    with NodeLock(state / "local-k1.lock", "k1"):
+        code, _, err = _main(world, "agent", "local", "--node", "k1", "--token-file", str(token),
+                             "--state-dir", str(state))
+    assert code == 3 and "another pampa agent already runs for node k1" in err
+
+
+def test_a_refused_token_is_retried_slowly_with_the_servers_answer(world):
+    stop = StopSignal()
+    out = io.StringIO()
+    agent = Agent("k1", "local", lambda b: None, AccessPointClient(world.url, "pnt_revoked"), stop,
+                  world.tmp / "state-bad", out=out, poll_wait=1)
+    t = threading.Thread(target=agent.run, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 30
+    while "retrying in 60s" not in out.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.request(15)
+    t.join(30)
+    assert not t.is_alive()
+    assert "answered 401 Unauthorized: missing or wrong API key; retrying in 60s (fix the token or the stage)" \
+        in out.getvalue()
