@@ -87,30 +87,45 @@ class App:
     def __init__(self, store: Store, api_key: str | None):
         self.store = store
         self.api_key = api_key
-        self._changed: asyncio.Event | None = None
+        # Parked polls wait on one of these: agents' `next` on request-level changes (a request created or
+        # moved), followers of one request on any change to it. A progress report wakes only the latter.
+        self._requests_changed: asyncio.Event | None = None
+        self._deploy_changed: dict[int, asyncio.Event] = {}
         store.on_change = self._wake
 
     # -- long polls ----------------------------------------------------------------------------------
-    def _wake(self) -> None:
-        """Called after every write (in the loop's thread): wake every parked poll to re-check."""
-        if self._changed is not None:
-            self._changed.set()
-            self._changed = None
+    def _wake(self, deploys: set, moved: bool) -> None:
+        """Called after every write (in the loop's thread): wake the polls that may now have an answer."""
+        if moved and self._requests_changed is not None:
+            self._requests_changed.set()
+            self._requests_changed = None
+        for deploy_id in deploys:
+            event = self._deploy_changed.pop(deploy_id, None)
+            if event is not None:
+                event.set()
 
-    async def _poll(self, check, wait: float):
-        """``check()`` now, then after each change until it returns something or ``wait`` runs out."""
+    def _channel(self, deploy_id: int | None) -> asyncio.Event:
+        if deploy_id is None:
+            if self._requests_changed is None:
+                self._requests_changed = asyncio.Event()
+            return self._requests_changed
+        return self._deploy_changed.setdefault(deploy_id, asyncio.Event())
+
+    async def _poll(self, check, wait: float, deploy_id: int | None = None):
+        """``check()`` now, then after each relevant change until it returns something or ``wait`` runs out."""
         deadline = time.monotonic() + wait
         while True:
             found = check()
             remaining = deadline - time.monotonic()
             if found or remaining <= 0:
                 return found
-            if self._changed is None:
-                self._changed = asyncio.Event()
+            # A follower re-checks every 5 s anyway (stalls come from the clock); an agent's poll only
+            # changes answer on a write, so it sleeps until one, at no cost while idle.
             try:
-                await asyncio.wait_for(self._changed.wait(), min(remaining, 5.0))
+                await asyncio.wait_for(self._channel(deploy_id).wait(),
+                                       remaining if deploy_id is None else min(remaining, 5.0))
             except asyncio.TimeoutError:
-                pass  # re-check anyway: stalls are computed from the clock
+                pass
 
     # -- requests ------------------------------------------------------------------------------------
     def authenticate(self, request: Request) -> Principal:
@@ -224,7 +239,7 @@ class App:
                 return events or [None]
             return None
 
-        found = await self._poll(check, _wait_seconds(query))
+        found = await self._poll(check, _wait_seconds(query), deploy_id)
         events = [e for e in (found or []) if e is not None]
         return {"events": events, "last": events[-1]["seq"] if events else after,
                 "deploy": self.store.get(deploy_id, scope)}

@@ -39,8 +39,6 @@ CREATE INDEX IF NOT EXISTS events_by_deploy ON events (deploy_id, id);
 CREATE TABLE IF NOT EXISTS tokens (
   digest TEXT PRIMARY KEY, stage TEXT NOT NULL, node TEXT NOT NULL, roles TEXT NOT NULL,
   created_at REAL NOT NULL, UNIQUE (stage, node));
-CREATE TABLE IF NOT EXISTS agents (
-  node TEXT NOT NULL, stage TEXT NOT NULL, seen_at REAL NOT NULL, PRIMARY KEY (node, stage));
 """
 
 #: Columns added to ``deploys`` since the first protocol version (old databases are upgraded in place).
@@ -92,11 +90,18 @@ class Store:
         for column, decl in DEPLOY_COLUMNS.items():
             if column not in have:
                 self.db.execute(f"ALTER TABLE deploys ADD COLUMN {column} {decl}")
+        # WAL + NORMAL: a commit is a write to the log, not an fsync of the database (1,000 agents report).
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.commit()
         self.lock = threading.RLock()
         self.stall_after = stall_after
         self.clock = clock
-        self.on_change: Callable[[], None] = lambda: None
+        #: called after every write with (deploy ids touched, whether a request appeared or changed state)
+        self.on_change: Callable[[set, bool], None] = lambda deploys, moved: None
+        self._touched: set = set()
+        self._moved = False
+        self.seen: dict[tuple[str, str], float] = {}  # (stage, node) -> last time its agent called
 
     def close(self) -> None:
         with self.lock:
@@ -128,9 +133,11 @@ class Store:
         self.db.execute("INSERT INTO events (deploy_id, kind, body, at) VALUES (?, ?, ?, ?)",
                         (deploy_id, kind, json.dumps(body), now))
 
-    def _changed(self) -> None:
+    def _changed(self, deploy_id: int | None = None, moved: bool = False) -> None:
+        touched, self._touched = self._touched | ({deploy_id} if deploy_id is not None else set()), set()
+        moved, self._moved = moved or self._moved, False
         try:
-            self.on_change()
+            self.on_change(touched, moved)
         except Exception:  # noqa: BLE001 - waking pollers must never fail a write
             pass
 
@@ -172,7 +179,7 @@ class Store:
             if nodes is not None:
                 self._settle(deploy_id, now)
             deploy = self._deploy(deploy_id)
-        self._changed()
+        self._changed(deploy_id, moved=True)
         return self.view(deploy)
 
     @staticmethod
@@ -212,7 +219,7 @@ class Store:
                             "WHERE id = ?", (state, now, *fields.values(), deploy_id))
             self._event(deploy_id, state.lower(), {k: v for k, v in fields.items() if not k.endswith("_at")}, now)
             deploy = self._deploy(deploy_id)
-        self._changed()
+        self._changed(deploy_id, moved=True)
         return deploy
 
     def get(self, deploy_id: int, stage: str | None = None) -> dict:
@@ -245,9 +252,11 @@ class Store:
                                     "WHERE deploy_id = ? AND node = ?", (why, now, deploy_id, run["node"]))
                     self._event(deploy_id, "node", {"node": run["node"], "state": "skipped", "detail": why}, now)
             runs = self._runs(deploy_id)
+        self._touched.add(deploy_id)
         state = rules.request_state(deploy["state"], runs)
         if state == deploy["state"]:
             return
+        self._moved = True
         extra = ""
         params: list = [state, now]
         if state == rules.ALLOWED:
@@ -284,9 +293,8 @@ class Store:
             return None
 
     def _seen(self, stage: str, node: str) -> None:
-        with self.db:
-            self.db.execute("INSERT OR REPLACE INTO agents (node, stage, seen_at) VALUES (?, ?, ?)",
-                            (node, stage, self.clock()))
+        """Liveness in memory only: a write per long poll would cost 1,000 commits per wake-up."""
+        self.seen[(stage, node)] = self.clock()
 
     def start(self, deploy_id: int, stage: str, node: str) -> dict:
         """A node begins its run; 409 if it already did (a restarted agent never runs a request twice)."""
@@ -317,7 +325,7 @@ class Store:
             self._event(deploy_id, "node", {"node": node, "state": "running"}, now)
             self._settle(deploy_id, now)
             run = self._run(self._deploy(deploy_id), node)
-        self._changed()
+        self._changed(deploy_id)
         return run
 
     def progress(self, deploy_id: int, stage: str, node: str, events) -> dict:
@@ -356,7 +364,7 @@ class Store:
             self.db.execute("UPDATE runs SET step = ?, updated_at = ? WHERE deploy_id = ? AND node = ?",
                             (step, now, deploy_id, node))
             self._seen(stage, node)
-        self._changed()
+        self._changed(deploy_id)
         return {"ok": True}
 
     def finish_run(self, deploy_id: int, stage: str, node: str, body: dict) -> dict:
@@ -385,7 +393,7 @@ class Store:
                                             "revision": revision}, now)
             self._settle(deploy_id, now)
             run = self._run(self._deploy(deploy_id), node)
-        self._changed()
+        self._changed(deploy_id)
         return run
 
     def hello(self, stage: str, node: str, body: dict) -> dict:
@@ -433,15 +441,14 @@ class Store:
             if deploy_id is not None:
                 self._event(deploy_id, "version", {"node": node, "stage": body["stage"],
                                                    "revision": _text(body["revision"], 64)}, now)
-        self._changed()
+        self._changed(deploy_id if isinstance(deploy_id, int) else None)
         return {"node": node, **body, "reported_at": now}
 
     def nodes(self, stage: str | None) -> list[dict]:
         with self.lock:
-            rows = self.db.execute(
-                "SELECT n.*, a.seen_at FROM nodes n LEFT JOIN agents a ON a.node = n.node AND a.stage = n.stage"
-                + (" WHERE n.stage = ?" if stage else "") + " ORDER BY n.node", (stage,) if stage else ())
-            return [dict(r) for r in rows]
+            rows = self.db.execute("SELECT * FROM nodes" + (" WHERE stage = ?" if stage else "") + " ORDER BY node",
+                                   (stage,) if stage else ())
+            return [{**dict(r), "seen_at": self.seen.get((r["stage"], r["node"]))} for r in rows]
 
     # -- node tokens ---------------------------------------------------------------------------------
     def issue_token(self, body: dict) -> dict:
