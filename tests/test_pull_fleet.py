@@ -42,12 +42,12 @@ SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 class AccessPoint:
     """The reference server in a thread; ``stop()`` and ``start()`` again on the same port and database."""
 
-    def __init__(self, db: Path):
-        self.db, self.port = db, 0
+    def __init__(self, db: Path, stall_after: float = 30):
+        self.db, self.port, self.stall_after = db, 0, stall_after
         self.start()
 
     def start(self) -> None:
-        self.server = make_server("127.0.0.1", self.port, str(self.db), KEY, stall_after=30)
+        self.server = make_server("127.0.0.1", self.port, str(self.db), KEY, stall_after=self.stall_after)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -65,9 +65,9 @@ class AccessPoint:
 class Pull:
     """The access point, the stage, the node tokens and the running agents of one test."""
 
-    def __init__(self, project, fleet, tmp_path: Path):
+    def __init__(self, project, fleet, tmp_path: Path, stall_after: float = 30):
         self.project, self.fleet, self.tmp = project, fleet, tmp_path
-        self.ap = AccessPoint(tmp_path / "ap.sqlite3")
+        self.ap = AccessPoint(tmp_path / "ap.sqlite3", stall_after)
         self.admin = AccessPointClient(self.ap.url, KEY)
         self.agents: dict[str, subprocess.Popen] = {}
         self.units: dict[str, dict] = {}
@@ -198,8 +198,8 @@ def node_python(tmp_path_factory) -> str:
 
 
 @pytest.fixture
-def pull(project, fleet, tmp_path, node_python):
-    p = Pull(project, fleet, tmp_path)
+def pull(request, project, fleet, tmp_path, node_python):
+    p = Pull(project, fleet, tmp_path, getattr(request, "param", 30))
     p.python = node_python
     yield p
     p.stop_all()
@@ -358,15 +358,29 @@ def test_access_point_down_then_back(pull, fleet):
     assert "access point reachable again" in pull.log("newton-2")
 
 
+@pytest.mark.parametrize("pull", [3], indirect=True)  # the access point calls a node stalled after 3 s
 def test_request_wait_exit_codes_stalled_and_interrupted(pull, fleet):
-    """No agent runs: --timeout ends the wait with 1 (not done); Ctrl-C ends it with 130, like deploy."""
+    """No agent runs: the request is stalled, never done (1); --timeout ends the wait with 1; Ctrl-C with 130."""
     pull.stage()
     pull.install()
     fleet.commit("Release nobody takes")
-    timed = pull.pampa("request", "test", "--wait", "--timeout", "2")
+    made = pull.pampa("request", "test", "-m", "nobody home")
+    assert made.returncode == 0, made.stdout + made.stderr
+    assert "deploy request 1 registered" in made.stdout and "follow it: pampa request test --follow 1" in made.stdout
+
+    timed = pull.pampa("request", "test", "--follow", "1", "--timeout", "1")
     assert timed.returncode == 1, timed.stdout + timed.stderr
-    assert "RESULT kepler-1 [kepler] waiting" in timed.stdout and "its outcome is unknown" in timed.stdout
-    follower = pull.project.popen("request", "test", "--follow", "1", "--ci", env=pull.env)
+    assert "its outcome is unknown" in timed.stdout  # waiting, or stalled already on a slow machine
+
+    stalled = pull.pampa("request", "test", "--follow", "1")  # ends by itself: nobody will ever report
+    assert stalled.returncode == 1, stalled.stdout + stalled.stderr
+    assert "RESULT kepler-1 [kepler] stalled" in stalled.stdout
+    assert "not started" in stalled.stdout and "is its agent running?" in stalled.stdout
+    assert "RESULT euler-1 [euler] waiting" in stalled.stdout and "waits for stalled keplers" in stalled.stdout
+    assert "the request is stalled, not done" in stalled.stdout
+    assert pull.admin.deploy(1)["stalled"] is True and pull.admin.deploy(1)["state"] == "PENDING"
+
+    follower = pull.project.popen("request", "test", "--follow", "1", "--timeout", "120", "--ci", env=pull.env)
     time.sleep(2)
     follower.send_signal(signal.SIGINT)
     out, err = follower.communicate(timeout=60)

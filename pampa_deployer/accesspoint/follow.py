@@ -95,9 +95,12 @@ class Follower:
 
     @staticmethod
     def _ended(deploy: dict) -> bool:
-        """Every node ended, or every node still going has stalled."""
+        """Nothing more will happen without help: every node ended, or every node still going has
+        stalled or is a gated node whose gate waits only on stalled keplers."""
         live = [n for n in deploy["nodes"] if n["state"] in ("waiting", "running")]
-        return all(n.get("stalled") for n in live)
+        openers = [n for n in live if n["opens_gate"]]
+        gate_stuck = bool(openers) and all(n.get("stalled") for n in openers)
+        return all(n.get("stalled") or (gate_stuck and n["gated"] and n["state"] == "waiting") for n in live)
 
     def _translate(self, e: dict) -> None:
         at, kind, bus = e.get("node_at") or e["at"], e["kind"], self.bus
@@ -146,7 +149,8 @@ class Follower:
         if result == STALLED:
             reason = f"stalled: {run.get('stalled')}; its outcome is unknown"
         elif result not in _FINAL.values():
-            reason = f"still {state} when pampa stopped following; its outcome is unknown"
+            waits = " for the gate, which waits for stalled keplers" if run["gated"] and state == "waiting" else ""
+            reason = f"still {state}{waits} when pampa stopped following; its outcome is unknown"
         failed_step = None
         if result != OK:
             failed_step = latest.get("step") or run.get("step")
