@@ -349,3 +349,28 @@ def test_a_refused_token_is_retried_slowly_with_the_servers_answer(world):
     assert not t.is_alive()
     assert "answered 401 Unauthorized: missing or wrong API key; retrying in 60s (fix the token or the stage)" \
         in out.getvalue()
+
+
+def test_request_wait_follows_agents_and_ends_like_deploy(world, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for n in ("k1", "e1", "n1"):
+        world.start_agent(n)
+    code, out, err = _main(world, "request", "local", "-m", "ship", "--wait", "--ci", "--report", "r.json",
+                           env={"PAMPA_AP_KEY": KEY})
+    assert code == 0, out + err
+    assert "deploy request 1 registered" in out
+    assert "gate open: every kepler node reported success" in out
+    for line in ("RESULT k1 [kepler] ok", "RESULT e1 [euler] ok", "RESULT n1 [newton] ok"):
+        assert line in out
+    import json as _json
+    report = _json.loads((tmp_path / "r.json").read_text())
+    assert report["result"] == "ok" and report["gate"]["state"] == "open"
+    k1 = next(h for h in report["hosts"] if h["name"] == "k1")
+    assert [s["name"] for s in k1["steps"]][:3] == ["git_fetch", "git_reset", "secrets"]
+    assert SECRET not in out
+
+    (world.homes["k1"] / "fail-migrate").write_text("")
+    code, out, err = _main(world, "request", "local", "--wait", "--ci", env={"PAMPA_AP_KEY": KEY})
+    assert code == 1, out + err
+    assert "RESULT k1 [kepler] failed at migrate exit 3" in out and "migration broke" in out
+    assert "RESULT e1 [euler] skipped" in out and "gate closed: k1 failed at migrate" in out

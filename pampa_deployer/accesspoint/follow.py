@@ -29,6 +29,7 @@ class Follower:
         self.started = deploy["created_at"]
         self.steps: dict[str, list[StepResult]] = {n["node"]: [] for n in deploy["nodes"]}
         self.open_steps: dict[str, tuple[str, float]] = {}
+        self.first_step: dict[str, float] = {}
         self.finished: set[str] = set()
         self.gate_opened_at: float | None = None
         self.gate = "waiting" if any(n["gated"] for n in deploy["nodes"]) else "none"
@@ -107,6 +108,7 @@ class Follower:
         node, step = e.get("node"), e.get("step") or ""
         if kind == "step_started":
             self.open_steps[node] = (step, at)
+            self.first_step.setdefault(node, at)
             bus.emit(ev.StepStarted(host=node, step=step, at=at))
         elif kind == "command":
             bus.emit(ev.CommandStarted(host=node, step=step, display=e.get("display") or "", at=at))
@@ -143,7 +145,7 @@ class Follower:
         else:
             result = STALLED if run.get("stalled") else state  # "waiting" or "running": not over yet
         now = time.time()
-        started = run.get("started_at") or latest.get("at") or self.started
+        started = run.get("started_at") or self.first_step.get(run["node"]) or latest.get("at") or self.started
         ended = run.get("ended_at") or latest.get("at") or now
         reason = latest.get("detail") or run.get("detail") or ""
         if result == STALLED:
