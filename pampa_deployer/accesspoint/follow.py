@@ -12,7 +12,7 @@ import time
 
 from ..engine import events as ev
 from ..engine.results import FAILED, INTERRUPTED, OK, SKIPPED, HostResult, RunResult, StepResult
-from ..errors import AccessPointError
+from ..errors import AccessPointError, ExitCode, exit_code_for
 
 STALLED = "stalled"
 _FINAL = {"ok": OK, "failed": FAILED, "interrupted": INTERRUPTED, "skipped": SKIPPED}
@@ -34,6 +34,7 @@ class Follower:
         self.gate_opened_at: float | None = None
         self.gate = "waiting" if any(n["gated"] for n in deploy["nodes"]) else "none"
         self.timed_out = False
+        self.failure = None
 
     def run(self) -> RunResult:
         d = self.deploy
@@ -186,7 +187,10 @@ class Follower:
                         ended=max([h.ended for h in hosts] + [self.started]), hosts=tuple(hosts), gate=gate,
                         gate_opened_at=self.gate_opened_at, interrupted_by=self.stop.signum, notes=tuple(notes),
                         revision=d.get("revision"), deploy_id=d["id"])
-        self.bus.emit(ev.RunFinished(result=run))
+        from ..engine.deployment import failure_for
+        failure = failure_for(run)
+        self.failure = failure
+        self.bus.emit(ev.RunFinished(result=run, exit_code=exit_code_for(failure) if failure else int(ExitCode.OK)))
         return run
 
 

@@ -15,13 +15,14 @@ from ..accesspoint.client import AccessPointClient
 from ..accesspoint.follow import Follower
 from ..engine import events as ev
 from ..engine import stop as stopping
-from ..errors import ConfigError, ExitCode, exit_code_for
+from ..errors import ConfigError
 from ..inventory import load_stage
 from ..plan import build_plan
 from ..render.plain import PlainRenderer
+from ..render.report import ReportWriter
 from ..render.rundir import RunDirectory
+from ..render.summary import SummaryPrinter
 from . import output
-from .run import _failure, _finish_output
 
 
 def client_for(stage) -> AccessPointClient:
@@ -70,6 +71,7 @@ def request(args) -> int:
 
 
 def follow(args, stage, client, deploy: dict, ci: bool, console) -> int:
+    """The same subscribers as ``pampa deploy``: live view or plain lines, run directory, summary, reports."""
     stop = stopping.StopSignal()
     bus = ev.EventBus()
     view = None
@@ -81,21 +83,23 @@ def follow(args, stage, client, deploy: dict, ci: bool, console) -> int:
         bus.subscribe(view)
     rundir = RunDirectory(Path(".pampa") / "runs", stage.name, "request")
     bus.subscribe(rundir)
+    bus.subscribe(SummaryPrinter(console, plain=ci, rundir=rundir))
+    if args.report or args.junit:
+        bus.subscribe(ReportWriter(Path(args.report) if args.report else None,
+                                   Path(args.junit) if args.junit else None))
 
     def notify(message: str) -> None:
         bus.emit(ev.Notice(message=message.split(";")[0] + "; stopped following (the request goes on)",
                            level="warning"))
 
     restore = stopping.install(stop, 0.0, notify)
+    follower = Follower(client, deploy, bus, stop, timeout=args.timeout)
     try:
         with (view if view is not None else contextlib.nullcontext()):
-            result = Follower(client, deploy, bus, stop, timeout=args.timeout).run()
+            follower.run()
     finally:
         restore()
         rundir.close()
-    failure = _failure(result, "deploy", stage.name)
-    code = exit_code_for(failure) if failure is not None else int(ExitCode.OK)
-    _finish_output(result, code, args, console, ci, rundir)
-    if failure is not None:
-        raise failure
+    if follower.failure is not None:
+        raise follower.failure
     return 0

@@ -86,10 +86,12 @@ class Deployment:
     """Owns one run: plan, pool, signals, lock, access point session, gate, scheduler, result."""
 
     def __init__(self, request: DeployRequest, bus: ev.EventBus | None = None, stop: StopSignal | None = None,
-                 backends: Callable[[Host], Backend] | None = None):
-        """``backends`` makes each host's backend (default: SSH, or dry-run); tests pass a fake one."""
+                 backends: Callable[[Host], Backend] | None = None, access_point: AccessPointSession | None = None):
+        """``backends`` makes each host's backend (default: SSH, or dry-run); tests pass a fake one.
+        ``access_point`` replaces the stage's session (a pull-mode agent reports into an existing request)."""
         self.request = request
         self.backends = backends
+        self.session = access_point
         self.stage = request.stage
         self.bus = bus or ev.EventBus()
         self.stop = stop or StopSignal()
@@ -123,7 +125,8 @@ class Deployment:
             options = RunOptions.for_request(r, len(plan.hosts))
             if r.handle_signals:
                 restore = stopping.install(self.stop, r.grace, self.warn)
-            self.access_point = None if r.dry_run else AccessPointSession.for_stage(self.stage, self.warn)
+            self.access_point = self.session if self.session is not None else \
+                None if r.dry_run else AccessPointSession.for_stage(self.stage, self.warn)
             result = execute(plan, pool, self.bus, options, self.stop, self.access_point,
                              preflight=lambda: self.preflight(plan, pool))
             if self.access_point is not None:
