@@ -191,3 +191,12 @@ def test_keep_alive_serves_several_requests_on_one_connection(serve):
         for _ in range(3):
             s.sendall(request("GET", "/api/v1/deploys").replace(b"Connection: close", b"Connection: keep-alive"))
             assert status(read_response(s)) == 200
+
+
+def test_an_idle_keep_alive_connection_is_closed(serve):
+    srv = serve(Limits(keepalive_timeout=0.3))
+    with connect(srv) as s:
+        s.sendall(request("GET", "/api/v1/deploys").replace(b"Connection: close", b"Connection: keep-alive"))
+        assert status(read_response(s)) == 200
+        assert s.recv(100) == b""  # nothing more sent: the server closes it
+    wait_until(lambda: srv.open_connections == 0, "released")
