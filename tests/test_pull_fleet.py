@@ -251,6 +251,12 @@ def test_request_deploys_every_role_with_the_gate_from_the_hosts_clocks(pull, fl
     assert all(versions[h] == new for h in KEPLERS + NEWTONS)
     done = pull.admin.deploy(1)
     assert done["state"] == "DONE" and set(states(done).values()) == {"ok"}
+    status = pull.pampa("status", "test", "--json")
+    assert status.returncode == 0, status.stderr
+    shown = json.loads(status.stdout)
+    assert shown["pull_request"] == {"id": 1, "state": "DONE", "branch": "main", "requested_by": shown["pull_request"][
+        "requested_by"], "stalled": False, "nodes": {h.name: "ok" for h in fleet.hosts}}
+    assert all(h["agent_seen_at"] for h in shown["hosts"])  # every agent is polling
     # a node's token, read on the host itself, cannot reach another node's run or another stage
     token = (fleet.home("kepler-1") / ".pampa" / "agent" / "test-kepler-1.token").read_text().strip()
     as_kepler = AccessPointClient(pull.ap.url, token)
@@ -360,7 +366,7 @@ def test_access_point_down_then_back(pull, fleet):
 
 @pytest.mark.parametrize("pull", [3], indirect=True)  # the access point calls a node stalled after 3 s
 def test_request_wait_exit_codes_stalled_and_interrupted(pull, fleet):
-    """No agent runs: the request is stalled, never done (1); --timeout ends the wait with 1; Ctrl-C with 130."""
+    """No agent runs: the request is stalled, never done (1); --timeout ends the wait with 1."""
     pull.stage()
     pull.install()
     fleet.commit("Release nobody takes")
@@ -379,10 +385,25 @@ def test_request_wait_exit_codes_stalled_and_interrupted(pull, fleet):
     assert "RESULT euler-1 [euler] waiting" in stalled.stdout and "waits for stalled keplers" in stalled.stdout
     assert "the request is stalled, not done" in stalled.stdout
     assert pull.admin.deploy(1)["stalled"] is True and pull.admin.deploy(1)["state"] == "PENDING"
+    status = pull.pampa("status", "test")
+    assert "last pull request 1 (branch main): STALLED (not done); 2 waiting; stalled: kepler-1 (not started" \
+        in status.stdout.replace("\n", " ")
 
-    follower = pull.project.popen("request", "test", "--follow", "1", "--timeout", "120", "--ci", env=pull.env)
-    time.sleep(2)
+
+
+def test_ctrl_c_stops_following_with_130_and_leaves_the_request_alone(pull, fleet):
+    pull.stage()
+    pull.install()
+    made = pull.pampa("request", "test")
+    assert made.returncode == 0, made.stdout + made.stderr
+    follower = pull.project.popen("request", "test", "--follow", "1", "--ci", env=pull.env)
+    runs = pull.project.root / ".pampa" / "runs"
+    deadline = time.monotonic() + 60
+    while not (runs.exists() and any(runs.iterdir())):  # following has begun
+        assert time.monotonic() < deadline and follower.poll() is None
+        time.sleep(0.1)
     follower.send_signal(signal.SIGINT)
     out, err = follower.communicate(timeout=60)
     assert follower.returncode == 130, out + err
-    assert pull.admin.deploy(1)["state"] == "PENDING"  # following stopped; the request is untouched
+    assert "stopped following (the request goes on)" in out
+    assert pull.admin.deploy(1)["state"] == "PENDING"  # the request is untouched

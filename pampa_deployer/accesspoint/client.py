@@ -79,6 +79,10 @@ class AccessPointClient:
     def deploy(self, deploy_id: int) -> dict:
         return self._call("GET", f"/deploys/{deploy_id}")
 
+    def deploys(self, stage: str) -> list[dict]:
+        """The stage's requests, newest first (at most 100)."""
+        return self._call("GET", f"/deploys?stage={_seg(stage)}")["deploys"]
+
     def nodes(self, stage: str) -> list[dict]:
         from urllib.parse import quote
         return self._call("GET", f"/nodes?stage={quote(stage)}")["nodes"]

@@ -88,7 +88,9 @@ def agent(args) -> int:
     finally:
         restore()
     if stop.signum is not None:
-        raise Interrupted(f"agent for node {host.name} stopped by signal {stop.signum}", stop.signum)
+        import signal as signals
+        raise Interrupted(f"pampa agent: node {host.name} stopped by {signals.Signals(stop.signum).name}",
+                          stop.signum)
     return 0
 
 
