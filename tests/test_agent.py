@@ -374,3 +374,54 @@ def test_request_wait_follows_agents_and_ends_like_deploy(world, tmp_path, monke
     assert code == 1, out + err
     assert "RESULT k1 [kepler] failed at migrate exit 3" in out and "migration broke" in out
     assert "RESULT e1 [euler] skipped" in out and "gate closed: k1 failed at migrate" in out
+
+
+def test_local_backend_stops_a_command_and_its_children_at_the_timeout(tmp_path):
+    from pampa_deployer.engine.local import LocalBackend
+    from pampa_deployer.steps.actions import Command
+
+    backend = LocalBackend("n1", str(tmp_path))
+    result = backend.run(Command(script="echo started; sleep 60 & echo $! > child.pid; wait", timeout=1))
+    assert result.exit_code == 124 and "timed out after 1s" in result.stderr and result.stdout == "started\n"
+    child = int((tmp_path / "child.pid").read_text())
+    deadline = time.monotonic() + 20
+    while Path(f"/proc/{child}").exists() and "Z" not in Path(f"/proc/{child}/stat").read_text().split()[2]:
+        assert time.monotonic() < deadline, "the command's child outlived its timeout"
+        time.sleep(0.05)
+
+
+def test_sigterm_mid_step_reports_the_run_interrupted_at_that_step(world):
+    import os
+    import signal
+    import sys
+
+    home = world.homes["n1"]
+    (home / "slow-bundle").write_text("")
+    token = home / "n1.token"
+    token.write_text(world.admin.issue_token("local", "n1", ["newton"])["token"])
+    token.chmod(0o600)
+    env = {**os.environ, "HOME": str(home)}
+    env.pop("PAMPA_AP_KEY", None)
+    with open(world.tmp / "n1-term.log", "w") as log:
+        agent = subprocess.Popen([sys.executable, "-m", "pampa_deployer", "--stages", str(world.stages), "agent",
+                                  "local", "--node", "n1", "--token-file", str(token), "--grace", "1"],
+                                 env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        try:
+            d = world.request()
+            world.wait_for(d["id"], lambda d: any(n["node"] == "n1" and n["step"] == "bundle" for n in d["nodes"]),
+                           "n1 reaches bundle")
+            agent.send_signal(signal.SIGTERM)
+            assert agent.wait(60) == 143
+        finally:
+            if agent.poll() is None:
+                agent.kill()
+    run = next(n for n in world.admin.deploy(d["id"])["nodes"] if n["node"] == "n1")
+    assert run["state"] == "interrupted" and run["step"] == "bundle", run
+    text = (world.tmp / "n1-term.log").read_text()
+    assert "SIGTERM: starting no new steps; running commands get 1s to finish" in text
+    assert "pampa agent: node n1 stopped by SIGTERM" in text
+    sleeper = int((home / "sleep.pid").read_text())
+    deadline = time.monotonic() + 20
+    while Path(f"/proc/{sleeper}").exists() and "Z" not in Path(f"/proc/{sleeper}/stat").read_text().split()[2]:
+        assert time.monotonic() < deadline, "the step's command outlived the grace period"
+        time.sleep(0.05)
