@@ -425,3 +425,36 @@ def test_sigterm_mid_step_reports_the_run_interrupted_at_that_step(world):
     while Path(f"/proc/{sleeper}").exists() and "Z" not in Path(f"/proc/{sleeper}/stat").read_text().split()[2]:
         assert time.monotonic() < deadline, "the step's command outlived the grace period"
         time.sleep(0.05)
+
+
+def test_reporter_keeps_progress_while_the_access_point_is_away_and_keeps_only_an_output_tail():
+    from pampa_deployer.agent.reporter import OUTPUT_TAIL, Reporter
+    from pampa_deployer.engine import events as ev
+    from pampa_deployer.errors import AccessPointError
+
+    class Flaky:
+        """Unreachable for the first three calls, then takes everything."""
+
+        def __init__(self):
+            self.calls, self.received = 0, []
+
+        def progress(self, deploy_id, node, events):
+            self.calls += 1
+            if self.calls <= 3:
+                raise AccessPointError("down", unreachable=True)
+            self.received.extend(events)
+            return {"ok": True}
+
+    client = Flaky()
+    steps = []
+    reporter = Reporter(client, 7, "n1", on_step=steps.append, heartbeat=0.05)
+    reporter(ev.StepStarted(host="n1", step="bundle"))
+    for i in range(OUTPUT_TAIL + 60):
+        reporter(ev.Output(host="n1", step="bundle", stream="stdout", line=f"line {i}"))
+    reporter(ev.StepFinished(host="n1", step="bundle", ok=True, started=0.0))
+    assert reporter.close(timeout=60)  # delivered once the access point answered
+    kinds = [e["kind"] for e in client.received]
+    assert kinds[0] == "step_started" and kinds[-1] == "step_finished" and steps == ["bundle"]
+    lines = [e["line"] for e in client.received if e["kind"] == "output"]
+    assert len(lines) == OUTPUT_TAIL and lines[-1] == f"line {OUTPUT_TAIL + 59}"  # the tail, in order
+    assert reporter.dropped == 60 and client.calls >= 4

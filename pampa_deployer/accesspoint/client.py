@@ -120,6 +120,37 @@ class AccessPointClient:
                           {"result": result, "step": step, "detail": detail, "revision": revision})
 
 
+class Stopped(Exception):
+    """``interruptible`` gave up waiting because the caller was asked to stop."""
+
+
+def interruptible(stop, fn, *args, **kwargs):
+    """``fn(*args)`` in a helper thread, so a signal (``stop``) is acted on at once, not after a long poll.
+
+    Returns its value or raises its exception; raises ``Stopped`` if ``stop`` is set first (the call
+    itself ends by its own timeout, in a daemon thread).
+    """
+    import threading
+    box: dict = {}
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            box["value"] = fn(*args, **kwargs)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            box["error"] = e
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name="pampa-ap-call", daemon=True).start()
+    while not done.wait(0.2):
+        if stop.stopping:
+            raise Stopped()
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
 def _seg(name: str) -> str:
     from urllib.parse import quote
     return quote(name, safe="")

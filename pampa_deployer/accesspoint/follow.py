@@ -7,12 +7,12 @@ ends as ``stalled``, never as ok.
 """
 from __future__ import annotations
 
-import threading
 import time
 
 from ..engine import events as ev
 from ..engine.results import FAILED, INTERRUPTED, OK, SKIPPED, HostResult, RunResult, StepResult
 from ..errors import AccessPointError, ExitCode, exit_code_for
+from .client import Stopped, interruptible
 
 STALLED = "stalled"
 _FINAL = {"ok": OK, "failed": FAILED, "interrupted": INTERRUPTED, "skipped": SKIPPED}
@@ -53,8 +53,8 @@ class Follower:
                 self.timed_out = True
                 break
             try:
-                page = self._call(self.client.events, d["id"], after, self.poll_wait)
-            except _Stopped:
+                page = interruptible(self.stop, self.client.events, d["id"], after, self.poll_wait)
+            except Stopped:
                 break
             except AccessPointError as e:
                 if not e.unreachable:
@@ -74,26 +74,6 @@ class Follower:
             if self._ended(self.deploy):
                 break
         return self._result()
-
-    def _call(self, fn, *args):
-        box: dict = {}
-        done = threading.Event()
-
-        def work() -> None:
-            try:
-                box["value"] = fn(*args)
-            except BaseException as e:  # noqa: BLE001 - handed to the caller
-                box["error"] = e
-            finally:
-                done.set()
-
-        threading.Thread(target=work, name="pampa-follow", daemon=True).start()
-        while not done.wait(0.2):
-            if self.stop.stopping:
-                raise _Stopped()
-        if "error" in box:
-            raise box["error"]
-        return box["value"]
 
     @staticmethod
     def _ended(deploy: dict) -> bool:
@@ -192,7 +172,3 @@ class Follower:
         self.failure = failure
         self.bus.emit(ev.RunFinished(result=run, exit_code=exit_code_for(failure) if failure else int(ExitCode.OK)))
         return run
-
-
-class _Stopped(Exception):
-    pass

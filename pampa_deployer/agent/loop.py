@@ -7,11 +7,11 @@ Ctrl-C, a crash), the journal tells the next agent what was cut short.
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Callable, TextIO
 
+from ..accesspoint.client import Stopped, interruptible
 from ..engine import events as ev
 from ..engine.results import INTERRUPTED, OK, SKIPPED
 from ..errors import AccessPointError, ConfigError, PampaError
@@ -63,25 +63,7 @@ class Agent:
             self.say("stopped")
 
     def _call(self, fn, *args, **kwargs):
-        """Call the access point in a helper thread, so a signal is acted on at once, not after the poll."""
-        box: dict = {}
-        done = threading.Event()
-
-        def work() -> None:
-            try:
-                box["value"] = fn(*args, **kwargs)
-            except BaseException as e:  # noqa: BLE001 - handed to the caller
-                box["error"] = e
-            finally:
-                done.set()
-
-        threading.Thread(target=work, name="pampa-agent-call", daemon=True).start()
-        while not done.wait(0.2):
-            if self.stop.stopping:
-                raise _Stopping()
-        if "error" in box:
-            raise box["error"]
-        return box.get("value")
+        return interruptible(self.stop, fn, *args, **kwargs)
 
     def _unreachable(self, e: AccessPointError) -> None:
         delay = self.backoff.next_delay() if e.unreachable else 60.0
@@ -115,7 +97,7 @@ class Agent:
             self._call(self.client.hello, self.node)
             self._settled = True
             self._ok()
-        except _Stopping:
+        except Stopped:
             return
         except AccessPointError as e:
             self._unreachable(e)
@@ -136,7 +118,7 @@ class Agent:
             deploy = self._call(self.client.next_request, self.node, self.poll_wait)
             self._ok()
             return deploy
-        except _Stopping:
+        except Stopped:
             return None
         except AccessPointError as e:
             self._unreachable(e)
@@ -146,7 +128,7 @@ class Agent:
         deploy_id = deploy["id"]
         try:
             self._call(self.client.start_run, deploy_id, self.node)
-        except _Stopping:
+        except Stopped:
             return
         except AccessPointError as e:
             if e.status == 409:
@@ -215,7 +197,3 @@ class Agent:
                              "the next agent start reports it")
                     return
                 time.sleep(1)
-
-
-class _Stopping(Exception):
-    """The agent was asked to stop while waiting on the access point."""
