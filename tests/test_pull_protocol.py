@@ -234,3 +234,27 @@ def test_request_state_rule_table():
     assert rules.request_state("ALLOWED", [run("k", "ok", True), run("n", "failed")]) == "FAILED"
     assert rules.request_state("ALLOWED", [run("k", "ok", True), run("n", "ok")]) == "DONE"
     assert rules.request_state("FAILED", [run("k", "ok", True)]) == "FAILED"  # never backwards
+
+
+def test_serve_command_takes_stall_after(tmp_path):
+    import os
+    import re
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "pampa_deployer", "access-point", "serve", "--port", "0",
+                             "--db", str(tmp_path / "s.sqlite3"), "--stall-after", "0.5"],
+                            env={**os.environ, "PAMPA_AP_KEY": KEY}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, stdin=subprocess.DEVNULL)
+    try:
+        first = proc.stdout.readline()
+        port = re.search(r"http://127.0.0.1:(\d+)", first).group(1)
+        admin = AccessPointClient(f"http://127.0.0.1:{port}", KEY)
+        d = admin.create_request("production", "main", NODES, "ana")
+        deadline = time.monotonic() + 30
+        while not admin.deploy(d["id"])["stalled"]:
+            assert time.monotonic() < deadline, "never stalled"
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(30)
