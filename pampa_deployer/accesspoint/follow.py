@@ -49,11 +49,14 @@ class Follower:
         after, told = 0, False
         deadline = time.monotonic() + self.timeout if self.timeout else None
         while not self.stop.stopping:
-            if deadline is not None and time.monotonic() > deadline:
-                self.timed_out = True
-                break
+            wait = self.poll_wait
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+                if wait <= 0:
+                    self.timed_out = True
+                    break
             try:
-                page = interruptible(self.stop, self.client.events, d["id"], after, self.poll_wait)
+                page = interruptible(self.stop, self.client.events, d["id"], after, round(wait, 1))
             except Stopped:
                 break
             except AccessPointError as e:

@@ -20,6 +20,8 @@ from .request import client_for
 #: Where the agent keeps its lock, journal and (by default) its token, under the node user's home.
 STATE_DIR = "~/.pampa/agent"
 TOKEN_ENV = "PAMPA_AGENT_TOKEN"
+#: What PAMPA_AP_KEY holds while the stage is read only to find the node (before the token is read).
+PLACEHOLDER = "pampa-agent-token-not-read-yet"
 
 
 def _node_of(stage, node: str | None):
@@ -67,7 +69,7 @@ def agent(args) -> int:
     if len(words) != 1:
         raise UsageError("agent: expected `pampa agent STAGE` or `pampa agent install STAGE`")
     stage_name = words[0]
-    first = load_stage(stage_name, args.stages, environ=_agent_environ(os.environ.get(TOKEN_ENV) or "unset"))
+    first = load_stage(stage_name, args.stages, environ=_agent_environ(os.environ.get(TOKEN_ENV) or PLACEHOLDER))
     host = _node_of(first, args.node)
     token = read_token(args.token_file, stage_name, host.name)
     environ = _agent_environ(token)
@@ -98,7 +100,7 @@ def install(args, words: list[str]) -> int:
     if len(words) != 1:
         raise UsageError("agent install: expected `pampa agent install STAGE --node NAME`")
     stage_name = words[0]
-    stage = load_stage(stage_name, args.stages, environ=_agent_environ("unset"))
+    stage = load_stage(stage_name, args.stages, environ=_agent_environ(PLACEHOLDER))
     host = _node_of(stage, args.node)
     client_for(stage)
     token_file = os.path.abspath(os.path.expanduser(args.token_file or default_token_file(stage_name, host.name)))
