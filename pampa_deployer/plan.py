@@ -12,10 +12,11 @@ from typing import Iterable, Mapping
 from .errors import ConfigError
 from .inventory.model import Host, Stage
 from .inventory.validate import suggest
-from .sequences import GATE_ROLE, ordered_union, step_order
+from .sequences import GATE_ROLE, STEP_ORDER, ordered_union, step_order
 from .shell import TemplateError, render
 from .steps import BUILDERS, Run, StepContext
 from .steps.git import git_reset_to
+from .steps.python import call_task
 
 
 @dataclass(frozen=True)
@@ -113,31 +114,45 @@ def host_steps(stage: Stage, host: Host, roles: tuple[str, ...], kind: str = "de
     """Build the steps ``host`` runs for ``roles`` (the union of their sequences, each step once)."""
     step_specs: Mapping = stage.setting("steps") or {}
     custom = {n: s for n, s in step_specs.items() if n not in BUILDERS}
-    order = step_order(custom)
+    order = step_order(custom, [r.sequence for r in stage.roles.values() if r.sequence])
     sequences = [stage.roles[r].sequence for r in roles]
     sequences.append([n for n, s in custom.items() if set(s.get("roles") or []) & set(roles)])
     names = ordered_union(sequences, order)
     if kind == "rollback":
         names = _rollback_steps(names)
-    ctx = StepContext(host=host, settings=stage.settings, variables=template_variables(stage, host),
-                      redactor=stage.redactor, secret_files=stage.secret_files)
-    steps = []
-    for name in names:
-        spec = step_specs.get(name) or {}
-        if spec.get("enabled") is False:
-            continue
-        if kind == "rollback" and name == "git_reset":
-            actions: tuple = git_reset_to(ctx, revision)
-        elif spec.get("run") is not None:
-            actions = _override(stage, name, spec, ctx)
-        else:
-            actions = BUILDERS[name](ctx)
-            timeout = spec.get("timeout")
-            if timeout:
-                actions = tuple(Run(_with_timeout(a.command, timeout)) if isinstance(a, Run) else a
-                                for a in actions)
-        steps.append(StepPlan(name=name, actions=actions, custom=name in custom))
-    return tuple(steps)
+    ctx = step_context(stage, host)
+    return tuple(build_step(stage, ctx, name, roles, kind, revision) for name in names
+                 if (step_specs.get(name) or {}).get("enabled") is not False)
+
+
+def step_context(stage: Stage, host: Host) -> StepContext:
+    return StepContext(host=host, settings=stage.settings, variables=template_variables(stage, host),
+                       redactor=stage.redactor, secret_files=stage.secret_files)
+
+
+def build_step(stage: Stage, ctx: StepContext, name: str, roles: tuple[str, ...], kind: str = "deploy",
+               revision: str | None = None) -> StepPlan:
+    """One step's actions on ``ctx.host``: a rollback's reset, an override (``run``), a built-in or a task."""
+    spec = (stage.setting("steps") or {}).get(name) or {}
+    timeout = spec.get("timeout")
+    if kind == "rollback" and name == "git_reset":
+        actions: tuple = git_reset_to(ctx, revision)
+    elif spec.get("run") is not None:
+        actions = _override(stage, name, spec, ctx)
+    elif name in BUILDERS:
+        actions = BUILDERS[name](ctx)
+        if timeout:
+            actions = tuple(Run(_with_timeout(a.command, timeout)) if isinstance(a, Run) else a for a in actions)
+    else:
+        actions = call_task(ctx, stage.tasks[name], stage, roles, kind,
+                            revision if kind == "rollback" else None, timeout)
+    return StepPlan(name=name, actions=actions, custom=name not in BUILDERS)
+
+
+def known_steps(stage: Stage) -> list[str]:
+    """Every step name the stage knows, for ``pampa run STAGE STEP``: built-in, custom, then Python tasks."""
+    custom = [n for n in (stage.setting("steps") or {}) if n not in STEP_ORDER]
+    return list(STEP_ORDER) + custom + [n for n in stage.tasks if n not in custom]
 
 
 def _with_timeout(command, timeout):
@@ -182,4 +197,4 @@ def build_plan(stage: Stage, roles: Iterable[str] | None = None, hosts: Iterable
                 notes=tuple(notes))
 
 
-__all__ = ["HostPlan", "Plan", "StepPlan", "build_plan", "host_steps", "select_hosts"]
+__all__ = ["HostPlan", "Plan", "StepPlan", "build_plan", "build_step", "host_steps", "known_steps", "select_hosts"]

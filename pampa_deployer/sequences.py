@@ -32,9 +32,13 @@ def ordered_union(sequences: Iterable[Iterable[str]], order: list[str]) -> list[
     return [step for step in order if step in wanted]
 
 
-def step_order(custom_steps: Mapping[str, Mapping]) -> list[str]:
-    """The built-in order with custom steps inserted after the step they name (or at the end)."""
-    order = list(STEP_ORDER)
+def step_order(custom_steps: Mapping[str, Mapping], sequences: Iterable[Iterable[str]] = ()) -> list[str]:
+    """The built-in order with custom steps inserted after the step they name (or at the end).
+
+    Steps that only ``sequences`` name (Python task steps) are placed first, after the step
+    before them in their sequence, so a custom step may also run ``after`` one of them.
+    """
+    order = place(list(STEP_ORDER), [[n for n in seq if n not in custom_steps] for seq in sequences])
     pending = dict(custom_steps)
     # Custom steps may hang off other custom steps; insert until nothing moves.
     while pending:
@@ -53,4 +57,16 @@ def step_order(custom_steps: Mapping[str, Mapping]) -> list[str]:
         if not placed:
             order.extend(pending)
             break
+    return order
+
+
+def place(order: list[str], sequences: Iterable[Iterable[str]]) -> list[str]:
+    """Steps a sequence names that ``order`` lacks (Python task steps) go right after the step before them."""
+    for seq in sequences:
+        seq = list(seq)
+        for i, name in enumerate(seq):
+            if name in order:
+                continue
+            before = next((s for s in reversed(seq[:i]) if s in order), None)
+            order.insert(order.index(before) + 1 if before is not None else 0, name)
     return order

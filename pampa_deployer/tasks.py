@@ -4,13 +4,21 @@ The top-level ``fabfile.py`` exposes these to ``fab -H host1,host2 TASK``. Setti
 come from a stage file (``--stage production``) or from the command line
 (``--app``, ``--repo``, ``--branch``, ``--path``). The commands are the very ones
 ``pampa plan`` shows, built by the same step builders.
+
+The same tasks can be called from a step written in Python (``migrate(c)`` inside your
+own task): given pampa's ``c`` they run that step on the task's host, through the
+deploy's own executor. ``collection(your_task, ...)`` adds your tasks for ``fab``, each
+with ``--stage``, so ``fab -H host your-task --stage production`` gives it the same ``c``
+as ``pampa deploy`` does.
 """
 from __future__ import annotations
 
+import inspect
+import os
 import sys
 
-from invoke import Collection, Context, task
-from invoke.exceptions import Exit
+from invoke import Collection, Context, Task, task
+from invoke.exceptions import CommandTimedOut, Exit
 
 from .engine.backend import LineSplitter
 from .engine.executor import StepFailed, perform
@@ -18,9 +26,10 @@ from .engine.results import CommandResult
 from .errors import PampaError
 from .inventory import load_stage, stage_from_mapping
 from .inventory.model import Host
-from .plan import host_steps
+from .plan import host_steps, step_context
 from .sequences import STEP_ORDER
 from .steps.actions import Command, ReportVersion, Upload
+from .steps.python import PyTask, call_task
 
 
 class ContextBackend:
@@ -34,7 +43,11 @@ class ContextBackend:
         pass
 
     def run(self, command: Command, on_line=None) -> CommandResult:
-        result = self.c.run(command.line(), warn=True, hide=True, in_stream=False, timeout=command.timeout)
+        try:
+            result = self.c.run(command.line(), warn=True, hide=True, in_stream=False, timeout=command.timeout)
+        except CommandTimedOut as e:
+            return CommandResult(124, command.redactor.mask(e.result.stdout),
+                                 command.redactor.mask(e.result.stderr) + f"\n[pampa] timed out after {e.timeout:g}s")
         out, err = LineSplitter("stdout", command, on_line), LineSplitter("stderr", command, on_line)
         out.feed(result.stdout.encode())
         err.feed(result.stderr.encode())
@@ -89,7 +102,9 @@ def _secure(c, stage) -> None:
 
 
 def _say(text: str) -> None:
-    print(text, flush=True)
+    from .engine import capture
+    with capture.direct():  # also when said from a Python step's thread: never captured as its output
+        print(text, flush=True)
 
 
 class _FabSink:
@@ -116,12 +131,23 @@ class _FabSink:
             self.client = AccessPointClient.from_stage(self.stage)
         self.client.report_version(self.host.name, self.stage.name, revision, self.roles, None)
 
+    def aborted(self) -> bool:
+        return False  # Ctrl-C reaches fab's main thread as KeyboardInterrupt
+
 
 def run_steps(c, names, stage=None, stages="stages", app=None, repo=None, branch=None, path=None, role=None):
     """Run the named steps (in sequence order) for this connection's host; raise Exit on failure.
 
     Actions run through ``engine.executor.perform``, the very executor ``pampa deploy`` uses.
+    Given pampa's ``c`` (a step written in Python), the steps run on that task's host instead.
     """
+    from .engine.taskcontext import TaskContext
+    if isinstance(c, TaskContext):
+        if names is None:
+            raise TypeError("deploy(c) cannot run inside a step; call the steps you need, e.g. migrate(c)")
+        for name in names:
+            c.run_step(name)
+        return
     try:
         st = _stage(stage, stages, app, repo, branch, path)
         host, roles = _host(c, st, role)
@@ -146,13 +172,51 @@ _HELP = {"stage": "stage name (a file in stages/)", "stages": "stages folder (de
          "path": "code path override", "role": "role whose sequence (or steps) to run"}
 
 
+def run_task(c, original: Task, stage=None, stages="stages", app=None, repo=None, branch=None, path=None,
+             role=None) -> None:
+    """Call a step written in Python on this connection's host with the ``c`` ``pampa deploy`` gives it."""
+    try:
+        st = _stage(stage, stages, app, repo, branch, path)
+        host, roles = _host(c, st, role)
+    except PampaError as e:
+        raise Exit(f"pampa: error: {e}", code=int(e.exit_code)) from None
+    _secure(c, st)
+    source = os.path.relpath(inspect.getsourcefile(original.body) or "?")
+    timeout = ((st.setting("steps") or {}).get(original.name) or {}).get("timeout")
+    pytask = PyTask(name=original.name, source=source, doc=inspect.getdoc(original.body) or "", body=original.body)
+    action = call_task(step_context(st, host), pytask, st, roles, timeout=timeout)[0]
+    _say(f"[{host.name}] {original.name}")
+    try:
+        perform(action, ContextBackend(c), _FabSink(host, st, roles))
+    except StepFailed as e:
+        code = f" (exit {e.exit_code})" if e.exit_code is not None else ""
+        raise Exit(f"[{host.name}] {original.name} failed{code}: {e.message}", code=1) from None
+
+
+def _builtin(t: Task) -> Task:
+    t.pampa_builtin = True  # a tasks module that includes this collection: not a step written in Python
+    return t
+
+
 def _step_task(name: str):
     def body(c, stage=None, stages="stages", app=None, repo=None, branch=None, path=None, role=None):
         run_steps(c, [name], stage, stages, app, repo, branch, path, role)
 
     body.__name__ = name
     body.__doc__ = f"Run the {name} step on each -H host (settings from --stage or --app/--repo)."
-    return task(body, help=_HELP)
+    return _builtin(task(body, help=_HELP))
+
+
+def _fab_task(original: Task) -> Task:
+    """``original`` for ``fab``: the same function, given pampa's ``c`` built from ``--stage``."""
+    def body(c, stage=None, stages="stages", app=None, repo=None, branch=None, path=None, role=None):
+        run_task(c, original, stage, stages, app, repo, branch, path, role)
+
+    body.__name__ = original.name
+    body.__doc__ = inspect.getdoc(original.body)
+    wrapped = task(body, help=_HELP)
+    wrapped.pampa_task = original  # pampa's task loader calls the original with its own ``c``
+    return wrapped
 
 
 @task(help=_HELP)
@@ -161,12 +225,24 @@ def deploy(c, stage=None, stages="stages", app=None, repo=None, branch=None, pat
     run_steps(c, None, stage, stages, app, repo, branch, path, role)
 
 
-def collection() -> Collection:
+_builtin(deploy)
+
+#: The built-in steps as tasks: ``fab -H host migrate --stage production``, or ``migrate(c)`` in your own step.
+STEP_TASKS: dict[str, Task] = {name: _step_task(name) for name in STEP_ORDER if name != "open_gate"}
+git_fetch, git_reset, secrets, migrate, bundle = (STEP_TASKS[n] for n in
+                                                  ("git_fetch", "git_reset", "secrets", "migrate", "bundle"))
+restart_puma, restart_processes, restart_workers, report_version = (
+    STEP_TASKS[n] for n in ("restart_puma", "restart_processes", "restart_workers", "report_version"))
+
+
+def collection(*tasks: Task) -> Collection:
+    """pampa's tasks for ``fab``, plus ``tasks`` (your steps written in Python), each taking ``--stage``."""
     ns = Collection()
     ns.add_task(deploy)
-    for name in STEP_ORDER:
-        if name != "open_gate":
-            ns.add_task(_step_task(name), name=name)
+    for name, t in STEP_TASKS.items():
+        ns.add_task(t, name=name)
+    for t in tasks:
+        ns.add_task(_fab_task(t))
     return ns
 
 

@@ -8,7 +8,9 @@ from .results import CommandResult
 
 
 class DryRunBackend:
-    """Connects to nothing; every command 'succeeds' with no output."""
+    """Connects to nothing; every command 'succeeds' with no output; Python steps are not called."""
+
+    dry_run = True
 
     def __init__(self, name: str):
         self.name = name

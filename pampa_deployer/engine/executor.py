@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Callable, Protocol
 
 from ..errors import AccessPointError
-from ..steps.actions import OpenGate, ReportVersion, Run, Upload
+from ..steps.actions import CallTask, OpenGate, ReportVersion, Run, Upload
 from .backend import Backend, tail
 
 
@@ -33,6 +33,9 @@ class Sink(Protocol):
 
     def report_version(self, action: ReportVersion, revision: str) -> None:
         """Report ``revision``; raise ``AccessPointError`` if the access point refuses."""
+
+    def aborted(self) -> bool:
+        """The run is being aborted (second Ctrl-C): a Python step stops waiting for its task."""
 
 
 def _run(action: Run, backend: Backend, sink: Sink) -> None:
@@ -65,11 +68,17 @@ def _open_gate(action: OpenGate, backend: Backend, sink: Sink) -> None:
     sink.gate_reached()
 
 
+def _call_task(action: CallTask, backend: Backend, sink: Sink) -> None:
+    from .taskcall import call_task  # imported here: taskcall raises this module's StepFailed
+    call_task(action, backend, sink)
+
+
 EXECUTORS: dict[type, Callable[[object, Backend, Sink], None]] = {
     Run: _run,
     Upload: _upload,
     ReportVersion: _report_version,
     OpenGate: _open_gate,
+    CallTask: _call_task,
 }
 
 

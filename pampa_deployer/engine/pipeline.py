@@ -72,6 +72,9 @@ class _HostSink:
             return
         session.report(self.name, self.ctx.plan.stage.name, revision, self.hp.roles)
 
+    def aborted(self) -> bool:
+        return self.ctx.stop.hard.is_set()
+
 
 def run_host(hp: HostPlan, backend: Backend, ctx: RunContext, connect: Callable[[], None]) -> HostResult:
     """Carry out one host's plan; always returns a result, never raises for host failures."""

@@ -99,7 +99,8 @@ def build_stage(name: str, named: list[tuple[str, dict]], root: Path, overrides:
         errors.append(f"{stage_where}: app: missing; set the application name (e.g. `app: mysaas`) "
                       f"here or in {shown_root}/{COMMON}.yml")
     roles = _roles(settings, where_of, errors)
-    _check_steps(settings, roles, where_of, errors)
+    tasks = _tasks(settings, root, where_of, errors)
+    _check_steps(settings, roles, tasks, where_of, errors)
     hosts = _hosts(settings, roles, overrides or {}, where_of, stage_where, errors)
     secret_files, fragments = _secret_files(settings, root, environ, where_of, errors)
     if errors:
@@ -108,7 +109,7 @@ def build_stage(name: str, named: list[tuple[str, dict]], root: Path, overrides:
     redactor = Redactor().with_values(*_secret_values(settings), *fragments)
     return Stage(name=name, file=stage_where, root=root, settings=frozen(settings),
                  origins=frozen(origins), hosts=tuple(hosts), roles=frozen(roles),
-                 secret_files=tuple(secret_files), redactor=redactor)
+                 secret_files=tuple(secret_files), redactor=redactor, tasks=frozen(tasks))
 
 
 def _roles(settings: dict, where_of, errors: list[str]) -> dict[str, Role]:
@@ -138,9 +139,19 @@ def _roles(settings: dict, where_of, errors: list[str]) -> dict[str, Role]:
     return roles
 
 
-def _check_steps(settings: dict, roles: dict[str, Role], where_of, errors: list[str]) -> None:
+def _tasks(settings: dict, root: Path, where_of, errors: list[str]) -> dict:
+    """The steps written in Python, from the ``tasks`` modules beside stages/ (steps/python.py)."""
+    from ..steps.python import load_tasks
+    try:
+        return load_tasks(settings.get("tasks"), root.parent, STEP_ORDER, where_of("tasks"))
+    except ConfigError as e:
+        errors.append(e.message)
+        return {}
+
+
+def _check_steps(settings: dict, roles: dict[str, Role], tasks: dict, where_of, errors: list[str]) -> None:
     steps = settings.get("steps") or {}
-    known = set(STEP_ORDER) | set(steps)
+    known = set(STEP_ORDER) | set(steps) | set(tasks)
     for name, spec in steps.items():
         spec = spec or {}
         if name in STEP_ORDER:
@@ -149,9 +160,10 @@ def _check_steps(settings: dict, roles: dict[str, Role], where_of, errors: list[
                     errors.append(f"{where_of(f'steps.{name}')}: steps.{name}.{key}: only custom steps "
                                   f"take '{key}'; built-in steps follow their role sequences")
             continue
-        if not spec.get("run"):
+        if not spec.get("run") and name not in tasks:
             errors.append(f"{where_of(f'steps.{name}')}: steps.{name}: unknown step"
-                          f"{validate.suggest(name, STEP_ORDER)}; a custom step needs `run:`")
+                          f"{validate.suggest(name, list(STEP_ORDER) + list(tasks))}; a custom step needs `run:` "
+                          "(or a task of that name in a `tasks` module)")
         for role in spec.get("roles") or []:
             if role not in roles:
                 errors.append(f"{where_of(f'steps.{name}')}: steps.{name}.roles: unknown role '{role}'"

@@ -107,6 +107,9 @@ TOP: dict[str, Key] = {
     }),
     "steps": Key("map[section]", {}, "Per-step overrides and custom steps, by step name.",
                  "{restart_puma: {run: 'sudo systemctl restart mysaas_app'}}", STEP),
+    "tasks": Key("str|list[str]", None, "Python files (relative to the folder that holds stages/) whose Invoke "
+                 "tasks are steps, by function name: in `sequences`, as custom `steps` or with `pampa run` "
+                 "(docs/python-steps.md).", "deploy/tasks.py"),
     "sequences": Key("map[list[str]]", {}, "Replace a role's ordered step list.",
                      "{euler: [git_fetch, git_reset, bundle, restart_puma, report_version]}"),
     "roles": Key("map[section]", {}, "Role settings and custom roles.", "{reports: {gated: true, sequence: [bundle]}}", ROLE),

@@ -8,7 +8,7 @@ printer, log and report uses.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 from ..commands.command import Command
 from ..redact import Redactor
@@ -74,7 +74,35 @@ class OpenGate:
         return ()
 
 
-Action = Run | Upload | ReportVersion | OpenGate
+@dataclass(frozen=True)
+class CallTask:
+    """Call a step written in Python (an Invoke task) with a ``c`` bound to this host.
+
+    ``base`` carries what every ``c.run`` inherits (code path, prefix, env, masking);
+    ``info`` is ``c.config.pampa``; ``stage``/``host``/``roles`` let the task call the
+    built-in steps. The engine's executor runs it (``engine/taskcall.py``).
+    """
+
+    name: str
+    source: str
+    doc: str
+    body: Callable = field(compare=False, repr=False)
+    base: Command = field(default_factory=lambda: Command(""))
+    info: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    timeout: float | None = None
+    stage: Any = field(default=None, compare=False, repr=False)
+    host: Any = field(default=None, compare=False, repr=False)
+    roles: tuple[str, ...] = ()
+
+    def display(self) -> str:
+        summary = self.doc.strip().splitlines()[0] if self.doc and self.doc.strip() else ""
+        return f"task {self.name} ({self.source})" + (f": {summary}" if summary else "")
+
+    def commands(self) -> tuple[Command, ...]:
+        return ()  # what a task runs is decided by its code, on the host
+
+
+Action = Run | Upload | ReportVersion | OpenGate | CallTask
 
 
 @dataclass(frozen=True)
