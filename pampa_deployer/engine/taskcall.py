@@ -72,11 +72,16 @@ class _Call:
         e, name = self.error, self.action.name
         if e is None:
             return
+        deadline = self.c.deadline
+        if isinstance(e, (CommandTimedOut, TaskStopped)) and deadline is not None \
+                and time.monotonic() >= deadline - 0.5:  # its command ran into the step's own deadline
+            stderr = tail(e.result.stderr) if isinstance(e, CommandTimedOut) else ""
+            raise StepFailed(124, stderr, f"task {name} timed out after {self.action.timeout:g}s") from None
         if isinstance(e, StepFailed):  # a built-in step the task ran (c.run_step) failed
             raise StepFailed(e.exit_code, e.stderr, f"task {name}: {e.message}") from None
         if isinstance(e, CommandTimedOut):
             raise StepFailed(124, tail(e.result.stderr), f"task {name}: `{_short(e.result.command)}` "
-                                                         f"timed out after {e.timeout:g}s") from None
+                                                         f"timed out after {round(e.timeout, 1):g}s") from None
         if isinstance(e, UnexpectedExit):
             r = e.result
             raise StepFailed(r.exited, tail(r.stderr) or tail(r.stdout),
