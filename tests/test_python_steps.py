@@ -25,6 +25,7 @@ from pampa_deployer.engine.taskcontext import TaskContext
 from pampa_deployer.errors import ConfigErrors
 from pampa_deployer.inventory import load_stage
 from pampa_deployer.plan import build_plan, known_steps
+from pampa_deployer.redact import MASK
 
 TASKS = '''
 from invoke import task
@@ -341,3 +342,78 @@ def test_the_working_directory_is_left_alone(tmp_path):
     stages = project(tmp_path, sequences={"kepler": ["stamp"]})
     deploy(stages, tmp_path / "homes", hosts=("k1",))
     assert os.getcwd() == before
+
+
+def test_c_sudo_never_prompts_and_c_run_step_runs_a_step_of_the_stage(tmp_path):
+    backend = Recorder()
+    c = TaskContext(action_for(tmp_path, "stamp"), backend, Sink())
+    c.sudo("systemctl restart shop_app", user="deploy")
+    c.run_step("migrate")
+    assert [cmd.script for cmd in backend.sent] == ["sudo -n -u deploy -- sh -c 'systemctl restart shop_app'",
+                                                    "echo migrating k1"]
+    assert (c.host, c.port) == ("k1", 22)
+    with pytest.raises(ValueError, match="unknown step; steps of stage t: git_fetch"):
+        c.run_step("migrat")
+
+
+class Slow(Recorder):
+    """A backend whose commands run until their timeout, then answer 124 (as the SSH backend does)."""
+
+    def run(self, command, on_line=None):
+        if "rev-parse" in command.script:
+            return super().run(command, on_line)
+        time.sleep(command.timeout)
+        return CommandResult(124, "", f"[pampa] timed out after {command.timeout:g}s")
+
+
+def test_a_command_timeout_raises_command_timed_out_in_the_task(tmp_path):
+    from invoke.exceptions import CommandTimedOut
+    c = TaskContext(action_for(tmp_path, "stamp"), Slow(), Sink())
+    with pytest.raises(CommandTimedOut):
+        c.run("sleep 5", timeout=0.3)
+
+
+def test_a_command_that_runs_into_the_steps_deadline_is_the_steps_timeout(tmp_path):
+    tasks = "from invoke import task\n@task\ndef wait(c):\n    c.run('sleep 60')\n"
+    stages = project(tmp_path, tasks, sequences={"kepler": ["wait"]}, steps={"wait": {"timeout": 0.5}})
+    from pampa_deployer.plan import build_step, step_context
+    stage = load_stage("t", stages)
+    action = build_step(stage, step_context(stage, stage.host("k1")), "wait", ("kepler",)).actions[0]
+    with pytest.raises(StepFailed) as failed:
+        perform(action, Slow(), Sink())
+    assert (failed.value.exit_code, failed.value.message) == (124, "task wait timed out after 0.5s")
+
+
+def test_invoke_exit_fails_the_step_with_its_code_and_message(tmp_path):
+    tasks = "from invoke import task, Exit\n@task\ndef gate(c):\n    raise Exit('not today', code=3)\n"
+    stages = project(tmp_path, tasks, sequences={"kepler": ["gate"]})
+    from pampa_deployer.plan import build_step, step_context
+    stage = load_stage("t", stages)
+    action = build_step(stage, step_context(stage, stage.host("k1")), "gate", ("kepler",)).actions[0]
+    with pytest.raises(StepFailed) as failed:
+        perform(action, Recorder(), Sink())
+    assert (failed.value.exit_code, failed.value.message) == (3, "task gate exited: not today")
+
+
+def test_two_tasks_modules_and_a_name_defined_twice(tmp_path):
+    stages = project(tmp_path, tasks=["deploy/tasks.py", "deploy/more.py"])
+    (tmp_path / "deploy" / "more.py").write_text("from invoke import task\n@task\ndef notify(c):\n    pass\n")
+    assert {"stamp", "notify"} <= set(load_stage("t", stages).tasks)
+    (tmp_path / "deploy" / "more.py").write_text("from invoke import task\n@task\ndef stamp(c):\n    pass\n")
+    with pytest.raises(ConfigErrors, match="task stamp is defined in both deploy/tasks.py and deploy/more.py"):
+        load_stage("t", stages)
+
+
+def test_secrets_are_masked_in_a_tasks_print_and_traceback(tmp_path):
+    tasks = ("from invoke import task\n@task\ndef leak(c):\n    key = c.config.pampa.settings['vars']['api_token']\n"
+             "    print('token is', key)\n    raise RuntimeError('bad token ' + key)\n")
+    stages = project(tmp_path, tasks, sequences={"kepler": ["leak"]}, vars={"api_token": "tok-4501-secret"})
+    from pampa_deployer.plan import build_step, step_context
+    stage = load_stage("t", stages)
+    action = build_step(stage, step_context(stage, stage.host("k1")), "leak", ("kepler",)).actions[0]
+    sink = Sink()
+    with pytest.raises(StepFailed) as failed:
+        perform(action, Recorder(), sink)
+    assert "tok-4501-secret" not in " ".join(sink.said) + failed.value.message
+    assert f"stdout: token is {MASK}" in sink.said
+    assert failed.value.message == f"task leak raised RuntimeError: bad token {MASK} (traceback in the host's log)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import head
 from pampa_deployer.fleet import _pids_in_namespace
@@ -204,8 +206,10 @@ def test_python_step_output_is_streamed_live(project, fleet):
 
 
 def test_the_same_task_runs_through_fab(project, fleet):
-    write_tasks(project, "fabfile.py", "\nfrom pampa_deployer.tasks import collection\n\n"
-                                       "ns = collection(mark_revision, explode)\n")
+    write_tasks(project)
+    (project.root / "fabfile.py").write_text("from pampa_deployer.tasks import collection\n"
+                                             "from deploy.tasks import explode, mark_revision\n\n"
+                                             "ns = collection(mark_revision, explode)\n")
     project.stage(tasks="fabfile.py", sequences={"kepler": KEPLER_WITH_MARK})
     (fleet.home("newton-1") / "marker.txt").unlink(missing_ok=True)
     exe = shutil.which("fab") or str(Path(sys.executable).parent / "fab")
@@ -224,3 +228,54 @@ def test_the_same_task_runs_through_fab(project, fleet):
     # c.run built pampa's command (env, code path) and ran it over fab's connection
     assert f"[newton-1]   $ export DATABASE_URL=sqlite://db/app.sqlite3 && export PAMPA_HOST=newton-1 && " \
            f"cd ~/code/{fleet.app} && git rev-parse HEAD" in result.stdout
+
+
+# -- docs/python-steps.md: its example, run as written ----------------------------------------------------
+DOC = Path(__file__).resolve().parent.parent / "docs" / "python-steps.md"
+
+
+def doc_block(marker: str) -> str:
+    """The fenced block right after ``<!-- marker -->`` in the doc."""
+    text = DOC.read_text()
+    after = text.split(f"<!-- {marker} -->", 1)[1]
+    return after.split("```", 2)[1].split("\n", 1)[1]
+
+
+def normal(line: str) -> str:
+    """A line without its timestamp, tree drawing, revisions and durations."""
+    line = re.sub(r"^\d\d:\d\d:\d\d\.\d{3} ", "", line.strip())
+    line = re.sub(r"[0-9a-f]{12,40}", "<rev>", line)
+    line = re.sub(r"\(\d+\.\d+s\)", "(<t>)", line)
+    return line.lstrip("├│└─ ").strip()
+
+
+def shows(doc_marker: str, output: str) -> None:
+    """Every line of the doc's output block (but ``$ command`` and ``...``) is in the real output."""
+    got = {normal(line) for line in output.splitlines()}
+    for line in doc_block(doc_marker).splitlines():
+        if line.startswith("$ pampa") or line.strip() in ("", "..."):
+            continue
+        assert normal(line) in got, f"docs/python-steps.md shows {line!r}; the real output was:\n{output}"
+
+
+def test_docs_example_reads_a_value_from_the_host_and_decides(project, fleet):
+    (project.root / "deploy").mkdir()
+    (project.root / "deploy" / "tasks.py").write_text(doc_block("example: deploy/tasks.py"))
+    project.stage("production", **yaml.safe_load(doc_block("example: stages/production.yml")))
+    for host in ("kepler-1", "kepler-2"):
+        (fleet.code(host) / ".bundled-at").unlink(missing_ok=True)
+
+    plan = project.pampa("plan", "production", "--hosts", "kepler-1")
+    dry = project.pampa("deploy", "production", "--dry-run", "--hosts", "kepler-1")
+    first = project.pampa("deploy", "production", "--roles", "kepler", "-v")
+    second = project.pampa("deploy", "production", "--roles", "kepler", "-v")
+
+    assert first.returncode == 0 and second.returncode == 0, first.stdout + second.stdout + second.stderr
+    shows("output: plan", plan.stdout)
+    shows("output: dry-run", dry.stdout)
+    shows("output: first deploy", first.stdout)
+    shows("output: second deploy", second.stdout)
+    assert "bundle install" not in second.stdout  # it read the commit on the host and skipped bundler
+    changed = subprocess.run(["git", "-C", str(fleet.code("kepler-1")), "log", "-1", "--format=%H", "--",
+                              "Gemfile", "Gemfile.lock"], capture_output=True, text=True, check=True).stdout
+    assert (fleet.code("kepler-1") / ".bundled-at").read_text() == changed
