@@ -417,3 +417,17 @@ def test_secrets_are_masked_in_a_tasks_print_and_traceback(tmp_path):
     assert "tok-4501-secret" not in " ".join(sink.said) + failed.value.message
     assert f"stdout: token is {MASK}" in sink.said
     assert failed.value.message == f"task leak raised RuntimeError: bad token {MASK} (traceback in the host's log)"
+
+
+class Broken(Recorder):
+    """A backend whose connection drops on the task's first command."""
+
+    def run(self, command, on_line=None):
+        if "rev-parse" in command.script:
+            return super().run(command, on_line)
+        raise ConnectionResetError("connection reset by peer")
+
+
+def test_a_lost_connection_in_c_run_reaches_the_engine_as_itself(tmp_path):
+    with pytest.raises(ConnectionResetError):  # the host's pipeline classifies it, as for any step
+        perform(action_for(tmp_path, "stamp"), Broken(), Sink())

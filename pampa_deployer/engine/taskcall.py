@@ -72,6 +72,8 @@ class _Call:
         e, name = self.error, self.action.name
         if e is None:
             return
+        if e is self.c.backend_error:
+            raise e  # unresponsive host, lost connection...: the host's pipeline reports it like any step's
         deadline = self.c.deadline
         if isinstance(e, (CommandTimedOut, TaskStopped)) and deadline is not None \
                 and time.monotonic() >= deadline - 0.5:  # its command ran into the step's own deadline

@@ -43,7 +43,7 @@ class TaskContext(Context):
         super().__init__(Config(overrides={"pampa": {**action.info, "revision": revision}}, lazy=True))
         host = action.host
         self._set(action=action, backend=backend, sink=sink, deadline=deadline, _guard=threading.Lock(),
-                  _stopped=None, busy=False, host=host.address, user=host.user, port=host.port)
+                  _stopped=None, busy=False, backend_error=None, host=host.address, user=host.user, port=host.port)
 
     # -- running commands ----------------------------------------------------------------------
     def run(self, command: str, warn: bool = False, hide: Any = None, timeout: float | None = None,
@@ -99,6 +99,9 @@ class TaskContext(Context):
         try:
             self.sink.command_started(cmd.display())
             return self.backend.run(cmd, self.sink.output)
+        except Exception as e:
+            self._set(backend_error=e)  # the host or connection failed, not the task: the engine classifies it
+            raise
         finally:
             self._leave()
 
