@@ -16,6 +16,7 @@ from .sequences import GATE_ROLE, ordered_union, step_order
 from .shell import TemplateError, render
 from .steps import BUILDERS, Run, StepContext
 from .steps.git import git_reset_to
+from .steps.health import checks_for, health_check
 
 
 @dataclass(frozen=True)
@@ -113,9 +114,11 @@ def host_steps(stage: Stage, host: Host, roles: tuple[str, ...], kind: str = "de
     """Build the steps ``host`` runs for ``roles`` (the union of their sequences, each step once)."""
     step_specs: Mapping = stage.setting("steps") or {}
     custom = {n: s for n, s in step_specs.items() if n not in BUILDERS}
-    order = step_order(custom)
+    order = step_order(custom, bundle_first=stage.setting("bundler.before_migrate", True) is not False)
     sequences = [stage.roles[r].sequence for r in roles]
     sequences.append([n for n, s in custom.items() if set(s.get("roles") or []) & set(roles)])
+    if checks_for(stage.settings, roles):
+        sequences.append(["health_check"])  # checks follow the restarts of whatever sequence runs
     names = ordered_union(sequences, order)
     if kind == "rollback":
         names = _rollback_steps(names)
@@ -131,7 +134,7 @@ def host_steps(stage: Stage, host: Host, roles: tuple[str, ...], kind: str = "de
         elif spec.get("run") is not None:
             actions = _override(stage, name, spec, ctx)
         else:
-            actions = BUILDERS[name](ctx)
+            actions = health_check(ctx, roles) if name == "health_check" else BUILDERS[name](ctx)
             timeout = spec.get("timeout")
             if timeout:
                 actions = tuple(Run(_with_timeout(a.command, timeout)) if isinstance(a, Run) else a
@@ -145,11 +148,11 @@ def _with_timeout(command, timeout):
 
 
 _ROLLBACK_KEEP = {"git_reset", "bundle", "restart_puma", "restart_processes", "restart_workers",
-                  "report_version", "open_gate"}
+                  "health_check", "report_version", "open_gate"}
 
 
 def _rollback_steps(names: list[str]) -> list[str]:
-    """A rollback resets code (where the role manages code), re-bundles, restarts, reports and gates.
+    """A rollback resets code (where the role manages code), re-bundles, restarts, checks, reports and gates.
 
     No fetch (the target must already be on the host), no secrets, and no migrations:
     database migrations are not reverted.

@@ -100,6 +100,7 @@ def build_stage(name: str, named: list[tuple[str, dict]], root: Path, overrides:
                       f"here or in {shown_root}/{COMMON}.yml")
     roles = _roles(settings, where_of, errors)
     _check_steps(settings, roles, where_of, errors)
+    _check_checks(settings, roles, where_of, errors)
     hosts = _hosts(settings, roles, overrides or {}, where_of, stage_where, errors)
     secret_files, fragments = _secret_files(settings, root, environ, where_of, errors)
     if errors:
@@ -167,6 +168,24 @@ def _check_steps(settings: dict, roles: dict[str, Role], where_of, errors: list[
             if step not in known:
                 errors.append(f"{where_of(source)}: {source}[{i}]: unknown step '{step}'"
                               f"{validate.suggest(step, known)}; known: {', '.join(sorted(known))}")
+
+
+def _check_checks(settings: dict, roles: dict[str, Role], where_of, errors: list[str]) -> None:
+    """A check is an HTTP check (``url``) or a command check (``run``), never both; its roles exist."""
+    for name, spec in (settings.get("checks") or {}).items():
+        spec = spec or {}
+        where = where_of(f"checks.{name}")
+        if (spec.get("url") is None) == (spec.get("run") is None):
+            errors.append(f"{where}: checks.{name}: give either `url:` (an HTTP check) or `run:` (a command "
+                          "check), not both or neither")
+        elif spec.get("run") is not None:
+            for key in ("contains", "status"):
+                if spec.get(key) is not None:
+                    errors.append(f"{where}: checks.{name}.{key}: only HTTP checks (`url:`) take '{key}'")
+        for role in spec.get("roles") or []:
+            if role not in roles:
+                errors.append(f"{where}: checks.{name}.roles: unknown role '{role}'"
+                              f"{validate.suggest(role, roles)}; known: {', '.join(roles)}")
 
 
 def expand_range(name: str) -> list[tuple[str, int | None]]:

@@ -64,6 +64,21 @@ class ReportVersion:
 
 
 @dataclass(frozen=True)
+class HealthCheck:
+    """Run a check's loop on the host; the step fails, naming the check, if it never passes."""
+
+    name: str
+    summary: str
+    command: Command
+
+    def display(self) -> str:
+        return self.summary
+
+    def commands(self) -> tuple[Command, ...]:
+        return ()
+
+
+@dataclass(frozen=True)
 class OpenGate:
     """This kepler host is done: count it towards opening the gate for gated roles."""
 
@@ -74,7 +89,7 @@ class OpenGate:
         return ()
 
 
-Action = Run | Upload | ReportVersion | OpenGate
+Action = Run | Upload | ReportVersion | HealthCheck | OpenGate
 
 
 @dataclass(frozen=True)
