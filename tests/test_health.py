@@ -161,3 +161,11 @@ def test_command_loop_reports_the_last_exit_and_output():
     assert result.returncode == 1
     assert result.stdout == "check w: attempt 1/2: exit 3: nope\ncheck w: attempt 2/2: exit 3: nope\n"
     assert result.stderr == "check w failed after 2 attempts: expected exit 0; last: exit 3: nope\n"
+
+
+def test_pampa_check_looks_for_curl_and_the_check_command_not_for_shell_words():
+    from pampa_deployer.cli.check import commands_used
+    plan = build_plan(stage(checks={"web": WEB, "worker": {"roles": ["newton"], "run": "pgrep -f worker"}}))
+    assert "curl" in commands_used(host_plan(plan, "k1"))
+    assert not {"while", "do", "done", "i=0"} & set(commands_used(host_plan(plan, "k1")))
+    assert {"timeout", "pgrep"} <= set(commands_used(host_plan(plan, "n1")))

@@ -70,12 +70,14 @@ class HealthCheck:
     name: str
     summary: str
     command: Command
+    uses: tuple[str, ...] = ()  # what the loop runs besides shell built-ins: curl, or the check's command
 
     def display(self) -> str:
         return self.summary
 
     def commands(self) -> tuple[Command, ...]:
-        return ()
+        """For ``pampa check``: the loop is shell syntax; the programs it needs are in ``uses``."""
+        return tuple(Command(script=u) for u in self.uses)
 
 
 @dataclass(frozen=True)

@@ -159,7 +159,8 @@ def _build(ctx: StepContext, spec: CheckSpec) -> HealthCheck:
         url = None
         script = command_script(spec, variables)
     command: Command = ctx.command(script, timeout=spec.bound())
-    return HealthCheck(name=spec.name, summary=describe(spec, url), command=command)
+    uses = ("curl",) if url is not None else ("timeout", render(str(spec.run), variables))
+    return HealthCheck(name=spec.name, summary=describe(spec, url), command=command, uses=uses)
 
 
 def health_check(ctx: StepContext, roles=None) -> tuple[HealthCheck, ...]:
