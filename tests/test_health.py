@@ -57,6 +57,8 @@ def test_command_check_quotes_its_command_and_bounds_each_attempt():
     plan = build_plan(stage(checks={"worker": {"roles": ["newton"], "run": "kill -0 $(cat ~/run/{app}.pid)",
                                                "retries": 0, "timeout": 2, "delay": 1}}))
     (check,) = next(s for s in host_plan(plan, "n1").steps if s.name == "health_check").actions
+    assert check.display() == ("check worker: run 'kill -0 $(cat ~/run/shop.pid)' -> exit 0 "
+                               "(1 attempt(s) 1s apart, 2s each, after 1s, from the host)")
     assert check.command.line() == (
         "cd ~/code/shop && { sleep 1; i=0; ok=; while [ \"$i\" -lt 1 ]; do [ \"$i\" -gt 0 ] && sleep 1; "
         "i=$((i+1)); out=$(timeout 2 sh -c 'kill -0 $(cat ~/run/shop.pid)' 2>&1); rc=$?; "

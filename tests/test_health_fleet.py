@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from conftest import alive, head, pid, trace
+from pampa_deployer.cli.demo import DEMO_CHECKS
 
 pytestmark = pytest.mark.fleet
 
@@ -15,17 +16,25 @@ GATED = ["euler-1", "copernico-1"]
 CONFIG_RU = (__import__("pampa_deployer.fleet", fromlist=["APP_SOURCE"]).APP_SOURCE / "config.ru").read_text()
 WORKER_RB = 'load File.join(__dir__, "process.rb")\n'
 
-#: The checks the demo stage uses: puma answers with the revision just deployed; workers keep beating.
-WEB = {"roles": ["kepler", "euler"], "url": "http://{address}:9292/", "contains": "revision={revision}",
-       "retries": 20, "interval": 0.5, "timeout": 3}
-WORKER = {"roles": ["newton"], "retries": 10, "interval": 0.5, "timeout": 3,
-          "run": 'test "$(cut -d" " -f1 ~/run/worker.heartbeat 2>/dev/null)" = "$(cat ~/run/worker.pid)" '
-                 '&& kill -0 "$(cat ~/run/worker.pid)"'}
+#: The checks the demo stage uses: puma answers with the revision just deployed; processes keep beating.
+WEB, WORKER = DEMO_CHECKS["web"], DEMO_CHECKS["workers"]
 
 
 def serving(fleet, name: str) -> str:
     with urllib.request.urlopen(f"http://{fleet.host(name).address}:9292/", timeout=10) as answer:
         return answer.read().decode()
+
+
+def test_the_demo_checks_pass_on_a_good_release(project, fleet):
+    project.stage(checks=DEMO_CHECKS)
+    new = fleet.commit("A good release, checked")
+
+    result = project.pampa("deploy", "test", "--report", "r.json")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    for host in json.loads((project.root / "r.json").read_text())["hosts"]:
+        assert "health_check" in [s["name"] for s in host["steps"]], host["name"]
+    assert f"revision={new}" in serving(fleet, "kepler-1")
 
 
 def test_app_that_fails_to_boot_on_kepler_keeps_the_gate_closed(project, fleet):
@@ -45,6 +54,7 @@ def test_app_that_fails_to_boot_on_kepler_keeps_the_gate_closed(project, fleet):
         report = json.loads((project.root / "r.json").read_text())
         hosts = {h["name"]: h for h in report["hosts"]}
         assert hosts["kepler-1"]["reason"].startswith("health check 'web' failed: check web failed after 21 attempts")
+        assert hosts["kepler-1"]["steps"][-1]["name"] == "health_check"  # no version reported, no gate
         assert "status 000" in hosts["kepler-1"]["reason"]  # the last response: nothing listens
         assert report["gate"]["state"] == "closed"
         for host in GATED:

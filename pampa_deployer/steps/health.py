@@ -126,14 +126,14 @@ def _loop(spec: CheckSpec, label: str, attempt: str, match: str, shown: str, exp
     return "{ " + "; ".join(parts) + "; }"
 
 
-def describe(spec: CheckSpec, url: str | None) -> str:
+def describe(spec: CheckSpec, url: str | None, run: str | None = None) -> str:
     """One readable line for ``plan``: what is checked and how patiently."""
     if url is not None:
         what = f"GET {url} -> {spec.status}"
         if spec.contains:
             what += f", body contains {spec.contains!r}"
     else:
-        what = f"run {spec.run!r} -> exit 0"
+        what = f"run {run if run is not None else spec.run!r} -> exit 0"
     timing = (f"{spec.attempts} attempt(s) {_n(spec.interval)}s apart, {_n(spec.timeout)}s each"
               + (f", after {_n(spec.delay)}s" if spec.delay else ""))
     return f"check {spec.name}: {what} ({timing}, from the host)"
@@ -159,8 +159,9 @@ def _build(ctx: StepContext, spec: CheckSpec) -> HealthCheck:
         url = None
         script = command_script(spec, variables)
     command: Command = ctx.command(script, timeout=spec.bound())
-    uses = ("curl",) if url is not None else ("timeout", render(str(spec.run), variables))
-    return HealthCheck(name=spec.name, summary=describe(spec, url), command=command, uses=uses)
+    run = None if url is not None else render(str(spec.run), variables)
+    uses = ("curl",) if run is None else ("timeout", run)
+    return HealthCheck(name=spec.name, summary=describe(spec, url, run), command=command, uses=uses)
 
 
 def health_check(ctx: StepContext, roles=None) -> tuple[HealthCheck, ...]:
