@@ -6,6 +6,7 @@ engine runs one over SSH. All three see exactly the same commands.
 from __future__ import annotations
 
 import fnmatch
+import time
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping
 
@@ -17,6 +18,7 @@ from .shell import TemplateError, render
 from .steps import BUILDERS, Run, StepContext
 from .steps.git import git_reset_to
 from .steps.health import checks_for, health_check
+from .steps.releases import Layout, layout_of
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class HostPlan:
     gated: bool
     opens_gate: bool
     steps: tuple[StepPlan, ...]
+    layout: Layout | None = None  # releases strategy: where the host's releases live
 
 
 @dataclass(frozen=True)
@@ -83,11 +86,24 @@ def select_hosts(stage: Stage, roles: Iterable[str] | None, names: Iterable[str]
     return hosts
 
 
-def template_variables(stage: Stage, host: Host) -> dict:
-    """The variables a command template may use on ``host``."""
+def template_variables(stage: Stage, host: Host, layout: Layout | None = None) -> dict:
+    """The variables a command template may use on ``host``.
+
+    Under the releases strategy ``{path}`` is ``ROOT/current`` (what restarts act on),
+    ``{release_path}`` the release being built and ``{deploy_to}`` the root; in place all three are
+    the checkout.
+    """
+    live = layout.current if layout is not None else host.path
     return {**dict(host.vars), "app": stage.setting("app"), "stage": stage.name, "name": host.name,
-            "address": host.address, "path": host.path, "branch": host.branch,
+            "address": host.address, "path": live, "branch": host.branch,
+            "release_path": (layout.release if layout.builds else live) if layout is not None else host.path,
+            "deploy_to": host.path,
             "repo": stage.setting("repo"), "roles": ",".join(host.roles), "user": host.user or ""}
+
+
+def release_stamp(at: float | None = None) -> str:
+    """The time part of this run's release names (UTC, sorts by time): 20261126142400."""
+    return time.strftime("%Y%m%d%H%M%S", time.gmtime(at))
 
 
 def _override(stage: Stage, name: str, spec: Mapping, ctx: StepContext) -> tuple:
@@ -110,8 +126,9 @@ def _override(stage: Stage, name: str, spec: Mapping, ctx: StepContext) -> tuple
 
 
 def host_steps(stage: Stage, host: Host, roles: tuple[str, ...], kind: str = "deploy",
-               revision: str | None = None) -> tuple[StepPlan, ...]:
+               revision: str | None = None, stamp: str | None = None) -> tuple[StepPlan, ...]:
     """Build the steps ``host`` runs for ``roles`` (the union of their sequences, each step once)."""
+    layout = layout_of(stage.settings, host.path, stamp or release_stamp())
     step_specs: Mapping = stage.setting("steps") or {}
     custom = {n: s for n, s in step_specs.items() if n not in BUILDERS}
     order = step_order(custom, bundle_first=stage.setting("bundler.before_migrate", True) is not False)
@@ -119,11 +136,16 @@ def host_steps(stage: Stage, host: Host, roles: tuple[str, ...], kind: str = "de
     sequences.append([n for n, s in custom.items() if set(s.get("roles") or []) & set(roles)])
     if checks_for(stage.settings, roles):
         sequences.append(["health_check"])  # checks follow the restarts of whatever sequence runs
+    if layout is not None:
+        builds = any("git_reset" in seq for seq in sequences)
+        layout = replace(layout, builds=builds)
+        if builds:
+            sequences.append(["switch_release"])  # a host that builds a release makes it current
     names = ordered_union(sequences, order)
     if kind == "rollback":
         names = _rollback_steps(names)
-    ctx = StepContext(host=host, settings=stage.settings, variables=template_variables(stage, host),
-                      redactor=stage.redactor, secret_files=stage.secret_files)
+    ctx = StepContext(host=host, settings=stage.settings, variables=template_variables(stage, host, layout),
+                      redactor=stage.redactor, secret_files=stage.secret_files, layout=layout)
     steps = []
     for name in names:
         spec = step_specs.get(name) or {}
@@ -161,8 +183,12 @@ def _rollback_steps(names: list[str]) -> list[str]:
 
 
 def build_plan(stage: Stage, roles: Iterable[str] | None = None, hosts: Iterable[str] | None = None,
-               kind: str = "deploy", revision: str | None = None) -> Plan:
-    """The plan for a deploy (``kind='deploy'``) or a rollback to ``revision``."""
+               kind: str = "deploy", revision: str | None = None, stamp: str | None = None) -> Plan:
+    """The plan for a deploy (``kind='deploy'``) or a rollback to ``revision``.
+
+    ``stamp`` names this run's releases (releases strategy); by default the current UTC time.
+    """
+    stamp = stamp or release_stamp()
     selected = select_hosts(stage, roles, hosts)
     role_filter = set(roles or [])
     has_kepler = any(GATE_ROLE in h.roles and (not role_filter or GATE_ROLE in role_filter) for h in selected)
@@ -172,12 +198,18 @@ def build_plan(stage: Stage, roles: Iterable[str] | None = None, hosts: Iterable
         opens = GATE_ROLE in host_roles
         gated = (not opens) and has_kepler and any(stage.roles[r].gated for r in host_roles)
         host_plans.append(HostPlan(host=host, roles=host_roles, gated=gated, opens_gate=opens,
-                                   steps=host_steps(stage, host, host_roles, kind, revision)))
+                                   steps=host_steps(stage, host, host_roles, kind, revision, stamp),
+                                   layout=layout_of(stage.settings, host.path, stamp)))
     # Keplers first, then ungated hosts, then gated ones: the scheduler starts them in this order.
     host_plans.sort(key=lambda p: (0 if p.opens_gate else 2 if p.gated else 1))
     notes = []
     if kind == "rollback":
         notes.append("database migrations are not reverted by a rollback")
+    layouts = {layout_of(stage.settings, h.host.path, stamp) for h in host_plans} - {None}
+    if len(layouts) == 1:
+        notes.append(next(iter(layouts)).describe())
+    elif layouts:
+        notes.append(f"strategy releases on {len(layouts)} code paths (see each host's steps)")
     if not has_kepler and any(stage.roles[r].gated for h in host_plans for r in h.roles):
         notes.append("no kepler host in this run: gated roles start without waiting")
     branch = next(iter({h.host.branch for h in host_plans}), stage.setting("branch"))

@@ -7,8 +7,9 @@ from typing import Iterable, Mapping
 #: Gems are installed before migrations (``bundle exec sequel`` refuses to run while a gem of
 #: Gemfile.lock is missing); ``bundler.before_migrate: false`` restores the seed's literal order.
 #: ``health_check`` follows the restarts and runs on every host that has a check for its roles.
+#: ``switch_release`` (releases strategy) follows migrate on every host whose sequence builds a release.
 STEP_ORDER = (
-    "git_fetch", "git_reset", "secrets", "bundle", "migrate",
+    "git_fetch", "git_reset", "secrets", "bundle", "migrate", "switch_release",
     "restart_puma", "restart_processes", "restart_workers", "health_check", "report_version", "open_gate",
 )
 

@@ -80,7 +80,17 @@ TOP: dict[str, Key] = {
     "app": Key("str", None, "Application name; used in the default code path and unit names.", "mysaas"),
     "repo": Key("str", None, "Git URL every host fetches from.", "git@github.com:acme/mysaas.git"),
     "branch": Key("str", "main", "Branch deployed (`--branch` overrides).", "main"),
-    "path": Key("str", "~/code/{app}", "Code path on the servers (Pampa's convention).", "~/code1/{app}"),
+    "path": Key("str", "~/code/{app}", "Code path on the servers (Pampa's convention); with `strategy: releases`, "
+                "the folder that holds `releases/`, `shared/`, `repo.git` and `current`.", "~/code1/{app}"),
+    "strategy": Key("str", "in_place", "`in_place`: one checkout, `git reset --hard` (how Pampa servers run). "
+                    "`releases`: each deploy builds `releases/<time>-<rev>/` and switches the `current` symlink "
+                    "atomically after migrate; rollback is one switch.", "releases"),
+    "keep_releases": Key("int", 5, "Releases strategy: releases kept on each host (never pruned: current and "
+                         "previous).", "5"),
+    "shared_dirs": Key("list[str]", ["log", "tmp/pids", "public/uploads"], "Releases strategy: folders kept in "
+                       "`shared/` and linked into every release.", "[log, tmp/pids, public/uploads]"),
+    "shared_files": Key("list[str]", [], "Releases strategy: files kept in `shared/` and linked into every release "
+                        "(relative secret files are added).", "[db/production.sqlite3]"),
     "user": Key("str", None, "SSH user (default: ssh_config, then the local user).", "root"),
     "port": Key("int", 22, "SSH port.", "22"),
     "key": Key("str", None, "Private key file.", "~/.ssh/id_ed25519"),

@@ -10,7 +10,7 @@ from typing import Callable
 from .actions import Action, Command, HealthCheck, OpenGate, ReportVersion, Run, StepContext, Upload
 from .bundle import bundle
 from .gate import open_gate
-from .git import git_fetch, git_reset
+from .git import git_fetch, git_reset, switch_release
 from .health import health_check
 from .migrate import migrate
 from .report import report_version
@@ -25,6 +25,7 @@ BUILDERS: dict[str, Builder] = {
     "secrets": secrets,
     "migrate": migrate,
     "bundle": bundle,
+    "switch_release": switch_release,
     "restart_puma": restart_puma,
     "restart_processes": restart_processes,
     "restart_workers": restart_workers,

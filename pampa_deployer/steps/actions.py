@@ -103,8 +103,26 @@ class StepContext:
     variables: Mapping[str, object]
     redactor: Redactor
     secret_files: tuple = ()
+    layout: "object | None" = None  # steps.releases.Layout under the releases strategy
 
-    def command(self, script: str, cwd: bool = True, timeout: float | None = None) -> Command:
+    @property
+    def code_path(self) -> str:
+        """Where step commands run: the checkout, or the release being built (``ROOT/release``).
+
+        A host whose sequence builds no release (euler and copernico by the seed) works in ``current``.
+        """
+        if self.layout is None:
+            return self.host.path
+        return self.layout.release if self.layout.builds else self.layout.current
+
+    @property
+    def live_path(self) -> str:
+        """The code the app runs: the checkout, or ``ROOT/current``."""
+        return self.layout.current if self.layout is not None else self.host.path
+
+    def command(self, script: str, cwd: bool | str = True, timeout: float | None = None) -> Command:
+        """A command in the code path (``cwd=True``), in no folder (False), or in the folder given."""
         host = self.host
-        return Command(script=script, cwd=host.path if cwd else None, prefix=host.prefix,
+        where = self.code_path if cwd is True else (cwd or None)
+        return Command(script=script, cwd=where, prefix=host.prefix,
                        env=tuple(sorted(host.env.items())), timeout=timeout, redactor=self.redactor)

@@ -158,7 +158,7 @@ def _build(ctx: StepContext, spec: CheckSpec) -> HealthCheck:
     else:
         url = None
         script = command_script(spec, variables)
-    command: Command = ctx.command(script, timeout=spec.bound())
+    command: Command = ctx.command(script, cwd=ctx.live_path, timeout=spec.bound())
     run = None if url is not None else render(str(spec.run), variables)
     uses = ("curl",) if run is None else ("timeout", run)
     return HealthCheck(name=spec.name, summary=describe(spec, url, run), command=command, uses=uses)
