@@ -18,7 +18,7 @@ from .shell import TemplateError, render
 from .steps import BUILDERS, Run, StepContext
 from .steps.git import git_reset_to
 from .steps.health import checks_for, health_check
-from .steps.releases import Layout, layout_of
+from .steps.releases import Layout, layout_of, switch_back
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,7 @@ def host_steps(stage: Stage, host: Host, roles: tuple[str, ...], kind: str = "de
             sequences.append(["switch_release"])  # a host that builds a release makes it current
     names = ordered_union(sequences, order)
     if kind == "rollback":
-        names = _rollback_steps(names)
+        names = _rollback_steps(names, layout)
     ctx = StepContext(host=host, settings=stage.settings, variables=template_variables(stage, host, layout),
                       redactor=stage.redactor, secret_files=stage.secret_files, layout=layout)
     steps = []
@@ -151,8 +151,10 @@ def host_steps(stage: Stage, host: Host, roles: tuple[str, ...], kind: str = "de
         spec = step_specs.get(name) or {}
         if spec.get("enabled") is False:
             continue
-        if kind == "rollback" and name == "git_reset":
-            actions: tuple = git_reset_to(ctx, revision)
+        if kind == "rollback" and name == "switch_release":
+            actions: tuple = switch_back(ctx, layout, str(revision))
+        elif kind == "rollback" and name == "git_reset":
+            actions = git_reset_to(ctx, revision)
         elif spec.get("run") is not None:
             actions = _override(stage, name, spec, ctx)
         else:
@@ -173,12 +175,15 @@ _ROLLBACK_KEEP = {"git_reset", "bundle", "restart_puma", "restart_processes", "r
                   "health_check", "report_version", "open_gate"}
 
 
-def _rollback_steps(names: list[str]) -> list[str]:
+def _rollback_steps(names: list[str], layout: Layout | None = None) -> list[str]:
     """A rollback resets code (where the role manages code), re-bundles, restarts, checks, reports and gates.
 
     No fetch (the target must already be on the host), no secrets, and no migrations:
-    database migrations are not reverted.
+    database migrations are not reverted. Under the releases strategy the reset is one switch of
+    ``current`` back to an intact release, so there is nothing to bundle.
     """
+    if layout is not None:
+        return [n for n in names if n in _ROLLBACK_KEEP - {"git_reset", "bundle"} or n == "switch_release"]
     return [n for n in names if n in _ROLLBACK_KEEP]
 
 
@@ -207,7 +212,7 @@ def build_plan(stage: Stage, roles: Iterable[str] | None = None, hosts: Iterable
         notes.append("database migrations are not reverted by a rollback")
     layouts = {layout_of(stage.settings, h.host.path, stamp) for h in host_plans} - {None}
     if len(layouts) == 1:
-        notes.append(next(iter(layouts)).describe())
+        notes.append(next(iter(layouts)).describe(kind))
     elif layouts:
         notes.append(f"strategy releases on {len(layouts)} code paths (see each host's steps)")
     if not has_kepler and any(stage.roles[r].gated for h in host_plans for r in h.roles):

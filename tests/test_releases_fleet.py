@@ -119,3 +119,43 @@ def test_pruning_keeps_exactly_n_releases_never_current_or_previous(project, fle
     assert kept[-2].endswith(revisions[-2][:7])  # previous: what a rollback returns to
     worktrees = os.listdir(root(fleet, "kepler-1") / "repo.git" / "worktrees")
     assert sorted(worktrees) == kept  # pruned releases' worktree records are gone too
+
+
+def test_rollback_is_one_switch_and_serves_the_previous_revision(project, fleet):
+    import json
+    releases_stage(project)
+    old = fleet.commit("Release A, rolled back to")
+    assert project.pampa("deploy", "test").returncode == 0
+    new = fleet.commit("Release B, rolled back from")
+    assert project.pampa("deploy", "test").returncode == 0
+    before = {h.name: releases(fleet, h.name) for h in fleet.hosts}
+    old_release = {h.name: next(r for r in reversed(before[h.name]) if r.endswith(old[:7])) for h in fleet.hosts}
+
+    dry = project.pampa("rollback", "test", "--dry-run")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert f"= {old} ]" in dry.stdout and "bundle install" not in dry.stdout
+    assert current(fleet, "kepler-1").endswith(new[:7])  # the dry run changed nothing
+
+    result = project.pampa("rollback", "test", "--report", "r.json")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((project.root / "r.json").read_text())
+    assert report["revision"] == old
+    for host in report["hosts"]:
+        name = host["name"]
+        assert current(fleet, name) == f"releases/{old_release[name]}", name
+        assert releases(fleet, name) == before[name]  # nothing built, nothing pruned: one switch
+        assert [s["name"] for s in host["steps"]][0] == "switch_release"
+        assert "bundle" not in [s["name"] for s in host["steps"]]
+    assert f"revision={old}" in serving(fleet, "kepler-1")
+    assert f"revision={old}" in serving(fleet, "euler-1")
+
+
+def test_rollback_refuses_when_a_host_has_no_intact_release_of_the_target(project, fleet):
+    releases_stage(project)
+    assert project.pampa("deploy", "test").returncode == 0
+    before = {h.name: current(fleet, h.name) for h in fleet.hosts}
+    result = project.pampa("rollback", "test", "--to", fleet.revisions()[-1])  # never deployed as a release
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert "no intact release of" in result.stderr and "Nothing was changed" in result.stderr
+    assert {h.name: current(fleet, h.name) for h in fleet.hosts} == before

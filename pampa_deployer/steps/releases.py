@@ -19,12 +19,12 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
+from ..commands.releases import LIVE_MARK, PREVIOUS, find_live
 from ..shell import quote
 from .actions import Run, StepContext
 
 IN_PLACE, RELEASES = "in_place", "releases"
 STRATEGIES = (IN_PLACE, RELEASES)
-LIVE_MARK = ".pampa-live"
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,10 @@ class Layout:
     def shared(self) -> str:
         return self.at("shared")
 
-    def describe(self) -> str:
+    def describe(self, kind: str = "deploy") -> str:
+        if kind == "rollback":
+            return (f"strategy releases: {self.current} switches back to the newest release that was live at the "
+                    "target (one rename per host); nothing is fetched, built or bundled")
         shared = ", ".join(self.shared_dirs + self.shared_files) or "-"
         return (f"strategy releases: builds {self.at('releases', self.stamp + '-<rev>')} from {self.at('repo.git')}, "
                 f"switches {self.current} after migrate; shared: {shared} (+ secret files); "
@@ -127,12 +130,6 @@ def build(ctx: StepContext, layout: Layout) -> tuple[Run, ...]:
     return (Run(ctx.command(script, cwd=layout.root)),)
 
 
-#: Sets ``prev`` to the newest live release older than ``cur`` (names sort by time).
-PREVIOUS = ("prev=; seen=; for r in $(ls -1 releases | sort -r); do "
-            f"if [ -n \"$seen\" ] && [ -e \"releases/$r/{LIVE_MARK}\" ]; then prev=$r; break; fi; "
-            "if [ \"$r\" = \"$cur\" ]; then seen=1; fi; done")
-
-
 def switch(ctx: StepContext, layout: Layout) -> tuple[Run, ...]:
     """Point ``current`` at the release just built, atomically; then prune old releases."""
     flip = ("target=$(readlink release) && [ -d \"$target\" ] && touch \"$target/" + LIVE_MARK + "\" && "
@@ -147,3 +144,11 @@ def prune_script(keep: int) -> str:
             f"for r in $(ls -1 releases | sort -r | tail -n +{int(keep) + 1}); do "
             "if [ \"$r\" != \"$cur\" ] && [ \"$r\" != \"$prev\" ]; then rm -rf \"releases/$r\" && echo \"pruned $r\"; fi; "
             f"done; {_git()} worktree prune; }}")
+
+
+def switch_back(ctx: StepContext, layout: Layout, revision: str) -> tuple[Run, ...]:
+    """Rollback: point ``current`` at the newest live release of ``revision``; one rename, no bundler."""
+    script = ("{ " + find_live(revision) + "; if [ -z \"$t\" ]; then echo \"no release of "
+              + revision[:12] + " on this host\" >&2; false; else ln -sfn \"$t\" current.pampa-new && "
+              "mv -T current.pampa-new current && echo \"current -> $t\"; fi; }")
+    return (Run(ctx.command(script, cwd=layout.root)),)
