@@ -149,6 +149,10 @@ def test_rollback_is_one_switch_and_serves_the_previous_revision(project, fleet)
         assert "bundle" not in [s["name"] for s in host["steps"]]
     assert f"revision={old}" in serving(fleet, "kepler-1")
     assert f"revision={old}" in serving(fleet, "euler-1")
+    status = json.loads(project.pampa("status", "test", "--json").stdout)
+    for row in status["hosts"]:
+        assert row["release"] == old_release[row["host"]] and row["revision"] == old
+        assert row["last_result"] == "ok"
 
 
 def test_rollback_refuses_when_a_host_has_no_intact_release_of_the_target(project, fleet):
