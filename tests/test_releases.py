@@ -77,7 +77,7 @@ def test_rollback_is_one_switch_without_bundler():
     k1 = lines(plan, "k1")
     assert list(k1) == ["switch_release", "restart_puma", "restart_processes", "report_version", "open_gate"]
     assert k1["switch_release"] == [
-        "cd ~/code/shop && { t=; for r in $(ls -1 releases | sort -r); do if [ -e \"releases/$r/.pampa-live\" ] "
+        "cd ~/code/shop && { t=; for r in $(ls -1 releases 2>/dev/null | sort -r); do if [ -e \"releases/$r/.pampa-live\" ] "
         f"&& [ \"$(cat \"releases/$r/REVISION\" 2>/dev/null)\" = {'a' * 40} ]; then t=releases/$r; break; fi; done; "
         f"if [ -z \"$t\" ]; then echo \"no release of {'a' * 12} on this host\" >&2; false; else "
         "ln -sfn \"$t\" current.pampa-new && mv -T current.pampa-new current && echo \"current -> $t\"; fi; }"]
