@@ -187,6 +187,13 @@ def _rollback_steps(names: list[str], layout: Layout | None = None) -> list[str]
     return [n for n in names if n in _ROLLBACK_KEEP]
 
 
+def _host_layout(stage: Stage, host: Host, stamp: str, steps) -> Layout | None:
+    layout = layout_of(stage.settings, host.path, stamp)
+    if layout is None:
+        return None
+    return replace(layout, builds=any(s.name == "switch_release" for s in steps))
+
+
 def build_plan(stage: Stage, roles: Iterable[str] | None = None, hosts: Iterable[str] | None = None,
                kind: str = "deploy", revision: str | None = None, stamp: str | None = None) -> Plan:
     """The plan for a deploy (``kind='deploy'``) or a rollback to ``revision``.
@@ -202,9 +209,9 @@ def build_plan(stage: Stage, roles: Iterable[str] | None = None, hosts: Iterable
         host_roles = tuple(r for r in host.roles if not role_filter or r in role_filter)
         opens = GATE_ROLE in host_roles
         gated = (not opens) and has_kepler and any(stage.roles[r].gated for r in host_roles)
+        steps = host_steps(stage, host, host_roles, kind, revision, stamp)
         host_plans.append(HostPlan(host=host, roles=host_roles, gated=gated, opens_gate=opens,
-                                   steps=host_steps(stage, host, host_roles, kind, revision, stamp),
-                                   layout=layout_of(stage.settings, host.path, stamp)))
+                                   steps=steps, layout=_host_layout(stage, host, stamp, steps)))
     # Keplers first, then ungated hosts, then gated ones: the scheduler starts them in this order.
     host_plans.sort(key=lambda p: (0 if p.opens_gate else 2 if p.gated else 1))
     notes = []
