@@ -6,6 +6,7 @@ engine runs one over SSH. All three see exactly the same commands.
 from __future__ import annotations
 
 import fnmatch
+import time
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping
 
@@ -16,7 +17,9 @@ from .sequences import GATE_ROLE, STEP_ORDER, ordered_union, step_order
 from .shell import TemplateError, render
 from .steps import BUILDERS, Run, StepContext
 from .steps.git import git_reset_to
+from .steps.health import checks_for, health_check
 from .steps.python import call_task
+from .steps.releases import Layout, layout_of, switch_back
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class HostPlan:
     gated: bool
     opens_gate: bool
     steps: tuple[StepPlan, ...]
+    layout: Layout | None = None  # releases strategy: where the host's releases live
 
 
 @dataclass(frozen=True)
@@ -83,11 +87,24 @@ def select_hosts(stage: Stage, roles: Iterable[str] | None, names: Iterable[str]
     return hosts
 
 
-def template_variables(stage: Stage, host: Host) -> dict:
-    """The variables a command template may use on ``host``."""
+def template_variables(stage: Stage, host: Host, layout: Layout | None = None) -> dict:
+    """The variables a command template may use on ``host``.
+
+    Under the releases strategy ``{path}`` is ``ROOT/current`` (what restarts act on),
+    ``{release_path}`` the release being built and ``{deploy_to}`` the root; in place all three are
+    the checkout.
+    """
+    live = layout.current if layout is not None else host.path
     return {**dict(host.vars), "app": stage.setting("app"), "stage": stage.name, "name": host.name,
-            "address": host.address, "path": host.path, "branch": host.branch,
+            "address": host.address, "path": live, "branch": host.branch,
+            "release_path": (layout.release if layout.builds else live) if layout is not None else host.path,
+            "deploy_to": host.path,
             "repo": stage.setting("repo"), "roles": ",".join(host.roles), "user": host.user or ""}
+
+
+def release_stamp(at: float | None = None) -> str:
+    """The time part of this run's release names (UTC, sorts by time): 20261126142400."""
+    return time.strftime("%Y%m%d%H%M%S", time.gmtime(at))
 
 
 def _override(stage: Stage, name: str, spec: Mapping, ctx: StepContext) -> tuple:
@@ -110,43 +127,58 @@ def _override(stage: Stage, name: str, spec: Mapping, ctx: StepContext) -> tuple
 
 
 def host_steps(stage: Stage, host: Host, roles: tuple[str, ...], kind: str = "deploy",
-               revision: str | None = None) -> tuple[StepPlan, ...]:
+               revision: str | None = None, stamp: str | None = None) -> tuple[StepPlan, ...]:
     """Build the steps ``host`` runs for ``roles`` (the union of their sequences, each step once)."""
+    layout = layout_of(stage.settings, host.path, stamp or release_stamp())
     step_specs: Mapping = stage.setting("steps") or {}
     custom = {n: s for n, s in step_specs.items() if n not in BUILDERS}
-    order = step_order(custom, [r.sequence for r in stage.roles.values() if r.sequence])
+    order = step_order(custom, [r.sequence for r in stage.roles.values() if r.sequence],
+                       bundle_first=stage.setting("bundler.before_migrate", True) is not False)
     sequences = [stage.roles[r].sequence for r in roles]
     sequences.append([n for n, s in custom.items() if set(s.get("roles") or []) & set(roles)])
+    if checks_for(stage.settings, roles):
+        sequences.append(["health_check"])  # checks follow the restarts of whatever sequence runs
+    if layout is not None:
+        builds = any("git_reset" in seq for seq in sequences)
+        layout = replace(layout, builds=builds)
+        if builds:
+            sequences.append(["switch_release"])  # a host that builds a release makes it current
     names = ordered_union(sequences, order)
     if kind == "rollback":
-        names = _rollback_steps(names)
-    ctx = step_context(stage, host)
+        names = _rollback_steps(names, layout)
+    ctx = step_context(stage, host, layout)
     return tuple(build_step(stage, ctx, name, roles, kind, revision) for name in names
                  if (step_specs.get(name) or {}).get("enabled") is not False)
 
 
-def step_context(stage: Stage, host: Host) -> StepContext:
-    return StepContext(host=host, settings=stage.settings, variables=template_variables(stage, host),
-                       redactor=stage.redactor, secret_files=stage.secret_files)
+def step_context(stage: Stage, host: Host, layout: Layout | None = None) -> StepContext:
+    return StepContext(host=host, settings=stage.settings, variables=template_variables(stage, host, layout),
+                       redactor=stage.redactor, secret_files=stage.secret_files, layout=layout)
 
 
 def build_step(stage: Stage, ctx: StepContext, name: str, roles: tuple[str, ...], kind: str = "deploy",
                revision: str | None = None) -> StepPlan:
-    """One step's actions on ``ctx.host``: a rollback's reset, an override (``run``), a built-in or a task."""
-    spec = (stage.setting("steps") or {}).get(name) or {}
-    timeout = spec.get("timeout")
-    if kind == "rollback" and name == "git_reset":
-        actions: tuple = git_reset_to(ctx, revision)
+    """One step's actions on ``ctx.host``: a rollback's reset or switch, an override (``run``), a built-in
+    or a step written in Python."""
+    step_specs = stage.setting("steps") or {}
+    spec = step_specs.get(name) or {}
+    if kind == "rollback" and name == "switch_release":
+        actions: tuple = switch_back(ctx, ctx.layout, str(revision))
+    elif kind == "rollback" and name == "git_reset":
+        actions = git_reset_to(ctx, revision)
     elif spec.get("run") is not None:
         actions = _override(stage, name, spec, ctx)
-    elif name in BUILDERS:
-        actions = BUILDERS[name](ctx)
-        if timeout:
-            actions = tuple(Run(_with_timeout(a.command, timeout)) if isinstance(a, Run) else a for a in actions)
-    else:
+    elif name not in BUILDERS and name in stage.tasks:
         actions = call_task(ctx, stage.tasks[name], stage, roles, kind,
-                            revision if kind == "rollback" else None, timeout)
-    return StepPlan(name=name, actions=actions, custom=name not in BUILDERS)
+                            revision if kind == "rollback" else None, spec.get("timeout"))
+    else:
+        actions = health_check(ctx, roles) if name == "health_check" else BUILDERS[name](ctx)
+        timeout = spec.get("timeout")
+        if timeout:
+            actions = tuple(Run(_with_timeout(a.command, timeout)) if isinstance(a, Run) else a
+                            for a in actions)
+    custom = name not in BUILDERS and (name in step_specs or name in stage.tasks)
+    return StepPlan(name=name, actions=actions, custom=custom)
 
 
 def known_steps(stage: Stage) -> list[str]:
@@ -160,21 +192,35 @@ def _with_timeout(command, timeout):
 
 
 _ROLLBACK_KEEP = {"git_reset", "bundle", "restart_puma", "restart_processes", "restart_workers",
-                  "report_version", "open_gate"}
+                  "health_check", "report_version", "open_gate"}
 
 
-def _rollback_steps(names: list[str]) -> list[str]:
-    """A rollback resets code (where the role manages code), re-bundles, restarts, reports and gates.
+def _rollback_steps(names: list[str], layout: Layout | None = None) -> list[str]:
+    """A rollback resets code (where the role manages code), re-bundles, restarts, checks, reports and gates.
 
     No fetch (the target must already be on the host), no secrets, and no migrations:
-    database migrations are not reverted.
+    database migrations are not reverted. Under the releases strategy the reset is one switch of
+    ``current`` back to an intact release, so there is nothing to bundle.
     """
+    if layout is not None:
+        return [n for n in names if n in _ROLLBACK_KEEP - {"git_reset", "bundle"} or n == "switch_release"]
     return [n for n in names if n in _ROLLBACK_KEEP]
 
 
+def _host_layout(stage: Stage, host: Host, stamp: str, steps) -> Layout | None:
+    layout = layout_of(stage.settings, host.path, stamp)
+    if layout is None:
+        return None
+    return replace(layout, builds=any(s.name == "switch_release" for s in steps))
+
+
 def build_plan(stage: Stage, roles: Iterable[str] | None = None, hosts: Iterable[str] | None = None,
-               kind: str = "deploy", revision: str | None = None) -> Plan:
-    """The plan for a deploy (``kind='deploy'``) or a rollback to ``revision``."""
+               kind: str = "deploy", revision: str | None = None, stamp: str | None = None) -> Plan:
+    """The plan for a deploy (``kind='deploy'``) or a rollback to ``revision``.
+
+    ``stamp`` names this run's releases (releases strategy); by default the current UTC time.
+    """
+    stamp = stamp or release_stamp()
     selected = select_hosts(stage, roles, hosts)
     role_filter = set(roles or [])
     has_kepler = any(GATE_ROLE in h.roles and (not role_filter or GATE_ROLE in role_filter) for h in selected)
@@ -183,13 +229,19 @@ def build_plan(stage: Stage, roles: Iterable[str] | None = None, hosts: Iterable
         host_roles = tuple(r for r in host.roles if not role_filter or r in role_filter)
         opens = GATE_ROLE in host_roles
         gated = (not opens) and has_kepler and any(stage.roles[r].gated for r in host_roles)
+        steps = host_steps(stage, host, host_roles, kind, revision, stamp)
         host_plans.append(HostPlan(host=host, roles=host_roles, gated=gated, opens_gate=opens,
-                                   steps=host_steps(stage, host, host_roles, kind, revision)))
+                                   steps=steps, layout=_host_layout(stage, host, stamp, steps)))
     # Keplers first, then ungated hosts, then gated ones: the scheduler starts them in this order.
     host_plans.sort(key=lambda p: (0 if p.opens_gate else 2 if p.gated else 1))
     notes = []
     if kind == "rollback":
         notes.append("database migrations are not reverted by a rollback")
+    layouts = {layout_of(stage.settings, h.host.path, stamp) for h in host_plans} - {None}
+    if len(layouts) == 1:
+        notes.append(next(iter(layouts)).describe(kind))
+    elif layouts:
+        notes.append(f"strategy releases on {len(layouts)} code paths (see each host's steps)")
     if not has_kepler and any(stage.roles[r].gated for h in host_plans for r in h.roles):
         notes.append("no kepler host in this run: gated roles start without waiting")
     branch = next(iter({h.host.branch for h in host_plans}), stage.setting("branch"))

@@ -4,17 +4,21 @@ from __future__ import annotations
 from typing import Iterable, Mapping
 
 #: Canonical order of the built-in steps; a host with several roles runs the union in this order.
+#: Gems are installed before migrations (``bundle exec sequel`` refuses to run while a gem of
+#: Gemfile.lock is missing); ``bundler.before_migrate: false`` restores the seed's literal order.
+#: ``health_check`` follows the restarts and runs on every host that has a check for its roles.
+#: ``switch_release`` (releases strategy) follows migrate on every host whose sequence builds a release.
 STEP_ORDER = (
-    "git_fetch", "git_reset", "secrets", "migrate", "bundle",
-    "restart_puma", "restart_processes", "restart_workers", "report_version", "open_gate",
+    "git_fetch", "git_reset", "secrets", "bundle", "migrate", "switch_release",
+    "restart_puma", "restart_processes", "restart_workers", "health_check", "report_version", "open_gate",
 )
 
-#: The seed's sequences (the original brief's "Sequences"; README.md lists them).
+#: The seed's sequences (the original brief's "Sequences"; README.md lists them), with bundle before migrate.
 DEFAULT_SEQUENCES: Mapping[str, tuple[str, ...]] = {
-    "kepler": ("git_fetch", "git_reset", "secrets", "migrate", "bundle",
+    "kepler": ("git_fetch", "git_reset", "secrets", "bundle", "migrate",
                "restart_puma", "restart_processes", "report_version", "open_gate"),
     "euler": ("bundle", "restart_puma", "report_version"),
-    "newton": ("git_fetch", "git_reset", "secrets", "migrate", "bundle",
+    "newton": ("git_fetch", "git_reset", "secrets", "bundle", "migrate",
                "restart_workers", "report_version"),
     "copernico": ("bundle", "restart_processes", "report_version"),
 }
@@ -32,13 +36,19 @@ def ordered_union(sequences: Iterable[Iterable[str]], order: list[str]) -> list[
     return [step for step in order if step in wanted]
 
 
-def step_order(custom_steps: Mapping[str, Mapping], sequences: Iterable[Iterable[str]] = ()) -> list[str]:
+def step_order(custom_steps: Mapping[str, Mapping], sequences: Iterable[Iterable[str]] = (),
+               bundle_first: bool = True) -> list[str]:
     """The built-in order with custom steps inserted after the step they name (or at the end).
 
-    Steps that only ``sequences`` name (Python task steps) are placed first, after the step
-    before them in their sequence, so a custom step may also run ``after`` one of them.
+    ``bundle_first=False`` is the seed's literal order: migrate, then bundle. Steps that only
+    ``sequences`` name (Python task steps) are placed first, after the step before them in their
+    sequence, so a custom step may also run ``after`` one of them.
     """
-    order = place(list(STEP_ORDER), [[n for n in seq if n not in custom_steps] for seq in sequences])
+    order = list(STEP_ORDER)
+    if not bundle_first:
+        at = order.index("bundle")
+        order[at], order[at + 1] = order[at + 1], order[at]
+    order = place(order, [[n for n in seq if n not in custom_steps] for seq in sequences])
     pending = dict(custom_steps)
     # Custom steps may hang off other custom steps; insert until nothing moves.
     while pending:

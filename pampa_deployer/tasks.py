@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 import os
 import sys
+from dataclasses import replace
 
 from invoke import Collection, Context, Task, task
 from invoke.exceptions import CommandTimedOut, Exit
@@ -26,10 +27,11 @@ from .engine.results import CommandResult
 from .errors import PampaError
 from .inventory import load_stage, stage_from_mapping
 from .inventory.model import Host
-from .plan import host_steps, step_context
+from .plan import host_steps, release_stamp, step_context
 from .sequences import STEP_ORDER
 from .steps.actions import Command, ReportVersion, Upload
 from .steps.python import PyTask, call_task
+from .steps.releases import layout_of
 
 
 class ContextBackend:
@@ -184,7 +186,9 @@ def run_task(c, original: Task, stage=None, stages="stages", app=None, repo=None
     source = os.path.relpath(inspect.getsourcefile(original.body) or "?")
     timeout = ((st.setting("steps") or {}).get(original.name) or {}).get("timeout")
     pytask = PyTask(name=original.name, source=source, doc=inspect.getdoc(original.body) or "", body=original.body)
-    action = call_task(step_context(st, host), pytask, st, roles, timeout=timeout)[0]
+    layout = layout_of(st.settings, host.path, release_stamp())  # releases strategy: the task works in current
+    ctx = step_context(st, host, replace(layout, builds=False) if layout is not None else None)
+    action = call_task(ctx, pytask, st, roles, timeout=timeout)[0]
     _say(f"[{host.name}] {original.name}")
     try:
         perform(action, ContextBackend(c), _FabSink(host, st, roles))

@@ -90,12 +90,14 @@ def test_production_plan_is_what_an_operator_types(tmp_path, monkeypatch, capsys
         "source /etc/profile.d/rvm.sh && cd ~/code1/mysaas && git fetch --all",
         "source /etc/profile.d/rvm.sh && cd ~/code1/mysaas && git reset --hard origin/main",
         "upload secrets/config.rb -> ~/code1/mysaas/config.rb (mode 0600",
-        "source /etc/profile.d/rvm.sh && cd ~/code1/mysaas && bundle exec sequel -m db/migrations $DATABASE_URL",
         "source /etc/profile.d/rvm.sh && cd ~/code1/mysaas && bundle install",
+        "source /etc/profile.d/rvm.sh && cd ~/code1/mysaas && bundle exec sequel -m db/migrations $DATABASE_URL",
         "source /etc/profile.d/rvm.sh && sudo systemctl restart mysaas_app",
         "source /etc/profile.d/rvm.sh && sudo systemctl restart mysaas_dispatcher",
         "source /etc/profile.d/rvm.sh && sudo systemctl restart mysaas_jobs",
         "source /etc/profile.d/rvm.sh && sudo systemctl restart mysaas_planner",
+        "check web: GET http://127.0.0.1:3000/ -> 200 (31 attempt(s) 1s apart, 5s each",
+        "check processes: run 'systemctl is-active --quiet mysaas_dispatcher && ",
     ]
     positions = [out.index(line) for line in expected]
     assert positions == sorted(positions)

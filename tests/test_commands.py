@@ -67,7 +67,7 @@ def test_the_four_sequences_and_the_gate():
 
 def test_several_roles_run_the_union_once_in_order():
     plan = build_plan(stage())
-    assert steps_of(plan, "both") == ["git_fetch", "git_reset", "secrets", "migrate", "bundle",
+    assert steps_of(plan, "both") == ["git_fetch", "git_reset", "secrets", "bundle", "migrate",
                                       "restart_processes", "restart_workers", "report_version"]
 
 

@@ -276,15 +276,16 @@ def test_interruption_stops_new_steps_and_maps_to_exit_130():
     stop = StopSignal()
 
     def on_run(name, script):
-        if name == "n1" and "sequel -m" in script:
+        if name == "n1" and "bundle install" in script:
             stop.request(signal.SIGINT)
 
     fleet = Fleet(on_run=on_run)
     st = stage(hosts={"n1": {"roles": ["newton"]}})
     result, _ = run_plan(fleet, st, stop=stop)
     n1 = host(result, "n1")
-    assert n1.result == INTERRUPTED and n1.failed_step == "bundle" and n1.reason == "interrupted before bundle"
-    assert not any("bundle install" in s for _, s in fleet.log)
+    # Gems are installed before migrations (sequences.py): the step after bundle is migrate.
+    assert n1.result == INTERRUPTED and n1.failed_step == "migrate" and n1.reason == "interrupted before migrate"
+    assert not any("sequel -m" in s for _, s in fleet.log)
     assert result.interrupted_by == signal.SIGINT and not result.ok
     failure = failure_for(result)
     assert isinstance(failure, Interrupted) and exit_code_for(failure) == 130

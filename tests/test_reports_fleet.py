@@ -42,7 +42,7 @@ def test_ci_output_report_and_junit(project, fleet, tmp_path):
     assert bad["result"] == "failed" and bad["failed_step"] == "break_newton" and bad["exit_code"] == 7
     assert bad["stderr_tail"] == "disk full"
     assert [s["name"] for s in hosts["kepler-1"]["steps"]] == [
-        "git_fetch", "git_reset", "secrets", "migrate", "bundle", "restart_puma", "restart_processes",
+        "git_fetch", "git_reset", "secrets", "bundle", "migrate", "restart_puma", "restart_processes",
         "report_version", "open_gate"]
     for step in hosts["kepler-1"]["steps"]:
         assert step["result"] == "ok" and step["exit_code"] == 0 and step["started"] <= step["ended"]

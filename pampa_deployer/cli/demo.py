@@ -32,13 +32,27 @@ def fleet_hosts(per_role: int) -> list[tuple[str, tuple[str, ...]]]:
     return hosts
 
 
+#: A process of the demo app is up when its heartbeat comes from the pid its restart recorded.
+_BEATING = 'test "$(cut -d" " -f1 ~/run/{0}.heartbeat 2>/dev/null)" = "$(cat ~/run/{0}.pid)"'
+
+#: The demo's health checks: puma answers with the revision just deployed; processes keep beating.
+DEMO_CHECKS = {
+    "web": {"roles": ["kepler", "euler"], "url": "http://{address}:9292/", "contains": "revision={revision}",
+            "retries": 20, "interval": 0.5, "timeout": 3},
+    "processes": {"roles": ["kepler", "copernico"], "retries": 20, "interval": 0.5, "timeout": 3,
+                  "run": " && ".join(_BEATING.format(p) for p in ("dispatcher", "jobs", "planner"))},
+    "workers": {"roles": ["newton"], "retries": 20, "interval": 0.5, "timeout": 3, "run": _BEATING.format("worker")},
+}
+
+
 def demo_stage(fleet: Fleet) -> dict:
-    """The demo stage: the fleet's hosts, its access point, and the app's pid-file restart script."""
+    """The demo stage: the fleet's hosts, its access point, the app's pid-file restart script, checks."""
     data = fleet.stage_data(
         access_point={"url": f"http://127.0.0.1:{AP_PORT}", "api_key": f"${{{AP_KEY_ENV}:-{DEMO_KEY}}}"},
         # Every demo host has its own checkout, so divisions and dispatchers update code as well.
         sequences={"euler": ["git_fetch", "git_reset", "bundle", "restart_puma", "report_version"],
-                   "copernico": ["git_fetch", "git_reset", "bundle", "restart_processes", "report_version"]})
+                   "copernico": ["git_fetch", "git_reset", "bundle", "restart_processes", "report_version"]},
+        checks=DEMO_CHECKS)
     return data
 
 
@@ -52,7 +66,9 @@ def demo_fleet(root: Path | str = DEFAULT_DIR, per_role: int = 1) -> Fleet:
 def demo_stage_text(fleet: Fleet) -> str:
     header = ("# The demo stage, written by `pampa demo` for its local fleet of sshd hosts\n"
               "# (stages/demo.yml in the repository is the one for the default --dir /tmp/pampa-demo).\n"
-              "# Restarts use the demo app's pid-file script instead of systemd; see units.restart.\n")
+              "# Restarts use the demo app's pid-file script instead of systemd; see units.restart.\n"
+              "# Checks run on each host after the restarts: puma must answer with the revision just deployed,\n"
+              "# and every restarted process must be the one writing its heartbeat.\n")
     return header + yaml.safe_dump(demo_stage(fleet), sort_keys=False)
 
 

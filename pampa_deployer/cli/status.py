@@ -2,26 +2,34 @@
 from __future__ import annotations
 
 import json
+import posixpath
 from collections import Counter
 
 from rich.table import Table
 from rich.text import Text
 
 from ..accesspoint.client import AccessPointClient
-from ..commands import revlog
+from ..commands import releases, revlog
 from ..engine.pool import each_host, open_pool
 from ..errors import AccessPointError, ConnectError
 from ..inventory import load_stage
 from ..plan import select_hosts
+from ..steps.releases import layout_of, live_path
 from . import output
 
 
 def collect(stage, hosts, pool) -> dict[str, dict]:
     """Read each host's HEAD and revision log in parallel."""
     def read(host, backend):
-        out = backend.run(revlog.read_command(revlog.base(host.path)))
+        layout = layout_of(stage.settings, host.path, "")
+        base = revlog.base(live_path(host, layout))
+        out = backend.run(revlog.read_command(base, log=revlog.log_path(host.path)))
         entries, head, subject = revlog.parse(out.stdout)
-        return {"revision": head, "subject": subject, "last": entries[-1] if entries else None}
+        found = {"revision": head, "subject": subject, "last": entries[-1] if entries else None}
+        if layout is not None:  # releases strategy: the release `current` points at, as read on the host
+            link = backend.run(releases.current_name(layout.root)).stdout.strip()
+            found["release"] = posixpath.basename(link) or None
+        return found
 
     return each_host(pool, hosts, read)
 
@@ -98,6 +106,8 @@ def _row(host, found, versions: dict, drift: bool, majority: str | None) -> dict
                    last_deploy=last.get("time"), last_result=last.get("result"), last_step=last.get("step"),
                    last_user=last.get("user"), drift=bool(drift and found["revision"] != majority),
                    interrupted=last.get("result") == "interrupted")
+        if "release" in found:
+            row["release"] = found["release"]
     if host.name in versions:
         row["access_point_revision"] = versions[host.name].get("revision")
         row["agent_seen_at"] = versions[host.name].get("seen_at")  # pull mode: its agent's last call
@@ -123,6 +133,8 @@ def _cells(r: dict) -> list:
     if not r["reachable"]:
         return [r["host"], ",".join(r["roles"]), "?", "", Text("unreachable", style="red"), r["error"]]
     rev = f"{(r['revision'] or '-')[:10]} {r['subject'] or ''}".strip()
+    if "release" in r:
+        rev += f" (current: {r['release'] or 'none'})"
     result = r["last_result"] or "-"
     if r["last_step"] and result != "ok":
         result += f" at {r['last_step']}"

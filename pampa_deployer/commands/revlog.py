@@ -27,9 +27,13 @@ def revision_command(base: Command) -> Command:
     return replace(base, script=f"git -C {quote(base.cwd or '.')} rev-parse HEAD 2>/dev/null || true", cwd=None)
 
 
-def append_command(base: Command, entry: dict) -> Command:
-    """Append ``entry`` to the log and print the current revision (one round trip, one process: git)."""
-    path = log_path(base.cwd or ".")
+def append_command(base: Command, entry: dict, log: str | None = None) -> Command:
+    """Append ``entry`` to the log and print the current revision (one round trip, one process: git).
+
+    ``base.cwd`` is the live code (``ROOT/current`` under the releases strategy); ``log`` the log file
+    (default: next to ``base.cwd``).
+    """
+    path = log or log_path(base.cwd or ".")
     folder = posixpath.dirname(path) or "."
     line = json.dumps({**entry, "after": AFTER}, sort_keys=True)
     # The revision after the run is only known on the host: the shell splices it into the line.
@@ -41,8 +45,8 @@ def append_command(base: Command, entry: dict) -> Command:
     return replace(base, script=script, cwd=None, prefix=None, env=())
 
 
-def read_command(base: Command, lines: int = 20) -> Command:
-    path = log_path(base.cwd or ".")
+def read_command(base: Command, lines: int = 20, log: str | None = None) -> Command:
+    path = log or log_path(base.cwd or ".")
     script = (f"tail -n {int(lines)} {quote(path)} 2>/dev/null; echo '--pampa-head--'; "
               f"git -C {quote(base.cwd or '.')} log -1 --format='%H %s' 2>/dev/null || true")
     return replace(base, script=script, cwd=None, prefix=None, env=())

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Callable, Protocol
 
 from ..errors import AccessPointError
-from ..steps.actions import CallTask, OpenGate, ReportVersion, Run, Upload
+from ..steps.actions import CallTask, HealthCheck, OpenGate, ReportVersion, Run, Upload
 from .backend import Backend, tail
 
 
@@ -45,6 +45,17 @@ def _run(action: Run, backend: Backend, sink: Sink) -> None:
         raise StepFailed(result.exit_code, tail(result.stderr) or tail(result.stdout), f"exit code {result.exit_code}")
 
 
+def _health_check(action: HealthCheck, backend: Backend, sink: Sink) -> None:
+    """The check's loop ran on the host; when it never passed, the step fails naming the check and its
+    last response (the loop's final stderr line)."""
+    sink.command_started(action.display())
+    result = backend.run(action.command, sink.output)
+    if not result.ok:
+        last = tail(result.stderr, 1) or tail(result.stdout, 1) or f"exit code {result.exit_code}"
+        raise StepFailed(result.exit_code, tail(result.stderr) or tail(result.stdout),
+                         f"health check '{action.name}' failed: {last}")
+
+
 def _upload(action: Upload, backend: Backend, sink: Sink) -> None:
     sink.command_started(action.display())
     try:
@@ -75,6 +86,7 @@ def _call_task(action: CallTask, backend: Backend, sink: Sink) -> None:
 
 EXECUTORS: dict[type, Callable[[object, Backend, Sink], None]] = {
     Run: _run,
+    HealthCheck: _health_check,
     Upload: _upload,
     ReportVersion: _report_version,
     OpenGate: _open_gate,

@@ -15,6 +15,7 @@ from ..commands import revlog
 from ..errors import ConnectError
 from ..plan import HostPlan, Plan, StepPlan
 from ..steps.actions import ReportVersion
+from ..steps.releases import live_path
 from . import events as ev
 from .apsession import AccessPointSession
 from .backend import Backend
@@ -93,7 +94,9 @@ class HostRun:
         self.stderr, self.reason = "", ""
         self.before: str | None = None
         self.after: str | None = None
-        self.base = revlog.base(hp.host.path)
+        # The live code (ROOT/current under the releases strategy); the log stays next to the stage's path.
+        self.base = revlog.base(live_path(hp.host, hp.layout))
+        self.log = revlog.log_path(hp.host.path)
 
     def run(self, connect: Callable[[], None]) -> HostResult:
         if self.ctx.stop.stopping:
@@ -188,7 +191,7 @@ class HostRun:
                  "kind": ctx.plan.kind, "branch": self.hp.host.branch, "before": self.before,
                  "user": ctx.user, "result": self.result, "step": self.failed_step, "run": ctx.run_id}
         try:
-            self.after = self.backend.run(revlog.append_command(self.base, entry)).stdout.strip() or None
+            self.after = self.backend.run(revlog.append_command(self.base, entry, self.log)).stdout.strip() or None
         except Exception as e:  # noqa: BLE001 - the log must not hide the step's own result
             self.bus.emit(ev.Notice(message=f"{self.name}: could not write the revision log: {e}",
                                     level="warning", host=self.name))

@@ -4,7 +4,7 @@ Read-only: it runs only the queries of ``commands/git.py`` and ``commands/revlog
 """
 from __future__ import annotations
 
-from ..commands import git, revlog
+from ..commands import git, releases, revlog
 from ..errors import ConnectError, Refused
 from .pool import each_host
 
@@ -23,6 +23,8 @@ def resolve_target(stage, plan, reader, to: str | None) -> str:
 
     ``reader`` is an SSH backend pool: even ``--dry-run`` reads revisions (read-only) to show the plan.
     """
+    if any(hp.layout is not None for hp in plan.hosts):
+        return resolve_release_target(stage, plan, reader, to)
     lock_host = stage.lock_host
     # Only hosts whose role manages code are reset; the others just restart on what they have.
     hosts = [hp.host for hp in plan.hosts if any(step.name == "git_reset" for step in hp.steps)]
@@ -58,3 +60,41 @@ def resolve_target(stage, plan, reader, to: str | None) -> str:
     if len(resolved) != 1:
         raise Refused(f"rollback: {wanted} resolves to different commits on different hosts: {sorted(resolved)}")
     return resolved.pop()
+
+
+def resolve_release_target(stage, plan, reader, to: str | None) -> str:
+    """Releases strategy: the target is the revision of the previous live release on the lock host
+    (or ``--to``); every host that switches must hold a live release of it, or nothing changes."""
+    switching = [hp for hp in plan.hosts if any(step.name == "switch_release" for step in hp.steps)]
+    if not switching:
+        raise Refused("rollback: no targeted host builds releases (no git_reset in their sequences)")
+    first = next((hp for hp in switching if hp.host.name == stage.lock_host.name), switching[0])
+    try:
+        backend = reader.connect(first.host)
+    except ConnectError as e:
+        raise Refused(f"rollback: cannot read releases from {first.host.name}: {e.message}") from None
+    if to is None:
+        _, previous = releases.parse_current_and_previous(
+            backend.run(releases.current_and_previous(first.layout.root)).stdout)
+        if previous is None:
+            raise Refused(f"rollback: no previous release on {first.host.name}; give a revision with --to REV")
+        wanted = previous[1]
+    else:
+        out = backend.run(releases.mirror_commit(first.layout.root, to))
+        if not out.ok:
+            raise Refused(f"rollback: revision {to} is not in {first.host.name}'s mirror. Nothing was changed")
+        wanted = out.stdout.strip()
+
+    def verify(host, be):
+        hp = next(h for h in switching if h.host.name == host.name)
+        out = be.run(releases.live_release_of(hp.layout.root, wanted))
+        return out.stdout.strip() if out.ok and out.stdout.strip() else None
+
+    found = each_host(reader, [hp.host for hp in switching], verify)
+    missing = [name for name, rel in found.items() if not isinstance(rel, str)]
+    if missing:
+        unreachable = [n for n in missing if isinstance(found[n], ConnectError)]
+        detail = f"; unreachable: {', '.join(unreachable)}" if unreachable else ""
+        raise Refused(f"rollback: no intact release of {wanted[:12]} on {', '.join(missing)}{detail}. "
+                      "Nothing was changed. Choose a revision every host has with --to REV")
+    return wanted

@@ -132,7 +132,7 @@ class TaskContext(Context):
             content, source = (data.encode() if isinstance(data, str) else data), getattr(local, "name", "<file>")
         else:
             content, source = Path(os.fspath(local)).read_bytes(), os.fspath(local)
-        self.perform(Upload(source=str(source), remote=remote_path(self.action.host.path, remote), mode=mode,
+        self.perform(Upload(source=str(source), remote=remote_path(self.action.base.cwd or self.action.host.path, remote), mode=mode,
                             content=content))
 
     def run_step(self, name: str) -> None:
@@ -142,8 +142,8 @@ class TaskContext(Context):
         if name not in known_steps(stage):
             raise ValueError(f"c.run_step({name!r}): unknown step; steps of stage {stage.name}: "
                              f"{', '.join(known_steps(stage))}")
-        step = build_step(stage, step_context(stage, self.action.host), name, self.action.roles,
-                          self.config.pampa.kind, self.config.pampa.target)
+        ctx = step_context(stage, self.action.host, self.action.layout)
+        step = build_step(stage, ctx, name, self.action.roles, self.config.pampa.kind, self.config.pampa.target)
         for action in step.actions:
             if isinstance(action, CallTask):
                 action = replace(action, timeout=self._timeout(action.timeout))

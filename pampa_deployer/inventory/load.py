@@ -12,6 +12,7 @@ from typing import Any, Mapping
 from ..errors import ConfigError, ConfigErrors
 from ..redact import Redactor, secret_fragments
 from ..sequences import DEFAULT_GATED, DEFAULT_SEQUENCES, STEP_ORDER
+from ..steps.releases import STRATEGIES
 from ..shell import fill_plain
 from . import layers, schema, validate, yamlfile
 from .model import Host, Role, SecretFile, Stage, frozen
@@ -101,6 +102,8 @@ def build_stage(name: str, named: list[tuple[str, dict]], root: Path, overrides:
     roles = _roles(settings, where_of, errors)
     tasks = _tasks(settings, root, where_of, errors)
     _check_steps(settings, roles, tasks, where_of, errors)
+    _check_checks(settings, roles, where_of, errors)
+    _check_strategy(settings, where_of, errors)
     hosts = _hosts(settings, roles, overrides or {}, where_of, stage_where, errors)
     secret_files, fragments = _secret_files(settings, root, environ, where_of, errors)
     if errors:
@@ -179,6 +182,35 @@ def _check_steps(settings: dict, roles: dict[str, Role], tasks: dict, where_of, 
             if step not in known:
                 errors.append(f"{where_of(source)}: {source}[{i}]: unknown step '{step}'"
                               f"{validate.suggest(step, known)}; known: {', '.join(sorted(known))}")
+
+
+def _check_checks(settings: dict, roles: dict[str, Role], where_of, errors: list[str]) -> None:
+    """A check is an HTTP check (``url``) or a command check (``run``), never both; its roles exist."""
+    for name, spec in (settings.get("checks") or {}).items():
+        spec = spec or {}
+        where = where_of(f"checks.{name}")
+        if (spec.get("url") is None) == (spec.get("run") is None):
+            errors.append(f"{where}: checks.{name}: give either `url:` (an HTTP check) or `run:` (a command "
+                          "check), not both or neither")
+        elif spec.get("run") is not None:
+            for key in ("contains", "status"):
+                if spec.get(key) is not None:
+                    errors.append(f"{where}: checks.{name}.{key}: only HTTP checks (`url:`) take '{key}'")
+        for role in spec.get("roles") or []:
+            if role not in roles:
+                errors.append(f"{where}: checks.{name}.roles: unknown role '{role}'"
+                              f"{validate.suggest(role, roles)}; known: {', '.join(roles)}")
+
+
+def _check_strategy(settings: dict, where_of, errors: list[str]) -> None:
+    strategy = settings.get("strategy")
+    if strategy is not None and strategy not in STRATEGIES:
+        errors.append(f"{where_of('strategy')}: strategy: unknown strategy '{strategy}'"
+                      f"{validate.suggest(strategy, STRATEGIES)}; use one of: {', '.join(STRATEGIES)}")
+    keep = settings.get("keep_releases")
+    if isinstance(keep, int) and keep < 2:
+        errors.append(f"{where_of('keep_releases')}: keep_releases: must be at least 2 (the current release and "
+                      f"the previous one, for rollback), got {keep}")
 
 
 def expand_range(name: str) -> list[tuple[str, int | None]]:

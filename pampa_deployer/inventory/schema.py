@@ -40,6 +40,23 @@ SECRET_FILE = {
     "mode": Key("str", "0600", "File mode on the host (octal string).", "'0600'"),
 }
 
+CHECK = {
+    "roles": Key("list[str]", None, "Roles whose hosts run the check (default: every host).", "[kepler, euler]"),
+    "url": Key("str", None, "HTTP check: URL fetched with curl **on the host**; template variables such as "
+               "`{address}`, `{name}` and host `vars` are filled in.", "http://{address}:9292/up"),
+    "status": Key("int", 200, "HTTP check: the status the response must have.", "200"),
+    "contains": Key("str", None, "HTTP check: text the body must contain; `{revision}` is the revision the "
+                    "host was just reset to (read on the host when the check runs).", "revision={revision}"),
+    "run": Key("str", None, "Command check: a command that must exit 0 (run on the host, in the code path).",
+               "systemctl is-active --quiet {app}_worker"),
+    "retries": Key("int", 10, "Attempts after the first one before the check fails.", "10"),
+    "interval": Key("number", 1.0, "Seconds between attempts.", "2"),
+    "timeout": Key("number", 5.0, "Seconds one attempt may take.", "5"),
+    "delay": Key("number", 0.0, "Seconds to wait before the first attempt (e.g. for a process to crash "
+                 "if it is going to).", "2"),
+    "enabled": Key("bool", True, "Set false to turn the check off (e.g. in one stage).", "false"),
+}
+
 HOST = {
     "address": Key("str", None, "Address or ssh_config alias to connect to; defaults to the host name. "
                    "In a range, `{n}` is the number.", "10.0.0.{n}"),
@@ -63,7 +80,17 @@ TOP: dict[str, Key] = {
     "app": Key("str", None, "Application name; used in the default code path and unit names.", "mysaas"),
     "repo": Key("str", None, "Git URL every host fetches from.", "git@github.com:acme/mysaas.git"),
     "branch": Key("str", "main", "Branch deployed (`--branch` overrides).", "main"),
-    "path": Key("str", "~/code/{app}", "Code path on the servers (Pampa's convention).", "~/code1/{app}"),
+    "path": Key("str", "~/code/{app}", "Code path on the servers (Pampa's convention); with `strategy: releases`, "
+                "the folder that holds `releases/`, `shared/`, `repo.git` and `current`.", "~/code1/{app}"),
+    "strategy": Key("str", "in_place", "`in_place`: one checkout, `git reset --hard` (how Pampa servers run). "
+                    "`releases`: each deploy builds `releases/<time>-<rev>/` and switches the `current` symlink "
+                    "atomically after migrate; rollback is one switch.", "releases"),
+    "keep_releases": Key("int", 5, "Releases strategy: releases kept on each host (never pruned: current and "
+                         "previous).", "5"),
+    "shared_dirs": Key("list[str]", ["log", "tmp/pids", "public/uploads"], "Releases strategy: folders kept in "
+                       "`shared/` and linked into every release.", "[log, tmp/pids, public/uploads]"),
+    "shared_files": Key("list[str]", [], "Releases strategy: files kept in `shared/` and linked into every release "
+                        "(relative secret files are added).", "[db/production.sqlite3]"),
     "user": Key("str", None, "SSH user (default: ssh_config, then the local user).", "root"),
     "port": Key("int", 22, "SSH port.", "22"),
     "key": Key("str", None, "Private key file.", "~/.ssh/id_ed25519"),
@@ -84,6 +111,9 @@ TOP: dict[str, Key] = {
     }),
     "bundler": Key("section", None, "Bundler settings.", "", {
         "update": Key("bool", False, "Run `bundle update` instead of `bundle install`.", "true"),
+        "before_migrate": Key("bool", True, "Install gems before migrating (a migration may need a gem the "
+                              "release adds); false keeps the seed's literal order, migrate then bundle.",
+                              "false"),
     }),
     "access_point": Key("section", None, "The access point that registers deploys and node versions.", "", {
         "url": Key("str", None, "Base URL of the access point.", "https://ap.example.com"),
@@ -105,6 +135,9 @@ TOP: dict[str, Key] = {
         "lease": Key("number", 90.0, "Seconds a lock stays valid unless the running deploy renews it.", "90"),
         "path": Key("str", "~/.pampa/locks", "Folder on the lock host that holds stage locks.", "~/.pampa/locks"),
     }),
+    "checks": Key("map[section]", {}, "Health checks by name, run after the restart steps; a host whose "
+                  "check never passes fails (on kepler, the gate stays closed).",
+                  "{web: {url: 'http://{address}:9292/', contains: 'revision={revision}'}}", CHECK),
     "steps": Key("map[section]", {}, "Per-step overrides and custom steps, by step name.",
                  "{restart_puma: {run: 'sudo systemctl restart mysaas_app'}}", STEP),
     "tasks": Key("str|list[str]", None, "Python files (relative to the folder that holds stages/) whose Invoke "

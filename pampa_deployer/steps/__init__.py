@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .actions import Action, Command, OpenGate, ReportVersion, Run, StepContext, Upload
+from .actions import Action, Command, HealthCheck, OpenGate, ReportVersion, Run, StepContext, Upload
 from .bundle import bundle
 from .gate import open_gate
-from .git import git_fetch, git_reset
+from .git import git_fetch, git_reset, switch_release
+from .health import health_check
 from .migrate import migrate
 from .report import report_version
 from .secrets import secrets
@@ -24,11 +25,13 @@ BUILDERS: dict[str, Builder] = {
     "secrets": secrets,
     "migrate": migrate,
     "bundle": bundle,
+    "switch_release": switch_release,
     "restart_puma": restart_puma,
     "restart_processes": restart_processes,
     "restart_workers": restart_workers,
+    "health_check": health_check,
     "report_version": report_version,
     "open_gate": open_gate,
 }
 
-__all__ = ["Action", "BUILDERS", "Command", "OpenGate", "ReportVersion", "Run", "StepContext", "Upload"]
+__all__ = ["Action", "BUILDERS", "Command", "HealthCheck", "OpenGate", "ReportVersion", "Run", "StepContext", "Upload"]

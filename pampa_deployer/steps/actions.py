@@ -64,6 +64,23 @@ class ReportVersion:
 
 
 @dataclass(frozen=True)
+class HealthCheck:
+    """Run a check's loop on the host; the step fails, naming the check, if it never passes."""
+
+    name: str
+    summary: str
+    command: Command
+    uses: tuple[str, ...] = ()  # what the loop runs besides shell built-ins: curl, or the check's command
+
+    def display(self) -> str:
+        return self.summary
+
+    def commands(self) -> tuple[Command, ...]:
+        """For ``pampa check``: the loop is shell syntax; the programs it needs are in ``uses``."""
+        return tuple(Command(script=u) for u in self.uses)
+
+
+@dataclass(frozen=True)
 class OpenGate:
     """This kepler host is done: count it towards opening the gate for gated roles."""
 
@@ -93,6 +110,7 @@ class CallTask:
     stage: Any = field(default=None, compare=False, repr=False)
     host: Any = field(default=None, compare=False, repr=False)
     roles: tuple[str, ...] = ()
+    layout: Any = field(default=None, compare=False, repr=False)  # the host's releases layout, if any
 
     def display(self) -> str:
         summary = self.doc.strip().splitlines()[0] if self.doc and self.doc.strip() else ""
@@ -102,7 +120,7 @@ class CallTask:
         return ()  # what a task runs is decided by its code, on the host
 
 
-Action = Run | Upload | ReportVersion | OpenGate | CallTask
+Action = Run | Upload | ReportVersion | HealthCheck | OpenGate | CallTask
 
 
 @dataclass(frozen=True)
@@ -114,8 +132,26 @@ class StepContext:
     variables: Mapping[str, object]
     redactor: Redactor
     secret_files: tuple = ()
+    layout: "object | None" = None  # steps.releases.Layout under the releases strategy
 
-    def command(self, script: str, cwd: bool = True, timeout: float | None = None) -> Command:
+    @property
+    def code_path(self) -> str:
+        """Where step commands run: the checkout, or the release being built (``ROOT/release``).
+
+        A host whose sequence builds no release (euler and copernico by the seed) works in ``current``.
+        """
+        if self.layout is None:
+            return self.host.path
+        return self.layout.release if self.layout.builds else self.layout.current
+
+    @property
+    def live_path(self) -> str:
+        """The code the app runs: the checkout, or ``ROOT/current``."""
+        return self.layout.current if self.layout is not None else self.host.path
+
+    def command(self, script: str, cwd: bool | str = True, timeout: float | None = None) -> Command:
+        """A command in the code path (``cwd=True``), in no folder (False), or in the folder given."""
         host = self.host
-        return Command(script=script, cwd=host.path if cwd else None, prefix=host.prefix,
+        where = self.code_path if cwd is True else (cwd or None)
+        return Command(script=script, cwd=where, prefix=host.prefix,
                        env=tuple(sorted(host.env.items())), timeout=timeout, redactor=self.redactor)

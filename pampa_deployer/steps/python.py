@@ -113,10 +113,11 @@ def call_task(ctx: StepContext, task: PyTask, stage, roles: tuple[str, ...], kin
     """The step's one action: call ``task`` on ``ctx.host`` with ``c.config.pampa`` filled in."""
     host = ctx.host
     info = {"stage": stage.name, "kind": kind, "step": task.name, "host": host.name, "address": host.address,
-            "roles": list(roles), "branch": host.branch, "path": host.path, "target": target,
+            "roles": list(roles), "branch": host.branch, "path": ctx.code_path, "target": target,
             "vars": dict(ctx.variables), "settings": _plain(stage.settings)}
     return (CallTask(name=task.name, source=task.source, doc=task.doc, body=task.body, base=ctx.command(""),
-                     info=info, timeout=timeout, stage=stage, host=host, roles=tuple(roles)),)
+                     info=info, timeout=timeout, stage=stage, host=host, roles=tuple(roles),
+                     layout=ctx.layout),)
 
 
 def _plain(node):

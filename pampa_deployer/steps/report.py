@@ -6,5 +6,5 @@ from .actions import ReportVersion, StepContext
 
 def report_version(ctx: StepContext) -> tuple[ReportVersion, ...]:
     url = (ctx.settings.get("access_point") or {}).get("url")
-    return (ReportVersion(revision=ctx.command("git rev-parse HEAD"), url=url, node=ctx.host.name,
+    return (ReportVersion(revision=ctx.command("git rev-parse HEAD", cwd=ctx.live_path), url=url, node=ctx.host.name,
                           roles=ctx.host.roles),)

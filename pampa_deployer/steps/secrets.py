@@ -14,5 +14,7 @@ def remote_path(code_path: str, remote: str) -> str:
 
 
 def secrets(ctx: StepContext) -> tuple[Upload, ...]:
-    return tuple(Upload(source=f.source, remote=remote_path(ctx.host.path, f.remote), mode=f.mode,
+    # Under the releases strategy secrets live in shared/ and every release links them.
+    base = ctx.layout.shared if ctx.layout is not None else ctx.host.path
+    return tuple(Upload(source=f.source, remote=remote_path(base, f.remote), mode=f.mode,
                         content=f.content) for f in ctx.secret_files)
