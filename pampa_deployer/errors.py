@@ -116,3 +116,19 @@ def exit_code_for(error: BaseException) -> int:
     if isinstance(error, KeyboardInterrupt):
         return int(ExitCode.INTERRUPTED)
     return int(ExitCode.INTERNAL)
+
+
+def quiet_libraries(debug: bool = False) -> None:
+    """Keep paramiko's transport-thread tracebacks off the terminal (``--debug`` shows them).
+
+    Paramiko logs a full traceback for every failed handshake (a port that is not an SSH
+    server gives dozens); pampa classifies the same failure into one line per host.
+    """
+    import logging
+    logger = logging.getLogger("paramiko")
+    if debug:
+        logging.basicConfig(level=logging.WARNING)
+        return
+    if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+        logger.addHandler(logging.NullHandler())
+    logger.propagate = False

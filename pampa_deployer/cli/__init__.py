@@ -9,13 +9,14 @@ import sys
 import traceback
 
 from .. import __version__
-from ..errors import ConfigErrors, ExitCode, PampaError, UsageError, exit_code_for
+from . import types
+from ..errors import ConfigErrors, ExitCode, PampaError, UsageError, exit_code_for, quiet_libraries
 
 EPILOG = """examples:
   pampa plan production                 show every host's steps and commands, touch nothing
   pampa deploy production               deploy with a live view (plain lines in CI)
   pampa deploy production --roles newton --branch hotfix
-  pampa deploy production --batch 25%% --max-fail 2 --report deploy.json --junit deploy.xml
+  pampa deploy production --batch 25% --max-fail 2 --report deploy.json --junit deploy.xml
   pampa status production               what each host runs, drift, interrupted deploys
   pampa rollback production --dry-run   show the rollback to the previous revision
   pampa demo                            a local fleet of real sshd hosts, deployed end to end
@@ -54,15 +55,15 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hosts", type=_csv, help="only these hosts (names or shell globs), comma-separated")
     p.add_argument("--branch", help="deploy this branch instead of the stage's")
     p.add_argument("--dry-run", action="store_true", help="print what would run on each host; connect to nothing")
-    p.add_argument("--parallel", type=int, help="hosts deployed at once (default: stage `parallel`, 32)")
+    p.add_argument("--parallel", type=types.positive_int, help="hosts deployed at once (default: stage `parallel`, 32)")
     p.add_argument("--batch", help="rolling batches: N hosts or N%% at a time")
-    p.add_argument("--batch-wait", type=float, default=0.0, metavar="SECONDS", help="pause between batches")
+    p.add_argument("--batch-wait", type=types.non_negative, default=0.0, metavar="SECONDS", help="pause between batches")
     p.add_argument("--max-fail", metavar="N|%", help="stop starting new hosts after N (or N%%) failures")
     p.add_argument("--message", "-m", help="note recorded in the lock and the revision logs")
-    p.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS",
+    p.add_argument("--lock-wait", type=types.non_negative, default=0.0, metavar="SECONDS",
                    help="wait this long for a held lock instead of failing at once")
     p.add_argument("--no-lock", action="store_true", help="do not take the stage lock (dangerous)")
-    p.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
+    p.add_argument("--grace", type=types.non_negative, default=30.0, metavar="SECONDS",
                    help="after Ctrl-C/SIGTERM, time running commands get to finish (default 30)")
     p.add_argument("--accept-new-host-keys", action="store_true",
                    help="trust and save unknown host keys (changed keys are always refused)")
@@ -160,7 +161,7 @@ def build_parser() -> Parser:
     p.add_argument("nodes", nargs="*", help="token: these nodes only (default: every host of the stage)")
     p.add_argument("--out", metavar="DIR", help="token: write STAGE-NODE.token files (mode 0600) here instead of printing")
     p.add_argument("--bind", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8750)
+    p.add_argument("--port", type=types.listen_port, default=8750, help="port to listen on (0: any free port)")
     p.add_argument("--db", default="access-point.sqlite3", help="SQLite file (default ./access-point.sqlite3)")
     p.add_argument("--api-key", default=None, help="API key (default: $PAMPA_AP_KEY)")
     p.add_argument("--stall-after", type=float, default=60.0, metavar="SECONDS",
@@ -233,6 +234,7 @@ def _dispatch(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run ``pampa``; returns the exit code (see ``errors.ExitCode``)."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    quiet_libraries(debug)
     try:
         args = build_parser().parse_args(argv)
         return _dispatch(args)
