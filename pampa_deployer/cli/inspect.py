@@ -81,8 +81,8 @@ def config(args) -> int:
     console = output.console(args)
     table = Table("key", "value", "from", title=f"stage {stage.name}: merged configuration")
     for key, value in _flatten(dict(stage.settings)):
-        shown = MASK if isinstance(value, Secret) else stage.redactor.mask(repr(value) if not isinstance(value, str)
-                                                                          else value)
+        shown = stage.redactor.show(value) if isinstance(value, Secret) else stage.redactor.mask(
+            repr(value) if not isinstance(value, str) else value)
         origin = stage.origins.get(key) or next((o for k, o in stage.origins.items() if k.startswith(key)), "default")
         table.add_row(key, shown, origin)
     console.print(table)

@@ -113,7 +113,8 @@ def build_stage(name: str, named: list[tuple[str, dict]], root: Path, overrides:
     if errors:
         raise ConfigErrors(errors)
 
-    redactor = Redactor().with_values(*_secret_values(settings), *fragments)
+    redactor = Redactor().with_values(*_secret_values(settings), *fragments) \
+        .with_public(*_public_words(name, settings, hosts, roles, secret_files))
     return Stage(name=name, file=stage_where, root=root, settings=frozen(settings),
                  origins=frozen(origins), hosts=tuple(hosts), roles=frozen(roles),
                  secret_files=tuple(secret_files), redactor=redactor)
@@ -351,6 +352,32 @@ def _secret_files(settings: dict, root: Path, environ: Mapping[str, str], where_
         fragments.extend(secret_fragments(text))
         files.append(SecretFile(source=str(source), remote=str(remote), mode=mode, content=content))
     return files, fragments
+
+
+_PUBLIC_SETTINGS = ("app", "branch", "path", "user", "key", "lock.path", "ssh.known_hosts", "ssh.config")
+
+
+def _public_words(name: str, settings: dict, hosts: list[Host], roles: Mapping,
+                  secret_files: list[SecretFile]) -> list[str]:
+    """Names the operator must read and that are never secret: masking skips them (see redact.py)."""
+    words = [name, *roles, *STEP_ORDER, *(settings.get("steps") or {})]
+    for dotted in _PUBLIC_SETTINGS:
+        node: Any = settings
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, str) and not isinstance(node, yamlfile.Secret):
+            words.append(node)
+    for host in hosts:
+        words += [host.name, host.address, host.user or "", host.path, host.branch, host.key or ""]
+        for group in ("puma", "processes", "workers"):
+            for unit in (settings.get("units") or {}).get(group) or []:
+                try:
+                    words.append(_fill(str(unit), host.vars))
+                except (KeyError, IndexError, ValueError):
+                    pass  # reported by the plan, which names the setting
+    for f in secret_files:
+        words += [f.source, f.remote, os.path.basename(f.source), os.path.basename(f.remote)]
+    return [w for w in words if w and not isinstance(w, yamlfile.Secret)]
 
 
 def _secret_values(node: Any) -> list[str]:
