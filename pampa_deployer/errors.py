@@ -19,6 +19,7 @@ class ExitCode(enum.IntEnum):
     REFUSED = 4            # a safety check refused to start (rollback target missing, check failed)
     INTERNAL = 70          # a bug in pampa itself (EX_SOFTWARE)
     INTERRUPTED = 130      # Ctrl-C (128 + SIGINT)
+    PIPE_CLOSED = 141      # the reader of our output went away, e.g. `pampa plan prod | head` (128 + SIGPIPE)
     TERMINATED = 143       # SIGTERM, e.g. a cancelled CI job (128 + SIGTERM)
 
 
@@ -115,6 +116,8 @@ def exit_code_for(error: BaseException) -> int:
         return int(error.exit_code)
     if isinstance(error, KeyboardInterrupt):
         return int(ExitCode.INTERRUPTED)
+    if isinstance(error, BrokenPipeError):
+        return int(ExitCode.PIPE_CLOSED)
     return int(ExitCode.INTERNAL)
 
 

@@ -23,7 +23,8 @@ EPILOG = """examples:
   pampa request production --wait       pull mode: the nodes' agents deploy; follow it like a deploy
 
 exit codes: 0 ok, 1 deploy failed on some hosts, 2 config or usage error, 3 lock held,
-            4 refused by a safety check, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM)
+            4 refused by a safety check, 130 interrupted (Ctrl-C), 141 output closed (| head),
+            143 terminated (SIGTERM)
 """
 
 
@@ -113,6 +114,7 @@ def build_parser() -> Parser:
     p.add_argument("--roles", type=_csv)
     p.add_argument("--hosts", type=_csv)
     p.add_argument("--branch")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
 
     p = cmd("check", "connect to every host and check auth, host key, git, code path and commands",
             "pampa check production")
@@ -120,6 +122,7 @@ def build_parser() -> Parser:
     p.add_argument("--hosts", type=_csv)
     p.add_argument("--roles", type=_csv)
     p.add_argument("--accept-new-host-keys", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
 
     p = cmd("status", "what each host runs, its last deploy, drift and interrupted deploys",
             "pampa status production")
@@ -137,11 +140,13 @@ def build_parser() -> Parser:
     p.add_argument("stage")
     p.add_argument("--message", "-m", help="why; recorded with who did it")
 
-    cmd("stages", "list the stages", "pampa stages")
+    p = cmd("stages", "list the stages", "pampa stages")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
 
     p = cmd("config", "print a stage's merged configuration (secrets masked) and where each value came from",
             "pampa config production")
     p.add_argument("stage")
+    p.add_argument("--json", action="store_true", help="print the settings as JSON")
 
     p = cmd("init", "scaffold stages/ for a new app (asks nothing without a TTY)",
             "pampa init --app mysaas --repo git@github.com:acme/mysaas.git")
@@ -253,6 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pampa: interrupted", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
+    except BrokenPipeError as e:
+        # `pampa plan prod | head`: the reader has what it wanted; nothing more to say, and no
+        # second error when Python flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return exit_code_for(e)
     except Exception as e:  # noqa: BLE001 - the last line of defence: one line, exit 70
         if debug:
             traceback.print_exc()

@@ -56,7 +56,8 @@ class Scheduler:
         with self._lock:
             self.failures += 1
             if self.max_fail is not None and self.failures >= self.max_fail and not self.halted_reason:
-                self.halted_reason = f"max-fail reached ({self.failures} failed hosts): no new hosts started"
+                failed = "1 failed host" if self.failures == 1 else f"{self.failures} failed hosts"
+                self.halted_reason = f"max-fail reached ({failed}): no new hosts started"
 
     def should_start(self) -> str | None:
         """None when an item may start, else why not."""

@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..engine import events as ev
+from .telling import telling_line
 
 _STATE_STYLE = {"ok": "green", "failed": "bold red", "skipped": "yellow", "interrupted": "yellow",
                 "waiting": "dim", "queued": "dim", "running": "cyan", "connecting": "dim"}
@@ -104,7 +105,7 @@ class LiveView(ev.Handler):
 
     def on_step_finished(self, e: ev.StepFinished) -> None:
         if e.host in self.rows and not e.ok:
-            self.rows[e.host].last = (e.stderr_tail.splitlines() or [e.message])[-1]
+            self.rows[e.host].last = telling_line(e.stderr_tail) or e.message
 
     def on_host_finished(self, e: ev.HostFinished) -> None:
         if e.host not in self.rows:

@@ -6,6 +6,8 @@ import time
 from typing import TextIO
 
 from ..engine import events as ev
+from .telling import telling_line
+from .words import count
 
 
 def stamp(at: float) -> str:
@@ -27,7 +29,7 @@ class PlainRenderer(ev.Handler):
         gated = sum(1 for h in e.hosts if h[2])
         what = "dry run of " if e.dry_run else ""
         self.line(e.at, "-", "-", f"{what}{e.kind} of stage {e.stage} (branch {e.branch}) to "
-                                  f"{len(e.hosts)} hosts, {gated} gated")
+                                  f"{count(len(e.hosts), 'host')}, {gated} gated")
 
     def on_host_connected(self, e: ev.HostConnected) -> None:
         self.line(e.at, e.host, "connect", f"ok ({e.seconds:.2f}s)")
@@ -51,7 +53,7 @@ class PlainRenderer(ev.Handler):
         if e.ok:
             self.line(e.at, e.host, e.step, f"ok ({took:.2f}s)")
         else:
-            tail = f": {e.stderr_tail.splitlines()[-1]}" if e.stderr_tail.strip() else ""
+            tail = f": {telling_line(e.stderr_tail)}" if e.stderr_tail.strip() else ""
             self.line(e.at, e.host, e.step, f"FAILED ({e.message}){tail}")
 
     def on_host_finished(self, e: ev.HostFinished) -> None:
