@@ -127,3 +127,63 @@ def test_failing_git_shows_its_fatal_line_not_the_usage_hint():
         "bundler: command not found: rake"
     assert telling_line("just one line\n") == "just one line"
     assert telling_line("") == ""
+
+
+def _live_screen(width: int, height: int, hosts: int = 60):
+    import io
+    import time
+
+    from rich.console import Console
+
+    from pampa_deployer.engine.results import HostResult
+    from pampa_deployer.render.live import LiveView
+    buf = io.StringIO()
+    console = Console(file=buf, width=width, height=height, force_terminal=True, color_system=None)
+    view = LiveView(console)
+    names = [f"copernico-worker-{i:02d}" for i in range(1, hosts + 1)]
+    now = time.time()
+    view(ev.RunStarted(at=now, stage="production", kind="deploy", branch="main",
+                       hosts=tuple((n, "copernico", True) for n in names)))
+    for i, name in enumerate(names):
+        view(ev.HostConnecting(at=now - 75, host=name))
+        if i < 45:
+            view(ev.StepStarted(at=now, host=name, step="git_reset"))
+            view(ev.HostFinished(at=now, host=name, result=HostResult(name, "copernico", "ok", now - 75, now)))
+        elif i < 50:
+            view(ev.StepStarted(at=now, host=name, step="restart_processes"))
+            view(ev.Output(at=now, host=name, step="restart_processes", stream="stdout",
+                           line="HEAD is now at 3f2a9c1b7d4e6f8a9b0c1d2e3f4a5b6c7d8e9f01 Deploy"))
+    for name in names[-3:]:  # the last hosts of the list fail: they must still be on screen
+        view(ev.StepStarted(at=now, host=name, step="bundle"))
+        view(ev.HostFinished(at=now, host=name, result=HostResult(name, "copernico", "failed", now - 75, now,
+                                                                  failed_step="bundle", reason="exit code 5")))
+    console.print(view.render())
+    return buf.getvalue().splitlines(), names
+
+
+@pytest.mark.parametrize("width,height", [(80, 24), (100, 30), (200, 50)])
+def test_live_view_fits_the_terminal_failures_and_running_first(width, height):
+    lines, names = _live_screen(width, height)
+    assert len(lines) <= height - 1
+    assert all(len(line) <= width for line in lines)
+    body = "\n".join(lines)
+    for name in names[-3:]:  # every failed host, in full, with its state, step and elapsed time
+        row = next(line for line in lines if line.startswith(name + " "))
+        words = row.split()
+        assert words[words.index("failed"):words.index("failed") + 3] == ["failed", "bundle", "75.0s"], row
+    running = [line for line in lines if " running " in line]
+    assert running and all(line.split()[0] in names for line in running)
+    first_ok = next((i for i, line in enumerate(lines) if " ok " in line), len(lines))
+    assert all(i < first_ok for i, line in enumerate(lines) if " failed " in line or " running " in line)
+    if len(names) > height:
+        assert "more: " in body and "ok" in lines[-1]
+
+
+def test_live_view_summary_counts_every_hidden_host():
+    lines, names = _live_screen(80, 24)
+    shown = [line for line in lines if line.split() and line.split()[0] in names]
+    summary = lines[-1]
+    import re
+    hidden = int(re.search(r"\+ (\d+) more", summary).group(1))
+    assert hidden + len(shown) == len(names)
+    assert sum(int(n) for n in re.findall(r"(\d+) (?:ok|queued|running|failed)", summary.split(":", 1)[1])) == hidden
