@@ -114,6 +114,10 @@ TOP: dict[str, Key] = {
                      rule="seconds"),
         "path": Key("str", "~/.pampa/locks", "Folder on the lock host that holds stage locks.", "~/.pampa/locks"),
     }),
+    "runs": Key("section", None, "The local run logs in `.pampa/runs/`.", "", {
+        "keep": Key("int", 50, "Run folders kept per stage; older ones are removed when a run starts.", "20",
+                    rule="positive"),
+    }),
     "steps": Key("map[section]", {}, "Per-step overrides and custom steps, by step name.",
                  "{restart_puma: {run: 'sudo systemctl restart mysaas_app'}}", STEP),
     "sequences": Key("map[list[str]]", {}, "Replace a role's ordered step list.",

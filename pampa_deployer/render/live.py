@@ -12,6 +12,7 @@ from rich.text import Text
 
 from ..engine import events as ev
 from .telling import telling_line
+from .words import count
 
 _STATE_STYLE = {"ok": "green", "failed": "bold red", "skipped": "yellow", "interrupted": "yellow",
                 "waiting": "dim", "queued": "dim", "running": "cyan", "connecting": "dim"}
@@ -106,7 +107,7 @@ class LiveView(ev.Handler):
         total, done = len(rows), sum(1 for r in rows if r.ended is not None)
         label, style = {"waiting": ("waiting for kepler", "yellow"), "open": ("open", "green"),
                         "closed": ("closed", "bold red"), "none": ("none", "dim")}.get(self.gate, (self.gate, ""))
-        header = Text.assemble((self.title, "bold"), "  gate: ", (label, style), f"  {done}/{total} done")
+        header = Text.assemble((self.title, "bold"), "  gate: ", (label, style), f"  {done}/{count(total, 'host')} done")
         header.no_wrap, header.overflow = True, "ellipsis"
         if width - header.cell_len < 24:
             return [header]

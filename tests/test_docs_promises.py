@@ -1,0 +1,69 @@
+"""Promises the docs make that can be checked without a fleet (the fleet ones live in the *_fleet tests)."""
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+from pampa_deployer.cli import main
+from pampa_deployer.engine import events as ev
+from pampa_deployer.render.rundir import RunDirectory, runs_of
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def test_no_doc_installs_from_pypi():
+    """pampa-deployer is not on PyPI: no recipe may say `pip install pampa-deployer`."""
+    for doc in DOCS:
+        assert not re.search(r"pip install +pampa-deployer\b", doc.read_text()), doc.name
+
+
+def test_init_writes_the_secrets_folder_and_gitignore_the_ci_recipes_use(tmp_path, monkeypatch, capsys):
+    """docs/ci.md writes stages/secrets/config.rb; docs/quickstart.md promises the .gitignore lines."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".gitignore").write_text("node_modules/")  # an app's own lines are kept
+    assert main(["init", "--app", "shop"]) == 0
+    assert (tmp_path / "stages" / "secrets").is_dir()
+    assert (tmp_path / "stages" / "secrets").stat().st_mode & 0o077 == 0
+    ignore = (tmp_path / ".gitignore").read_text().splitlines()
+    assert ignore[0] == "node_modules/"
+    assert {".pampa/", "stages/secrets/*", "!stages/secrets/*.example"} <= set(ignore)
+    ci = (ROOT / "docs" / "ci.md").read_text()
+    assert "> stages/secrets/config.rb" in ci and "cp \"$CONFIG_RB\" stages/secrets/config.rb" in ci
+    (tmp_path / "stages" / "secrets" / "config.rb").write_text("X = 'y'\n")  # what the CI recipe does
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "add", "-A"], check=True)
+    tracked = subprocess.run(["git", "-C", str(tmp_path), "ls-files"], capture_output=True, text=True).stdout
+    assert "stages/secrets/config.rb" not in tracked and "stages/secrets/README.example" in tracked
+    assert main(["init", "--app", "shop", "--force"]) == 0
+    again = (tmp_path / ".gitignore").read_text().splitlines()
+    assert again.count(".pampa/") == 1  # running init twice does not repeat the lines
+
+
+def test_run_directories_keep_the_newest_runs_keep(tmp_path):
+    """docs/ci.md: the newest `runs.keep` run directories of a stage are kept."""
+    base = tmp_path / "runs"
+    for stamp in ("20260101-000000", "20260102-000000", "20260103-000000"):
+        (base / f"production-deploy-{stamp}" / "hosts").mkdir(parents=True)
+    (base / "production-eu-deploy-20250101-000000").mkdir()  # another stage whose name starts alike
+    (base / "notes").mkdir()
+    run = RunDirectory(base, "production", "rollback", keep=2)
+    run(ev.Notice(message="the folder is made at the run's first event", level="info"))
+    run.close()
+    names = sorted(p.name for p in runs_of(base, "production"))
+    assert names == ["production-deploy-20260103-000000", run.path.name]
+    assert (base / "production-eu-deploy-20250101-000000").is_dir() and (base / "notes").is_dir()
+
+
+def test_runs_keep_is_validated(tmp_path, monkeypatch, capsys):
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages" / "p.yml").write_text("app: a\nruns: {keep: 0}\nhosts: {k: {roles: [kepler]}}\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["plan", "p"]) == 2
+    assert "runs.keep: expected a positive number, got 0" in capsys.readouterr().err
+
+
+def test_packaging_has_no_license_table():
+    text = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r'^license = "MIT"$', text, re.M) and "license = {" not in text
