@@ -99,9 +99,10 @@ def merge(layers: list[tuple[str, dict]]) -> tuple[dict, dict[str, str]]:
             if isinstance(value, dict) and isinstance(dst.get(key), dict):
                 into(dst[key], value, origin, dotted + ".")
             else:
+                if key in dst:  # a replaced value: forget where its old parts came from
+                    for old in [k for k in origins if k.startswith(dotted + ".")]:
+                        del origins[old]
                 dst[key] = _copy(value)
-                for old in [k for k in origins if k.startswith(dotted + ".")]:
-                    del origins[old]
                 _record(origins, value, origin, dotted)
 
     for origin, layer in layers:

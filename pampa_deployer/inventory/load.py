@@ -98,10 +98,10 @@ def build_stage(name: str, named: list[tuple[str, dict]], root: Path, overrides:
     stage_where = named[-1][0]
     shown_root = yamlfile.display_path(root)
 
+    by_prefix = _origin_index(origins)
+
     def where_of(dotted: str) -> str:
-        return origins.get(dotted) or next(
-            (o for k, o in origins.items() if k.startswith(dotted + ".") or k.startswith(dotted + "[")),
-            stage_where)
+        return origins.get(dotted) or by_prefix.get(dotted) or stage_where
 
     if not settings.get("app"):
         errors.append(f"{stage_where}: app: missing; set the application name (e.g. `app: mysaas`) "
@@ -118,6 +118,15 @@ def build_stage(name: str, named: list[tuple[str, dict]], root: Path, overrides:
     return Stage(name=name, file=stage_where, root=root, settings=frozen(settings),
                  origins=frozen(origins), hosts=tuple(hosts), roles=frozen(roles),
                  secret_files=tuple(secret_files), redactor=redactor)
+
+
+def _origin_index(origins: Mapping[str, str]) -> dict[str, str]:
+    """Every dotted prefix -> the origin of the first key under it, built once (linear, not per lookup)."""
+    index: dict[str, str] = {}
+    for key, origin in origins.items():
+        for m in re.finditer(r"[.\[]", key):
+            index.setdefault(key[:m.start()], origin)
+    return index
 
 
 def _roles(settings: dict, where_of, errors: list[str]) -> dict[str, Role]:

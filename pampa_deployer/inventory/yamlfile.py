@@ -28,7 +28,11 @@ class Secret(str):
     """A string the operator marked ``!secret`` (or that a secret key holds): always masked."""
 
 
-class _Loader(yaml.SafeLoader):
+_BASE = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""libyaml's parser when PyYAML has it (about 10x faster on a large stage); the same safe constructors."""
+
+
+class _Loader(_BASE):  # type: ignore[misc, valid-type]
     """SafeLoader that refuses duplicate keys instead of silently keeping the last one.
 
     Merge keys (``<<: *defaults``) work as in YAML 1.1: keys written in the mapping
