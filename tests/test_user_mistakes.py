@@ -158,3 +158,34 @@ def test_fab_host_named_like_a_stage_host_uses_its_address_and_port(tmp_path):
     result = fab(tmp_path, "-H", "kepler-1", "report-version", "--stage", "t")
     assert one_line(result, 1) == (f"pampa: error: kepler-1 (127.0.0.1:{port}): connection refused; "
                                    "is sshd running and is the port right?")
+
+
+@pytest.mark.fleet
+def test_demo_on_taken_addresses_says_so_and_touches_nothing(tmp_path):
+    """Another demo (or fleet) answers on SUBNET.11:2222: `pampa demo` refuses instead of meeting its host key."""
+    from conftest import FLEET_SUBNET, _can_run_fleet
+    from pampa_deployer.fleet import listening
+    why = _can_run_fleet()
+    if why:
+        pytest.skip(why)
+    address = f"{FLEET_SUBNET}.11"
+    holder = None
+    if not listening(address, 2222):  # the test fleet may already be there; if not, take the port ourselves
+        holder = socket.socket()
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind((address, 2222))
+        holder.listen()
+    try:
+        result = pampa(tmp_path, "demo", "--dir", str(tmp_path / "demo"), "--subnet", FLEET_SUBNET)
+    finally:
+        if holder is not None:
+            holder.close()
+    line = one_line(result, 4)
+    assert line.startswith(f"pampa: error: demo: {address}:2222") and "already taken by another process" in line
+    assert "--subnet" in line and "pampa demo down --dir" in line
+    assert not (tmp_path / "demo").exists()  # refused before creating anything
+
+
+def test_demo_subnet_is_checked(capsys):
+    assert main(["demo", "--subnet", "10.0.0"]) == 2
+    assert "expected three octets of a loopback address such as 127.0.5" in capsys.readouterr().err

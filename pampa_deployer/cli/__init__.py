@@ -157,7 +157,9 @@ def build_parser() -> Parser:
     p = cmd("demo", "run a real deploy to a local fleet of sshd hosts (root, Debian)", "pampa demo; pampa demo down")
     p.add_argument("action", nargs="?", default="up", choices=["up", "down"])
     p.add_argument("--dir", default="/tmp/pampa-demo", help="where the demo fleet lives (default /tmp/pampa-demo)")
-    p.add_argument("--per-role", type=int, default=1, help="hosts per role (default 1)")
+    p.add_argument("--per-role", type=types.positive_int, default=1, help="hosts per role (default 1)")
+    p.add_argument("--subnet", default="127.0.0", type=types.subnet,
+                   help="loopback subnet: hosts on SUBNET.11..., the access point on SUBNET.1 (default 127.0.0)")
 
     p = cmd("access-point", "run the reference access point (JSON over HTTP, SQLite), or issue node tokens",
             "PAMPA_AP_KEY=s3cret pampa access-point serve --port 8750; pampa access-point token production --out tokens/")

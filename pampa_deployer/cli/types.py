@@ -31,3 +31,11 @@ port = _ruled("port", int)
 def listen_port(text: str) -> int:
     """A port to listen on: 1 to 65535, or 0 for any free port."""
     return 0 if text.strip() == "0" else port(text)
+
+
+def subnet(text: str) -> str:
+    """Three octets of a loopback address, e.g. ``127.0.5``."""
+    parts = text.strip().split(".")
+    if len(parts) != 3 or parts[0] != "127" or not all(p.isdigit() and int(p) <= 255 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected three octets of a loopback address such as 127.0.5, got {text!r}")
+    return ".".join(str(int(p)) for p in parts)
