@@ -67,3 +67,30 @@ def test_runs_keep_is_validated(tmp_path, monkeypatch, capsys):
 def test_packaging_has_no_license_table():
     text = (ROOT / "pyproject.toml").read_text()
     assert re.search(r'^license = "MIT"$', text, re.M) and "license = {" not in text
+
+
+def test_secret_looking_keys_the_docs_name_are_masked(tmp_path, monkeypatch):
+    """docs/configuration.md and operations.md name the secret-looking keys; each one masks its value."""
+    from pampa_deployer.inventory import load_stage
+    from pampa_deployer.redact import MASK
+    (tmp_path / "stages").mkdir()
+    values = {word: f"value-of-{word}-0123" for word in ("password", "secret", "token", "api_key", "private")}
+    env = ", ".join(f"DB_{w.upper()}: {v}" for w, v in values.items())
+    (tmp_path / "stages" / "p.yml").write_text(f"app: a\nenv: {{{env}}}\nhosts: {{k: {{roles: [kepler]}}}}\n")
+    monkeypatch.chdir(tmp_path)
+    red = load_stage("p").redactor
+    for value in values.values():
+        assert red.mask(f"echo {value}") == f"echo {MASK}", value
+    ops = (ROOT / "docs" / "operations.md").read_text()
+    assert "(`password`, `secret`, `token`, `api_key`, `private`)" in ops
+
+
+def test_exit_codes_in_help_match_the_table(capsys):
+    from pampa_deployer.errors import ExitCode
+    import pytest
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for code in ExitCode:
+        if code is not ExitCode.INTERNAL:
+            assert f"{int(code)} " in out, code
