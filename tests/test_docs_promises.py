@@ -94,3 +94,54 @@ def test_exit_codes_in_help_match_the_table(capsys):
     for code in ExitCode:
         if code is not ExitCode.INTERNAL:
             assert f"{int(code)} " in out, code
+
+
+def test_repeated_rollbacks_go_further_back():
+    """docs/operations.md: the default target is the revision before the current one, so rollback after
+    rollback walks back through the releases instead of flipping between the last two."""
+    from pampa_deployer.cli.rollback import previous_revision
+
+    def entry(kind, before, after, result="ok"):
+        return {"kind": kind, "before": before, "after": after, "result": result}
+
+    log = [entry("deploy", None, "A"), entry("deploy", "A", "B"), entry("deploy", "B", "C")]
+    assert previous_revision(log, "C") == "B"
+    log.append(entry("rollback", "C", "B"))
+    assert previous_revision(log, "B") == "A"
+    log.append(entry("rollback", "B", "A"))
+    assert previous_revision(log, "A") is None  # nothing older is known: the caller falls back to HEAD~1
+    log.append(entry("deploy", "A", "D"))
+    assert previous_revision(log, "D") == "A"
+    failed = [entry("deploy", "A", "B"), entry("deploy", "B", "C", result="failed")]
+    assert previous_revision(failed, "B") == "A"
+
+
+def test_rollback_help_offers_no_branch_and_says_what_dry_run_does(capsys):
+    import pytest
+    with pytest.raises(SystemExit):
+        main(["rollback", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--branch" not in text
+    assert "--dry-run read the target revision from the hosts (read-only) and print what would run" in text
+    assert "connect to nothing" not in text
+    assert main(["rollback", "production", "--branch", "x"]) == 2
+
+
+def test_dry_run_lines_claim_nothing_ran():
+    """A --dry-run prints the commands, never `connect ok` or `ok` for a step it did not run."""
+    import io
+
+    from pampa_deployer.engine import events as ev
+    from pampa_deployer.engine.results import HostResult
+    from pampa_deployer.render.plain import PlainRenderer
+    out = io.StringIO()
+    plain = PlainRenderer(out, verbose=True)
+    plain(ev.RunStarted(at=0.0, stage="p", kind="deploy", branch="main", hosts=(("k", "kepler", False),),
+                        dry_run=True))
+    plain(ev.HostConnected(at=0.0, host="k", seconds=0.0))
+    plain(ev.StepStarted(at=0.0, host="k", step="bundle"))
+    plain(ev.StepFinished(at=0.0, host="k", step="bundle", ok=True, started=0.0))
+    plain(ev.HostFinished(at=0.0, host="k", result=HostResult("k", "kepler", "ok", 0.0, 0.0)))
+    text = out.getvalue()
+    assert "connect" not in text and " ok" not in text and "OK" not in text
+    assert "bundle would run:" in text and "dry run: nothing was run" in text

@@ -51,11 +51,17 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}; see `{self.prog} --help`")
 
 
-def _run_options(p: argparse.ArgumentParser) -> None:
+def _run_options(p: argparse.ArgumentParser, kind: str = "deploy") -> None:
     p.add_argument("--roles", type=_csv, help="only hosts (and steps) of these roles, comma-separated")
     p.add_argument("--hosts", type=_csv, help="only these hosts (names or shell globs), comma-separated")
-    p.add_argument("--branch", help="deploy this branch instead of the stage's")
-    p.add_argument("--dry-run", action="store_true", help="print what would run on each host; connect to nothing")
+    if kind == "deploy":
+        p.add_argument("--branch", help="deploy this branch instead of the stage's")
+        p.add_argument("--dry-run", action="store_true", help="print what would run on each host; connect to nothing")
+    else:  # a rollback goes to a revision, never to a branch; its dry run must read the hosts' revisions
+        p.set_defaults(branch=None)
+        p.add_argument("--dry-run", action="store_true",
+                       help="read the target revision from the hosts (read-only) and print what would run; "
+                            "change nothing")
     p.add_argument("--parallel", type=types.positive_int, help="hosts deployed at once (default: stage `parallel`, 32)")
     p.add_argument("--batch", help="rolling batches: N hosts or N%% at a time")
     p.add_argument("--batch-wait", type=types.non_negative, default=0.0, metavar="SECONDS", help="pause between batches")
@@ -107,7 +113,7 @@ def build_parser() -> Parser:
             "pampa rollback production --to 3f2a9c1 --dry-run")
     p.add_argument("stage")
     p.add_argument("--to", metavar="REV", help="target revision (must be present on every targeted host)")
-    _run_options(p)
+    _run_options(p, "rollback")
 
     p = cmd("plan", "show the phases, the gate and each host's resolved commands", "pampa plan production")
     p.add_argument("stage")
