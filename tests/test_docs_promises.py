@@ -145,3 +145,23 @@ def test_dry_run_lines_claim_nothing_ran():
     text = out.getvalue()
     assert "connect" not in text and " ok" not in text and "OK" not in text
     assert "bundle would run:" in text and "dry run: nothing was run" in text
+
+
+def test_quickstart_as_written_plans(tmp_path, monkeypatch, capsys):
+    """docs/quickstart.md steps 2 and 3: init, the documented hosts and settings, then `pampa plan`."""
+    doc = (ROOT / "docs" / "quickstart.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", doc, re.S)
+    hosts, settings = blocks[0], blocks[1]
+    monkeypatch.chdir(tmp_path)
+    assert main(["init", "--app", "mysaas", "--repo", "git@github.com:acme/mysaas.git"]) == 0
+    (tmp_path / "stages" / "production.yml").write_text(hosts + settings)
+    (tmp_path / "stages" / "secrets" / "config.rb").write_text("DB_PASSWORD = 'from-the-secret-store'\n")
+    capsys.readouterr()
+    assert main(["plan", "production"]) == 0
+    out = capsys.readouterr().out
+    assert "newton-20 [newton] 10.0.2.20:22 (does not wait)" in out
+    assert "euler-2 [euler] 10.0.1.2:22 (waits for the gate)" in out
+    for line in ("    source /etc/profile.d/rvm.sh && sudo systemctl restart mysaas_worker",
+                 "    source /etc/profile.d/rvm.sh && cd ~/code1/mysaas && git reset --hard origin/main"):
+        assert line in out.splitlines()
+    assert "from-the-secret-store" not in out
