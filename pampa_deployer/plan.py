@@ -147,6 +147,9 @@ _TEMPLATE_SETTINGS = {"restart_puma": ("units.restart", "units.puma"),
 
 def _built(stage: Stage, name: str, ctx: StepContext) -> tuple:
     """A built-in step's actions; a template setting naming an unknown variable is the operator's error."""
+    if name == "git_fetch" and not str(ctx.variables.get("repo") or "").strip():
+        raise ConfigError(f"{stage.file}: repo: missing; set the git URL every host fetches from, e.g. "
+                          "`repo: git@github.com:acme/mysaas.git` (here or in stages/common.yml)")
     try:
         return BUILDERS[name](ctx)
     except (KeyError, IndexError, ValueError) as e:

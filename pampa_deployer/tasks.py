@@ -181,8 +181,10 @@ def run_steps(c, names, stage=None, stages="stages", app=None, repo=None, branch
             try:
                 perform(action, backend, sink)
             except StepFailed as e:
+                from .render.telling import telling_line
                 code = f" (exit {e.exit_code})" if e.exit_code is not None else ""
-                raise Exit(f"[{host.name}] {step.name} failed{code}: {e.stderr or e.message}", code=1) from None
+                raise Exit(f"pampa: error: [{host.name}] {step.name} failed{code}: "
+                           f"{telling_line(e.stderr) or e.message}", code=1) from None
 
 
 _HELP = {"stage": "stage name (a file in stages/)", "stages": "stages folder (default ./stages)",

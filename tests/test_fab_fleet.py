@@ -82,3 +82,13 @@ def test_fab_unknown_host_key_is_one_line(project, fleet, tmp_path):
     assert "Traceback" not in result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "kepler-1" in lines[0] and "unknown host key" in lines[0], result.stderr
+
+
+def test_fab_failing_step_is_one_line_with_gits_fatal_line(project, fleet):
+    project.stage(branch="no-such-branch")
+    host = f"root@{fleet.host('newton-1').address}:2222"
+    result = fab(project, fleet, "-H", host, "git-reset", "--stage", "test", "--stages", str(project.stages))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith("pampa: error: [newton-1] git_reset failed (exit 128): fatal: ")

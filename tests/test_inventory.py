@@ -123,6 +123,12 @@ BAD = [
      "stages/production.yml:6:7: an alias refers to the value that contains it"),
     ("not UTF-8", {"production.yml": GOOD + "branch: caf\udce9\n"},
      "stages/production.yml:6: not UTF-8 text (byte 0xe9); save the file as UTF-8"),
+    ("list as a key", {"production.yml": GOOD + "vars: {? [a, b] : 1}\n"},
+     "stages/production.yml:6:10: YAML syntax error: a key must be a name or a number, not a list"),
+    ("huge format width", {"production.yml": GOOD + "steps: {bundle: {run: 'x {app:>999999999}'}}\n"},
+     "steps.bundle.run: bad template 'x {app:>999999999}': format width 999999999"),
+    ("no repo", {"production.yml": GOOD.replace("repo: git@example.com:shop.git\n", "")},
+     "stages/production.yml: repo: missing; set the git URL every host fetches from"),
 ]
 
 
@@ -313,3 +319,10 @@ def test_binary_local_secret_is_uploaded_byte_for_byte(tmp_path, monkeypatch):
     (stages / "cert.der").write_bytes(b"\x30\x82\xff\x00binary")
     monkeypatch.chdir(tmp_path)
     assert load_stage("production").secret_files[0].content == b"\x30\x82\xff\x00binary"
+
+
+def test_dates_in_vars_print_in_config(tmp_path, monkeypatch, capsys):
+    write(tmp_path, {"production.yml": GOOD + "vars: {since: 2024-01-01}\n"})
+    monkeypatch.chdir(tmp_path)
+    assert main(["config", "production"]) == 0
+    assert '"2024-01-01"' in capsys.readouterr().out

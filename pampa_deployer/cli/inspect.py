@@ -68,7 +68,7 @@ def plan(args) -> int:
     stage = load_stage(args.stage, args.stages, overrides=overrides)
     built = build_plan(stage, args.roles, args.hosts)
     if getattr(args, "json", False):
-        print(json.dumps(plan_json(built), indent=2))
+        print(json.dumps(plan_json(built), indent=2, default=str))
     else:
         render_plan(built)
     return 0
@@ -127,4 +127,4 @@ def _shown(stage, value, as_json: bool):
         value = {}
     elif isinstance(value, str):
         return stage.redactor.mask(value)
-    return value if as_json else stage.redactor.mask(json.dumps(value))
+    return value if as_json else stage.redactor.mask(json.dumps(value, default=str))

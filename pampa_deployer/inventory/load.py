@@ -31,10 +31,14 @@ class BadRange(ValueError):
 
 def stage_files(root: Path) -> dict[str, Path]:
     """Stage name -> file, for every ``*.yml``/``*.yaml`` in ``root`` except common."""
-    if not root.is_dir():
-        return {}
-    found = {}
-    for path in sorted(root.iterdir()):
+    try:
+        if not root.is_dir():
+            return {}
+        entries = sorted(root.iterdir())
+    except OSError as e:
+        raise ConfigError(f"{yamlfile.display_path(root)}/: cannot read the stages folder: {e.strerror}") from e
+    found: dict[str, Path] = {}
+    for path in entries:
         if path.suffix in (".yml", ".yaml") and path.stem != COMMON and not path.stem.startswith("."):
             found.setdefault(path.stem, path)
     return found
@@ -58,7 +62,7 @@ def load_stage(name: str, root: Path | str = "stages", overrides: Mapping[str, A
     environ = os.environ if environ is None else environ
     files = stage_files(root)
     shown_root = yamlfile.display_path(root)
-    if not root.is_dir():
+    if not files and not root.is_dir():  # stage_files read the folder (or said why it cannot)
         raise ConfigError(f"{shown_root}/: no stages folder here; run `pampa init` to create one, "
                           "or pass --stages DIR")
     if name not in files:

@@ -45,6 +45,10 @@ class _Loader(_BASE):  # type: ignore[misc, valid-type]
             if key_node.tag == _MERGE_TAG:
                 continue
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"a key must be a name or a number, not a {type(key).__name__}",
+                    key_node.start_mark)
             if key in seen:
                 mark = key_node.start_mark
                 raise _DuplicateKey(key, mark.line + 1, mark.column + 1)
