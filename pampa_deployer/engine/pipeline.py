@@ -35,6 +35,7 @@ class RunContext:
     access_point: AccessPointSession | None = None
     dry_run: bool = False
     run_id: str = ""
+    message: str | None = None  # --message: recorded in the lock and in every revision-log line
     user: str = field(default_factory=lambda: _whoami())
     ready: threading.Event = field(default_factory=threading.Event)
     refused: BaseException | None = None
@@ -132,8 +133,9 @@ class HostRun:
             if ctx.stop.stopping:
                 break
         if ctx.refused is not None or ctx.stop.stopping:
-            self.end(SKIPPED, reason="not started: " + (str(ctx.refused) if ctx.refused is not None
-                                                         else "interrupted"))
+            # The refusal itself is reported once, as the run's error; each host only points at it.
+            self.end(SKIPPED, reason="not started: " + (str(ctx.refused).split(": ", 1)[0]
+                                                         if ctx.refused is not None else "interrupted"))
             return False
         return True
 
@@ -183,7 +185,8 @@ class HostRun:
         ctx = self.ctx
         entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "stage": ctx.plan.stage.name,
                  "kind": ctx.plan.kind, "branch": self.hp.host.branch, "before": self.before,
-                 "user": ctx.user, "result": self.result, "step": self.failed_step, "run": ctx.run_id}
+                 "user": ctx.user, "result": self.result, "step": self.failed_step, "run": ctx.run_id,
+                 "message": ctx.message}
         try:
             self.after = self.backend.run(revlog.append_command(self.base, entry)).stdout.strip() or None
         except Exception as e:  # noqa: BLE001 - the log must not hide the step's own result
