@@ -134,7 +134,7 @@ class HostRun:
                 break
         if ctx.refused is not None or ctx.stop.stopping:
             # The refusal itself is reported once, as the run's error; each host only points at it.
-            self.end(SKIPPED, reason="not started: " + (str(ctx.refused).split(": ", 1)[0]
+            self.end(SKIPPED, reason="not started: " + ("the run was refused before any command ran"
                                                          if ctx.refused is not None else "interrupted"))
             return False
         return True
