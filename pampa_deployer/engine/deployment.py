@@ -280,7 +280,8 @@ def execute(plan: Plan, pool: BackendPool, bus: ev.EventBus, options: RunOptions
     stop.on_hard(pool.abort_all)
     run.start_preflight(preflight)
     run.announce()
-    results = run.scheduler.run(list(plan.hosts), run.work)
+    results = run.scheduler.run(list(plan.hosts), run.work, on_batch=lambda number, total, batch: bus.emit(
+        ev.BatchStarted(number=number, total=total, hosts=tuple(hp.host.name for hp in batch))))
     run.ctx.ready.wait()
     if run.ctx.refused is not None:
         raise run.ctx.refused

@@ -142,8 +142,8 @@ class HostRun:
     def wait_for_gate(self) -> bool:
         if not self.hp.gated:
             return True
-        self.bus.emit(ev.HostWaiting(host=self.name))
-        if self.ctx.gate.wait(lambda: self.ctx.stop.stopping):
+        if self.ctx.gate.wait(lambda: self.ctx.stop.stopping,
+                              on_wait=lambda: self.bus.emit(ev.HostWaiting(host=self.name))):
             return True
         self.end(SKIPPED, reason="interrupted while waiting for the gate" if self.ctx.stop.stopping
                  else f"gate closed: {self.ctx.gate.reason}; not touched")

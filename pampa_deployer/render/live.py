@@ -83,6 +83,7 @@ class LiveView(ev.Handler):
         self.verbose = verbose
         self.rows: dict[str, _Row] = {}
         self.gate = "none"
+        self.batch = ""
         self.title = ""
         self.notices: list[str] = []
         self._lock = threading.Lock()
@@ -107,7 +108,7 @@ class LiveView(ev.Handler):
         total, done = len(rows), sum(1 for r in rows if r.ended is not None)
         label, style = {"waiting": ("waiting for kepler", "yellow"), "open": ("open", "green"),
                         "closed": ("closed", "bold red"), "none": ("none", "dim")}.get(self.gate, (self.gate, ""))
-        header = Text.assemble((self.title, "bold"), "  gate: ", (label, style), f"  {done}/{count(total, 'host')} done")
+        header = Text.assemble((self.title, "bold"), "  gate: ", (label, style), f"  {done}/{count(total, 'host')} done", self.batch)
         header.no_wrap, header.overflow = True, "ellipsis"
         if width - header.cell_len < 24:
             return [header]
@@ -164,6 +165,9 @@ class LiveView(ev.Handler):
             row.step = e.result.failed_step
         if e.result.reason and not e.result.ok:
             row.last = e.result.reason
+
+    def on_batch_started(self, e: ev.BatchStarted) -> None:
+        self.batch = f"  batch {e.number}/{e.total}"
 
     def on_gate_changed(self, e: ev.GateChanged) -> None:
         self.gate = e.state

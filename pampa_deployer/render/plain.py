@@ -70,6 +70,10 @@ class PlainRenderer(ev.Handler):
         why = f": {r.reason}" if r.reason and not r.ok else ""
         self.line(e.at, e.host, "-", f"{r.result.upper()}{extra} ({r.seconds:.2f}s){why}")
 
+    def on_batch_started(self, e: ev.BatchStarted) -> None:
+        self.line(e.at, "-", "batch", f"{e.number}/{e.total} starts: {count(len(e.hosts), 'host')} "
+                                      f"({', '.join(e.hosts)})")
+
     def on_gate_changed(self, e: ev.GateChanged) -> None:
         self.line(e.at, "-", "gate", e.state + (f": {e.reason}" if e.reason else ""))
 
