@@ -189,3 +189,15 @@ def test_demo_on_taken_addresses_says_so_and_touches_nothing(tmp_path):
 def test_demo_subnet_is_checked(capsys):
     assert main(["demo", "--subnet", "10.0.0"]) == 2
     assert "expected three octets of a loopback address such as 127.0.5" in capsys.readouterr().err
+
+
+def test_check_json_names_the_hosts_not_ready(tmp_path):
+    """docs/ci.md: `pampa check STAGE --json | jq '.rows[] | select(.ready | not) | .host'`."""
+    import json
+    port = free_port()
+    result = pampa(project(tmp_path, port), "check", "t", "--json")
+    assert result.returncode == 4
+    data = json.loads(result.stdout)
+    assert [(r["host"], r["ready"]) for r in data["rows"]] == [("kepler-1", False)]
+    assert f"127.0.0.1:{port}" in data["rows"][0]["commands"] and "connection refused" in data["rows"][0]["commands"]
+    assert result.stderr.strip() == "pampa: error: check t: 1 of 1 host is not ready"
