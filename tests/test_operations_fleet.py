@@ -166,8 +166,8 @@ def test_status_marks_drift(project, fleet):
     rows = {h["host"]: h for h in status["hosts"]}
     assert rows["newton-1"]["revision"] == new and rows["newton-1"]["drift"]
     assert not rows["kepler-1"]["drift"]
-    table = project.pampa("status", "test").stdout
-    assert "DRIFT" in table
+    table = project.pampa("status", "test")
+    assert "DRIFT" in table.stdout, (table.returncode, table.stderr)
 
 
 def test_rollback_goes_back_one_revision_on_every_host(project, fleet):
