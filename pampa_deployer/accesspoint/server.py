@@ -13,6 +13,7 @@ import hmac
 import json
 import os
 import re
+import sqlite3
 import time
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
