@@ -224,7 +224,7 @@ def test_run_finished_stops_the_live_view_then_the_summary_prints_below_it(tmp_p
         bus.emit(ev.RunFinished(result=result, exit_code=1))
         assert not view.live.is_started
     text = out.getvalue()
-    assert text.rindex("deploy of production: 1 ok, 1 failed, 1 skipped") > text.rindex("hosts done")
+    assert text.rindex("deploy of production: 1 ok, 1 failed, 1 skipped") > text.rindex("0/1 host done")
     assert "slowest step" in text
     assert json.loads((tmp_path / "r.json").read_text())["exit_code"] == 1
     assert 'failures="1"' in (tmp_path / "r.xml").read_text()

@@ -232,7 +232,9 @@ def test_gated_hosts_run_only_after_every_kepler_finished():
         assert first(log, gated, "bundle install") > kepler_done
     assert [s.name for s in host(result, "n1").steps][0] == "git_fetch"
     assert all(h.revision_after == "abc123" for h in result.hosts)
-    assert any(isinstance(e, ev.HostWaiting) and e.host == "e1" for e in events)
+    # a gated host that found the gate closed says it waits, and only ever before the gate opens
+    opened = next(i for i, e in enumerate(events) if isinstance(e, ev.GateChanged) and e.state == OPEN)
+    assert all(i < opened for i, e in enumerate(events) if isinstance(e, ev.HostWaiting))
     # every host's revision log line was written, after its steps
     assert all(any("revisions.jsonl" in s for h, s in log if h == n) for n in ("k1", "e1", "e2", "n1"))
 
@@ -517,3 +519,37 @@ def test_deploy_lock_held_without_wait_raises_lock_held_naming_the_holder():
 
     with pytest.raises(LockHeld, match=r"stage prod is locked on k1: held by bo@ci .*pampa unlock prod"):
         DeployLock(Held(), "~/.pampa/locks", "prod", {}, 90).acquire()
+
+
+def test_batches_are_announced_at_their_boundaries():
+    """docs: --batch deploys N hosts (or N%) at a time; each batch's start is printed with its hosts."""
+    import io
+
+    from pampa_deployer.render.plain import PlainRenderer
+    told: list[tuple[int, int, list[int]]] = []
+    Scheduler(parallel=8, batch=2).run(list(range(5)), lambda i: i,
+                                       on_batch=lambda n, total, items: told.append((n, total, items)))
+    assert told == [(1, 3, [0, 1]), (2, 3, [2, 3]), (3, 3, [4])]
+    single: list = []
+    Scheduler(parallel=8).run(list(range(5)), lambda i: i, on_batch=lambda *a: single.append(a))
+    assert single == []  # one batch: nothing to announce
+    out = io.StringIO()
+    PlainRenderer(out)(ev.BatchStarted(number=2, total=3, hosts=("n3", "n4")))
+    assert out.getvalue().endswith(" - batch 2/3 starts: 2 hosts (n3, n4)\n")
+
+
+def test_host_waiting_is_never_told_after_the_gate_opened():
+    """The gate tells "waiting" under its own lock, so it can never follow "gate open"."""
+    import threading
+
+    from pampa_deployer.engine.gate import Gate
+    for _ in range(200):
+        told: list[str] = []
+        gate = Gate(["k1"], lambda state, reason: told.append(state))
+        opener = threading.Thread(target=gate.arrive, args=("k1",))
+        opener.start()
+        assert gate.wait(on_wait=lambda: told.append("host waiting"))
+        opener.join()
+        assert told in (["open"], ["host waiting", "open"]), told
+    opened = Gate([])
+    assert opened.wait(on_wait=lambda: (_ for _ in ()).throw(AssertionError("an open gate never waits")))

@@ -22,8 +22,8 @@ def test_lock_commands_exact():
         f"if [ -d {D} ]; then echo PAMPA-LOCK-HELD; cat {D}/info.json 2>/dev/null; echo; "
         f'echo "$(cat {D}/expires 2>/dev/null || echo 0) $(date +%s)"; else echo PAMPA-LOCK-FREE; fi')
     assert lock.unlock_command(ROOT, STAGE, {"by": "ana"}).script == (
-        f"if [ -d {D} ]; then old=$(cat {D}/info.json 2>/dev/null); mv {D} {D}.unlocked.$$ && "
-        f"rm -rf {D}.unlocked.$$ && printf '%s %s\\n' '{{\"by\": \"ana\"}}' \"$old\" >> "
+        f"if [ -d {D} ]; then old=$(tr -d '\\n' 2>/dev/null < {D}/info.json); mv {D} {D}.unlocked.$$ && "
+        f"rm -rf {D}.unlocked.$$ && printf '%s%s%s\\n' '{{\"by\": \"ana\", \"lock\": ' \"${{old:-null}}\" '}}' >> "
         f"~/.pampa/locks/production.unlocks.jsonl && echo PAMPA-LOCK-REMOVED && echo \"$old\"; "
         f"else echo PAMPA-LOCK-FREE; fi")
     write = (f"printf '%s' '{{\"user\": \"ana\"}}' > {D}/info.json && printf '%s' tok > {D}/token && "
@@ -80,6 +80,22 @@ def test_lock_commands_in_a_real_local_shell(tmp_path):
     assert "PAMPA-LOCK-NOT-OURS" in be.run(lock.release_command(ROOT, STAGE, "t1")).stdout
     assert "PAMPA-LOCK-RELEASED" in be.run(lock.release_command(ROOT, STAGE, "t2")).stdout
     assert lock.parse_state(be.run(lock.status_command(ROOT, STAGE)).stdout).state == lock.FREE
+
+
+def test_unlocks_log_is_json_lines_in_a_real_local_shell(tmp_path):
+    """docs/operations.md: `pampa unlock` appends who, when and why, with the removed lock's info, to
+    STAGE.unlocks.jsonl: one JSON object per line."""
+    be = LocalBackend("local", home=str(tmp_path))
+    be.connect()
+    assert lock.parse_acquired(be.run(lock.acquire_command(ROOT, STAGE, {"user": "ana"}, "t1", 90)).stdout)[0]
+    assert "PAMPA-LOCK-REMOVED" in be.run(lock.unlock_command(ROOT, STAGE, {"by": "bo", "message": "it's 'dead'"})).stdout
+    assert lock.parse_acquired(be.run(lock.acquire_command(ROOT, STAGE, {"user": "cy"}, "t2", 90)).stdout)[0]
+    (tmp_path / ".pampa/locks/production.lock/info.json").unlink()  # a lock whose info was lost
+    assert "PAMPA-LOCK-REMOVED" in be.run(lock.unlock_command(ROOT, STAGE, {"by": "di"})).stdout
+    assert "PAMPA-LOCK-FREE" in be.run(lock.unlock_command(ROOT, STAGE, {"by": "ed"})).stdout
+    lines = (tmp_path / ".pampa/locks/production.unlocks.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == [
+        {"by": "bo", "message": "it's 'dead'", "lock": {"user": "ana"}}, {"by": "di", "lock": None}]
 
 
 def test_revision_log_commands_exact():

@@ -1,14 +1,13 @@
 """``pampa check``: connect to every host in parallel; auth, host key, git, code path, commands."""
 from __future__ import annotations
 
-from rich.table import Table
-from rich.text import Text
-
 from ..commands.probe import parse_probe, probe_command, programs_used
 from ..engine.pool import each_host, open_pool
 from ..errors import ConnectError, Refused
 from ..inventory import load_stage
 from ..plan import build_plan
+from ..render import tables
+from ..render.words import count
 from . import output
 
 
@@ -28,23 +27,24 @@ def check(args) -> int:
     with open_pool(stage, accept_new=args.accept_new_host_keys) as pool:
         found = each_host(pool, stage.hosts if not (args.hosts or args.roles) else [h.host for h in plan.hosts],
                           probe)
-    console = output.console(args)
-    table = Table("host", "auth", "host key", "git", "code path", "commands", title=f"check {stage.name}")
-    bad = 0
+    rows = []
     for name, v in found.items():
         if isinstance(v, ConnectError):
-            bad += 1
             auth = "failed" if v.reason == "auth failed" else "-"
             key = "REFUSED" if "host key" in v.reason else "-"
-            table.add_row(name, auth, key, "-", "-", Text(v.message, style="red"))
+            rows.append([name, False, auth, key, "-", "-", v.message])
             continue
         missing = [k[4:] for k, val in v.items() if k.startswith("cmd:") and val != "ok"]
         ok = v.get("git") == "ok" and v.get("path") == "ok" and not missing
-        bad += 0 if ok else 1
-        table.add_row(name, "ok", "ok", v.get("git", "?"), v.get("path", "?"),
-                      Text("ok" if not missing else "missing: " + ", ".join(missing),
-                           style="green" if not missing else "red"))
-    console.print(table)
+        rows.append([name, ok, "ok", "ok", v.get("git", "?"), v.get("path", "?"),
+                     "ok" if not missing else "missing: " + ", ".join(missing)])
+    bad = sum(1 for r in rows if not r[1])
+    as_json = getattr(args, "json", False)
+    columns = ["host", "ready", "auth", "host key", "git", "code path", "commands"]
+    shown = rows if as_json else [[r[0], "yes" if r[1] else "NO", *r[2:]] for r in rows]
+    tables.show(columns, shown, console=output.console(args), terminal=not output.is_ci(args), json_out=as_json,
+                title=f"check {stage.name}", styles=lambda i, row: None if rows[i][1] else "red")
     if bad:
-        raise Refused(f"check {stage.name}: {bad} of {len(found)} hosts are not ready")
+        raise Refused(f"check {stage.name}: {bad} of {count(len(found), 'host')} "
+                      f"{'is' if bad == 1 else 'are'} not ready")
     return 0

@@ -46,7 +46,8 @@ def run(args) -> int:
         from ..render.live import LiveView
         live = LiveView(console, verbose=args.verbose)
         bus.subscribe(live)
-    rundir = None if args.dry_run else RunDirectory(Path(".pampa") / "runs", stage.name, args.command)
+    rundir = None if args.dry_run else RunDirectory(Path(".pampa") / "runs", stage.name, args.command,
+                                                    keep=int(stage.setting("runs.keep") or 50))
     if rundir is not None:
         bus.subscribe(rundir)
     bus.subscribe(SummaryPrinter(console, plain=plain, rundir=rundir))

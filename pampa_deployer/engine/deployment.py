@@ -62,6 +62,7 @@ class RunOptions:
     batch_wait: float = 0.0
     max_fail: int | None = None
     dry_run: bool = False
+    message: str | None = None
 
     @classmethod
     def for_request(cls, request: DeployRequest, total: int) -> "RunOptions":
@@ -70,7 +71,7 @@ class RunOptions:
             raise UsageError("--parallel: expected a positive number of hosts")
         return cls(parallel=parallel, batch=parse_count(request.batch, total, "--batch"),
                    batch_wait=request.batch_wait, max_fail=parse_count(request.max_fail, total, "--max-fail"),
-                   dry_run=request.dry_run)
+                   dry_run=request.dry_run, message=request.message)
 
 
 @dataclass(frozen=True)
@@ -191,7 +192,8 @@ def failure_for(result: RunResult) -> PampaError | None:
                            f"`pampa status {stage}` shows where each host stopped", result.interrupted_by)
     if not result.ok:
         bad = [h.host for h in result.hosts if not h.ok]
-        return DeployFailed(f"{kind} of {stage} did not succeed on {len(bad)} of {len(result.hosts)} hosts: "
+        total = f"{len(result.hosts)} {'host' if len(result.hosts) == 1 else 'hosts'}"
+        return DeployFailed(f"{kind} of {stage} did not succeed on {len(bad)} of {total}: "
                             f"{', '.join(bad[:10])}{' ...' if len(bad) > 10 else ''}")
     return None
 
@@ -207,7 +209,7 @@ class _Execution:
         self.halted_told = False
         self.gate = Gate(plan.gate_hosts if plan.has_gate else (), self.on_gate)
         self.ctx = RunContext(plan=plan, bus=bus, gate=self.gate, stop=stop, access_point=access_point,
-                              dry_run=options.dry_run, run_id=run_id)
+                              dry_run=options.dry_run, run_id=run_id, message=options.message)
         self.scheduler = Scheduler(options.parallel, options.batch, options.batch_wait, options.max_fail,
                                    stopping=lambda: stop.stopping)
 
@@ -278,7 +280,8 @@ def execute(plan: Plan, pool: BackendPool, bus: ev.EventBus, options: RunOptions
     stop.on_hard(pool.abort_all)
     run.start_preflight(preflight)
     run.announce()
-    results = run.scheduler.run(list(plan.hosts), run.work)
+    results = run.scheduler.run(list(plan.hosts), run.work, on_batch=lambda number, total, batch: bus.emit(
+        ev.BatchStarted(number=number, total=total, hosts=tuple(hp.host.name for hp in batch))))
     run.ctx.ready.wait()
     if run.ctx.refused is not None:
         raise run.ctx.refused
