@@ -126,9 +126,11 @@ def build_parser() -> Parser:
     p.add_argument("--roles", type=_csv)
     p.add_argument("--json", action="store_true", help="print the status as JSON")
 
-    p = cmd("lock", "inspect the stage lock", "pampa lock status production")
-    p.add_argument("action", choices=["status"])
+    p = cmd("lock", "inspect the stage lock, or hold it for maintenance until `pampa unlock`",
+            "pampa lock acquire production -m 'db maintenance until 18:00'")
+    p.add_argument("action", choices=["status", "acquire"])
     p.add_argument("stage")
+    p.add_argument("--message", "-m", help="acquire: why; shown to every deploy refused meanwhile")
 
     p = cmd("unlock", "remove a stage lock by hand (recorded on the lock host)",
             "pampa unlock production -m 'deploy host died'")
@@ -136,6 +138,9 @@ def build_parser() -> Parser:
     p.add_argument("--message", "-m", help="why; recorded with who did it")
 
     cmd("stages", "list the stages", "pampa stages")
+
+    from .toolkit import add_commands
+    add_commands(cmd, _csv)
 
     p = cmd("config", "print a stage's merged configuration (secrets masked) and where each value came from",
             "pampa config production")
@@ -177,7 +182,12 @@ def _dispatch(args) -> int:
         return status(args)
     if args.command in ("lock", "unlock"):
         from . import lockcmd
-        return lockcmd.lock_status(args) if args.command == "lock" else lockcmd.unlock(args)
+        if args.command == "unlock":
+            return lockcmd.unlock(args)
+        return lockcmd.lock_acquire(args) if args.action == "acquire" else lockcmd.lock_status(args)
+    if args.command in ("exec", "logs"):
+        from .toolkit import dispatch
+        return dispatch(args)
     if args.command == "init":
         from .init import init
         return init(args)
@@ -190,11 +200,26 @@ def _dispatch(args) -> int:
     raise UsageError("pampa: a command is required; see `pampa --help`")
 
 
+def _parse(parser: Parser, argv: list[str]):
+    """Parse; the words after a ``--`` are the command of ``pampa exec`` (never read as options)."""
+    rest = None
+    if "--" in argv:
+        at = argv.index("--")
+        argv, rest = argv[:at], argv[at + 1:]
+    args = parser.parse_args(argv)
+    if rest is not None:
+        if args.command != "exec":
+            raise UsageError(f"pampa {args.command or ''}: unexpected `--`; only `pampa exec` takes a command "
+                             "after `--`".replace("  ", " "))
+        args.argv = list(args.argv or []) + rest
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``pampa``; returns the exit code (see ``errors.ExitCode``)."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        args = build_parser().parse_args(argv)
+        args = _parse(build_parser(), list(sys.argv[1:] if argv is None else argv))
         return _dispatch(args)
     except ConfigErrors as e:
         for message in e.messages:

@@ -103,6 +103,10 @@ TOP: dict[str, Key] = {
         "shell_session": Key("bool", True, "Run a host's commands one after another in one shell on one channel "
                              "(the prefix runs once); false: a new channel and shell per command.", "false"),
     }),
+    "logs": Key("section", None, "What `pampa logs` shows (default: the journald units the host's roles restart).", "", {
+        "files": Key("list[str]", None, "Log files to tail instead of journald, relative to the code path unless "
+                     "absolute or ~/; `{unit}` is each unit the host's roles restart.", "['log/{unit}.log']"),
+    }),
     "parallel": Key("int", 32, "Hosts deployed at once (`--parallel`).", "32"),
     "lock": Key("section", None, "Deploy lock settings.", "", {
         "lease": Key("number", 90.0, "Seconds a lock stays valid unless the running deploy renews it.", "90"),

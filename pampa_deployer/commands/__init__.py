@@ -1,0 +1,1 @@
+"""Remote commands pampa builds on its own behalf, as pure builders tested with exact strings."""
