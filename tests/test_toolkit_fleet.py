@@ -141,3 +141,28 @@ def test_logs_follow_prints_new_lines_until_ctrl_c_and_stops_tail_on_the_host(pr
     proc.communicate(timeout=60)
     assert proc.returncode == 0
     assert wait_until(lambda: not host_processes(fleet, "newton-1", "worker.log"), 20)
+
+
+# -- lock acquire -------------------------------------------------------------------------------------
+def test_lock_acquire_holds_the_stage_until_unlock(project, fleet):
+    project.stage()
+    lock = fleet.home("kepler-1") / ".pampa" / "locks" / "test.lock"
+    r = project.pampa("lock", "acquire", "test", "-m", "db maintenance until 18:00")
+    assert r.returncode == 0, r.stderr
+    assert "locked for maintenance on kepler-1" in r.stdout and lock.is_dir()
+    try:
+        before = {h.name: (fleet.code(h.name) / ".git" / "HEAD").read_text() for h in fleet.hosts}
+        deploy = project.pampa("deploy", "test")
+        assert deploy.returncode == 3
+        assert "held for maintenance by" in deploy.stderr and "'db maintenance until 18:00'" in deploy.stderr
+        assert "`pampa unlock test` ends the maintenance" in deploy.stderr
+        assert json.loads((lock / "info.json").read_text())["maintenance"] is True
+        assert before == {h.name: (fleet.code(h.name) / ".git" / "HEAD").read_text() for h in fleet.hosts}
+        again = project.pampa("lock", "acquire", "test", "-m", "second")
+        assert again.returncode == 3
+        status = project.pampa("lock", "status", "test")
+        assert "held for maintenance by" in status.stdout and "STALE" not in status.stdout
+    finally:
+        unlock = project.pampa("unlock", "test", "-m", "maintenance done")
+    assert unlock.returncode == 0 and not lock.exists()
+    assert project.pampa("lock", "acquire", "test").returncode == 2  # a reason is required

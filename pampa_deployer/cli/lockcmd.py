@@ -6,7 +6,7 @@ import socket
 import time
 
 from ..engine import lock as locking
-from ..errors import PampaError
+from ..errors import PampaError, UsageError
 from ..inventory import load_stage
 from . import output
 from .run import pool_for
@@ -34,6 +34,24 @@ def lock_status(args) -> int:
         pool.close_all()
     output.console(args).print(f"stage {stage.name} lock on {stage.lock_host.name}: {state.describe()}"
                                + ("  (STALE: the next deploy takes it over)" if state.state == locking.STALE else ""))
+    return 0
+
+
+def lock_acquire(args) -> int:
+    """Hold the stage for maintenance: deploys and rollbacks refuse (exit 3) until ``pampa unlock``."""
+    if not (args.message or "").strip():
+        raise UsageError(f"pampa lock acquire {args.stage}: say why with -m, e.g. -m 'db maintenance'; "
+                         "refused deploys show it")
+    stage = load_stage(args.stage, args.stages)
+    pool, backend = _backend(stage, args)
+    try:
+        info = {**locking.holder_info(stage.name, "-", args.message, locking.MAINTENANCE_LEASE), "maintenance": True}
+        lock = locking.DeployLock(backend, _root(stage), stage.name, info, locking.MAINTENANCE_LEASE)
+        lock.acquire()
+    finally:
+        pool.close_all()
+    output.console(args).print(f"stage {stage.name}: locked for maintenance on {stage.lock_host.name} "
+                               f"({args.message}); deploys refuse until `pampa unlock {stage.name}`")
     return 0
 
 

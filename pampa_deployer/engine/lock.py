@@ -22,6 +22,9 @@ from ..steps.actions import Command
 
 FREE, HELD, STALE = "free", "held", "stale"
 
+#: Lease of a maintenance lock (``pampa lock acquire``): it never goes stale; ``pampa unlock`` ends it.
+MAINTENANCE_LEASE = 100 * 365 * 86400
+
 
 @dataclass(frozen=True)
 class LockState:
@@ -36,6 +39,8 @@ class LockState:
         who = f"{self.info.get('user', '?')}@{self.info.get('machine', '?')} (pid {self.info.get('pid', '?')})"
         since = self.info.get("started_at", "?")
         msg = f", message: {self.info['message']!r}" if self.info.get("message") else ""
+        if self.info.get("maintenance"):
+            return f"{self.state} for maintenance by {who} since {since}{msg}"
         left = "" if self.expires is None or self.now is None else \
             (f", lease expired {self.now - self.expires}s ago" if self.state == STALE
              else f", lease renews, expires in {self.expires - self.now}s")
@@ -156,9 +161,9 @@ class DeployLock:
                 return
             state = parse_state(out.stdout)
             if time.monotonic() >= deadline:
-                raise LockHeld(f"stage {self.stage} is locked on {self.backend.name}: {state.describe()}. "
-                               f"Wait with --lock-wait SECONDS, or if that deploy is dead run "
-                               f"`pampa unlock {self.stage}`")
+                hint = (f"`pampa unlock {self.stage}` ends the maintenance" if state.info.get("maintenance") else
+                        f"Wait with --lock-wait SECONDS, or if that deploy is dead run `pampa unlock {self.stage}`")
+                raise LockHeld(f"stage {self.stage} is locked on {self.backend.name}: {state.describe()}. {hint}")
             if on_wait and not told:
                 on_wait(state)
                 told = True
