@@ -166,3 +166,78 @@ def test_lock_acquire_holds_the_stage_until_unlock(project, fleet):
         unlock = project.pampa("unlock", "test", "-m", "maintenance done")
     assert unlock.returncode == 0 and not lock.exists()
     assert project.pampa("lock", "acquire", "test").returncode == 2  # a reason is required
+
+
+# -- check --------------------------------------------------------------------------------------------
+def test_check_passes_a_ready_fleet_and_a_fresh_host(project, fleet):
+    project.stage()
+    # kepler-2 is fresh: no code path yet (only its parent may be created); the app's bin/restart
+    # is not on the host yet either, and neither is "missing".
+    project.edit("test", lambda d: d["hosts"]["kepler-2"].update(path="/root/fresh-host/code/app"))
+    r = project.pampa("check", "test")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "kepler-2: ready (branch main at" in r.stdout
+    assert r.stdout.splitlines()[-1] == "check test: 6 of 6 hosts ready"
+    assert not (fleet.home("kepler-2") / "fresh-host").exists()  # a check changes nothing
+
+
+def test_check_finds_every_problem_one_line_each_with_host_and_fix(project, fleet):
+    fake = {"euler-1": 'echo "sudo: a password is required" >&2; exit 1',
+            "newton-1": 'shift; exec "$@"'}  # newton-1's sudo works without a password
+    for name, body in fake.items():
+        (fleet.home(name) / "fakebin").mkdir(exist_ok=True)
+        (fleet.home(name) / "fakebin" / "sudo").write_text(f"#!/bin/sh\n{body}\n")
+        (fleet.home(name) / "fakebin" / "sudo").chmod(0o755)
+    project.stage(secrets=[{"local": "secrets/config.rb", "remote": "/etc/passwd/x/config.rb"}],
+                  steps={"tool": {"run": "frobnicate --all", "roles": ["copernico"]}},
+                  units={"restart": "sudo true {unit}"})
+
+    def broken(d):
+        d["hosts"]["newton-2"]["branch"] = "no-such-branch"
+        d["hosts"]["copernico-1"]["path"] = "/etc/hostname/app"
+        for name in fake:
+            d["hosts"][name]["env"]["PATH"] = "/root/fakebin:/usr/local/bin:/usr/bin:/bin"
+    project.edit("test", broken)
+    try:
+        r = project.pampa("check", "test")
+        j = project.pampa("check", "test", "--json")
+    finally:
+        for name in fake:
+            (fleet.home(name) / "fakebin" / "sudo").unlink()
+    assert r.returncode == 4 and j.returncode == 4
+    lines = r.stdout.splitlines()
+    expect = [
+        "newton-2: branch 'no-such-branch' does not exist in",
+        "copernico-1: code path /etc/hostname/app cannot be created: /etc/hostname is not a writable folder; fix",
+        "euler-1: sudo needs a password (sudo: a password is required), so `sudo true puma` would stop the deploy;",
+        "kepler-1: sudo is not installed" if not Path("/usr/bin/sudo").exists() else "kepler-1: ready",
+        "kepler-1: secret files' folder /etc/passwd/x cannot be created: /etc/passwd is not a writable folder;",
+        "copernico-1: command 'frobnicate' is not installed (a deploy step runs it); install it",
+    ]
+    for start in expect:
+        assert any(line.startswith(start) for line in lines), (start, r.stdout)
+    assert not any(line.startswith("newton-1: sudo") for line in lines)  # its sudo -n works
+    assert not any("bin/restart" in line or "/code/" in line and "not installed" in line for line in lines)
+    data = json.loads(j.stdout)
+    assert data["ready"] is False
+    by_host = {h["host"]: h for h in data["hosts"]}
+    assert {p["check"] for p in by_host["newton-2"]["problems"]} >= {"git", "secrets"}
+    assert {p["check"] for p in by_host["copernico-1"]["problems"]} >= {"path", "commands"}
+    assert all(p["fix"] and p["line"].startswith(h + ": ") for h, v in by_host.items() for p in v["problems"])
+
+
+def test_check_unreachable_repository_and_low_disk(project, fleet):
+    project.stage(repo="/nonexistent/repo.git", check={"min_free_mb": 10 ** 9})
+    r = project.pampa("check", "test", "--hosts", "kepler-1")
+    assert r.returncode == 4
+    assert "kepler-1: cannot reach the repository /nonexistent/repo.git from the host (fatal:" in r.stdout
+    assert "MB free on /root/code/" in r.stdout and "below check.min_free_mb=1000000000" in r.stdout
+
+
+def test_secret_in_a_new_folder_is_checked_creatable_then_created_by_the_deploy(project, fleet):
+    project.stage(secrets=[{"local": "secrets/config.rb", "remote": "~/etc-new/app/config.rb"}])
+    assert project.pampa("check", "test", "--hosts", "newton-1").returncode == 0
+    r = project.pampa("deploy", "test", "--hosts", "newton-1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    target = fleet.home("newton-1") / "etc-new" / "app" / "config.rb"
+    assert target.read_text().strip().endswith(f"'{SECRET}'") and (target.stat().st_mode & 0o777) == 0o600

@@ -112,11 +112,14 @@ def build_parser() -> Parser:
     p.add_argument("--hosts", type=_csv)
     p.add_argument("--branch")
 
-    p = cmd("check", "connect to every host and check auth, host key, git, code path and commands",
-            "pampa check production")
+    p = cmd("check", "will a deploy succeed? repository and branch from each host, code path, sudo, disk, "
+                     "secret folders, commands; one line per problem with its fix",
+            "pampa check production --json   # exit 0 ready, 4 a host is not ready")
     p.add_argument("stage")
     p.add_argument("--hosts", type=_csv)
     p.add_argument("--roles", type=_csv)
+    p.add_argument("--branch", help="check this branch instead of the stage's")
+    p.add_argument("--json", action="store_true", help="print every host's problems and facts as JSON")
     p.add_argument("--accept-new-host-keys", action="store_true")
 
     p = cmd("status", "what each host runs, its last deploy, drift and interrupted deploys",

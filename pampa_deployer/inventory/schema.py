@@ -103,6 +103,9 @@ TOP: dict[str, Key] = {
         "shell_session": Key("bool", True, "Run a host's commands one after another in one shell on one channel "
                              "(the prefix runs once); false: a new channel and shell per command.", "false"),
     }),
+    "check": Key("section", None, "What `pampa check` requires of each host.", "", {
+        "min_free_mb": Key("int", 1024, "Free disk space (MB) required on the code path's filesystem.", "2048"),
+    }),
     "logs": Key("section", None, "What `pampa logs` shows (default: the journald units the host's roles restart).", "", {
         "files": Key("list[str]", None, "Log files to tail instead of journald, relative to the code path unless "
                      "absolute or ~/; `{unit}` is each unit the host's roles restart.", "['log/{unit}.log']"),
