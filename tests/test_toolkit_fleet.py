@@ -241,3 +241,127 @@ def test_secret_in_a_new_folder_is_checked_creatable_then_created_by_the_deploy(
     assert r.returncode == 0, r.stdout + r.stderr
     target = fleet.home("newton-1") / "etc-new" / "app" / "config.rb"
     assert target.read_text().strip().endswith(f"'{SECRET}'") and (target.stat().st_mode & 0o777) == 0o600
+
+
+# -- run STEP and deploy --skip -----------------------------------------------------------------------
+def test_run_one_step_fleet_wide_keeps_the_gate_and_reports(project, fleet, tmp_path):
+    from conftest import pid, trace
+    project.stage(trace=True)
+    before = {h: pid(fleet, h, "puma") for h in ("kepler-1", "kepler-2", "euler-1")}
+    report = tmp_path / "run.json"
+    r = project.pampa("run", "test", "restart_puma", "--report", str(report))
+    assert r.returncode == 0, r.stdout + r.stderr
+    data = json.loads(report.read_text())
+    assert data["kind"] == "run"
+    assert {h["name"]: [s["name"] for s in h["steps"]] for h in data["hosts"]} == \
+        {"kepler-1": ["restart_puma"], "kepler-2": ["restart_puma"], "euler-1": ["restart_puma"]}
+    for host in ("kepler-1", "kepler-2", "euler-1"):
+        assert len(trace(fleet, host)) == 1 and pid(fleet, host, "puma") != before[host]
+    for host in ("newton-1", "newton-2", "copernico-1"):
+        assert trace(fleet, host) == []  # not part of the run: never touched
+    # euler-1 is gated: it restarts only after every kepler finished.
+    kepler_end = max(end for h in ("kepler-1", "kepler-2") for _, end in trace(fleet, h))
+    assert trace(fleet, "euler-1")[0][0] >= kepler_end
+    assert not (fleet.home("kepler-1") / ".pampa" / "locks" / "test.lock").exists()  # it took and released it
+
+
+def test_run_names_an_unknown_step(project, fleet):
+    project.stage()
+    r = project.pampa("run", "test", "restart_pumma")
+    assert r.returncode == 2 and "unknown step 'restart_pumma' (did you mean 'restart_puma'?)" in r.stderr
+
+
+def test_deploy_skip_leaves_steps_out(project, fleet, tmp_path):
+    from conftest import head
+    project.stage()
+    new = fleet.commit("Release for the skip test")
+    report = tmp_path / "skip.json"
+    r = project.pampa("deploy", "test", "--skip", "migrate", "--skip", "bundle,restart_workers", "--report",
+                      str(report))
+    assert r.returncode == 0, r.stdout + r.stderr
+    steps = {h["name"]: [s["name"] for s in h["steps"]] for h in json.loads(report.read_text())["hosts"]}
+    assert steps["newton-1"] == ["git_fetch", "git_reset", "secrets", "report_version"]
+    assert steps["euler-1"] == ["restart_puma", "report_version"]
+    assert all("migrate" not in s and "bundle" not in s for s in steps.values())
+    assert head(fleet, "newton-1") == new
+    assert "skipped steps: migrate, bundle, restart_workers" in r.stdout
+
+
+# -- hooks and notifications --------------------------------------------------------------------------
+def hook(project, name, body):
+    folder = project.stages / "hooks"
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_text("#!/bin/sh\n" + body + "\n")
+    (folder / name).chmod(0o755)
+
+
+def test_failing_pre_deploy_hook_stops_before_anything_changes(project, fleet):
+    from conftest import trace
+    project.stage(trace=True)
+    hook(project, "pre-deploy", 'echo "refusing $PAMPA_STAGE $PAMPA_BRANCH"; exit 9')
+    r = project.pampa("deploy", "test")
+    assert r.returncode == 4, r.stdout + r.stderr
+    assert "hook pre-deploy | refusing test main" in r.stderr
+    assert "hooks/pre-deploy exited 9; the deploy did not start and nothing was changed" in r.stderr
+    assert all(trace(fleet, h.name) == [] for h in fleet.hosts)
+    assert not (fleet.home("kepler-1") / ".pampa" / "locks" / "test.lock").exists()
+
+
+def test_hooks_see_the_deploy_in_their_environment(project, fleet, tmp_path):
+    from conftest import head
+    project.stage()
+    seen = tmp_path / "seen"
+    hook(project, "pre-deploy", f'env | grep ^PAMPA_ | sort > {seen}.pre')
+    hook(project, "post-deploy", f'env | grep ^PAMPA_ | sort > {seen}.post')
+    new = fleet.commit("Release for the hooks test")
+    r = project.pampa("deploy", "test", "--hosts", "newton-*")
+    assert r.returncode == 0, r.stdout + r.stderr
+    pre = dict(line.split("=", 1) for line in Path(f"{seen}.pre").read_text().splitlines())
+    post = dict(line.split("=", 1) for line in Path(f"{seen}.post").read_text().splitlines())
+    assert pre["PAMPA_HOOK"] == "pre-deploy" and pre["PAMPA_STAGE"] == "test" and pre["PAMPA_KIND"] == "deploy"
+    assert pre["PAMPA_BRANCH"] == "main" and pre["PAMPA_HOSTS"] == "newton-1,newton-2" and pre["PAMPA_RESULT"] == ""
+    assert post["PAMPA_RESULT"] == "ok" and post["PAMPA_REVISION"] == new == head(fleet, "newton-2")
+    assert post["PAMPA_FAILED_HOSTS"] == "" and float(post["PAMPA_DURATION"]) > 0
+    assert json.loads(Path(post["PAMPA_REPORT"]).read_text())["result"] == "ok"
+    assert Path(post["PAMPA_RUN_DIR"]).is_dir() and post["PAMPA_USER"]
+
+
+def test_on_failure_hook_and_webhooks_at_start_and_end(project, fleet, tmp_path):
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+    received = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server API
+            received.append((self.path, json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    closed = HTTPServer(("127.0.0.1", 0), Receiver)
+    dead_url = f"http://127.0.0.1:{closed.server_port}/services/T0KEN-dead"
+    closed.server_close()  # nothing listens there: that notification fails
+    url = f"http://127.0.0.1:{server.server_port}/services/T0KEN-live"
+    project.stage(notify={"webhooks": [url, dead_url], "timeout": 5},
+                  steps={"break_newton": {"run": "test $PAMPA_HOST != newton-2", "roles": ["newton"]}})
+    hook(project, "on-failure", f'echo "$PAMPA_RESULT $PAMPA_FAILED_HOSTS" > {tmp_path}/failure')
+    try:
+        r = project.pampa("deploy", "test", "--hosts", "newton-*")
+    finally:
+        server.shutdown()
+    assert r.returncode == 1
+    assert (tmp_path / "failure").read_text().strip() == "failed newton-2"
+    assert [p for p, _ in received] == ["/services/T0KEN-live"] * 2
+    start, end = received[0][1], received[1][1]
+    assert start["event"] == "deploy.started" and start["hosts"] == ["newton-1", "newton-2"]
+    assert start["text"].endswith("started deploy of main to test (2 hosts)")
+    assert end["event"] == "deploy.finished" and end["result"] == "failed" and end["failed_hosts"] == ["newton-2"]
+    assert "failed: newton-2" in end["text"] and end["duration"] > 0 and len(end["revision"]) == 40
+    # The dead webhook is a warning (twice: start and end), its URL masked.
+    warnings = [line for line in r.stderr.splitlines() if "notification" in line]
+    assert len(warnings) == 2 and all("pampa: warning:" in w and "T0KEN" not in w for w in warnings)
+    assert "T0KEN" not in r.stdout + r.stderr

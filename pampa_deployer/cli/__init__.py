@@ -98,6 +98,14 @@ def build_parser() -> Parser:
     p = cmd("deploy", "deploy a stage: every host, in parallel, kepler gating the rest",
             "pampa deploy production --roles newton --report deploy.json")
     p.add_argument("stage")
+    p.add_argument("--skip", type=_csv, action="extend", metavar="STEP[,STEP]",
+                   help="leave these steps out of this deploy (repeatable)")
+    _run_options(p)
+
+    p = cmd("run", "run chosen steps fleet-wide with the lock, gate and reports of a deploy",
+            "pampa run production restart_puma --roles euler")
+    p.add_argument("stage")
+    p.add_argument("steps", nargs="+", metavar="STEP", help="steps to run, in the stage's order")
     _run_options(p)
 
     p = cmd("rollback", "roll every host back to one revision (default: the one before the current)",
@@ -171,7 +179,7 @@ def build_parser() -> Parser:
 
 
 def _dispatch(args) -> int:
-    if args.command in ("deploy", "rollback"):
+    if args.command in ("deploy", "rollback", "run"):
         from .run import run
         return run(args)
     if args.command in ("plan", "stages", "config"):

@@ -14,7 +14,9 @@ from ..engine.dryrun import DryRunBackend
 from ..engine.ssh import SSHBackend, SSHSettings
 from ..errors import (AccessPointError, ConnectError, DeployFailed, ExitCode, Interrupted, PampaError, Refused,
                       UsageError, exit_code_for)
+from ..engine.announce import Announcer
 from ..inventory import load_stage
+from ..narrow import narrow
 from ..plan import build_plan
 from ..render import report as reports
 from ..render import summary, timeline
@@ -54,6 +56,8 @@ def run(args) -> int:
     bus = ev.EventBus()
     lock = None
     rundir = None
+    announcer = None
+    result = None
     restore = lambda: None  # noqa: E731
     try:
         revision = None
@@ -66,7 +70,12 @@ def run(args) -> int:
                 if reader is not pool:
                     reader.close_all()
         plan = build_plan(stage, args.roles, args.hosts, kind=kind, revision=revision)
+        plan = narrow(plan, only=getattr(args, "steps", None), skip=getattr(args, "skip", None))
         options = _options(args, stage, len(plan.hosts))
+        if not args.dry_run:
+            announcer = Announcer(plan, lambda m: print(f"pampa: warning: {m}", file=sys.stderr, flush=True),
+                                  lambda hook, line: print(f"hook {hook} | {line}", file=sys.stderr, flush=True))
+            announcer.before()  # a failing pre-deploy hook stops here: nothing was contacted
 
         view = None
         if ci or args.dry_run:
@@ -101,6 +110,10 @@ def run(args) -> int:
         try:
             with (view if view is not None else contextlib.nullcontext()):
                 result = execute(plan, pool, bus, options, stop, client, preflight=preflight)
+        except BaseException as e:
+            if announcer is not None:
+                announcer.after(None, e)
+            raise
         finally:
             lock = held[0] if held else None
         if client is not None and result.deploy_id is not None:
@@ -125,6 +138,9 @@ def run(args) -> int:
     # The report's exit code comes from the same mapping as the process's (errors.exit_code_for).
     code = exit_code_for(failure) if failure is not None else int(ExitCode.OK)
     _finish_output(result, code, args, console, ci, rundir)
+    if announcer is not None:
+        announcer.after(result, report=rundir.path / "report.json" if rundir else None,
+                        run_dir=rundir.path if rundir else None)
     if failure is not None:
         raise failure
     return 0

@@ -50,7 +50,7 @@ class Hooks:
     """The hooks of one stages folder; ``run`` does nothing for a hook that does not exist."""
 
     def __init__(self, folder: Path, timeout: float = 300.0, on_line: Callable[[str, str], None] | None = None):
-        self.folder = Path(folder)
+        self.folder = Path(folder).resolve()
         self.timeout = timeout
         self.on_line = on_line or (lambda name, line: None)
 
@@ -66,9 +66,13 @@ class Hooks:
             self.on_line(name, f"{path} is not executable (chmod +x it); skipped")
             return HookResult(name, str(path), 126, 0.0)
         t0 = time.monotonic()
-        proc = subprocess.Popen([str(path)], env={**os.environ, **env, "PAMPA_HOOK": name},
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd=self.folder.parent)
+        try:
+            proc = subprocess.Popen([str(path)], env={**os.environ, **env, "PAMPA_HOOK": name},
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    start_new_session=True, cwd=self.folder.parent.parent)
+        except OSError as e:  # e.g. a bad #! line
+            self.on_line(name, f"cannot run {path}: {e.strerror or e}")
+            return HookResult(name, str(path), 126, 0.0)
         reader = threading.Thread(target=self._pump, args=(name, proc), daemon=True)
         reader.start()
         timed_out = False
