@@ -50,7 +50,7 @@ def narrow(plan: Plan, only: Iterable[str] | None = None, skip: Iterable[str] | 
                           "with `pampa plan`")
     notes = [n for n in plan.notes if not n.startswith("no kepler host in this run")]
     has_kepler = any(h.opens_gate for h in hosts)
-    if not has_kepler and any(h.gated for h in hosts):
+    if not has_kepler and any(plan.stage.roles[r].gated for h in hosts for r in h.roles):
         hosts = [replace(h, gated=False) for h in hosts]
         notes.append("no kepler host in this run: gated roles start without waiting")
     if skip:

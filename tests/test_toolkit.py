@@ -196,3 +196,25 @@ def test_webhook_that_never_answers_times_out_as_a_warning():
     finally:
         silent.close()
     assert len(warnings) == 1 and "failed" in warnings[0] and "127.0.0.1" not in warnings[0]
+
+
+# -- narrowing a plan ------------------------------------------------------------------------------
+def test_narrow_to_steps_keeps_the_gate_and_drops_hosts_without_them():
+    from pampa_deployer.errors import ConfigError
+    from pampa_deployer.narrow import narrow
+    s = stage_from_mapping({"app": "shop", "repo": "r", "hosts": {
+        "k1": {"roles": ["kepler"]}, "e1": {"roles": ["euler"]}, "n1": {"roles": ["newton"]}}}, environ={})
+    plan = narrow(build_plan(s), only=["restart_puma"], kind="run")
+    assert plan.kind == "run" and [(h.host.name, [st.name for st in h.steps], h.gated) for h in plan.hosts] == \
+        [("k1", ["restart_puma"], False), ("e1", ["restart_puma"], True)]
+    eulers = narrow(build_plan(s, roles=["euler"]), only=["restart_puma"])
+    assert [h.gated for h in eulers.hosts] == [False]
+    assert "no kepler host in this run: gated roles start without waiting" in eulers.notes
+    skipped = narrow(build_plan(s), skip=["migrate", "bundle"])
+    assert [st.name for st in skipped.hosts[-1].steps] == ["git_fetch", "git_reset", "secrets", "restart_workers",
+                                                           "report_version"]
+    assert "skipped steps: migrate, bundle" in skipped.notes
+    with pytest.raises(ConfigError, match=r"--skip: unknown step 'migrat' \(did you mean 'migrate'\?\)"):
+        narrow(build_plan(s), skip=["migrat"])
+    with pytest.raises(ConfigError, match="no selected host runs restart_workers"):
+        narrow(build_plan(s, roles=["euler"]), only=["restart_workers"])

@@ -16,7 +16,13 @@ EPILOG = """examples:
   pampa deploy production               deploy with a live view (plain lines in CI)
   pampa deploy production --roles newton --branch hotfix
   pampa deploy production --batch 25%% --max-fail 2 --report deploy.json --junit deploy.xml
+  pampa check production                will a deploy succeed? one line per problem, with its fix
   pampa status production               what each host runs, drift, interrupted deploys
+  pampa exec production --roles newton -- uptime     one command on many hosts, grouped per host
+  pampa logs production --roles euler -f             each host's logs, prefixed by host, until Ctrl-C
+  pampa run production restart_puma --roles euler    chosen steps with the lock, gate and reports
+  pampa deploy production --skip migrate             leave a step out of one deploy
+  pampa lock acquire production -m "db maintenance"  hold the stage until `pampa unlock`
   pampa rollback production --dry-run   show the rollback to the previous revision
   pampa demo                            a local fleet of real sshd hosts, deployed end to end
 
