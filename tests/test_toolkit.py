@@ -218,3 +218,14 @@ def test_narrow_to_steps_keeps_the_gate_and_drops_hosts_without_them():
         narrow(build_plan(s), skip=["migrat"])
     with pytest.raises(ConfigError, match="no selected host runs restart_workers"):
         narrow(build_plan(s, roles=["euler"]), only=["restart_workers"])
+
+
+def test_webhook_urls_are_masked_in_config(tmp_path, monkeypatch, capsys):
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages" / "prod.yml").write_text(
+        "app: shop\nrepo: r\nhosts: {k1: {roles: [kepler]}}\n"
+        "notify: {webhooks: ['https://hooks.slack.com/services/T000/B000/XXXXSECRET']}\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["config", "prod"]) == 0
+    out = capsys.readouterr().out
+    assert "notify.webhooks" in out and "XXXXSECRET" not in out and MASK in out

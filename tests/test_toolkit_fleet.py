@@ -141,11 +141,19 @@ def test_logs_follow_prints_new_lines_until_ctrl_c_and_stops_tail_on_the_host(pr
     proc.communicate(timeout=60)
     assert proc.returncode == 0
     assert wait_until(lambda: not host_processes(fleet, "newton-1", "worker.log"), 20)
+    # SIGTERM (a CI job cancelled) stops it too, with 143.
+    proc = project.popen("logs", "test", "--hosts", "newton-1", "-n", "1", "-f")
+    assert proc.stdout.readline().strip() == "newton-1 | grown 2"
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    assert wait_until(lambda: not host_processes(fleet, "newton-1", "worker.log"), 20)
 
 
 # -- lock acquire -------------------------------------------------------------------------------------
 def test_lock_acquire_holds_the_stage_until_unlock(project, fleet):
     project.stage()
+    hook(project, "on-failure", f'echo "$PAMPA_RESULT" > {project.root}/on-failure.txt')
     lock = fleet.home("kepler-1") / ".pampa" / "locks" / "test.lock"
     r = project.pampa("lock", "acquire", "test", "-m", "db maintenance until 18:00")
     assert r.returncode == 0, r.stderr
@@ -158,6 +166,7 @@ def test_lock_acquire_holds_the_stage_until_unlock(project, fleet):
         assert "`pampa unlock test` ends the maintenance" in deploy.stderr
         assert json.loads((lock / "info.json").read_text())["maintenance"] is True
         assert before == {h.name: (fleet.code(h.name) / ".git" / "HEAD").read_text() for h in fleet.hosts}
+        assert (project.root / "on-failure.txt").read_text().strip() == "refused"
         again = project.pampa("lock", "acquire", "test", "-m", "second")
         assert again.returncode == 3
         status = project.pampa("lock", "status", "test")
@@ -305,6 +314,11 @@ def test_failing_pre_deploy_hook_stops_before_anything_changes(project, fleet):
     assert "hooks/pre-deploy exited 9; the deploy did not start and nothing was changed" in r.stderr
     assert all(trace(fleet, h.name) == [] for h in fleet.hosts)
     assert not (fleet.home("kepler-1") / ".pampa" / "locks" / "test.lock").exists()
+    assert project.pampa("deploy", "test", "--dry-run").returncode == 0  # a dry run runs no hook
+    hook(project, "pre-rollback", "exit 1")
+    r = project.pampa("rollback", "test")
+    assert r.returncode == 4 and "pre-rollback exited 1; the rollback did not start" in r.stderr
+    assert all(trace(fleet, h.name) == [] for h in fleet.hosts)
 
 
 def test_hooks_see_the_deploy_in_their_environment(project, fleet, tmp_path):
