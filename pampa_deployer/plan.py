@@ -13,8 +13,9 @@ from .errors import ConfigError
 from .inventory.model import Host, Stage
 from .inventory.validate import suggest
 from .sequences import GATE_ROLE, ordered_union, step_order
-from .shell import TemplateError, quote, render
+from .shell import TemplateError, render
 from .steps import BUILDERS, Run, StepContext
+from .steps.git import git_reset_to
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ def host_steps(stage: Stage, host: Host, roles: tuple[str, ...], kind: str = "de
         if spec.get("enabled") is False:
             continue
         if kind == "rollback" and name == "git_reset":
-            actions: tuple = (Run(ctx.command(f"git reset --hard {quote(revision)}")),)
+            actions: tuple = git_reset_to(ctx, revision)
         elif spec.get("run") is not None:
             actions = _override(stage, name, spec, ctx)
         else:

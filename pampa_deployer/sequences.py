@@ -9,7 +9,7 @@ STEP_ORDER = (
     "restart_puma", "restart_processes", "restart_workers", "report_version", "open_gate",
 )
 
-#: The seed's sequences (shared/seed/original-brief.md, "Sequences").
+#: The seed's sequences (the original brief's "Sequences"; README.md lists them).
 DEFAULT_SEQUENCES: Mapping[str, tuple[str, ...]] = {
     "kepler": ("git_fetch", "git_reset", "secrets", "migrate", "bundle",
                "restart_puma", "restart_processes", "report_version", "open_gate"),

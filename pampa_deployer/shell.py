@@ -21,11 +21,6 @@ def quote(value: Any) -> str:
     return shlex.quote(text)
 
 
-def join(argv: list[Any]) -> str:
-    """Quote and join an argv list into one shell command line."""
-    return " ".join(quote(a) for a in argv)
-
-
 class TemplateError(KeyError):
     """A template names a variable that does not exist."""
 

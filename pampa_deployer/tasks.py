@@ -12,14 +12,15 @@ import sys
 from invoke import Collection, Context, task
 from invoke.exceptions import Exit
 
-from .engine.backend import LineSplitter, tail
+from .engine.backend import LineSplitter
+from .engine.executor import StepFailed, perform
 from .engine.results import CommandResult
-from .errors import AccessPointError, PampaError
+from .errors import PampaError
 from .inventory import load_stage, stage_from_mapping
 from .inventory.model import Host
 from .plan import host_steps
 from .sequences import STEP_ORDER
-from .steps.actions import Command, OpenGate, ReportVersion, Run, Upload
+from .steps.actions import Command, ReportVersion, Upload
 
 
 class ContextBackend:
@@ -91,8 +92,36 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
+class _FabSink:
+    """The shared executor's sink for ``fab``: prints ``[host] ...`` lines, reports through one client."""
+
+    def __init__(self, host: Host, stage, roles: tuple[str, ...]):
+        self.host, self.stage, self.roles = host, stage, roles
+        self.client = None
+
+    def command_started(self, display: str) -> None:
+        _say(f"[{self.host.name}]   $ {display}")
+
+    def output(self, stream: str, line: str) -> None:
+        _say(f"[{self.host.name}]   {line}")
+
+    def gate_reached(self) -> None:
+        _say(f"[{self.host.name}]   gate: fab runs hosts one by one; use `pampa deploy` for the kepler gate")
+
+    def report_version(self, action: ReportVersion, revision: str) -> None:
+        if not action.url:
+            return
+        if self.client is None:
+            from .accesspoint.client import AccessPointClient
+            self.client = AccessPointClient.from_stage(self.stage)
+        self.client.report_version(self.host.name, self.stage.name, revision, self.roles, None)
+
+
 def run_steps(c, names, stage=None, stages="stages", app=None, repo=None, branch=None, path=None, role=None):
-    """Run the named steps (in sequence order) for this connection's host; raise Exit on failure."""
+    """Run the named steps (in sequence order) for this connection's host; raise Exit on failure.
+
+    Actions run through ``engine.executor.perform``, the very executor ``pampa deploy`` uses.
+    """
     try:
         st = _stage(stage, stages, app, repo, branch, path)
         host, roles = _host(c, st, role)
@@ -101,28 +130,15 @@ def run_steps(c, names, stage=None, stages="stages", app=None, repo=None, branch
         raise Exit(f"pampa: error: {e}", code=int(e.exit_code)) from None
     _secure(c, st)
     backend = ContextBackend(c)
+    sink = _FabSink(host, st, roles)
     for step in steps:
         _say(f"[{host.name}] {step.name}")
         for action in step.actions:
-            if isinstance(action, OpenGate):
-                _say(f"[{host.name}]   gate: fab runs hosts one by one; use `pampa deploy` for the kepler gate")
-                continue
-            _say(f"[{host.name}]   $ {action.display()}")
-            if isinstance(action, Upload):
-                backend.put(action)
-                continue
-            command = action.command if isinstance(action, Run) else action.revision
-            result = backend.run(command, lambda stream, line: _say(f"[{host.name}]   {line}"))
-            if not result.ok:
-                raise Exit(f"[{host.name}] {step.name} failed (exit {result.exit_code}): "
-                           f"{tail(result.stderr) or tail(result.stdout)}", code=1)
-            if isinstance(action, ReportVersion) and action.url:
-                from .accesspoint.client import AccessPointClient
-                try:
-                    AccessPointClient.from_stage(st).report_version(host.name, st.name, result.stdout.strip(),
-                                                                    roles, None)
-                except AccessPointError as e:
-                    raise Exit(f"[{host.name}] report_version: {e}", code=1) from None
+            try:
+                perform(action, backend, sink)
+            except StepFailed as e:
+                code = f" (exit {e.exit_code})" if e.exit_code is not None else ""
+                raise Exit(f"[{host.name}] {step.name} failed{code}: {e.stderr or e.message}", code=1) from None
 
 
 _HELP = {"stage": "stage name (a file in stages/)", "stages": "stages folder (default ./stages)",

@@ -1,6 +1,7 @@
 """The CLI without a fleet: exit code table, help and suggestions, init -> plan, the TTY view, docs."""
 from __future__ import annotations
 
+import json
 import re
 import signal
 import time
@@ -198,3 +199,31 @@ def test_production_plan_without_the_secret_file_says_what_to_do(monkeypatch, ca
         assert main(["plan", "production"]) == 2
     assert ("stages/production.yml: secrets[0].local: secret file 'secrets/config.rb' not found "
             "(looked for stages/secrets/config.rb); create it or fix the path") in capsys.readouterr().err
+
+
+def test_run_finished_stops_the_live_view_then_the_summary_prints_below_it(tmp_path):
+    """Renderers are subscribers all the way: the end of the run reaches each through the bus."""
+    import io
+
+    from pampa_deployer.render.report import ReportWriter
+    from pampa_deployer.render.summary import SummaryPrinter
+
+    out = io.StringIO()
+    console = Console(file=out, width=140, force_terminal=True, color_system=None)
+    bus = ev.EventBus()
+    view = LiveView(console)
+    bus.subscribe(view)
+    bus.subscribe(SummaryPrinter(console, plain=False))
+    bus.subscribe(ReportWriter(tmp_path / "r.json", tmp_path / "r.xml"))
+    result = _result()
+    with view:
+        bus.emit(ev.RunStarted(stage="production", kind="deploy", branch="main",
+                               hosts=(("kepler-1", "kepler", False),)))
+        assert view.live.is_started
+        bus.emit(ev.RunFinished(result=result, exit_code=1))
+        assert not view.live.is_started
+    text = out.getvalue()
+    assert text.rindex("deploy of production: 1 ok, 1 failed, 1 skipped") > text.rindex("hosts done")
+    assert "slowest step" in text
+    assert json.loads((tmp_path / "r.json").read_text())["exit_code"] == 1
+    assert 'failures="1"' in (tmp_path / "r.xml").read_text()

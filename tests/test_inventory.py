@@ -153,3 +153,22 @@ def test_errors_are_collected_not_first_only(tmp_path, monkeypatch):
     with pytest.raises(ConfigErrors) as info:
         load_stage("production")
     assert len(info.value.messages) == 2
+
+
+def test_settings_views_have_exactly_the_schema_keys_and_defaults():
+    """Stage.ssh / .lock / .access_point: the schema is the only place a default is written."""
+    from dataclasses import fields
+
+    from pampa_deployer.inventory import schema, stage_from_mapping
+    from pampa_deployer.inventory.settings import AccessPointView, LockView, SSHView, UnitsView
+
+    for section, cls in (("ssh", SSHView), ("lock", LockView), ("access_point", AccessPointView),
+                         ("units", UnitsView)):
+        assert [f.name for f in fields(cls)] == list(schema.TOP[section].children), section
+    st = stage_from_mapping({"app": "a", "repo": "r", "hosts": {"e1": {"roles": ["euler"]},
+                                                                 "k1": {"roles": ["kepler"]}},
+                             "lock": {"lease": 30}}, environ={})
+    assert st.lock.lease == 30.0 and st.lock.path == schema.TOP["lock"].children["path"].default
+    assert st.ssh.connect_timeout == schema.TOP["ssh"].children["connect_timeout"].default
+    assert st.access_point.url is None and st.access_point.timeout == 5.0
+    assert st.parallel == 32 and st.lock_host.name == "k1"

@@ -72,7 +72,8 @@ def test_check_probe_lists_programs_but_not_paths_or_app_scripts():
     s = stage(units={"restart": "cd {path} && bin/restart {unit}"},
               steps={"tool": {"run": "FOO=1 frobnicate --x | grep y", "roles": ["kepler"]}})
     hp = next(h for h in build_plan(s).hosts if h.host.name == "k1")
-    assert readiness.programs_used(hp) == ["git", "bundle", "frobnicate", "grep"]
+    assert readiness.programs_used(c for st in hp.steps for a in st.actions for c in a.commands()) == \
+        ["git", "bundle", "frobnicate", "grep"]
     assert readiness.sudo_commands(hp) == []
     sudo = next(h for h in build_plan(stage()).hosts if h.host.name == "k1")
     assert readiness.sudo_commands(sudo)[0] == "sudo systemctl restart shop_app"
@@ -229,3 +230,25 @@ def test_webhook_urls_are_masked_in_config(tmp_path, monkeypatch, capsys):
     assert main(["config", "prod"]) == 0
     out = capsys.readouterr().out
     assert "notify.webhooks" in out and "XXXXSECRET" not in out and MASK in out
+
+
+def test_check_probe_exact_string():
+    s = stage(units={"restart": "sudo systemctl restart {unit}"}, sequences={"newton": ["git_fetch", "restart_workers"]})
+    hp = next(h for h in build_plan(s).hosts if h.host.name == "n1")
+    assert readiness.probe_command(hp, "git@example.com:shop.git").line() == (
+        'out=$(GIT_TERMINAL_PROMPT=0 GIT_SSH_COMMAND="${GIT_SSH_COMMAND:-ssh -o BatchMode=yes}" timeout 30 '
+        "git ls-remote --exit-code --heads git@example.com:shop.git refs/heads/main 2>&1); rc=$?; "
+        'if [ $rc -eq 0 ]; then echo git=ok:$(echo "$out" | cut -c1-12); elif [ $rc -eq 2 ]; then echo git=no-branch; '
+        "elif [ $rc -eq 127 ]; then echo git=not-installed; "
+        "else echo git=unreachable:$(echo \"$out\" | grep -v '^$' | head -n 1); fi ; "
+        'p=~/code/shop; if [ -d "$p" ]; then if [ -w "$p" ]; then echo path=ok; else echo path=not-writable:"$p"; '
+        'fi; else d="$p"; while [ ! -e "$d" ] && [ "$d" != / ]; do d=$(dirname "$d"); done; '
+        'if [ -d "$d" ] && [ -w "$d" ]; then echo path=creatable; else echo path=blocked:"$d"; fi; fi ; '
+        'if [ -d ~/code/shop ] && [ ! -d ~/code/shop/.git ] && [ -n "$(ls -A ~/code/shop 2>/dev/null)" ]; '
+        "then echo checkout=not-a-checkout; fi ; "
+        'd=~/code/shop; while [ ! -e "$d" ] && [ "$d" != / ]; do d=$(dirname "$d"); done; '
+        "echo disk=$(df -Pk \"$d\" 2>/dev/null | awk 'NR==2 {print $4}'):\"$d\" ; "
+        'if command -v sudo >/dev/null; then e=$(sudo -n true 2>&1) && echo sudo=ok || '
+        'echo sudo=needs-password:$(echo "$e" | head -n 1); else echo sudo=not-installed; fi ; '
+        "command -v git >/dev/null 2>&1 && echo cmd:git=ok || echo cmd:git=missing ; "
+        "command -v systemctl >/dev/null 2>&1 && echo cmd:systemctl=ok || echo cmd:systemctl=missing")

@@ -5,6 +5,7 @@ import json
 from typing import Any
 
 from ..errors import AccessPointError
+from ..inventory.settings import AccessPointView, view
 from ..redact import Redactor
 
 API = "/api/v1"
@@ -13,18 +14,18 @@ API = "/api/v1"
 class AccessPointClient:
     """Talks to one access point with an API key; every error becomes an ``AccessPointError``."""
 
-    def __init__(self, url: str, api_key: str | None, timeout: float = 5.0, redactor: Redactor | None = None):
+    def __init__(self, url: str, api_key: str | None, timeout: float | None = None, redactor: Redactor | None = None):
         self.url = url.rstrip("/")
         self.api_key = api_key
-        self.timeout = timeout
+        self.timeout = timeout if timeout is not None else view({}, "access_point", AccessPointView).timeout
         self.redactor = (redactor or Redactor()).with_values(api_key or "")
 
     @classmethod
     def from_stage(cls, stage) -> "AccessPointClient | None":
-        ap = stage.setting("access_point") or {}
-        if not ap.get("url"):
+        ap = stage.access_point
+        if not ap.url:
             return None
-        return cls(ap["url"], ap.get("api_key"), float(ap.get("timeout", 5)), stage.redactor)
+        return cls(ap.url, ap.api_key, ap.timeout, stage.redactor)
 
     def _call(self, method: str, path: str, body: dict | None = None) -> Any:
         import urllib.error  # imported here: most stages have no access point, and urllib is slow to import

@@ -6,7 +6,7 @@ stoppable command watches its channel's stdin (see ``commands/watch.py``).
 """
 from __future__ import annotations
 
-from ..engine.deployment import BackendPool
+from ..engine.pool import BackendPool
 from ..engine.ssh import SSHBackend, SSHSettings
 
 

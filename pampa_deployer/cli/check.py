@@ -5,11 +5,10 @@ import json
 from dataclasses import dataclass, field
 
 from ..commands import readiness
+from ..engine.pool import each_host, open_pool
 from ..errors import ConnectError, Refused
 from ..inventory import load_stage
 from ..plan import build_plan
-from .hosts import each_host
-from .run import pool_for
 
 
 @dataclass
@@ -98,7 +97,6 @@ def check(args) -> int:
     stage = load_stage(args.stage, args.stages, overrides={"branch": args.branch} if args.branch else None)
     plan = build_plan(stage, args.roles, args.hosts)
     min_free = int(stage.setting("check.min_free_mb") or 0)
-    pool = pool_for(stage, args)
     plans = {hp.host.name: hp for hp in plan.hosts}
 
     def probe(host, backend):
@@ -106,10 +104,8 @@ def check(args) -> int:
         command = readiness.probe_command(hp, str(stage.setting("repo")), stage.secret_files, stage.redactor)
         return judge(stage, hp, readiness.parse(backend.run(command).stdout), min_free)
 
-    try:
+    with open_pool(stage, accept_new=args.accept_new_host_keys) as pool:
         found = each_host(pool, [hp.host for hp in plan.hosts], probe)
-    finally:
-        pool.close_all()
     results = []
     for name, v in found.items():
         if isinstance(v, ConnectError):

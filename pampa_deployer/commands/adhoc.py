@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..inventory.model import Host
 from ..redact import Redactor
-from ..steps.actions import Command
+from .command import Command
 from .watch import stoppable
 
 

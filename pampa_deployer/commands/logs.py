@@ -11,7 +11,7 @@ import posixpath
 from ..inventory.model import Host, Stage
 from ..plan import template_variables
 from ..shell import fill_plain, quote
-from ..steps.actions import Command
+from .command import Command
 from .watch import stoppable
 
 #: Restart step -> the ``units`` group it restarts.

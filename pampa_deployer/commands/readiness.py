@@ -6,10 +6,12 @@ them back. The judgement (thresholds, messages, fixes) lives in ``cli/check.py``
 from __future__ import annotations
 
 import posixpath
+from typing import Iterable
 
 from ..plan import HostPlan
 from ..shell import quote
-from ..steps.actions import Command, Run
+from ..steps.actions import Run
+from .command import Command
 from ..steps.secrets import remote_path
 
 #: First words that are not programs to look for.
@@ -18,7 +20,7 @@ _NOT_PROGRAMS = {"cd", "export", "source", ".", "if", "then", "else", "fi", "tes
                  "(", ")", "env", "nohup", "setsid", "time"}
 
 
-def programs_used(hp: HostPlan) -> list[str]:
+def programs_used(commands: Iterable[Command]) -> list[str]:
     """Programs the host's steps call, to check they are installed.
 
     Skipped: shell words, variable assignments, the ``cd PATH`` of a command (a folder,
@@ -26,28 +28,26 @@ def programs_used(hp: HostPlan) -> list[str]:
     app arrive with the checkout, so a fresh host does not have them yet.
     """
     found: list[str] = []
-    for step in hp.steps:
-        for action in step.actions:
-            command = getattr(action, "command", None) or getattr(action, "revision", None)
-            if command is None:
-                continue
-            for part in command.script.replace("||", "&&").replace(";", "&&").replace("|", "&&").split("&&"):
-                words = part.strip().split()
-                while words and (words[0] in _NOT_PROGRAMS or "=" in words[0] or words[0].startswith("-")):
-                    if words[0] in ("cd", "source", ".", "export", "set", "exit", "[", "[[", "test"):
-                        words = []
-                        break
-                    words = words[1:]
-                if not words:
-                    continue
-                word = words[0].strip("'\"")
-                if not word or word.startswith(("$", "{", "(", "!", "~", "`")):
-                    continue
-                if "/" in word and not word.startswith("/"):
-                    continue  # shipped in the app: bin/restart, ./script
-                if word not in found:
-                    found.append(word)
+    for command in commands:
+        for part in command.script.replace("||", "&&").replace(";", "&&").replace("|", "&&").split("&&"):
+            word = _program(part.strip().split())
+            if word and word not in found:
+                found.append(word)
     return found
+
+
+def _program(words: list[str]) -> str | None:
+    """The program a command part runs, or None (shell words, ``cd DIR``, tests, app scripts)."""
+    while words and (words[0] in _NOT_PROGRAMS or "=" in words[0] or words[0].startswith("-")):
+        if words[0] in ("cd", "source", ".", "export", "set", "exit", "[", "[[", "test"):
+            return None
+        words = words[1:]
+    word = words[0].strip("'\"") if words else ""
+    if not word or word.startswith(("$", "{", "(", "!", "~", "`")):
+        return None
+    if "/" in word and not word.startswith("/"):
+        return None  # shipped in the app: bin/restart, ./script
+    return word
 
 
 def sudo_commands(hp: HostPlan) -> list[str]:
@@ -97,7 +97,7 @@ def probe_command(hp: HostPlan, repo: str, secret_files=(), redactor=None) -> Co
     if sudo_commands(hp):
         parts.append("if command -v sudo >/dev/null; then e=$(sudo -n true 2>&1) && echo sudo=ok || "
                      "echo sudo=needs-password:$(echo \"$e\" | head -n 1); else echo sudo=not-installed; fi")
-    for program in programs_used(hp):
+    for program in programs_used(c for step in hp.steps for action in step.actions for c in action.commands()):
         parts.append(f"command -v {quote(program)} >/dev/null 2>&1 && echo cmd:{program}=ok "
                      f"|| echo cmd:{program}=missing")
     kwargs = {"redactor": redactor} if redactor is not None else {}

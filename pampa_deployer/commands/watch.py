@@ -10,7 +10,7 @@ of its own (not the shared shell session, whose commands read /dev/null).
 from __future__ import annotations
 
 from ..shell import quote
-from ..steps.actions import Command
+from .command import Command
 
 
 def stoppable(inner: Command) -> Command:

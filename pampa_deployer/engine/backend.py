@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import Callable, Protocol
 
-from ..steps.actions import Command, Upload
+from ..commands.command import Command
+from ..steps.actions import Upload
 from .results import CommandResult
 
 #: Called with (stream, line) for each complete output line, already masked.

@@ -1,4 +1,11 @@
-"""Run a Plan: one pipeline per host under the scheduler, the gate between keplers and gated roles."""
+"""One deploy (or rollback) from request to result: the lifecycle lives here, not in the CLI.
+
+``Deployment(request, bus).run()`` plans, opens the pool, installs the signal handlers,
+takes the lock and registers with the access point (while the hosts connect), runs every
+host under the scheduler and the gate, finishes the access point request, releases the
+lock, and emits ``RunFinished`` with the exit code; renderers (summary, reports) subscribe
+to it. ``pampa deploy``, ``pampa rollback`` and a pull-mode agent build the same request.
+"""
 from __future__ import annotations
 
 import threading
@@ -7,16 +14,46 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import AccessPointError
-from ..inventory.model import Host
-from ..plan import HostPlan, Plan
+from ..errors import ConnectError, DeployFailed, ExitCode, Interrupted, PampaError, Refused, UsageError, exit_code_for
+from ..inventory.model import Host, Stage
+from ..narrow import narrow
+from ..plan import HostPlan, Plan, build_plan
 from . import events as ev
+from . import lock as locking
+from . import stop as stopping
+from .apsession import AccessPointSession
 from .backend import Backend
 from .gate import OPEN, Gate
 from .pipeline import RunContext, run_host
+from .pool import BackendPool, open_pool
 from .results import SKIPPED, HostResult, RunResult
-from .scheduler import Scheduler
+from .rollback import resolve_target
+from .scheduler import Scheduler, parse_count
 from .stop import StopSignal
+
+
+@dataclass(frozen=True)
+class DeployRequest:
+    """Everything one run is asked to do; the CLI's options, or an agent's request, map onto this."""
+
+    stage: Stage
+    kind: str = "deploy"                   # "deploy", "rollback" or "run" (chosen steps)
+    roles: tuple[str, ...] | None = None
+    hosts: tuple[str, ...] | None = None
+    to: str | None = None                  # rollback target (default: the previous revision)
+    dry_run: bool = False
+    parallel: int | None = None            # default: the stage's `parallel`
+    batch: int | str | None = None         # N or "N%"
+    batch_wait: float = 0.0
+    max_fail: int | str | None = None      # N or "N%"
+    lock: bool = True
+    lock_wait: float = 0.0
+    message: str | None = None
+    accept_new_host_keys: bool = False
+    grace: float = 30.0                    # after the first signal, before running commands are aborted
+    handle_signals: bool = True            # route SIGINT/SIGTERM to the run (main thread only)
+    steps: tuple[str, ...] | None = None   # only these steps (`pampa run STAGE STEP...`)
+    skip: tuple[str, ...] | None = None    # without these steps (`--skip`)
 
 
 @dataclass
@@ -29,143 +66,238 @@ class RunOptions:
     max_fail: int | None = None
     dry_run: bool = False
 
+    @classmethod
+    def for_request(cls, request: DeployRequest, total: int) -> "RunOptions":
+        parallel = request.parallel if request.parallel is not None else request.stage.parallel
+        if parallel < 1:
+            raise UsageError("--parallel: expected a positive number of hosts")
+        return cls(parallel=parallel, batch=parse_count(request.batch, total, "--batch"),
+                   batch_wait=request.batch_wait, max_fail=parse_count(request.max_fail, total, "--max-fail"),
+                   dry_run=request.dry_run)
 
-class BackendPool:
-    """One backend (one connection) per host for the whole run, created by ``factory``."""
 
-    def __init__(self, factory: Callable[[Host], Backend]):
-        self.factory = factory
-        self.backends: dict[str, Backend] = {}
-        self.connected: set[str] = set()
-        self._lock = threading.Lock()
-        self._connecting: dict[str, threading.Lock] = {}
-        self._pinned: set[str] = set()
+@dataclass(frozen=True)
+class Outcome:
+    """A finished run: its result, the error it ends with (None: every host ok) and the exit code."""
 
-    def get(self, host: Host) -> Backend:
-        with self._lock:
-            if host.name not in self.backends:
-                self.backends[host.name] = self.factory(host)
-            return self.backends[host.name]
+    result: RunResult
+    failure: PampaError | None
+    exit_code: int
 
-    def connect(self, host: Host) -> Backend:
-        backend = self.get(host)
-        with self._lock:
-            host_lock = self._connecting.setdefault(host.name, threading.Lock())
-        with host_lock:  # the preflight and the host's pipeline may ask at the same time
-            if host.name not in self.connected:
-                backend.connect()
-                self.connected.add(host.name)
-        return backend
 
-    def pin(self, host: Host) -> None:
-        """Keep this host's connection after its pipeline ends (the lock host: renew and release)."""
-        self._pinned.add(host.name)
+class Deployment:
+    """Owns one run: plan, pool, signals, lock, access point session, gate, scheduler, result."""
 
-    def done(self, host: Host) -> None:
-        """A host finished: close its connection now, so open connections (and paramiko's transport
-        threads) stay bounded by --parallel instead of growing with the fleet."""
-        with self._lock:
-            if host.name in self._pinned or host.name not in self.backends:
-                return
-            backend = self.backends.pop(host.name)
-            self.connected.discard(host.name)
+    def __init__(self, request: DeployRequest, bus: ev.EventBus | None = None, stop: StopSignal | None = None,
+                 backends: Callable[[Host], Backend] | None = None, around=None):
+        """``backends`` makes each host's backend (default: SSH, or dry-run); tests pass a fake one.
+        ``around`` (``engine/announce.Announcer``) runs the local hooks and webhooks before and after."""
+        self.request = request
+        self.around = around
+        self.backends = backends
+        self.stage = request.stage
+        self.bus = bus or ev.EventBus()
+        self.stop = stop or StopSignal()
+        self.lock: locking.DeployLock | None = None
+        self.access_point: AccessPointSession | None = None
+
+    def warn(self, message: str) -> None:
+        self.bus.emit(ev.Notice(message=message, level="warning"))
+
+    def plan(self, pool: BackendPool) -> Plan:
+        """The run's plan; a rollback first reads its one target from the hosts (read-only)."""
+        r = self.request
+        revision = None
+        if r.kind == "rollback":
+            draft = build_plan(self.stage, r.roles, r.hosts, kind="rollback", revision="HEAD")
+            if r.dry_run and self.backends is None:  # a dry run reads the revisions over SSH: the target must be known
+                with open_pool(self.stage, accept_new=r.accept_new_host_keys) as reader:
+                    revision = resolve_target(self.stage, draft, reader, r.to)
+            else:
+                revision = resolve_target(self.stage, draft, pool, r.to)
+        return narrow(build_plan(self.stage, r.roles, r.hosts, kind=r.kind, revision=revision), r.steps, r.skip)
+
+    def run(self) -> Outcome:
+        """Carry out the request; raises only when the run could not start (config, lock, refused)."""
+        r = self.request
+        pool = BackendPool(self.backends) if self.backends is not None else \
+            open_pool(self.stage, accept_new=r.accept_new_host_keys, dry_run=r.dry_run)
+        restore = lambda: None  # noqa: E731
+        announced, error = False, None
         try:
-            backend.close()
-        except Exception:  # noqa: BLE001 - closing is best effort
-            pass
+            plan = self.plan(pool)
+            options = RunOptions.for_request(r, len(plan.hosts))
+            if self.around is not None and not r.dry_run:
+                self.around.before(plan)  # a failing pre-deploy hook stops here: nothing was contacted
+                announced = True
+            if r.handle_signals:
+                restore = stopping.install(self.stop, r.grace, self.warn)
+            self.access_point = None if r.dry_run else AccessPointSession.for_stage(self.stage, self.warn)
+            result = execute(plan, pool, self.bus, options, self.stop, self.access_point,
+                             preflight=lambda: self.preflight(plan, pool))
+            if self.access_point is not None:
+                self.access_point.finish(result.ok, result.headline())
+        except BaseException as e:
+            error = e
+            raise
+        finally:
+            if self.access_point is not None:  # a no-op when finished above or never registered
+                self.access_point.abandon("pampa stopped before the run finished")
+            self.release_lock()
+            pool.close_all()
+            restore()
+            if announced and error is not None:
+                self.around.after(plan, None, error)
+        failure = failure_for(result)
+        code = exit_code_for(failure) if failure is not None else int(ExitCode.OK)
+        self.bus.emit(ev.RunFinished(result=result, exit_code=code))
+        if announced:
+            self.around.after(plan, result)  # after RunFinished: the report the hooks are given is written
+        return Outcome(result, failure, code)
 
-    def abort_all(self) -> None:
-        with self._lock:
-            backends = list(self.backends.values())
-        for backend in backends:
-            try:
-                backend.abort()
-            except Exception:  # noqa: BLE001 - runs in a signal handler; one bad host must not stop the rest
-                pass
+    def preflight(self, plan: Plan, pool: BackendPool) -> None:
+        """Lock, then register with the access point; runs while the hosts connect."""
+        if not self.request.dry_run and self.request.lock:
+            self.lock = self.take_lock(plan, pool)
+        if self.access_point is None:
+            return
+        who = (self.lock.info.get("user") if self.lock else None) or "unknown"
+        deploy_id = self.access_point.register(self.stage.name, plan.branch, plan.revision, who,
+                                               self.stage.lock_host.name)
+        self.bus.emit(ev.Notice(message=f"access point: deploy request {deploy_id} registered and taken",
+                                level="info"))
 
-    def close_all(self) -> None:
-        for backend in list(self.backends.values()):
+    def take_lock(self, plan: Plan, pool: BackendPool) -> locking.DeployLock:
+        r, host = self.request, self.stage.lock_host
+        pool.pin(host)
+        try:
+            backend = pool.connect(host)
+        except ConnectError as e:
+            raise Refused(f"cannot take the deploy lock on {host.name}; nothing was changed: {e.message}") from None
+        lease = int(self.stage.lock.lease)
+        info = locking.holder_info(self.stage.name, plan.branch, r.message, lease)
+        lock = locking.DeployLock(backend, self.stage.lock.path, self.stage.name, info, lease)
+        lock.acquire(wait=r.lock_wait, on_wait=lambda state: self.warn(
+            f"lock held: {state.describe()}; waiting up to {r.lock_wait:g}s"))
+        if lock.took_stale is not None:
+            self.warn(f"took over a stale lock left by {lock.took_stale.get('user', '?')}@"
+                      f"{lock.took_stale.get('machine', '?')} (its lease had expired)")
+        lock.start_renewing()
+        return lock
+
+    def release_lock(self) -> None:
+        lock, self.lock = self.lock, None
+        if lock is None:
+            return
+        try:
+            lock.release()
+        except Exception as e:  # noqa: BLE001 - report, never mask the run's own outcome
+            self.warn(f"could not release the lock on {lock.backend.name}: {e}; "
+                      f"run `pampa unlock {self.stage.name}`")
+
+
+def failure_for(result: RunResult) -> PampaError | None:
+    """The error a finished run ends with, or None when every host succeeded."""
+    kind, stage = result.kind, result.stage
+    if result.interrupted_by:
+        return Interrupted(f"{kind} interrupted by signal {result.interrupted_by}; "
+                           f"`pampa status {stage}` shows where each host stopped", result.interrupted_by)
+    if not result.ok:
+        bad = [h.host for h in result.hosts if not h.ok]
+        return DeployFailed(f"{kind} of {stage} did not succeed on {len(bad)} of {len(result.hosts)} hosts: "
+                            f"{', '.join(bad[:10])}{' ...' if len(bad) > 10 else ''}")
+    return None
+
+
+class _Execution:
+    """The moving parts of one ``execute``: gate, scheduler, preflight thread, and the per-host work."""
+
+    def __init__(self, plan: Plan, pool: BackendPool, bus: ev.EventBus, options: RunOptions, stop: StopSignal,
+                 access_point: AccessPointSession | None, run_id: str):
+        self.plan, self.pool, self.bus, self.options, self.stop = plan, pool, bus, options, stop
+        self.access_point = access_point
+        self.opened_at: float | None = None
+        self.halted_told = False
+        self.gate = Gate(plan.gate_hosts if plan.has_gate else (), self.on_gate)
+        self.ctx = RunContext(plan=plan, bus=bus, gate=self.gate, stop=stop, access_point=access_point,
+                              dry_run=options.dry_run, run_id=run_id)
+        self.scheduler = Scheduler(options.parallel, options.batch, options.batch_wait, options.max_fail,
+                                   stopping=lambda: stop.stopping)
+
+    def on_gate(self, state: str, reason: str) -> None:
+        if state == OPEN:
+            if self.opened_at is None:
+                self.opened_at = time.time()
+            if self.access_point is not None and not self.options.dry_run:
+                self.access_point.allow()
+        self.bus.emit(ev.GateChanged(state=state, reason=reason))
+
+    def start_preflight(self, preflight) -> None:
+        def run() -> None:
             try:
-                backend.close()
-            except Exception:  # noqa: BLE001 - closing is best effort
-                pass
+                if preflight is not None:
+                    preflight()
+            except BaseException as e:  # noqa: BLE001 - re-raised in the main thread by execute
+                self.ctx.refused = e
+            finally:
+                self.ctx.ready.set()
+
+        threading.Thread(target=run, name="pampa-preflight", daemon=True).start()
+
+    def announce(self) -> None:
+        plan, gate = self.plan, self.gate
+        self.bus.emit(ev.RunStarted(stage=plan.stage.name, kind=plan.kind, branch=plan.branch,
+                                    dry_run=self.options.dry_run,
+                                    hosts=tuple((h.host.name, ",".join(h.roles), h.gated) for h in plan.hosts)))
+        if plan.has_gate:
+            self.bus.emit(ev.GateChanged(state=gate.state, reason="waiting for kepler" if gate.state != OPEN else
+                                         "no kepler host in this run"))
+
+    def work(self, hp: HostPlan) -> HostResult:
+        why_not = self.scheduler.should_start()
+        if why_not:
+            return self.skip(hp, why_not)
+        try:
+            result = run_host(hp, self.pool.get(hp.host), self.ctx, lambda: self.pool.connect(hp.host))
+        finally:
+            self.pool.done(hp.host)
+        self.scheduler.record(not result.ok)
+        return result
+
+    def skip(self, hp: HostPlan, why_not: str) -> HostResult:
+        if self.scheduler.halted_reason and not self.halted_told:
+            self.halted_told = True
+            self.bus.emit(ev.Notice(message=self.scheduler.halted_reason, level="error"))
+        if hp.opens_gate:
+            self.gate.fail(hp.host.name, "not started")
+        now = time.time()
+        result = HostResult(host=hp.host.name, roles=",".join(hp.roles), result=SKIPPED, started=now,
+                            ended=now, reason=why_not, gated=hp.gated)
+        self.bus.emit(ev.HostFinished(host=hp.host.name, result=result))
+        return result
 
 
 def execute(plan: Plan, pool: BackendPool, bus: ev.EventBus, options: RunOptions, stop: StopSignal,
-            access_point=None, run_id: str | None = None,
-            preflight: Callable[[], int | None] | None = None) -> RunResult:
+            access_point: AccessPointSession | None = None, run_id: str | None = None,
+            preflight=None) -> RunResult:
     """Deploy (or roll back) every host of ``plan``; returns a result for each, whatever happened.
 
-    ``preflight`` (take the lock, register with the access point; returns the deploy id) runs while
-    the hosts connect; no host runs a command before it is done. If it raises, no host runs anything
-    and the error is raised here once every host has stopped.
+    ``preflight`` (take the lock, register with the access point) runs while the hosts connect;
+    no host runs a command before it is done. If it raises, no host runs anything and the error
+    is raised here once every host has stopped.
     """
     started = time.time()
-    opened_at: list[float] = []
-
-    def on_gate(state: str, reason: str) -> None:
-        if state == OPEN:
-            opened_at.append(time.time())
-            if access_point is not None and ctx.deploy_id is not None and not options.dry_run:
-                try:
-                    access_point.allow(ctx.deploy_id)
-                except AccessPointError as e:
-                    bus.emit(ev.Notice(message=f"gate opened, but marking the deploy ALLOWED failed: {e}",
-                                       level="warning"))
-        bus.emit(ev.GateChanged(state=state, reason=reason))
-
-    gate = Gate(plan.gate_hosts if plan.has_gate else (), on_gate)
-    ctx = RunContext(plan=plan, bus=bus, gate=gate, stop=stop, access_point=access_point,
-                     dry_run=options.dry_run, run_id=run_id or uuid.uuid4().hex[:12])
+    run = _Execution(plan, pool, bus, options, stop, access_point, run_id or uuid.uuid4().hex[:12])
     stop.on_hard(pool.abort_all)
-
-    def run_preflight() -> None:
-        try:
-            if preflight is not None:
-                ctx.deploy_id = preflight()
-        except BaseException as e:  # noqa: BLE001 - re-raised in the main thread below
-            ctx.refused = e
-        finally:
-            ctx.ready.set()
-
-    threading.Thread(target=run_preflight, name="pampa-preflight", daemon=True).start()
-    scheduler = Scheduler(options.parallel, options.batch, options.batch_wait, options.max_fail,
-                          stopping=lambda: stop.stopping)
-    bus.emit(ev.RunStarted(stage=plan.stage.name, kind=plan.kind, branch=plan.branch, dry_run=options.dry_run,
-                           hosts=tuple((h.host.name, ",".join(h.roles), h.gated) for h in plan.hosts)))
-    if plan.has_gate:
-        bus.emit(ev.GateChanged(state=gate.state, reason="waiting for kepler" if gate.state != OPEN else
-                                "no kepler host in this run"))
-    halted_notice: list[str] = []
-
-    def work(hp: HostPlan) -> HostResult:
-        why_not = scheduler.should_start()
-        if why_not:
-            if scheduler.halted_reason and not halted_notice:
-                halted_notice.append(scheduler.halted_reason)
-                bus.emit(ev.Notice(message=scheduler.halted_reason, level="error"))
-            if hp.opens_gate:
-                gate.fail(hp.host.name, "not started")
-            now = time.time()
-            result = HostResult(host=hp.host.name, roles=",".join(hp.roles), result=SKIPPED, started=now,
-                                ended=now, reason=why_not, gated=hp.gated)
-            bus.emit(ev.HostFinished(host=hp.host.name, result=result))
-            return result
-        try:
-            result = run_host(hp, pool.get(hp.host), ctx, lambda: pool.connect(hp.host))
-        finally:
-            pool.done(hp.host)
-        scheduler.record(not result.ok)
-        return result
-
-    results = scheduler.run(list(plan.hosts), work)
-    ctx.ready.wait()
-    if ctx.refused is not None:
-        raise ctx.refused
-    notes = list(plan.notes) + ([scheduler.halted_reason] if scheduler.halted_reason else [])
-    run = RunResult(stage=plan.stage.name, kind=plan.kind, branch=plan.branch, started=started, ended=time.time(),
-                    hosts=tuple(results), gate=gate.state if plan.has_gate else "none",
-                    gate_opened_at=opened_at[0] if opened_at else None, interrupted_by=stop.signum,
-                    notes=tuple(notes), revision=plan.revision, dry_run=options.dry_run, deploy_id=ctx.deploy_id)
-    bus.emit(ev.RunFinished(result=run))
-    return run
+    run.start_preflight(preflight)
+    run.announce()
+    results = run.scheduler.run(list(plan.hosts), run.work)
+    run.ctx.ready.wait()
+    if run.ctx.refused is not None:
+        raise run.ctx.refused
+    notes = list(plan.notes) + ([run.scheduler.halted_reason] if run.scheduler.halted_reason else [])
+    return RunResult(stage=plan.stage.name, kind=plan.kind, branch=plan.branch, started=started, ended=time.time(),
+                     hosts=tuple(results), gate=run.gate.state if plan.has_gate else "none",
+                     gate_opened_at=run.opened_at, interrupted_by=stop.signum, notes=tuple(notes),
+                     revision=plan.revision, dry_run=options.dry_run,
+                     deploy_id=access_point.deploy_id if access_point is not None else None)

@@ -1,7 +1,8 @@
 """The dry-run backend: shows each action as a line of output and touches nothing (sshkit's Printer)."""
 from __future__ import annotations
 
-from ..steps.actions import Command, Upload
+from ..commands.command import Command
+from ..steps.actions import Upload
 from .backend import OnLine
 from .results import CommandResult
 

@@ -5,6 +5,7 @@ inside a renderer, and each renderer sees events in one global order.
 """
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -99,10 +100,36 @@ class Notice(Event):
 
 @dataclass(frozen=True)
 class RunFinished(Event):
+    """The run is over (lock released, connections closed): summary, reports and timeline render now."""
+
     result: "object"  # engine.results.RunResult
+    exit_code: int = 0
 
 
 Subscriber = Callable[[Event], None]
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+class Handler:
+    """A subscriber with one named method per event it handles: ``on_run_started``, ``on_output``...
+
+    Events without a method are ignored, so a renderer says what it shows, not what it skips
+    (the model is pyinfra's ``BaseStateCallback`` and sshkit's ``Formatter::Abstract``).
+    """
+
+    _methods: dict[type, str] = {}
+
+    def __call__(self, event: Event) -> None:
+        kind = type(event)
+        name = Handler._methods.get(kind)
+        if name is None:
+            name = Handler._methods.setdefault(kind, "on_" + _snake(kind.__name__))
+        method = getattr(self, name, None)
+        if method is not None:
+            method(event)
 
 
 class EventBus:

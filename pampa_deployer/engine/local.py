@@ -7,7 +7,8 @@ import threading
 import uuid
 from pathlib import Path
 
-from ..steps.actions import Command, Upload
+from ..commands.command import Command
+from ..steps.actions import Upload
 from .backend import LineSplitter, OnLine
 from .results import CommandResult
 

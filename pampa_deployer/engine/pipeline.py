@@ -1,6 +1,7 @@
 """One host's run: connect, wait for the gate if gated, run its steps, log the revision.
 
-Hosts advance independently: nothing here waits for other hosts except the gate.
+Hosts advance independently: nothing here waits for other hosts except the gate (and,
+before the first command, the run's preflight: the lock and the access point registration).
 """
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..errors import AccessPointError, ConnectError
-from ..plan import HostPlan, Plan
-from ..steps.actions import Command, OpenGate, ReportVersion, Run, Upload
+from ..commands import revlog
+from ..errors import ConnectError
+from ..plan import HostPlan, Plan, StepPlan
+from ..steps.actions import ReportVersion
 from . import events as ev
-from . import revlog
-from .backend import Backend, tail
+from .apsession import AccessPointSession
+from .backend import Backend
+from .executor import StepFailed, perform
 from .gate import Gate
 from .results import FAILED, INTERRUPTED, OK, SKIPPED, HostResult, StepResult
 from .stop import StopSignal
@@ -29,8 +32,7 @@ class RunContext:
     bus: ev.EventBus
     gate: Gate
     stop: StopSignal
-    access_point: object | None = None
-    deploy_id: int | None = None
+    access_point: AccessPointSession | None = None
     dry_run: bool = False
     run_id: str = ""
     user: str = field(default_factory=lambda: _whoami())
@@ -45,148 +47,161 @@ def _whoami() -> str:
         return "unknown"
 
 
-class _StepFailed(Exception):
-    def __init__(self, exit_code: int | None, stderr: str, message: str = ""):
-        super().__init__(message)
-        self.exit_code, self.stderr, self.message = exit_code, stderr, message
+class _HostSink:
+    """The executor's sink for one step of one host: events, the gate, the access point session."""
+
+    def __init__(self, hp: HostPlan, step: str, ctx: RunContext):
+        self.hp, self.step, self.ctx, self.name = hp, step, ctx, hp.host.name
+
+    def command_started(self, display: str) -> None:
+        self.ctx.bus.emit(ev.CommandStarted(host=self.name, step=self.step, display=display))
+
+    def output(self, stream: str, line: str) -> None:
+        self.ctx.bus.emit(ev.Output(host=self.name, step=self.step, stream=stream, line=line))
+
+    def gate_reached(self) -> None:
+        if self.hp.opens_gate:
+            self.ctx.gate.arrive(self.name)
+
+    def report_version(self, action: ReportVersion, revision: str) -> None:
+        session = self.ctx.access_point
+        if session is None:
+            if not action.url:
+                self.ctx.bus.emit(ev.Notice(message=f"{self.name}: no access point configured: version "
+                                                    f"{revision[:12] or '?'} not reported", host=self.name))
+            return
+        session.report(self.name, self.ctx.plan.stage.name, revision, self.hp.roles)
 
 
 def run_host(hp: HostPlan, backend: Backend, ctx: RunContext, connect: Callable[[], None]) -> HostResult:
     """Carry out one host's plan; always returns a result, never raises for host failures."""
-    name, bus = hp.host.name, ctx.bus
-    started = time.time()
-    steps: list[StepResult] = []
-    state = {"result": OK, "failed_step": None, "exit": None, "stderr": "", "reason": "",
-             "before": None, "after": None, "arrived": False, "touched": False}
+    return HostRun(hp, backend, ctx).run(connect)
 
-    def finish() -> HostResult:
-        if hp.opens_gate:
-            if state["result"] == OK:
-                ctx.gate.arrive(name)
-            else:
-                ctx.gate.fail(name, f"{state['result']} at {state['failed_step'] or 'start'}")
-        result = HostResult(host=name, roles=",".join(hp.roles), result=state["result"], started=started,
-                            ended=time.time(), steps=tuple(steps), failed_step=state["failed_step"],
-                            exit_code=state["exit"], stderr_tail=state["stderr"], reason=state["reason"],
-                            revision_before=state["before"], revision_after=state["after"], gated=hp.gated)
-        bus.emit(ev.HostFinished(host=name, result=result))
-        return result
 
-    if ctx.stop.stopping:
-        state.update(result=SKIPPED, reason="interrupted before it started")
-        return finish()
+class HostRun:
+    """One host's way through the run; the outcome so far lives on the object until ``finish``."""
 
-    bus.emit(ev.HostConnecting(host=name))
-    t0 = time.time()
-    try:
-        connect()
-    except ConnectError as e:
-        state.update(result=FAILED, failed_step="connect", reason=e.message, stderr=e.reason)
-        return finish()
-    bus.emit(ev.HostConnected(host=name, seconds=time.time() - t0))
+    def __init__(self, hp: HostPlan, backend: Backend, ctx: RunContext):
+        self.hp, self.backend, self.ctx = hp, backend, ctx
+        self.name, self.bus = hp.host.name, ctx.bus
+        self.started = time.time()
+        self.steps: list[StepResult] = []
+        self.result, self.failed_step, self.exit_code = OK, None, None
+        self.stderr, self.reason = "", ""
+        self.before: str | None = None
+        self.after: str | None = None
+        self.base = revlog.base(hp.host.path)
 
-    # Connecting changes nothing; every command waits until the run's preflight (the lock) is done.
-    while not ctx.ready.wait(0.2):
-        if ctx.stop.stopping:
-            break
-    if ctx.refused is not None or ctx.stop.stopping:
-        state.update(result=SKIPPED, reason="not started: " + (str(ctx.refused) if ctx.refused is not None
-                                                                else "interrupted"))
-        return finish()
+    def run(self, connect: Callable[[], None]) -> HostResult:
+        if self.ctx.stop.stopping:
+            return self.finish(SKIPPED, reason="interrupted before it started")
+        if not self.connect(connect) or not self.wait_for_preflight() or not self.wait_for_gate():
+            return self.finish()
+        if not self.ctx.dry_run:
+            self.before = self.read_revision()
+        for step in self.hp.steps:
+            if self.ctx.stop.stopping:
+                self.end(INTERRUPTED, step=step.name, reason=f"interrupted before {step.name}")
+                break
+            if not self.run_step(step):
+                break
+        if not self.ctx.dry_run:
+            self.log_revision()
+        return self.finish()
 
-    if hp.gated:
-        bus.emit(ev.HostWaiting(host=name))
-        if not ctx.gate.wait(lambda: ctx.stop.stopping):
-            why = "interrupted while waiting for the gate" if ctx.stop.stopping else \
-                f"gate closed: {ctx.gate.reason}; not touched"
-            state.update(result=SKIPPED, reason=why)
-            return finish()
+    def end(self, result: str, step: str | None = None, reason: str = "", exit_code: int | None = None,
+            stderr: str = "") -> None:
+        self.result, self.failed_step, self.reason, self.exit_code, self.stderr = \
+            result, step, reason, exit_code, stderr
 
-    base = _base_command(hp)
-    if not ctx.dry_run:
+    def connect(self, connect: Callable[[], None]) -> bool:
+        self.bus.emit(ev.HostConnecting(host=self.name))
+        t0 = time.time()
         try:
-            state["before"] = backend.run(revlog.revision_command(base)).stdout.strip() or None
-        except Exception:  # noqa: BLE001 - the first step meets the same problem and reports it
-            state["before"] = None
+            connect()
+        except ConnectError as e:
+            self.end(FAILED, step="connect", reason=e.message, stderr=e.reason)
+            return False
+        self.bus.emit(ev.HostConnected(host=self.name, seconds=time.time() - t0))
+        return True
 
-    for step in hp.steps:
-        if ctx.stop.stopping:
-            state.update(result=INTERRUPTED, failed_step=step.name,
-                         reason=f"interrupted before {step.name}")
-            break
-        bus.emit(ev.StepStarted(host=name, step=step.name))
+    def wait_for_preflight(self) -> bool:
+        """Connecting changes nothing; every command waits until the run's preflight (the lock) is done."""
+        ctx = self.ctx
+        while not ctx.ready.wait(0.2):
+            if ctx.stop.stopping:
+                break
+        if ctx.refused is not None or ctx.stop.stopping:
+            self.end(SKIPPED, reason="not started: " + (str(ctx.refused) if ctx.refused is not None
+                                                         else "interrupted"))
+            return False
+        return True
+
+    def wait_for_gate(self) -> bool:
+        if not self.hp.gated:
+            return True
+        self.bus.emit(ev.HostWaiting(host=self.name))
+        if self.ctx.gate.wait(lambda: self.ctx.stop.stopping):
+            return True
+        self.end(SKIPPED, reason="interrupted while waiting for the gate" if self.ctx.stop.stopping
+                 else f"gate closed: {self.ctx.gate.reason}; not touched")
+        return False
+
+    def run_step(self, step: StepPlan) -> bool:
+        """Run one step's actions; False (and the host's outcome set) when it failed."""
+        self.bus.emit(ev.StepStarted(host=self.name, step=step.name))
         s0 = time.time()
+        sink = _HostSink(self.hp, step.name, self.ctx)
         try:
             for action in step.actions:
                 try:
-                    _do(action, step.name, hp, backend, ctx)
-                except _StepFailed:
+                    perform(action, self.backend, sink)
+                except StepFailed:
                     raise
                 except Exception as e:  # noqa: BLE001 - e.g. the connection dropped: this host fails, not the run
-                    raise _StepFailed(None, f"{type(e).__name__}: {e}",
-                                      f"connection lost or SSH error: {type(e).__name__}: {e}") from e
-        except _StepFailed as e:
-            interrupted = ctx.stop.stopping
-            steps.append(StepResult(step.name, False, s0, time.time(), e.exit_code, e.stderr, e.message))
-            bus.emit(ev.StepFinished(host=name, step=step.name, ok=False, started=s0, exit_code=e.exit_code,
-                                     stderr_tail=e.stderr, message=e.message))
-            state.update(result=INTERRUPTED if interrupted else FAILED, failed_step=step.name,
-                         exit=e.exit_code, stderr=e.stderr,
-                         reason=("interrupted during " + step.name) if interrupted else e.message)
-            break
-        steps.append(StepResult(step.name, True, s0, time.time()))
-        bus.emit(ev.StepFinished(host=name, step=step.name, ok=True, started=s0))
+                    raise StepFailed(None, f"{type(e).__name__}: {e}",
+                                     f"connection lost or SSH error: {type(e).__name__}: {e}") from e
+        except StepFailed as e:
+            interrupted = self.ctx.stop.stopping
+            self.steps.append(StepResult(step.name, False, s0, time.time(), e.exit_code, e.stderr, e.message))
+            self.bus.emit(ev.StepFinished(host=self.name, step=step.name, ok=False, started=s0,
+                                          exit_code=e.exit_code, stderr_tail=e.stderr, message=e.message))
+            self.end(INTERRUPTED if interrupted else FAILED, step=step.name, exit_code=e.exit_code, stderr=e.stderr,
+                     reason=("interrupted during " + step.name) if interrupted else e.message)
+            return False
+        self.steps.append(StepResult(step.name, True, s0, time.time()))
+        self.bus.emit(ev.StepFinished(host=self.name, step=step.name, ok=True, started=s0))
+        return True
 
-    if not ctx.dry_run:
+    def read_revision(self) -> str | None:
+        try:
+            return self.backend.run(revlog.revision_command(self.base)).stdout.strip() or None
+        except Exception:  # noqa: BLE001 - the first step meets the same problem and reports it
+            return None
+
+    def log_revision(self) -> None:
+        ctx = self.ctx
         entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "stage": ctx.plan.stage.name,
-                 "kind": ctx.plan.kind, "branch": hp.host.branch, "before": state["before"],
-                 "user": ctx.user, "result": state["result"], "step": state["failed_step"], "run": ctx.run_id}
+                 "kind": ctx.plan.kind, "branch": self.hp.host.branch, "before": self.before,
+                 "user": ctx.user, "result": self.result, "step": self.failed_step, "run": ctx.run_id}
         try:
-            out = backend.run(revlog.append_command(base, entry)).stdout
-            state["after"] = out.strip() or None
+            self.after = self.backend.run(revlog.append_command(self.base, entry)).stdout.strip() or None
         except Exception as e:  # noqa: BLE001 - the log must not hide the step's own result
-            bus.emit(ev.Notice(message=f"{name}: could not write the revision log: {e}", level="warning", host=name))
-    return finish()
+            self.bus.emit(ev.Notice(message=f"{self.name}: could not write the revision log: {e}",
+                                    level="warning", host=self.name))
 
-
-def _base_command(hp: HostPlan) -> Command:
-    """A Command carrying this host's code path, for the engine's own bookkeeping commands."""
-    return Command(script="true", cwd=hp.host.path, timeout=30)
-
-
-def _do(action, step: str, hp: HostPlan, backend: Backend, ctx: RunContext) -> None:
-    name, bus = hp.host.name, ctx.bus
-    on_line = lambda stream, line: bus.emit(ev.Output(host=name, step=step, stream=stream, line=line))  # noqa: E731
-    if isinstance(action, Run):
-        bus.emit(ev.CommandStarted(host=name, step=step, display=action.display()))
-        result = backend.run(action.command, on_line)
-        if not result.ok:
-            raise _StepFailed(result.exit_code, tail(result.stderr) or tail(result.stdout),
-                              f"exit code {result.exit_code}")
-    elif isinstance(action, Upload):
-        bus.emit(ev.CommandStarted(host=name, step=step, display=action.display()))
-        try:
-            backend.put(action)
-        except (OSError, IOError) as e:
-            raise _StepFailed(None, str(e), f"upload to {action.remote} failed: {e}") from None
-    elif isinstance(action, ReportVersion):
-        bus.emit(ev.CommandStarted(host=name, step=step, display=action.display()))
-        result = backend.run(action.revision, on_line)
-        if not result.ok:
-            raise _StepFailed(result.exit_code, tail(result.stderr), "could not read the git revision")
-        revision = result.stdout.strip()
-        client = ctx.access_point
-        if client is None or ctx.dry_run:
-            if not action.url:
-                bus.emit(ev.Notice(message=f"{name}: no access point configured: version {revision[:12] or '?'} "
-                                           "not reported", host=name))
-            return
-        try:
-            client.report_version(name, ctx.plan.stage.name, revision, hp.roles, ctx.deploy_id)
-        except AccessPointError as e:
-            raise _StepFailed(None, e.message, f"version report failed: {e.message}") from None
-    elif isinstance(action, OpenGate):
-        if hp.opens_gate:
-            ctx.gate.arrive(name)
-    else:  # pragma: no cover - a new action type without an executor is a bug
-        raise AssertionError(f"no executor for {action!r}")
+    def finish(self, result: str | None = None, reason: str = "") -> HostResult:
+        if result is not None:
+            self.end(result, reason=reason)
+        if self.hp.opens_gate:
+            if self.result == OK:
+                self.ctx.gate.arrive(self.name)
+            else:
+                self.ctx.gate.fail(self.name, f"{self.result} at {self.failed_step or 'start'}")
+        result_ = HostResult(host=self.name, roles=",".join(self.hp.roles), result=self.result,
+                             started=self.started, ended=time.time(), steps=tuple(self.steps),
+                             failed_step=self.failed_step, exit_code=self.exit_code, stderr_tail=self.stderr,
+                             reason=self.reason, revision_before=self.before, revision_after=self.after,
+                             gated=self.hp.gated)
+        self.bus.emit(ev.HostFinished(host=self.name, result=result_))
+        return result_

@@ -83,3 +83,10 @@ class RunResult:
 
     def by_result(self, result: str) -> list[HostResult]:
         return [h for h in self.hosts if h.result == result]
+
+    def headline(self) -> str:
+        """One line: what ran, how each host ended, how long, the gate (summary, access point detail)."""
+        counts = {k: len(self.by_result(k)) for k in (OK, FAILED, SKIPPED, INTERRUPTED)}
+        parts = [f"{n} {k}" for k, n in counts.items() if n]
+        what = "dry run" if self.dry_run else self.kind
+        return f"{what} of {self.stage}: {', '.join(parts)} in {self.ended - self.started:.1f}s; gate {self.gate}"

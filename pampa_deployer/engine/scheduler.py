@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence, TypeVar
 
@@ -47,7 +48,6 @@ class Scheduler:
         self.failures = 0
         self.halted_reason: str | None = None
         self._lock = threading.Lock()
-        self._wake = threading.Event()
 
     def record(self, failed: bool) -> None:
         """Count a finished item; reaching max-fail stops starting new ones."""
@@ -81,5 +81,5 @@ class Scheduler:
     def _sleep(self, seconds: float) -> None:
         waited = 0.0
         while waited < seconds and not self.stopping():
-            self._wake.wait(min(0.2, seconds - waited))
+            time.sleep(min(0.2, seconds - waited))
             waited += 0.2

@@ -13,7 +13,7 @@ import select
 import time
 import uuid
 
-from ..steps.actions import Command
+from ..commands.command import Command
 from .backend import LineSplitter, OnLine
 from .results import CommandResult
 

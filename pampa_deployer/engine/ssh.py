@@ -18,9 +18,11 @@ import uuid
 import paramiko
 from fabric import Config, Connection
 
+from ..commands.command import Command
 from ..errors import ConnectError
 from ..inventory.model import Host
-from ..steps.actions import Command, Upload
+from ..inventory.settings import SSHView, view
+from ..steps.actions import Upload
 from .backend import LineSplitter, OnLine
 from .hostkeys import UnknownHostKey, secure
 from .results import CommandResult
@@ -28,32 +30,26 @@ from .session import SessionBroken, ShellSession
 
 
 class SSHSettings:
-    """The stage's ``ssh`` section, resolved once per run."""
+    """The stage's ``ssh`` section (``Stage.ssh``), resolved once per run; defaults come from the schema."""
 
-    def __init__(self, known_hosts: str = "~/.ssh/known_hosts", accept_new: bool = False,
-                 ssh_config: str | None = "~/.ssh/config", connect_timeout: float = 10.0,
-                 retries: int = 2, max_startups: int = 16, shell_session: bool = True):
-        self.known_hosts = os.path.expanduser(known_hosts)
-        self.accept_new = accept_new
-        self.ssh_config = os.path.expanduser(ssh_config) if ssh_config else None
-        self.connect_timeout = connect_timeout
-        self.retries = retries
-        self.shell_session = shell_session
+    def __init__(self, ssh: SSHView | None = None, known_hosts: str | None = None, accept_new: bool | None = None):
+        ssh = ssh or view({}, "ssh", SSHView)
+        self.known_hosts = os.path.expanduser(known_hosts or ssh.known_hosts)
+        self.accept_new = ssh.accept_new_host_keys if accept_new is None else accept_new
+        self.ssh_config = os.path.expanduser(ssh.config) if ssh.config else None
+        self.connect_timeout = ssh.connect_timeout
+        self.retries = ssh.connect_retries
+        self.shell_session = ssh.shell_session
         # Bounded SSH handshakes in flight: hundreds at once overwhelm sshd's MaxStartups.
-        self.handshakes = threading.BoundedSemaphore(max(1, max_startups))
+        self.handshakes = threading.BoundedSemaphore(max(1, ssh.max_startups))
         self.fabric_config: Config | None = None
 
     @classmethod
     def from_stage(cls, stage, accept_new: bool | None = None) -> "SSHSettings":
-        ssh = stage.setting("ssh") or {}
-        known = ssh.get("known_hosts", "~/.ssh/known_hosts")
+        known = stage.ssh.known_hosts
         if not os.path.isabs(os.path.expanduser(known)):
             known = str(stage.root.parent / known)  # relative paths are relative to the project folder
-        return cls(known_hosts=known,
-                   accept_new=bool(ssh.get("accept_new_host_keys")) if accept_new is None else accept_new,
-                   ssh_config=ssh.get("config"), connect_timeout=float(ssh.get("connect_timeout", 10)),
-                   retries=int(ssh.get("connect_retries", 2)), max_startups=int(ssh.get("max_startups", 16)),
-                   shell_session=bool(ssh.get("shell_session", True)))
+        return cls(stage.ssh, known_hosts=known, accept_new=accept_new)
 
 
 def _fabric_config(settings: SSHSettings) -> Config:

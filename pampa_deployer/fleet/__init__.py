@@ -249,10 +249,6 @@ class Fleet:
         for host in self.hosts:
             self.stop_host(host.name)
 
-    def destroy(self) -> None:
-        self.stop()
-        shutil.rmtree(self.root, ignore_errors=True)
-
     # -- configuration for pampa ----------------------------------------------------------------
     def stage_data(self, **settings) -> dict:
         """A stage mapping for this fleet (hosts, key, known_hosts); ``settings`` override or add keys."""

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
 from ..redact import Redactor
+from ..sequences import GATE_ROLE
+from .settings import AccessPointView, LockView, SSHView, view
 
 
 @dataclass(frozen=True)
@@ -24,10 +27,6 @@ class Host:
     prefix: str | None
     vars: Mapping[str, Any] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def role_label(self) -> str:
-        return ",".join(self.roles)
 
 
 @dataclass(frozen=True)
@@ -78,11 +77,33 @@ class Stage:
 
     @property
     def lock_host(self) -> Host:
-        """The host that holds the stage lock: the first kepler, or the first host."""
+        """The host that holds the stage lock: the first gate-opening (kepler) host, or the first host."""
         for h in self.hosts:
-            if "kepler" in h.roles:
+            if GATE_ROLE in h.roles:
                 return h
         return self.hosts[0]
+
+    # Typed settings views, built once (a frozen dataclass keeps cached_property values in __dict__).
+    @cached_property
+    def ssh(self) -> SSHView:
+        return view(self.settings, "ssh", SSHView)
+
+    @cached_property
+    def lock(self) -> LockView:
+        return view(self.settings, "lock", LockView)
+
+    @cached_property
+    def access_point(self) -> AccessPointView:
+        return view(self.settings, "access_point", AccessPointView)
+
+    @property
+    def parallel(self) -> int:
+        return int(self.setting("parallel", schema_default("parallel")))
+
+
+def schema_default(key: str) -> Any:
+    from .schema import TOP
+    return TOP[key].default
 
 
 def frozen(mapping: dict) -> Mapping:

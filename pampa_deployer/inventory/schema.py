@@ -8,15 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-BUILTIN_ROLES = ("kepler", "euler", "newton", "copernico")
-
-
 @dataclass(frozen=True)
 class Key:
     """One configuration key.
 
     ``type`` is one of: str, int, number, bool, list[str], map[str], map[any],
-    section, map[section], list[section], str|list[str], count|percent.
+    section, map[section], list[section], str|list[str].
     """
 
     type: str

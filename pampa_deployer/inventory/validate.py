@@ -16,7 +16,7 @@ _TYPE_NAMES = {
     "list[str]": "a list of strings", "map[str]": "a mapping of names to strings",
     "map[any]": "a mapping", "section": "a mapping", "map[section]": "a mapping",
     "list[section]": "a list of mappings", "str|list[str]": "a string or a list of strings",
-    "map[list[str]]": "a mapping of names to lists of strings", "count|percent": "a count or a percentage",
+    "map[list[str]]": "a mapping of names to lists of strings",
 }
 
 
@@ -57,9 +57,6 @@ def _check_type(value: Any, type_: str) -> bool:
         return isinstance(value, list) and all(isinstance(v, dict) for v in value)
     if type_ == "map[list[str]]":
         return isinstance(value, dict) and all(_check_type(v, "list[str]") for v in value.values())
-    if type_ == "count|percent":
-        return (isinstance(value, int) and not isinstance(value, bool)) or (
-            isinstance(value, str) and value.endswith("%") and value[:-1].isdigit())
     raise AssertionError(f"unknown schema type {type_}")
 
 

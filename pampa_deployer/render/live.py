@@ -25,7 +25,7 @@ class _Row:
         self.since = self.started = self.ended = None
 
 
-class LiveView:
+class LiveView(ev.Handler):
     """Subscribes to the bus and redraws a rich Live table; ``-v`` prints output lines above it."""
 
     def __init__(self, console: Console, verbose: bool = False):
@@ -68,34 +68,58 @@ class LiveView:
             return Group(*parts)
 
     def __call__(self, event: ev.Event) -> None:
-        e = event
+        # Two things happen outside the view's lock, because rich's refresh thread takes it in render():
+        # stopping at the end of the run, and printing output lines above the table (-v).
+        if isinstance(event, ev.RunFinished):
+            self.live.stop()  # the last frame stays; the summary prints below it
+            return
         with self._lock:
-            if isinstance(e, ev.RunStarted):
-                self.title = f"pampa {'dry run ' if e.dry_run else ''}{e.kind} {e.stage} ({e.branch})"
-                for name, roles, gated in e.hosts:
-                    self.rows[name] = _Row(name, roles, gated)
-            elif isinstance(e, ev.HostEvent) and e.host in self.rows:
-                row = self.rows[e.host]
-                if isinstance(e, ev.HostConnecting):
-                    row.state, row.started = "connecting", e.at
-                elif isinstance(e, ev.HostWaiting):
-                    row.state, row.step = "waiting", "gate"
-                elif isinstance(e, ev.StepStarted):
-                    row.state, row.step = "running", e.step
-                elif isinstance(e, ev.Output):
-                    row.last = e.line
-                elif isinstance(e, ev.StepFinished) and not e.ok:
-                    row.last = (e.stderr_tail.splitlines() or [e.message])[-1]
-                elif isinstance(e, ev.HostFinished):
-                    row.state, row.ended = e.result.result, e.at
-                    row.started = row.started or e.at
-                    if e.result.failed_step:
-                        row.step = e.result.failed_step
-                    if e.result.reason and not e.result.ok:
-                        row.last = e.result.reason
-            elif isinstance(e, ev.GateChanged):
-                self.gate = e.state
-            elif isinstance(e, ev.Notice) and e.level != "info":
-                self.notices.append(e.message)
-        if self.verbose and isinstance(e, ev.Output):
-            self.live.console.print(Text(f"{e.host} {e.step} | {e.line}"), highlight=False)
+            super().__call__(event)
+        if self.verbose and isinstance(event, ev.Output):
+            self.live.console.print(Text(f"{event.host} {event.step} | {event.line}"), highlight=False)
+
+    def on_run_started(self, e: ev.RunStarted) -> None:
+        self.title = f"pampa {'dry run ' if e.dry_run else ''}{e.kind} {e.stage} ({e.branch})"
+        for name, roles, gated in e.hosts:
+            self.rows[name] = _Row(name, roles, gated)
+
+    def on_host_connecting(self, e: ev.HostConnecting) -> None:
+        if e.host in self.rows:
+            row = self.rows[e.host]
+            row.state, row.started = "connecting", e.at
+
+    def on_host_waiting(self, e: ev.HostWaiting) -> None:
+        if e.host in self.rows:
+            row = self.rows[e.host]
+            row.state, row.step = "waiting", "gate"
+
+    def on_step_started(self, e: ev.StepStarted) -> None:
+        if e.host in self.rows:
+            row = self.rows[e.host]
+            row.state, row.step = "running", e.step
+
+    def on_output(self, e: ev.Output) -> None:
+        if e.host in self.rows:
+            self.rows[e.host].last = e.line
+
+    def on_step_finished(self, e: ev.StepFinished) -> None:
+        if e.host in self.rows and not e.ok:
+            self.rows[e.host].last = (e.stderr_tail.splitlines() or [e.message])[-1]
+
+    def on_host_finished(self, e: ev.HostFinished) -> None:
+        if e.host not in self.rows:
+            return
+        row = self.rows[e.host]
+        row.state, row.ended = e.result.result, e.at
+        row.started = row.started or e.at
+        if e.result.failed_step:
+            row.step = e.result.failed_step
+        if e.result.reason and not e.result.ok:
+            row.last = e.result.reason
+
+    def on_gate_changed(self, e: ev.GateChanged) -> None:
+        self.gate = e.state
+
+    def on_notice(self, e: ev.Notice) -> None:
+        if e.level != "info":
+            self.notices.append(e.message)

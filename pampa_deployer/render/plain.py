@@ -12,7 +12,7 @@ def stamp(at: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(at)) + f".{int(at % 1 * 1000):03d}"
 
 
-class PlainRenderer:
+class PlainRenderer(ev.Handler):
     """Writes a line per event; with ``verbose`` also every output line, prefixed by host and step."""
 
     def __init__(self, out: TextIO | None = None, verbose: bool = False):
@@ -23,39 +23,46 @@ class PlainRenderer:
         self.out.write(f"{stamp(at)} {host} {step} {message}\n")
         self.out.flush()
 
-    def __call__(self, event: ev.Event) -> None:
-        e = event
-        if isinstance(e, ev.RunStarted):
-            gated = sum(1 for h in e.hosts if h[2])
-            what = "dry run of " if e.dry_run else ""
-            self.line(e.at, "-", "-", f"{what}{e.kind} of stage {e.stage} (branch {e.branch}) to "
-                                      f"{len(e.hosts)} hosts, {gated} gated")
-        elif isinstance(e, ev.HostConnected):
-            self.line(e.at, e.host, "connect", f"ok ({e.seconds:.2f}s)")
-        elif isinstance(e, ev.HostWaiting):
-            self.line(e.at, e.host, "gate", "waiting for kepler")
-        elif isinstance(e, ev.StepStarted):
-            self.line(e.at, e.host, e.step, "start")
-        elif isinstance(e, ev.CommandStarted):
-            if self.verbose:
-                self.line(e.at, e.host, e.step, f"$ {e.display}")
-        elif isinstance(e, ev.Output):
-            if self.verbose:
-                self.line(e.at, e.host, e.step, f"{'!' if e.stream == 'stderr' else '|'} {e.line}")
-        elif isinstance(e, ev.StepFinished):
-            took = e.at - e.started
-            if e.ok:
-                self.line(e.at, e.host, e.step, f"ok ({took:.2f}s)")
-            else:
-                tail = f": {e.stderr_tail.splitlines()[-1]}" if e.stderr_tail.strip() else ""
-                self.line(e.at, e.host, e.step, f"FAILED ({e.message}){tail}")
-        elif isinstance(e, ev.HostFinished):
-            r = e.result
-            extra = f" at {r.failed_step}" if r.failed_step else ""
-            why = f": {r.reason}" if r.reason and not r.ok else ""
-            self.line(e.at, e.host, "-", f"{r.result.upper()}{extra} ({r.seconds:.2f}s){why}")
-        elif isinstance(e, ev.GateChanged):
-            self.line(e.at, "-", "gate", e.state + (f": {e.reason}" if e.reason else ""))
-        elif isinstance(e, ev.Notice):
-            if e.level != "info" or self.verbose:
-                self.line(e.at, e.host or "-", "-", f"{e.level}: {e.message}")
+    def on_run_started(self, e: ev.RunStarted) -> None:
+        gated = sum(1 for h in e.hosts if h[2])
+        what = "dry run of " if e.dry_run else ""
+        self.line(e.at, "-", "-", f"{what}{e.kind} of stage {e.stage} (branch {e.branch}) to "
+                                  f"{len(e.hosts)} hosts, {gated} gated")
+
+    def on_host_connected(self, e: ev.HostConnected) -> None:
+        self.line(e.at, e.host, "connect", f"ok ({e.seconds:.2f}s)")
+
+    def on_host_waiting(self, e: ev.HostWaiting) -> None:
+        self.line(e.at, e.host, "gate", "waiting for kepler")
+
+    def on_step_started(self, e: ev.StepStarted) -> None:
+        self.line(e.at, e.host, e.step, "start")
+
+    def on_command_started(self, e: ev.CommandStarted) -> None:
+        if self.verbose:
+            self.line(e.at, e.host, e.step, f"$ {e.display}")
+
+    def on_output(self, e: ev.Output) -> None:
+        if self.verbose:
+            self.line(e.at, e.host, e.step, f"{'!' if e.stream == 'stderr' else '|'} {e.line}")
+
+    def on_step_finished(self, e: ev.StepFinished) -> None:
+        took = e.at - e.started
+        if e.ok:
+            self.line(e.at, e.host, e.step, f"ok ({took:.2f}s)")
+        else:
+            tail = f": {e.stderr_tail.splitlines()[-1]}" if e.stderr_tail.strip() else ""
+            self.line(e.at, e.host, e.step, f"FAILED ({e.message}){tail}")
+
+    def on_host_finished(self, e: ev.HostFinished) -> None:
+        r = e.result
+        extra = f" at {r.failed_step}" if r.failed_step else ""
+        why = f": {r.reason}" if r.reason and not r.ok else ""
+        self.line(e.at, e.host, "-", f"{r.result.upper()}{extra} ({r.seconds:.2f}s){why}")
+
+    def on_gate_changed(self, e: ev.GateChanged) -> None:
+        self.line(e.at, "-", "gate", e.state + (f": {e.reason}" if e.reason else ""))
+
+    def on_notice(self, e: ev.Notice) -> None:
+        if e.level != "info" or self.verbose:
+            self.line(e.at, e.host or "-", "-", f"{e.level}: {e.message}")

@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 
+from ..engine import events as ev
 from ..engine.results import FAILED, INTERRUPTED, SKIPPED, RunResult
 
 SCHEMA_VERSION = 1
@@ -80,3 +81,16 @@ def write_junit(result: RunResult, path: Path) -> None:
     suites.append(suite)
     path.parent.mkdir(parents=True, exist_ok=True)
     ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
+
+
+class ReportWriter(ev.Handler):
+    """Writes ``--report`` (JSON) and ``--junit`` (XML) when the run finishes."""
+
+    def __init__(self, json_path: Path | None = None, junit_path: Path | None = None):
+        self.json_path, self.junit_path = json_path, junit_path
+
+    def on_run_finished(self, e: ev.RunFinished) -> None:
+        if self.json_path is not None:
+            write_json(e.result, e.exit_code, self.json_path)
+        if self.junit_path is not None:
+            write_junit(e.result, self.junit_path)

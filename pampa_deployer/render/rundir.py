@@ -1,4 +1,4 @@
-"""The run directory ``.pampa/runs/<stage>-<time>/``: per-host logs, the event log, report and timeline."""
+"""The run directory ``.pampa/runs/<stage>-<kind>-<time>/``: per-host logs, the event log, report and timeline."""
 from __future__ import annotations
 
 import time
@@ -6,23 +6,32 @@ from pathlib import Path
 from typing import TextIO
 
 from ..engine import events as ev
+from . import report, timeline
 from .plain import PlainRenderer, stamp
 
 
-class RunDirectory:
-    """Keeps a full log per host (every command and output line, masked) and a plain event log."""
+class RunDirectory(ev.Handler):
+    """Keeps a full log per host (every command and output line, masked) and a plain event log; at the
+    end of the run, the JSON report and the timeline. The folder is made at the run's first event, so a
+    command refused before any host was planned leaves none behind."""
 
     def __init__(self, base: Path, stage: str, kind: str):
-        name = f"{stage}-{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
-        path = base / name
+        self.base, self.stage, self.kind = base, stage, kind
+        self.path: Path | None = None
+        self._files: dict[str, TextIO] = {}
+        self._events: TextIO | None = None
+        self._plain: PlainRenderer | None = None
+
+    def _open(self) -> None:
+        name = f"{self.stage}-{self.kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+        path = self.base / name
         n = 1
         while path.exists():
             n += 1
-            path = base / f"{name}-{n}"
+            path = self.base / f"{name}-{n}"
+        (path / "hosts").mkdir(parents=True)
         self.path = path
-        (self.path / "hosts").mkdir(parents=True)
-        self._files: dict[str, TextIO] = {}
-        self._events = open(self.path / "events.log", "w")
+        self._events = open(path / "events.log", "w")
         self._plain = PlainRenderer(self._events, verbose=False)
 
     def _host(self, host: str) -> TextIO:
@@ -31,19 +40,33 @@ class RunDirectory:
         return self._files[host]
 
     def __call__(self, event: ev.Event) -> None:
+        if self.path is None:
+            self._open()
         self._plain(event)
-        if isinstance(event, ev.CommandStarted):
-            self._host(event.host).write(f"{stamp(event.at)} [{event.step}] $ {event.display}\n")
-        elif isinstance(event, ev.Output):
-            self._host(event.host).write(f"{stamp(event.at)} [{event.step}] {event.stream}: {event.line}\n")
-        elif isinstance(event, ev.StepFinished):
-            verdict = "ok" if event.ok else f"FAILED ({event.message})"
-            self._host(event.host).write(f"{stamp(event.at)} [{event.step}] {verdict}\n")
-        elif isinstance(event, ev.HostFinished):
-            r = event.result
-            self._host(event.host).write(f"{stamp(event.at)} result: {r.result} {r.reason}\n")
+        super().__call__(event)
+
+    def on_command_started(self, e: ev.CommandStarted) -> None:
+        self._host(e.host).write(f"{stamp(e.at)} [{e.step}] $ {e.display}\n")
+
+    def on_output(self, e: ev.Output) -> None:
+        self._host(e.host).write(f"{stamp(e.at)} [{e.step}] {e.stream}: {e.line}\n")
+
+    def on_step_finished(self, e: ev.StepFinished) -> None:
+        verdict = "ok" if e.ok else f"FAILED ({e.message})"
+        self._host(e.host).write(f"{stamp(e.at)} [{e.step}] {verdict}\n")
+
+    def on_host_finished(self, e: ev.HostFinished) -> None:
+        r = e.result
+        self._host(e.host).write(f"{stamp(e.at)} result: {r.result} {r.reason}\n")
+
+    def on_run_finished(self, e: ev.RunFinished) -> None:
+        self.close()
+        report.write_json(e.result, e.exit_code, self.path / "report.json")
+        timeline.export(e.result, self.path / "timeline.svg", self.path / "timeline.html")
 
     def close(self) -> None:
         for f in self._files.values():
             f.close()
-        self._events.close()
+        self._files.clear()
+        if self._events is not None:
+            self._events.close()

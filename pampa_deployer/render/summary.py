@@ -5,6 +5,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ..engine import events as ev
 from ..engine.results import FAILED, INTERRUPTED, OK, SKIPPED, RunResult
 
 _ORDER = {FAILED: 0, INTERRUPTED: 1, SKIPPED: 2, OK: 3}
@@ -16,11 +17,7 @@ def rows(result: RunResult):
 
 
 def headline(result: RunResult) -> str:
-    counts = {k: len(result.by_result(k)) for k in (OK, FAILED, SKIPPED, INTERRUPTED)}
-    parts = [f"{n} {k}" for k, n in counts.items() if n]
-    took = result.ended - result.started
-    what = "dry run" if result.dry_run else result.kind
-    return f"{what} of {result.stage}: {', '.join(parts)} in {took:.1f}s; gate {result.gate}"
+    return result.headline()
 
 
 def table(result: RunResult) -> Table:
@@ -55,3 +52,22 @@ def print_rich(result: RunResult, console: Console) -> None:
     console.print(table(result))
     for note in result.notes:
         console.print(Text.assemble(("note: ", "yellow"), note))
+
+
+class SummaryPrinter(ev.Handler):
+    """Prints the summary when the run finishes: plain lines (CI, dry run) or a table and the timeline;
+    then where the run directory is, if there is one."""
+
+    def __init__(self, console: Console, plain: bool, rundir=None):
+        self.console, self.plain, self.rundir = console, plain, rundir
+
+    def on_run_finished(self, e: ev.RunFinished) -> None:
+        if self.plain:
+            print_plain(e.result, lambda line: print(line, flush=True))
+        else:
+            from . import timeline
+            print_rich(e.result, self.console)
+            self.console.print(timeline.build(e.result, width=max(20, min(100, self.console.width - 40))))
+        if self.rundir is not None and self.rundir.path is not None:
+            where = f"run directory: {self.rundir.path}"
+            print(where, flush=True) if self.plain else self.console.print(where, style="dim")

@@ -1,44 +1,17 @@
 """What a step asks for, as frozen data: commands to run, files to upload, versions to report.
 
-Building these does no I/O. Backends (engine/) carry them out; the dry-run
-backend only shows them. Secrets are masked here, on the object: ``display()``
-is what every printer, log and report uses.
+Building these does no I/O. The engine's one executor (``engine/executor.py``) carries
+them out; the dry-run backend only shows them. ``Command`` lives in ``commands/command.py``
+(the engine's common currency) and is re-exported here. ``display()`` is what every
+printer, log and report uses.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from ..commands.command import Command
 from ..redact import Redactor
-from ..shell import quote
-
-
-@dataclass(frozen=True)
-class Command:
-    """One remote shell command, with the context it runs in."""
-
-    script: str
-    cwd: str | None = None
-    prefix: str | None = None
-    env: tuple[tuple[str, str], ...] = ()
-    timeout: float | None = None
-    redactor: Redactor = field(default_factory=Redactor, repr=False, compare=False)
-
-    def line(self) -> str:
-        """The exact line sent to the host's shell."""
-        return f"{self.prefix} && {self.body()}" if self.prefix else self.body()
-
-    def body(self) -> str:
-        """The line without the prefix (a shell session runs the prefix once, not per command)."""
-        parts = [f"export {k}={quote(v)}" for k, v in self.env]
-        if self.cwd:
-            parts.append(f"cd {quote(self.cwd)}")
-        parts.append(self.script)
-        return " && ".join(parts)
-
-    def display(self) -> str:
-        """``line()`` with every secret masked; safe to print anywhere."""
-        return self.redactor.mask(self.line())
 
 
 @dataclass(frozen=True)
@@ -49,6 +22,10 @@ class Run:
 
     def display(self) -> str:
         return self.command.display()
+
+    def commands(self) -> tuple[Command, ...]:
+        """The shell commands this action sends (``pampa check`` looks for their programs)."""
+        return (self.command,)
 
 
 @dataclass(frozen=True)
@@ -63,6 +40,9 @@ class Upload:
     def display(self) -> str:
         return (f"upload {self.source} -> {self.remote} (mode {self.mode:04o}, "
                 f"{len(self.content)} bytes, content masked)")
+
+    def commands(self) -> tuple[Command, ...]:
+        return ()
 
 
 @dataclass(frozen=True)
@@ -79,6 +59,9 @@ class ReportVersion:
             else "no access point configured: version not reported"
         return f"{self.revision.display()}; {target}"
 
+    def commands(self) -> tuple[Command, ...]:
+        return (self.revision,)
+
 
 @dataclass(frozen=True)
 class OpenGate:
@@ -86,6 +69,9 @@ class OpenGate:
 
     def display(self) -> str:
         return "open the gate for gated roles once every kepler host is here (access point: ALLOWED)"
+
+    def commands(self) -> tuple[Command, ...]:
+        return ()
 
 
 Action = Run | Upload | ReportVersion | OpenGate

@@ -1,15 +1,15 @@
 """Restarting puma, the processes (dispatchers, jobs, planners) and the workers."""
 from __future__ import annotations
 
+from ..inventory.settings import UnitsView, view
 from ..shell import fill_plain, render
 from .actions import Run, StepContext
 
 
 def _restart(ctx: StepContext, group: str) -> tuple[Run, ...]:
-    units = ctx.settings.get("units") or {}
-    template = units.get("restart") or "sudo systemctl restart {unit}"
-    names = [fill_plain(str(u), ctx.variables) for u in units.get(group) or []]
-    return tuple(Run(ctx.command(render(template, {**ctx.variables, "unit": name}), cwd=False))
+    units = view(ctx.settings, "units", UnitsView)  # defaults from the schema, not restated here
+    names = [fill_plain(str(u), ctx.variables) for u in getattr(units, group) or []]
+    return tuple(Run(ctx.command(render(units.restart, {**ctx.variables, "unit": name}), cwd=False))
                  for name in names)
 
 

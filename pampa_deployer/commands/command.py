@@ -1,0 +1,39 @@
+"""``Command``: one remote shell command with its context, masking itself for display.
+
+Every command pampa sends (steps, lock, revision log, check probe, rollback queries)
+is one of these, built by a pure function in this package or in ``steps/``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..redact import Redactor
+from ..shell import quote
+
+
+@dataclass(frozen=True)
+class Command:
+    """One remote shell command, with the context it runs in."""
+
+    script: str
+    cwd: str | None = None
+    prefix: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    timeout: float | None = None
+    redactor: Redactor = field(default_factory=Redactor, repr=False, compare=False)
+
+    def line(self) -> str:
+        """The exact line sent to the host's shell."""
+        return f"{self.prefix} && {self.body()}" if self.prefix else self.body()
+
+    def body(self) -> str:
+        """The line without the prefix (a shell session runs the prefix once, not per command)."""
+        parts = [f"export {k}={quote(v)}" for k, v in self.env]
+        if self.cwd:
+            parts.append(f"cd {quote(self.cwd)}")
+        parts.append(self.script)
+        return " && ".join(parts)
+
+    def display(self) -> str:
+        """``line()`` with every secret masked; safe to print anywhere."""
+        return self.redactor.mask(self.line())

@@ -1,0 +1,82 @@
+"""The one executor of actions, shared by ``pampa deploy`` (engine/pipeline.py) and the ``fab`` tasks.
+
+An action (``steps/actions.py``) is frozen data; ``perform`` carries it out on a backend and
+tells a ``Sink`` what happened. The deploy's sink turns that into events and talks to the
+gate and the access point session; the fab sink prints lines. One table maps each action
+type to its handler, so a new action type without an executor fails loudly, in both places.
+"""
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+from ..errors import AccessPointError
+from ..steps.actions import OpenGate, ReportVersion, Run, Upload
+from .backend import Backend, tail
+
+
+class StepFailed(Exception):
+    """The action failed; the step (and its host) fails with this exit code, stderr tail and message."""
+
+    def __init__(self, exit_code: int | None, stderr: str, message: str = ""):
+        super().__init__(message)
+        self.exit_code, self.stderr, self.message = exit_code, stderr, message
+
+
+class Sink(Protocol):
+    """What the executor reports to, and the two things it cannot do alone (gate, access point)."""
+
+    def command_started(self, display: str) -> None: ...
+
+    def output(self, stream: str, line: str) -> None: ...
+
+    def gate_reached(self) -> None: ...
+
+    def report_version(self, action: ReportVersion, revision: str) -> None:
+        """Report ``revision``; raise ``AccessPointError`` if the access point refuses."""
+
+
+def _run(action: Run, backend: Backend, sink: Sink) -> None:
+    sink.command_started(action.display())
+    result = backend.run(action.command, sink.output)
+    if not result.ok:
+        raise StepFailed(result.exit_code, tail(result.stderr) or tail(result.stdout), f"exit code {result.exit_code}")
+
+
+def _upload(action: Upload, backend: Backend, sink: Sink) -> None:
+    sink.command_started(action.display())
+    try:
+        backend.put(action)
+    except OSError as e:
+        raise StepFailed(None, str(e), f"upload to {action.remote} failed: {e}") from None
+
+
+def _report_version(action: ReportVersion, backend: Backend, sink: Sink) -> None:
+    sink.command_started(action.display())
+    result = backend.run(action.revision, sink.output)
+    if not result.ok:
+        raise StepFailed(result.exit_code, tail(result.stderr), "could not read the git revision")
+    try:
+        sink.report_version(action, result.stdout.strip())
+    except AccessPointError as e:
+        raise StepFailed(None, e.message, f"version report failed: {e.message}") from None
+
+
+def _open_gate(action: OpenGate, backend: Backend, sink: Sink) -> None:
+    sink.gate_reached()
+
+
+EXECUTORS: dict[type, Callable[[object, Backend, Sink], None]] = {
+    Run: _run,
+    Upload: _upload,
+    ReportVersion: _report_version,
+    OpenGate: _open_gate,
+}
+
+
+def perform(action, backend: Backend, sink: Sink) -> None:
+    """Carry out one action; raises ``StepFailed`` when the step must fail."""
+    try:
+        executor = EXECUTORS[type(action)]
+    except KeyError:  # pragma: no cover - a new action type without an executor is a bug
+        raise AssertionError(f"no executor for {action!r}") from None
+    executor(action, backend, sink)

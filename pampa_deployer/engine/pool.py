@@ -1,0 +1,111 @@
+"""The connection pool: one backend per host for a command's whole life, closed on the way out.
+
+``with open_pool(stage) as pool:`` is how deploy, rollback, check, status and the lock
+commands all reach hosts, so every connection is closed however the command ends.
+``each_host`` runs one read-only query on many hosts at once (status, check, rollback's target).
+"""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, TypeVar
+
+from ..errors import ConnectError
+from ..inventory.model import Host, Stage
+from .backend import Backend
+
+
+class BackendPool:
+    """One backend (one connection) per host for the whole run, created by ``factory``."""
+
+    def __init__(self, factory: Callable[[Host], Backend]):
+        self.factory = factory
+        self.backends: dict[str, Backend] = {}
+        self.connected: set[str] = set()
+        self._lock = threading.Lock()
+        self._connecting: dict[str, threading.Lock] = {}
+        self._pinned: set[str] = set()
+
+    def get(self, host: Host) -> Backend:
+        with self._lock:
+            if host.name not in self.backends:
+                self.backends[host.name] = self.factory(host)
+            return self.backends[host.name]
+
+    def connect(self, host: Host) -> Backend:
+        backend = self.get(host)
+        with self._lock:
+            host_lock = self._connecting.setdefault(host.name, threading.Lock())
+        with host_lock:  # the preflight and the host's pipeline may ask at the same time
+            if host.name not in self.connected:
+                backend.connect()
+                self.connected.add(host.name)
+        return backend
+
+    def pin(self, host: Host) -> None:
+        """Keep this host's connection after its pipeline ends (the lock host: renew and release)."""
+        self._pinned.add(host.name)
+
+    def done(self, host: Host) -> None:
+        """A host finished: close its connection now, so open connections (and paramiko's transport
+        threads) stay bounded by --parallel instead of growing with the fleet."""
+        with self._lock:
+            if host.name in self._pinned or host.name not in self.backends:
+                return
+            backend = self.backends.pop(host.name)
+            self.connected.discard(host.name)
+        try:
+            backend.close()
+        except Exception:  # noqa: BLE001 - closing is best effort
+            pass
+
+    def abort_all(self) -> None:
+        with self._lock:
+            backends = list(self.backends.values())
+        for backend in backends:
+            try:
+                backend.abort()
+            except Exception:  # noqa: BLE001 - runs in a signal handler; one bad host must not stop the rest
+                pass
+
+    def close_all(self) -> None:
+        for backend in list(self.backends.values()):
+            try:
+                backend.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass
+
+    def __enter__(self) -> "BackendPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close_all()
+
+
+def open_pool(stage: Stage, accept_new: bool = False, dry_run: bool = False) -> BackendPool:
+    """SSH backends for ``stage`` (``accept_new``: trust unknown host keys), or dry-run ones."""
+    if dry_run:
+        from .dryrun import DryRunBackend
+        return BackendPool(lambda host: DryRunBackend(host.name))
+    from .ssh import SSHBackend, SSHSettings
+    settings = SSHSettings.from_stage(stage, accept_new=True if accept_new else None)
+    return BackendPool(lambda host: SSHBackend(host, settings))
+
+
+T = TypeVar("T")
+
+
+def each_host(pool: BackendPool, hosts: Iterable[Host], work: Callable[[Host, object], T], parallel: int = 32
+              ) -> dict[str, T | ConnectError]:
+    """``work(host, backend)`` on every host at once; a host that cannot connect maps to its ConnectError."""
+    hosts = list(hosts)
+
+    def one(host: Host):
+        try:
+            backend = pool.connect(host)
+        except ConnectError as e:
+            return e
+        return work(host, backend)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(hosts)))) as ex:
+        return dict(zip([h.name for h in hosts], ex.map(one, hosts)))

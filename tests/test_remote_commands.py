@@ -1,0 +1,126 @@
+"""Every remote command pampa sends on its own behalf, as exact strings (the way Kamal tests its
+commands), plus their parsers; the lock commands also run for real in a local shell (no root needed)."""
+from __future__ import annotations
+
+import json
+
+from pampa_deployer.commands import git, lock, readiness, revlog
+from pampa_deployer.engine.local import LocalBackend
+
+ROOT, STAGE = "~/.pampa/locks", "production"
+D = "~/.pampa/locks/production.lock"
+
+
+def test_lock_commands_exact():
+    assert lock.renew_command(ROOT, STAGE, "tok", 90).script == (
+        f'[ "$(cat {D}/token 2>/dev/null)" = tok ] && echo $(( $(date +%s) + 90 )) > {D}/expires.tmp && '
+        f"mv {D}/expires.tmp {D}/expires && echo PAMPA-LOCK-RENEWED || echo PAMPA-LOCK-LOST")
+    assert lock.release_command(ROOT, STAGE, "tok").script == (
+        f'if [ "$(cat {D}/token 2>/dev/null)" = tok ]; then mv {D} {D}.released.$$ && rm -rf {D}.released.$$ '
+        f"&& echo PAMPA-LOCK-RELEASED; else echo PAMPA-LOCK-NOT-OURS; fi")
+    assert lock.status_command(ROOT, STAGE).script == (
+        f"if [ -d {D} ]; then echo PAMPA-LOCK-HELD; cat {D}/info.json 2>/dev/null; echo; "
+        f'echo "$(cat {D}/expires 2>/dev/null || echo 0) $(date +%s)"; else echo PAMPA-LOCK-FREE; fi')
+    assert lock.unlock_command(ROOT, STAGE, {"by": "ana"}).script == (
+        f"if [ -d {D} ]; then old=$(cat {D}/info.json 2>/dev/null); mv {D} {D}.unlocked.$$ && "
+        f"rm -rf {D}.unlocked.$$ && printf '%s %s\\n' '{{\"by\": \"ana\"}}' \"$old\" >> "
+        f"~/.pampa/locks/production.unlocks.jsonl && echo PAMPA-LOCK-REMOVED && echo \"$old\"; "
+        f"else echo PAMPA-LOCK-FREE; fi")
+    write = (f"printf '%s' '{{\"user\": \"ana\"}}' > {D}/info.json && printf '%s' tok > {D}/token && "
+             f"echo $((now + 90)) > {D}/expires")
+    assert lock.acquire_command(ROOT, STAGE, {"user": "ana"}, "tok", 90).script == (
+        f"mkdir -p ~/.pampa/locks && now=$(date +%s); if mkdir {D} 2>/dev/null; then {write} && "
+        f"echo PAMPA-LOCK-ACQUIRED && exit 0; fi; exp=$(cat {D}/expires 2>/dev/null || echo 0); "
+        f'if [ "$now" -gt "$exp" ] && mv {D} {D}.stale.$$ 2>/dev/null; then   '
+        f"old=$(cat {D}.stale.$$/info.json 2>/dev/null); rm -rf {D}.stale.$$;   if mkdir {D} 2>/dev/null; then "
+        f'{write} && echo PAMPA-LOCK-TOOK-STALE && echo "$old" && exit 0; fi; fi; echo PAMPA-LOCK-HELD; '
+        f'cat {D}/info.json 2>/dev/null; echo; echo "$(cat {D}/expires 2>/dev/null) $now"')
+
+
+def test_lock_values_are_quoted():
+    script = lock.release_command("~/my locks", "prod;reboot", "t'k").script
+    assert "~/'my locks/prod;reboot.lock'" in script and "'t'\"'\"'k'" in script
+
+
+def test_lock_state_parsing():
+    assert lock.parse_state("PAMPA-LOCK-FREE\n").state == lock.FREE
+    assert lock.parse_state("").state == lock.FREE
+    held = lock.parse_state('PAMPA-LOCK-HELD\n{"user": "ana", "branch": "main"}\n200 100\n')
+    assert (held.state, held.info["user"], held.expires, held.now) == (lock.HELD, "ana", 200, 100)
+    assert "held by ana@? (pid ?)" in held.describe() and "expires in 100s" in held.describe()
+    stale = lock.parse_state('PAMPA-LOCK-HELD\n{"user": "bo"}\n100 250\n')
+    assert stale.state == lock.STALE and "lease expired 150s ago" in stale.describe()
+    broken = lock.parse_state("PAMPA-LOCK-HELD\nnot json\ngarbage\n")
+    assert (broken.state, broken.info, broken.expires) == (lock.HELD, {}, None)
+
+
+def test_lock_acquire_parsing():
+    assert lock.parse_acquired("PAMPA-LOCK-ACQUIRED\n") == (True, None)
+    assert lock.parse_acquired('PAMPA-LOCK-TOOK-STALE\n{"user": "bo"}\n') == (True, {"user": "bo"})
+    assert lock.parse_acquired("PAMPA-LOCK-TOOK-STALE\n") == (True, {})
+    assert lock.parse_acquired('PAMPA-LOCK-HELD\n{"user": "bo"}\n1 2\n') == (False, None)
+    assert lock.parse_acquired("") == (False, None)
+
+
+def test_lock_commands_in_a_real_local_shell(tmp_path):
+    """acquire, refuse a second holder, renew, take over when stale, release: through bash, as on a host."""
+    be = LocalBackend("local", home=str(tmp_path))
+    be.connect()
+    out = be.run(lock.acquire_command(ROOT, STAGE, {"user": "ana"}, "t1", 90)).stdout
+    assert lock.parse_acquired(out) == (True, None)
+    second = be.run(lock.acquire_command(ROOT, STAGE, {"user": "bo"}, "t2", 90)).stdout
+    assert lock.parse_acquired(second) == (False, None)
+    assert lock.parse_state(second).info == {"user": "ana"}
+    assert "PAMPA-LOCK-LOST" in be.run(lock.renew_command(ROOT, STAGE, "t2", 90)).stdout
+    assert "PAMPA-LOCK-RENEWED" in be.run(lock.renew_command(ROOT, STAGE, "t1", 90)).stdout
+    (tmp_path / ".pampa/locks/production.lock/expires").write_text("1\n")  # the lease ran out
+    assert lock.parse_state(be.run(lock.status_command(ROOT, STAGE)).stdout).state == lock.STALE
+    took = be.run(lock.acquire_command(ROOT, STAGE, {"user": "bo"}, "t2", 90)).stdout
+    assert lock.parse_acquired(took) == (True, {"user": "ana"})
+    assert "PAMPA-LOCK-NOT-OURS" in be.run(lock.release_command(ROOT, STAGE, "t1")).stdout
+    assert "PAMPA-LOCK-RELEASED" in be.run(lock.release_command(ROOT, STAGE, "t2")).stdout
+    assert lock.parse_state(be.run(lock.status_command(ROOT, STAGE)).stdout).state == lock.FREE
+
+
+def test_revision_log_commands_exact():
+    base = revlog.base("~/code/shop")
+    assert revlog.log_path("~/code/shop/") == "~/code/shop.revisions.jsonl"
+    assert revlog.revision_command(base).line() == "git -C ~/code/shop rev-parse HEAD 2>/dev/null || true"
+    assert revlog.append_command(base, {"stage": "production"}).line() == (
+        'a=$(git -C ~/code/shop rev-parse HEAD 2>/dev/null); [ -d ~/code ] || mkdir -p ~/code; '
+        'if [ -n "$a" ]; then v="\\"$a\\""; else v=null; fi; '
+        "printf '%s%s%s\\n' '{\"after\": ' \"$v\" ', \"stage\": \"production\"}' >> ~/code/shop.revisions.jsonl; "
+        'echo "$a"')
+    assert revlog.read_command(base, 20).line() == (
+        "tail -n 20 ~/code/shop.revisions.jsonl 2>/dev/null; echo '--pampa-head--'; "
+        "git -C ~/code/shop log -1 --format='%H %s' 2>/dev/null || true")
+
+
+def test_revision_log_append_and_read_in_a_real_local_shell(tmp_path):
+    be = LocalBackend("local", home=str(tmp_path))
+    base = revlog.base("~/code/shop")
+    assert be.run(revlog.append_command(base, {"result": "ok", "before": None})).ok
+    entries, head, subject = revlog.parse(be.run(revlog.read_command(base)).stdout)
+    assert entries == [{"after": None, "before": None, "result": "ok"}] and head is None and subject == ""
+    line = (tmp_path / "code/shop.revisions.jsonl").read_text()
+    assert json.loads(line)["after"] is None
+
+
+def test_revision_log_parse_skips_bad_lines():
+    text = '{"a": 1}\nnot json\n{"a": 2}\n--pampa-head--\nabc123 Fix the thing\n'
+    assert revlog.parse(text) == ([{"a": 1}, {"a": 2}], "abc123", "Fix the thing")
+
+
+def test_rollback_queries_exact():
+    assert git.parent_revision("~/code/shop").line() == "cd ~/code/shop && git rev-parse HEAD~1"
+    assert git.verify_commit("~/code/shop", "abc1; reboot").line() == \
+        "cd ~/code/shop && git rev-parse --verify --quiet 'abc1; reboot^{commit}'"
+    assert git.reset_hard("abc1") == "git reset --hard abc1"
+
+
+def test_programs_used_skips_shell_syntax():
+    from pampa_deployer.commands import Command
+    cmds = [Command("export A=1 && bundle install"), Command("if [ -d x ]; then git clone y; fi"),
+            Command("sudo systemctl restart app || true"), Command("RAILS_ENV=production bin/rails db:migrate")]
+    # bin/rails is shipped in the app: it arrives with the checkout, so it is not a program to look for.
+    assert readiness.programs_used(cmds) == ["bundle", "git", "systemctl"]
