@@ -129,7 +129,7 @@ def exec_(args) -> int:
                 outs = run_everywhere(pool, hosts, argv, stage.redactor, args.timeout, parallel, show)
             except KeyboardInterrupt:
                 signum = signals.signum or 2
-                raise Interrupted(f"exec interrupted; the command was stopped on every host still running it",
+                raise Interrupted("exec interrupted; the command was stopped on every host still running it",
                                   signum) from None
     finally:
         pool.close_all()
