@@ -252,3 +252,21 @@ def test_check_probe_exact_string():
         'echo sudo=needs-password:$(echo "$e" | head -n 1); else echo sudo=not-installed; fi ; '
         "command -v git >/dev/null 2>&1 && echo cmd:git=ok || echo cmd:git=missing ; "
         "command -v systemctl >/dev/null 2>&1 && echo cmd:systemctl=ok || echo cmd:systemctl=missing")
+
+
+def test_run_and_skip_dry_runs_show_only_the_chosen_steps(tmp_path, monkeypatch, capsys):
+    (tmp_path / "stages" / "hooks").mkdir(parents=True)
+    (tmp_path / "stages" / "prod.yml").write_text(
+        "app: shop\nrepo: r\nhosts: {k1: {roles: [kepler]}, e1: {roles: [euler]}, n1: {roles: [newton]}}\n")
+    hook = tmp_path / "stages" / "hooks" / "pre-deploy"
+    hook.write_text("#!/bin/sh\nexit 1\n")  # a dry run runs no hook: this one would refuse
+    hook.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "prod", "restart_puma", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "sudo systemctl restart shop_app" in out and "n1" not in out and "bundle install" not in out
+    assert main(["deploy", "prod", "--skip", "bundle", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "git reset --hard origin/main" in out and "bundle install" not in out
+    assert main(["deploy", "prod", "--skip", "bundel"]) == 2
+    assert "--skip: unknown step 'bundel' (did you mean 'bundle'?)" in capsys.readouterr().err
