@@ -123,6 +123,10 @@ def test_logs_shows_the_last_lines_prefixed_by_host(project, fleet):
     for name in ("newton-1", "newton-2"):
         got = [line for line in r.stdout.splitlines() if line.startswith(name)]
         assert got == [f"{name} | {name} old {i}" for i in (27, 28, 29)]
+    missing = project.pampa("logs", "test", "--hosts", "newton-1", "--unit", "no-such-unit")
+    assert missing.returncode == 1
+    assert "newton-1 | tail: cannot open '/root/log/no-such-unit.log'" in missing.stdout
+    assert "logs: newton-1: exit 1" in missing.stderr
 
 
 def test_logs_follow_prints_new_lines_until_ctrl_c_and_stops_tail_on_the_host(project, fleet):
