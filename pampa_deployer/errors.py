@@ -95,9 +95,18 @@ class ConnectError(PampaError):
 
 
 class AccessPointError(PampaError):
-    """The access point answered with an error or could not be reached."""
+    """The access point answered with an error or could not be reached.
+
+    ``status`` is the HTTP status it answered (None if it did not answer); ``unreachable``
+    says that retrying later may help (no answer, or a 5xx).
+    """
 
     exit_code = ExitCode.DEPLOY_FAILED
+
+    def __init__(self, message: str, status: int | None = None, unreachable: bool = False):
+        super().__init__(message)
+        self.status = status
+        self.unreachable = unreachable
 
 
 def exit_code_for(error: BaseException) -> int:

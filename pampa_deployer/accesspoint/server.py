@@ -1,205 +1,256 @@
 """The reference access point: the protocol of docs/access-point.md over HTTP, stored in SQLite.
 
-Standard library only (http.server + sqlite3): small enough to read in one sitting,
-good enough for the demo, the tests and a small team.
+Standard library only (asyncio + sqlite3). The HTTP layer (``http.py``) bounds every
+connection; this module authenticates, scopes, routes and answers, and parks long
+polls on the event loop (a waiting agent costs no thread). Credentials are compared
+in constant time and never logged.
 """
 from __future__ import annotations
 
+import asyncio
+import hmac
 import json
 import os
 import re
-import sqlite3
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlparse
+from dataclasses import dataclass
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..errors import UsageError
+from .http import AsyncHTTPServer, HttpError, Limits, Request, Response
+from .store import ApiError, Store
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS deploys (
-  id INTEGER PRIMARY KEY AUTOINCREMENT, stage TEXT NOT NULL, branch TEXT NOT NULL, revision TEXT,
-  requested_by TEXT, state TEXT NOT NULL, taken_by TEXT, detail TEXT,
-  created_at REAL NOT NULL, updated_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS nodes (
-  node TEXT NOT NULL, stage TEXT NOT NULL, revision TEXT NOT NULL, roles TEXT, deploy_id INTEGER,
-  reported_at REAL NOT NULL, PRIMARY KEY (node, stage));
-CREATE TABLE IF NOT EXISTS events (
-  id INTEGER PRIMARY KEY AUTOINCREMENT, deploy_id INTEGER, kind TEXT, body TEXT, at REAL NOT NULL);
-"""
+#: Ids are SQLite integers; longer digit strings are answered 404 without being parsed.
+MAX_ID_DIGITS = 15
+#: The longest a long poll may wait (``wait=`` is capped to this).
+MAX_WAIT = 30.0
+_ID = r"(\d+)"
+_NAME = r"([^/]+)"
 
-#: state -> states it may move to
-TRANSITIONS = {"PENDING": {"TAKEN", "FAILED"}, "TAKEN": {"ALLOWED", "DONE", "FAILED"},
-               "ALLOWED": {"DONE", "FAILED"}, "DONE": set(), "FAILED": set()}
-
-
-class Store:
-    """Deploy requests and node versions in one SQLite file, serialised by a lock."""
-
-    def __init__(self, path: str):
-        self.db = sqlite3.connect(path, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
-        self.db.executescript(SCHEMA)
-        self.lock = threading.Lock()
-
-    def _deploy(self, deploy_id: int) -> dict | None:
-        row = self.db.execute("SELECT * FROM deploys WHERE id = ?", (deploy_id,)).fetchone()
-        return dict(row) if row else None
-
-    def create(self, body: dict) -> dict:
-        for key in ("stage", "branch"):
-            if not isinstance(body.get(key), str) or not body[key]:
-                raise ApiError(400, f"'{key}' is required")
-        with self.lock, self.db:
-            now = time.time()
-            cur = self.db.execute(
-                "INSERT INTO deploys (stage, branch, revision, requested_by, state, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, 'PENDING', ?, ?)",
-                (body["stage"], body["branch"], body.get("revision"), body.get("requested_by"), now, now))
-            self.db.execute("INSERT INTO events (deploy_id, kind, body, at) VALUES (?, 'created', ?, ?)",
-                            (cur.lastrowid, json.dumps(body), now))
-            return self._deploy(cur.lastrowid)
-
-    def move(self, deploy_id: int, state: str, **fields) -> dict:
-        with self.lock, self.db:
-            deploy = self._deploy(deploy_id)
-            if deploy is None:
-                raise ApiError(404, f"no deploy {deploy_id}")
-            if state not in TRANSITIONS[deploy["state"]]:
-                raise ApiError(409, f"deploy {deploy_id} is {deploy['state']}; it cannot become {state}")
-            now = time.time()
-            sets = ", ".join(f"{k} = ?" for k in fields)
-            self.db.execute(f"UPDATE deploys SET state = ?, updated_at = ?{', ' + sets if sets else ''} "
-                            "WHERE id = ?", (state, now, *fields.values(), deploy_id))
-            self.db.execute("INSERT INTO events (deploy_id, kind, body, at) VALUES (?, ?, ?, ?)",
-                            (deploy_id, state.lower(), json.dumps(fields), now))
-            return self._deploy(deploy_id)
-
-    def get(self, deploy_id: int) -> dict:
-        with self.lock:
-            deploy = self._deploy(deploy_id)
-        if deploy is None:
-            raise ApiError(404, f"no deploy {deploy_id}")
-        return deploy
-
-    def list(self, stage: str | None, state: str | None) -> list[dict]:
-        query, params = "SELECT * FROM deploys WHERE 1=1", []
-        if stage:
-            query, params = query + " AND stage = ?", params + [stage]
-        if state:
-            query, params = query + " AND state = ?", params + [state]
-        with self.lock:
-            return [dict(r) for r in self.db.execute(query + " ORDER BY id DESC LIMIT 100", params)]
-
-    def report(self, node: str, body: dict) -> dict:
-        if not isinstance(body.get("stage"), str) or not isinstance(body.get("revision"), str):
-            raise ApiError(400, "'stage' and 'revision' are required")
-        with self.lock, self.db:
-            now = time.time()
-            self.db.execute("INSERT OR REPLACE INTO nodes (node, stage, revision, roles, deploy_id, reported_at) "
-                            "VALUES (?, ?, ?, ?, ?, ?)", (node, body["stage"], body["revision"],
-                                                          ",".join(body.get("roles") or []), body.get("deploy_id"),
-                                                          now))
-            if body.get("deploy_id") is not None:
-                self.db.execute("INSERT INTO events (deploy_id, kind, body, at) VALUES (?, 'version', ?, ?)",
-                                (body["deploy_id"], json.dumps({"node": node, **body}), now))
-        return {"node": node, **body, "reported_at": now}
-
-    def nodes(self, stage: str | None) -> list[dict]:
-        with self.lock:
-            rows = self.db.execute("SELECT * FROM nodes" + (" WHERE stage = ?" if stage else "") + " ORDER BY node",
-                                   (stage,) if stage else ())
-            return [dict(r) for r in rows]
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status, self.message = status, message
-
-
+# (method, path, action, who may call it: "admin", "node" (its own name only), "any" (scoped))
 ROUTES = [
-    ("POST", r"/api/v1/deploys", "create"),
-    ("GET", r"/api/v1/deploys", "list"),
-    ("GET", r"/api/v1/deploys/(\d+)", "get"),
-    ("POST", r"/api/v1/deploys/(\d+)/take", "take"),
-    ("POST", r"/api/v1/deploys/(\d+)/allow", "allow"),
-    ("POST", r"/api/v1/deploys/(\d+)/finish", "finish"),
-    ("POST", r"/api/v1/nodes/([^/]+)/version", "report"),
-    ("GET", r"/api/v1/nodes", "nodes"),
+    ("POST", r"/api/v1/deploys", "create", "admin"),
+    ("GET", r"/api/v1/deploys", "list", "any"),
+    ("GET", rf"/api/v1/deploys/{_ID}", "get", "any"),
+    ("GET", rf"/api/v1/deploys/{_ID}/events", "events", "any"),
+    ("POST", rf"/api/v1/deploys/{_ID}/take", "take", "admin"),
+    ("POST", rf"/api/v1/deploys/{_ID}/allow", "allow", "admin"),
+    ("POST", rf"/api/v1/deploys/{_ID}/finish", "finish", "admin"),
+    ("POST", rf"/api/v1/deploys/{_ID}/nodes/{_NAME}/start", "start", "node"),
+    ("POST", rf"/api/v1/deploys/{_ID}/nodes/{_NAME}/progress", "progress", "node"),
+    ("POST", rf"/api/v1/deploys/{_ID}/nodes/{_NAME}/finish", "finish_run", "node"),
+    ("GET", rf"/api/v1/nodes/{_NAME}/next", "next", "node"),
+    ("POST", rf"/api/v1/nodes/{_NAME}/hello", "hello", "node"),
+    ("POST", rf"/api/v1/nodes/{_NAME}/version", "report", "node-or-admin"),
+    ("GET", r"/api/v1/nodes", "nodes", "admin"),
+    ("POST", r"/api/v1/tokens", "token", "admin"),
 ]
 
 
-def make_handler(store: Store, api_key: str | None):
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "pampa-access-point/1"
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the admin key (the developer, `pampa deploy`), or one node of one stage."""
 
-        def log_message(self, fmt, *args):  # quiet: never log request bodies or keys
-            pass
+    admin: bool
+    stage: str | None = None
+    node: str | None = None
 
-        def _send(self, status: int, body) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
 
-        def _handle(self, method: str) -> None:
+def parse_id(text: str) -> int:
+    """A path id: digits only (the route says so), and short enough to be one of ours."""
+    if len(text) > MAX_ID_DIGITS:
+        raise ApiError(404, f"no deploy with an id of {len(text)} digits")
+    return int(text)
+
+
+def bearer(request: Request) -> str | None:
+    value = request.headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def same_secret(given: str | None, expected: str) -> bool:
+    """Constant-time comparison, so timing says nothing about how much of a key was right."""
+    return given is not None and hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8"))
+
+
+def _wait_seconds(query: dict) -> float:
+    try:
+        return max(0.0, min(MAX_WAIT, float(query.get("wait") or 0)))
+    except ValueError:
+        raise ApiError(400, "'wait' must be a number of seconds") from None
+
+
+class App:
+    """Authenticate, scope, route, call the store; every failure is an ``ApiError`` with a 4xx."""
+
+    def __init__(self, store: Store, api_key: str | None):
+        self.store = store
+        self.api_key = api_key
+        # Parked polls wait on one of these: agents' `next` on request-level changes (a request created or
+        # moved), followers of one request on any change to it. A progress report wakes only the latter.
+        self._requests_changed: asyncio.Event | None = None
+        self._deploy_changed: dict[int, asyncio.Event] = {}
+        store.on_change = self._wake
+
+    # -- long polls ----------------------------------------------------------------------------------
+    def _wake(self, deploys: set, moved: bool) -> None:
+        """Called after every write (in the loop's thread): wake the polls that may now have an answer."""
+        if moved and self._requests_changed is not None:
+            self._requests_changed.set()
+            self._requests_changed = None
+        for deploy_id in deploys:
+            event = self._deploy_changed.pop(deploy_id, None)
+            if event is not None:
+                event.set()
+
+    def _channel(self, deploy_id: int | None) -> asyncio.Event:
+        if deploy_id is None:
+            if self._requests_changed is None:
+                self._requests_changed = asyncio.Event()
+            return self._requests_changed
+        return self._deploy_changed.setdefault(deploy_id, asyncio.Event())
+
+    async def _poll(self, check, wait: float, deploy_id: int | None = None):
+        """``check()`` now, then after each relevant change until it returns something or ``wait`` runs out."""
+        deadline = time.monotonic() + wait
+        while True:
+            found = check()
+            remaining = deadline - time.monotonic()
+            if found or remaining <= 0:
+                return found
+            # A follower re-checks every 5 s anyway (stalls come from the clock); an agent's poll only
+            # changes answer on a write, so it sleeps until one, at no cost while idle.
             try:
-                if api_key and self.headers.get("Authorization") != f"Bearer {api_key}":
-                    raise ApiError(401, "missing or wrong API key")
-                url = urlparse(self.path)
-                query = {k: v[0] for k, v in parse_qs(url.query).items()}
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}") if length else {}
-                if not isinstance(body, dict):
-                    raise ApiError(400, "the body must be a JSON object")
-                for verb, pattern, action in ROUTES:
-                    m = re.fullmatch(pattern, url.path)
-                    if m and verb == method:
-                        self._send(*self._dispatch(action, m.groups(), body, query))
-                        return
-                raise ApiError(404, f"no route {method} {url.path}")
-            except ApiError as e:
-                self._send(e.status, {"error": e.message})
+                await asyncio.wait_for(self._channel(deploy_id).wait(),
+                                       remaining if deploy_id is None else min(remaining, 5.0))
+            except asyncio.TimeoutError:
+                pass
+
+    # -- requests ------------------------------------------------------------------------------------
+    def authenticate(self, request: Request) -> Principal:
+        token = bearer(request)
+        if not self.api_key:
+            return Principal(admin=True)
+        if same_secret(token, self.api_key):
+            return Principal(admin=True)
+        scope = self.store.token_scope(token) if token else None
+        if scope is None:
+            raise ApiError(401, "missing or wrong API key")
+        return Principal(admin=False, stage=scope["stage"], node=scope["node"])
+
+    async def __call__(self, request: Request) -> Response:
+        try:
+            who = self.authenticate(request)
+            url = urlsplit(request.target)
+            try:
+                query = {k: v[0] for k, v in parse_qs(url.query, max_num_fields=20).items()}
             except ValueError:
-                self._send(400, {"error": "the body is not valid JSON"})
+                raise ApiError(400, "too many query parameters") from None
+            body = self._body(request)
+            for verb, pattern, action, allowed in ROUTES:
+                m = re.fullmatch(pattern, url.path)
+                if m and verb == request.method:
+                    groups = [unquote(g) for g in m.groups()]
+                    self._permit(who, allowed, groups)
+                    status, answer = await self._dispatch(action, who, groups, body, query)
+                    return Response(status, answer)
+            raise ApiError(404, f"no route {request.method} {url.path[:100]}")
+        except ApiError as e:
+            return Response(e.status, {"error": e.message})
 
-        def _dispatch(self, action, groups, body, query):
-            if action == "create":
-                return 201, store.create(body)
-            if action == "list":
-                return 200, {"deploys": store.list(query.get("stage"), query.get("state"))}
-            if action == "get":
-                return 200, store.get(int(groups[0]))
-            if action == "take":
-                return 200, store.move(int(groups[0]), "TAKEN", taken_by=str(body.get("node") or ""))
-            if action == "allow":
-                return 200, store.move(int(groups[0]), "ALLOWED")
-            if action == "finish":
-                result = body.get("result")
-                if result not in ("done", "failed"):
-                    raise ApiError(400, "'result' must be 'done' or 'failed'")
-                return 200, store.move(int(groups[0]), result.upper(), detail=str(body.get("detail") or ""))
-            if action == "report":
-                return 200, store.report(groups[0], body)
-            if action == "nodes":
-                return 200, {"nodes": store.nodes(query.get("stage"))}
-            raise ApiError(404, "no such action")
+    @staticmethod
+    def _permit(who: Principal, allowed: str, groups: list[str]) -> None:
+        if who.admin:
+            if allowed == "node":
+                raise ApiError(403, "this endpoint takes a node token (`pampa access-point token`), not the API key")
+            return
+        if allowed == "admin":
+            raise ApiError(403, f"a node token (node {who.node} of stage {who.stage}) cannot do this")
+        if allowed in ("node", "node-or-admin") and groups[-1] != who.node:
+            raise ApiError(403, f"this token is for node {who.node} of stage {who.stage}, not {groups[-1][:128]}")
 
-        def do_GET(self):  # noqa: N802 - http.server API
-            self._handle("GET")
+    @staticmethod
+    def _body(request: Request) -> dict:
+        if not request.body:
+            return {}
+        try:
+            body = json.loads(request.body)
+        except (ValueError, RecursionError):
+            raise ApiError(400, "the body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "the body must be a JSON object")
+        return body
 
-        def do_POST(self):  # noqa: N802 - http.server API
-            self._handle("POST")
+    async def _dispatch(self, action, who: Principal, groups, body, query):
+        store = self.store
+        scope = None if who.admin else who.stage
+        if action == "create":
+            return 201, store.create(body)
+        if action == "list":
+            stage = query.get("stage")
+            if scope is not None and stage not in (None, scope):
+                raise ApiError(403, f"this token is for stage {scope}")
+            return 200, {"deploys": store.list(scope or stage, query.get("state"))}
+        if action == "get":
+            return 200, store.get(parse_id(groups[0]), scope)
+        if action == "events":
+            return 200, await self._events(parse_id(groups[0]), scope, query)
+        if action == "take":
+            return 200, store.move(parse_id(groups[0]), "TAKEN", taken_by=str(body.get("node") or "")[:128])
+        if action == "allow":
+            return 200, store.move(parse_id(groups[0]), "ALLOWED")
+        if action == "finish":
+            result = body.get("result")
+            if result not in ("done", "failed"):
+                raise ApiError(400, "'result' must be 'done' or 'failed'")
+            return 200, store.move(parse_id(groups[0]), result.upper(), detail=str(body.get("detail") or "")[:2000])
+        if action == "start":
+            return 200, store.start(parse_id(groups[0]), who.stage, who.node)
+        if action == "progress":
+            return 200, store.progress(parse_id(groups[0]), who.stage, who.node, body.get("events"))
+        if action == "finish_run":
+            return 200, store.finish_run(parse_id(groups[0]), who.stage, who.node, body)
+        if action == "next":
+            found = await self._poll(lambda: store.next_for(who.stage, who.node), _wait_seconds(query))
+            return 200, {"deploy": found or None}
+        if action == "hello":
+            return 200, store.hello(who.stage, who.node, body)
+        if action == "report":
+            return 200, store.report(groups[0], body, scope)
+        if action == "nodes":
+            return 200, {"nodes": store.nodes(query.get("stage"))}
+        if action == "token":
+            return 201, store.issue_token(body)
+        raise ApiError(404, "no such action")
 
-    return Handler
+    async def _events(self, deploy_id: int, scope: str | None, query: dict) -> dict:
+        try:
+            after = int(query.get("after") or 0)
+        except ValueError:
+            raise ApiError(400, "'after' must be an event number") from None
+        self.store.get(deploy_id, scope)  # 404 for unknown ids and other stages
+
+        def check():
+            events = self.store.events(deploy_id, after)
+            deploy = self.store.get(deploy_id, scope)
+            if events or deploy.get("stalled") or deploy["state"] in ("DONE", "FAILED") and \
+                    all(n["state"] not in ("waiting", "running") for n in deploy.get("nodes", [])):
+                return events or [None]
+            return None
+
+        found = await self._poll(check, _wait_seconds(query), deploy_id)
+        events = [e for e in (found or []) if e is not None]
+        return {"events": events, "last": events[-1]["seq"] if events else after,
+                "deploy": self.store.get(deploy_id, scope)}
 
 
-def make_server(bind: str, port: int, db: str, api_key: str | None) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer((bind, port), make_handler(Store(db), api_key))
-    server.daemon_threads = True
+def make_server(bind: str, port: int, db: str, api_key: str | None, limits: Limits | None = None,
+                stall_after: float = 60.0) -> AsyncHTTPServer:
+    """The access point on ``bind:port`` (port 0: any free port, see ``server_address``)."""
+    store = Store(db, stall_after=stall_after)
+    server = AsyncHTTPServer(bind, port, App(store, api_key), limits, on_close=store.close)
+    server.store = store
     return server
 
 
@@ -207,7 +258,7 @@ def serve_cli(args) -> int:
     api_key = args.api_key or os.environ.get("PAMPA_AP_KEY")
     if not api_key:
         raise UsageError("access-point serve: set an API key with --api-key or PAMPA_AP_KEY")
-    server = make_server(args.bind, args.port, args.db, api_key)
+    server = make_server(args.bind, args.port, args.db, api_key, stall_after=getattr(args, "stall_after", 60.0))
     print(f"pampa access point on http://{args.bind}:{server.server_address[1]} (db {args.db})", flush=True)
     try:
         server.serve_forever()
@@ -216,3 +267,6 @@ def serve_cli(args) -> int:
     finally:
         server.server_close()
     return 0
+
+
+__all__ = ["App", "HttpError", "Limits", "Principal", "make_server", "serve_cli"]

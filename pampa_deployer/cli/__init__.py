@@ -25,6 +25,7 @@ EPILOG = """examples:
   pampa lock acquire production -m "db maintenance"  hold the stage until `pampa unlock`
   pampa rollback production --dry-run   show the rollback to the previous revision
   pampa demo                            a local fleet of real sshd hosts, deployed end to end
+  pampa request production --wait       pull mode: the nodes' agents deploy; follow it like a deploy
 
 exit codes: 0 ok, 1 deploy failed on some hosts, 2 config or usage error, 3 lock held,
             4 refused by a safety check, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM)
@@ -174,13 +175,43 @@ def build_parser() -> Parser:
     p.add_argument("--dir", default="/tmp/pampa-demo", help="where the demo fleet lives (default /tmp/pampa-demo)")
     p.add_argument("--per-role", type=int, default=1, help="hosts per role (default 1)")
 
-    p = cmd("access-point", "run the reference access point (JSON over HTTP, SQLite)",
-            "PAMPA_AP_KEY=s3cret pampa access-point serve --port 8750")
-    p.add_argument("action", choices=["serve"])
+    p = cmd("access-point", "run the reference access point (JSON over HTTP, SQLite), or issue node tokens",
+            "PAMPA_AP_KEY=s3cret pampa access-point serve --port 8750; pampa access-point token production --out tokens/")
+    p.add_argument("action", choices=["serve", "token"])
+    p.add_argument("stage", nargs="?", help="token: the stage whose nodes get tokens")
+    p.add_argument("nodes", nargs="*", help="token: these nodes only (default: every host of the stage)")
+    p.add_argument("--out", metavar="DIR", help="token: write STAGE-NODE.token files (mode 0600) here instead of printing")
     p.add_argument("--bind", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8750)
     p.add_argument("--db", default="access-point.sqlite3", help="SQLite file (default ./access-point.sqlite3)")
     p.add_argument("--api-key", default=None, help="API key (default: $PAMPA_AP_KEY)")
+    p.add_argument("--stall-after", type=float, default=60.0, metavar="SECONDS",
+                   help="a node silent this long is shown as stalled (default 60)")
+
+    p = cmd("request", "pull mode: register a deploy request at the access point; nodes' agents deploy it",
+            "pampa request production --branch hotfix -m 'fix login' --wait")
+    p.add_argument("stage")
+    p.add_argument("--branch", help="deploy this branch instead of the stage's")
+    p.add_argument("--message", "-m", help="why; shown to every node and in the request")
+    p.add_argument("--wait", action="store_true", help="follow the request to the end, like `pampa deploy`")
+    p.add_argument("--follow", type=int, metavar="ID", help="follow an existing request instead of creating one")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop following after this long (exit 1)")
+    p.add_argument("--report", metavar="FILE.json", help="write the JSON report here too")
+    p.add_argument("--junit", metavar="FILE.xml", help="write a JUnit XML report, one test case per node")
+    p.add_argument("-v", "--verbose", action="store_true", help="stream every output line the nodes send")
+    p.set_defaults(dry_run=False)
+
+    p = cmd("agent", "pull mode: run this node's agent (`pampa agent STAGE`), or write its systemd unit "
+            "(`pampa agent install STAGE`)", "pampa agent install production --node kepler-1")
+    p.add_argument("words", nargs="+", metavar="[install] STAGE")
+    p.add_argument("--node", help="this node's host name in the stage (default: this machine's host name)")
+    p.add_argument("--token-file", metavar="FILE",
+                   help="node token, mode 0600 (default ~/.pampa/agent/STAGE-NODE.token, or $PAMPA_AGENT_TOKEN)")
+    p.add_argument("--state-dir", metavar="DIR", help="lock and journal folder (default ~/.pampa/agent)")
+    p.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
+                   help="after SIGTERM/Ctrl-C, time running commands get to finish (default 30)")
+    p.add_argument("--unit-dir", default="/etc/systemd/system", help="install: where the unit goes")
+    p.add_argument("--print", action="store_true", help="install: print the unit instead of writing it")
     return parser
 
 
@@ -212,8 +243,17 @@ def _dispatch(args) -> int:
         from .demo import demo
         return demo(args)
     if args.command == "access-point":
+        if args.action == "token":
+            from .agent import token
+            return token(args)
         from ..accesspoint.server import serve_cli
         return serve_cli(args)
+    if args.command == "request":
+        from .request import request
+        return request(args)
+    if args.command == "agent":
+        from .agent import agent
+        return agent(args)
     raise UsageError("pampa: a command is required; see `pampa --help`")
 
 

@@ -32,16 +32,20 @@ def status(args) -> int:
     with open_pool(stage) as pool:
         found = collect(stage, hosts, pool)
     versions, ap_error = _access_point_versions(stage)
+    pull, pull_error = _last_pull_request(stage)
+    ap_error = ap_error or pull_error
     revisions = Counter(v["revision"] for v in found.values() if isinstance(v, dict) and v["revision"])
     majority = revisions.most_common(1)[0][0] if revisions else None
     drift = len(revisions) > 1
     rows = [_row(host, found[host.name], versions, drift, majority) for host in hosts]
     if args.json:
-        print(json.dumps({"stage": stage.name, "drift": drift, "hosts": rows, "access_point_error": ap_error},
-                         indent=2))
+        print(json.dumps({"stage": stage.name, "drift": drift, "hosts": rows, "access_point_error": ap_error,
+                          "pull_request": pull}, indent=2))
         return 0
     console = output.console(args)
     console.print(_table(stage.name, rows, drift, bool(versions)))
+    if pull is not None:
+        console.print(_pull_line(pull))
     if ap_error:
         console.print(f"access point: {ap_error}")
     return 0
@@ -58,6 +62,32 @@ def _access_point_versions(stage) -> tuple[dict, str | None]:
         return {}, e.message
 
 
+def _last_pull_request(stage) -> tuple[dict | None, str | None]:
+    """The stage's newest pull-mode request as the access point sees it (docs/pull-mode.md), if any."""
+    client = AccessPointClient.from_stage(stage)
+    if client is None:
+        return None, None
+    try:
+        newest = next((d for d in client.deploys(stage.name) if d.get("mode") == "pull"), None)
+        if newest is None:
+            return None, None
+        d = client.deploy(newest["id"])
+    except AccessPointError as e:
+        return None, e.message
+    return {"id": d["id"], "state": d["state"], "branch": d["branch"], "requested_by": d["requested_by"],
+            "stalled": d["stalled"], "nodes": {n["node"]: (f"stalled: {n['stalled']}" if n["stalled"] else n["state"])
+                                                for n in d["nodes"]}}, None
+
+
+def _pull_line(pull: dict) -> str:
+    stalled = [f"{node} ({why[len('stalled: '):]})" for node, why in pull["nodes"].items() if why.startswith("stalled")]
+    counts = Counter(v for v in pull["nodes"].values() if not v.startswith("stalled"))
+    state = "STALLED (not done)" if pull["stalled"] else pull["state"]
+    line = f"last pull request {pull['id']} (branch {pull['branch']}): {state}; " + \
+        ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    return line + (f"; stalled: {', '.join(stalled)}" if stalled else "")
+
+
 def _row(host, found, versions: dict, drift: bool, majority: str | None) -> dict:
     row = {"host": host.name, "roles": list(host.roles)}
     if isinstance(found, ConnectError):
@@ -70,6 +100,7 @@ def _row(host, found, versions: dict, drift: bool, majority: str | None) -> dict
                    interrupted=last.get("result") == "interrupted")
     if host.name in versions:
         row["access_point_revision"] = versions[host.name].get("revision")
+        row["agent_seen_at"] = versions[host.name].get("seen_at")  # pull mode: its agent's last call
     return row
 
 

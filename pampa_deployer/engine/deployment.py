@@ -89,12 +89,15 @@ class Deployment:
     """Owns one run: plan, pool, signals, lock, access point session, gate, scheduler, result."""
 
     def __init__(self, request: DeployRequest, bus: ev.EventBus | None = None, stop: StopSignal | None = None,
-                 backends: Callable[[Host], Backend] | None = None, around=None):
+                 backends: Callable[[Host], Backend] | None = None, access_point: AccessPointSession | None = None,
+                 around=None):
         """``backends`` makes each host's backend (default: SSH, or dry-run); tests pass a fake one.
+        ``access_point`` replaces the stage's session (a pull-mode agent reports into an existing request).
         ``around`` (``engine/announce.Announcer``) runs the local hooks and webhooks before and after."""
         self.request = request
         self.around = around
         self.backends = backends
+        self.session = access_point
         self.stage = request.stage
         self.bus = bus or ev.EventBus()
         self.stop = stop or StopSignal()
@@ -132,7 +135,8 @@ class Deployment:
                 announced = True
             if r.handle_signals:
                 restore = stopping.install(self.stop, r.grace, self.warn)
-            self.access_point = None if r.dry_run else AccessPointSession.for_stage(self.stage, self.warn)
+            self.access_point = self.session if self.session is not None else \
+                None if r.dry_run else AccessPointSession.for_stage(self.stage, self.warn)
             result = execute(plan, pool, self.bus, options, self.stop, self.access_point,
                              preflight=lambda: self.preflight(plan, pool))
             if self.access_point is not None:

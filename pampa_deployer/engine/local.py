@@ -1,7 +1,12 @@
-"""The local backend: the same commands through a local shell (the benchmark floor, and `pampa` on one box)."""
+"""The local backend: the same commands through a local shell (the pull-mode agent, the benchmark floor).
+
+It keeps the SSH backend's promises: a command that outlives its timeout is stopped with
+its whole process group and ends with exit code 124; ``abort`` stops the running one.
+"""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import threading
 import uuid
@@ -11,6 +16,11 @@ from ..commands.command import Command
 from ..steps.actions import Upload
 from .backend import LineSplitter, OnLine
 from .results import CommandResult
+
+#: After a command exits, how long its output pipes may stay open (a daemon it started may hold them).
+DRAIN_SECONDS = 2.0
+#: Between SIGTERM and SIGKILL when a command is stopped.
+KILL_GRACE = 5.0
 
 
 class LocalBackend:
@@ -27,24 +37,35 @@ class LocalBackend:
 
     def run(self, command: Command, on_line: OnLine | None = None) -> CommandResult:
         env = {**os.environ, "HOME": self.home}
-        proc = subprocess.Popen(["bash", "-c", command.line()], cwd=self.home, env=env,
+        # Its own process group, so a timeout or an abort stops everything the command started.
+        proc = subprocess.Popen(["bash", "-c", command.line()], cwd=self.home, env=env, start_new_session=True,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         with self._lock:
             self._proc = proc
+        timed_out = threading.Event()
+        timer = None
+        if command.timeout:
+            def expire() -> None:
+                timed_out.set()
+                _stop_group(proc)
+            timer = threading.Timer(float(command.timeout), expire)
+            timer.daemon = True
+            timer.start()
         out = LineSplitter("stdout", command, on_line)
         err = LineSplitter("stderr", command, on_line)
-        reader = threading.Thread(target=lambda: [err.feed(c) for c in iter(lambda: proc.stderr.read1(65536), b"")])
-        reader.start()
-        for chunk in iter(lambda: proc.stdout.read1(65536), b""):
-            out.feed(chunk)
-        reader.join()
-        try:
-            code = proc.wait(timeout=command.timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = 124
+        readers = [threading.Thread(target=_pump, args=(proc.stdout, out), daemon=True),
+                   threading.Thread(target=_pump, args=(proc.stderr, err), daemon=True)]
+        for reader in readers:
+            reader.start()
+        code = proc.wait()
+        for reader in readers:
+            reader.join(DRAIN_SECONDS)
+        if timer is not None:
+            timer.cancel()
         with self._lock:
             self._proc = None
+        if timed_out.is_set():
+            return CommandResult(124, out.text(), err.text() + f"\n[pampa] timed out after {command.timeout:g}s")
         return CommandResult(code, out.text(), err.text())
 
     def put(self, upload: Upload) -> None:
@@ -60,8 +81,28 @@ class LocalBackend:
 
     def abort(self) -> None:
         with self._lock:
-            if self._proc is not None:
-                self._proc.terminate()
+            proc = self._proc
+        if proc is not None:
+            _stop_group(proc)
 
     def close(self) -> None:
         pass
+
+
+def _pump(stream, splitter: LineSplitter) -> None:
+    for chunk in iter(lambda: stream.read1(65536), b""):
+        splitter.feed(chunk)
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the command's process group, SIGKILL it if still there after ``KILL_GRACE``."""
+    def send(sig: int) -> None:
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    send(signal.SIGTERM)
+    timer = threading.Timer(KILL_GRACE, lambda: send(signal.SIGKILL) if proc.poll() is None else None)
+    timer.daemon = True
+    timer.start()

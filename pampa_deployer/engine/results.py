@@ -86,7 +86,9 @@ class RunResult:
 
     def headline(self) -> str:
         """One line: what ran, how each host ended, how long, the gate (summary, access point detail)."""
-        counts = {k: len(self.by_result(k)) for k in (OK, FAILED, SKIPPED, INTERRUPTED)}
+        known = (OK, FAILED, SKIPPED, INTERRUPTED)
+        others = sorted({h.result for h in self.hosts} - set(known))  # pull mode: stalled, waiting, running
+        counts = {k: len(self.by_result(k)) for k in (*known, *others)}
         parts = [f"{n} {k}" for k, n in counts.items() if n]
         what = "dry run" if self.dry_run else self.kind
         return f"{what} of {self.stage}: {', '.join(parts)} in {self.ended - self.started:.1f}s; gate {self.gate}"

@@ -1,0 +1,220 @@
+"""Pull mode at scale: one access point process, N agents long-polling it (not part of the test suite).
+
+    bench/run pull [--agents 1000] [--keplers 10] [--requests 3] [--step-seconds 0.5]
+
+The access point runs as its own process (`pampa access-point serve`, SQLite). The agents are
+simulated in this process with asyncio, one keep-alive connection each, speaking the real protocol:
+long-poll `next`, `start`, a few `progress` events, `finish ok`. Their sequences are not run
+(that is the fleet tests' job): each "step" is a sleep, so what is measured is the coordinator.
+
+Per request it prints:
+- request -> every kepler started: from `POST /deploys` returning to the last kepler's `start` answered;
+- request -> every ungated node started (newtons);
+- ALLOWED -> every gated node started: from the last kepler's `finish` answered (the gate opens in that
+  call) to the last euler/copernico `start` answered;
+- request -> DONE;
+and for the whole run the server's CPU seconds (user+system, from /proc/PID/stat), its CPU share,
+its peak RSS and thread count (sampled every 100 ms).
+Roles: `--keplers` keplers, the rest split half newtons, a quarter eulers, a quarter copernicos.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+KEY = "bench-admin-key"
+
+
+class Conn:
+    """One keep-alive HTTP/1.1 connection (what urllib does not give): enough for the protocol."""
+
+    def __init__(self, host: str, port: int, token: str):
+        self.host, self.port, self.token = host, port, token
+        self.reader = self.writer = None
+
+    async def call(self, method: str, path: str, body: dict | None = None, timeout: float = 60) -> dict:
+        for attempt in range(3):
+            try:
+                if self.writer is None:
+                    self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+                data = json.dumps(body).encode() if body is not None else b""
+                head = (f"{method} /api/v1{path} HTTP/1.1\r\nHost: ap\r\nAuthorization: Bearer {self.token}\r\n"
+                        f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n").encode()
+                self.writer.write(head + data)
+                await self.writer.drain()
+                raw = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), timeout)
+                status = int(raw.split(b" ", 2)[1])
+                length = next(int(l.split(b":")[1]) for l in raw.split(b"\r\n") if l.lower().startswith(b"content-length"))
+                payload = json.loads(await self.reader.readexactly(length)) if length else {}
+                if b"connection: close" in raw.lower():
+                    self.close()
+                if status >= 400:
+                    raise RuntimeError(f"{method} {path}: {status} {payload}")
+                return payload
+            except (ConnectionError, asyncio.IncompleteReadError, OSError):
+                self.close()
+                if attempt == 2:
+                    raise
+                await asyncio.sleep(0.2)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+async def agent(name: str, token: str, port: int, step_seconds: float, log: dict, stop: asyncio.Event) -> None:
+    conn = Conn("127.0.0.1", port, token)
+    while not stop.is_set():
+        try:
+            found = (await conn.call("GET", f"/nodes/{name}/next?wait=25", timeout=40))["deploy"]
+        except RuntimeError:
+            await asyncio.sleep(1)
+            continue
+        if found is None:
+            continue
+        did = found["id"]
+        try:
+            await conn.call("POST", f"/deploys/{did}/nodes/{name}/start", {})
+        except RuntimeError:
+            continue
+        log.setdefault(did, {})[name] = {"started": time.time()}
+        for step in ("bundle", "restart"):
+            await conn.call("POST", f"/deploys/{did}/nodes/{name}/progress",
+                            {"events": [{"kind": "step_started", "step": step}]})
+            await asyncio.sleep(step_seconds)
+            await conn.call("POST", f"/deploys/{did}/nodes/{name}/progress",
+                            {"events": [{"kind": "step_finished", "step": step, "ok": True}]})
+        await conn.call("POST", f"/deploys/{did}/nodes/{name}/finish", {"result": "ok", "revision": "0" * 40})
+        log[did][name]["finished"] = time.time()
+    conn.close()
+
+
+def sample(pid: int, peaks: dict, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            return
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                peaks["rss_mb"] = max(peaks.get("rss_mb", 0), int(line.split()[1]) / 1024)
+            elif line.startswith("Threads:"):
+                peaks["threads"] = max(peaks.get("threads", 0), int(line.split()[1]))
+        time.sleep(0.1)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def run(args) -> None:
+    names = [f"kepler-{i}" for i in range(args.keplers)]
+    rest = args.agents - args.keplers
+    newtons, eulers = rest // 2, rest // 4
+    names += [f"newton-{i}" for i in range(newtons)] + [f"euler-{i}" for i in range(eulers)]
+    names += [f"copernico-{i}" for i in range(rest - newtons - eulers)]
+    role = {n: n.split("-")[0] for n in names}
+    nodes = [{"node": n, "roles": [role[n]], "gated": role[n] in ("euler", "copernico"),
+              "opens_gate": role[n] == "kepler"} for n in names]
+    port = free_port()
+    tmp = Path(tempfile.mkdtemp(prefix="pampa-pull-bench-"))
+    server = subprocess.Popen([sys.executable, "-m", "pampa_deployer", "access-point", "serve", "--port", str(port),
+                               "--db", str(tmp / "ap.sqlite3")], env={**os.environ, "PAMPA_AP_KEY": KEY},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    peaks: dict = {}
+    stop_sampling = threading.Event()
+    try:
+        admin = Conn("127.0.0.1", port, KEY)
+        for _ in range(100):
+            try:
+                await admin.call("GET", "/deploys")
+                break
+            except OSError:
+                await asyncio.sleep(0.1)
+        tokens = {}
+        for n in names:
+            tokens[n] = (await admin.call("POST", "/tokens", {"stage": "bench", "node": n, "roles": [role[n]]}))["token"]
+        threading.Thread(target=sample, args=(server.pid, peaks, stop_sampling), daemon=True).start()
+        log: dict = {}
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(agent(n, tokens[n], port, args.step_seconds, log, stop)) for n in names]
+        await asyncio.sleep(3)  # every agent parked in its long poll
+        cpu0, t0 = cpu_seconds(server.pid), time.monotonic()
+        rows = []
+        for _ in range(args.requests):
+            created = await admin.call("POST", "/deploys", {"stage": "bench", "branch": "main", "nodes": nodes,
+                                                            "requested_by": "bench"})
+            requested = time.time()
+            did = created["id"]
+            while True:
+                d = await admin.call("GET", f"/deploys/{did}")
+                if d["state"] in ("DONE", "FAILED"):
+                    break
+                await asyncio.sleep(0.5)
+            runs = log[did]
+            kepler_started = max(runs[n]["started"] for n in names if role[n] == "kepler")
+            allowed = max(runs[n]["finished"] for n in names if role[n] == "kepler")
+            gated_started = max(runs[n]["started"] for n in names if role[n] in ("euler", "copernico"))
+            newton_started = max(runs[n]["started"] for n in names if role[n] == "newton")
+            rows.append({"request->keplers started": kepler_started - requested,
+                         "request->newtons started": newton_started - requested,
+                         "ALLOWED->gated started": gated_started - allowed,
+                         "request->DONE": d["ended_at"] - d["created_at"], "state": d["state"]})
+            await asyncio.sleep(2)
+        wall, cpu = time.monotonic() - t0, cpu_seconds(server.pid) - cpu0
+        stop.set()
+        print(f"pull mode: {args.agents} agents ({args.keplers} keplers, {newtons} newtons, {eulers} eulers, "
+              f"{rest - newtons - eulers} copernicos), one access point process (SQLite)")
+        for i, r in enumerate(rows, 1):
+            print(f"  request {i}: " + ", ".join(f"{k} {v:.2f}s" if isinstance(v, float) else f"{k} {v}"
+                                                for k, v in r.items()))
+        for key in ("request->keplers started", "request->newtons started", "ALLOWED->gated started"):
+            print(f"  median {key}: {statistics.median(r[key] for r in rows):.2f}s")
+        print(f"  server CPU: {cpu:.1f}s over {wall:.1f}s ({100 * cpu / wall:.0f}% of one core); "
+              f"peak RSS {peaks.get('rss_mb', 0):.0f} MB; peak threads {peaks.get('threads', 0)}")
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        stop_sampling.set()
+        server.terminate()
+        server.wait(30)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--agents", type=int, default=1000)
+    p.add_argument("--keplers", type=int, default=10)
+    p.add_argument("--requests", type=int, default=3)
+    p.add_argument("--step-seconds", type=float, default=0.5)
+    args = p.parse_args()
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4 * args.agents + 256)), hard))
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,471 @@
+"""The access point's state in one SQLite file: deploy requests, node runs, events, versions, tokens.
+
+Two kinds of deploy request share the ``deploys`` table:
+
+- push (``pampa deploy``): the deployer moves the request itself (take, allow, finish);
+- pull (``pampa request``): the request lists the nodes that act on it, agents report each
+  node's run, and the state follows from those runs (``rules.request_state``).
+
+Every call is serialised by one lock; each is a few small statements.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from typing import Callable
+
+from . import rules
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS deploys (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, stage TEXT NOT NULL, branch TEXT NOT NULL, revision TEXT,
+  requested_by TEXT, state TEXT NOT NULL, taken_by TEXT, detail TEXT,
+  created_at REAL NOT NULL, updated_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS nodes (
+  node TEXT NOT NULL, stage TEXT NOT NULL, revision TEXT NOT NULL, roles TEXT, deploy_id INTEGER,
+  reported_at REAL NOT NULL, PRIMARY KEY (node, stage));
+CREATE TABLE IF NOT EXISTS events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, deploy_id INTEGER, kind TEXT, body TEXT, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+  deploy_id INTEGER NOT NULL, node TEXT NOT NULL, roles TEXT NOT NULL, gated INTEGER NOT NULL,
+  opens_gate INTEGER NOT NULL, state TEXT NOT NULL, step TEXT, detail TEXT, revision TEXT,
+  started_at REAL, updated_at REAL, ended_at REAL, PRIMARY KEY (deploy_id, node));
+CREATE INDEX IF NOT EXISTS runs_by_node ON runs (node, state);
+CREATE INDEX IF NOT EXISTS events_by_deploy ON events (deploy_id, id);
+CREATE TABLE IF NOT EXISTS tokens (
+  digest TEXT PRIMARY KEY, stage TEXT NOT NULL, node TEXT NOT NULL, roles TEXT NOT NULL,
+  created_at REAL NOT NULL, UNIQUE (stage, node));
+"""
+
+#: Columns added to ``deploys`` since the first protocol version (old databases are upgraded in place).
+DEPLOY_COLUMNS = {"mode": "TEXT NOT NULL DEFAULT 'push'", "message": "TEXT", "allowed_at": "REAL",
+                  "ended_at": "REAL"}
+
+#: state -> states it may move to, for push requests (pull requests follow rules.request_state)
+TRANSITIONS = {"PENDING": {"TAKEN", "FAILED"}, "TAKEN": {"ALLOWED", "DONE", "FAILED"},
+               "ALLOWED": {"DONE", "FAILED"}, "DONE": set(), "FAILED": set()}
+
+MAX_NODES = 10_000        # nodes one pull request may list
+MAX_EVENTS = 500          # events one progress call may carry
+MAX_LINE = 2_000          # characters kept of one output line or message
+MAX_NAME = 128            # characters of a stage, node, role or branch name
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def digest(token: str) -> str:
+    """Tokens are stored as SHA-256 digests: the database never holds a usable credential."""
+    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+
+
+def _name(body: dict, key: str, required: bool = True) -> str | None:
+    value = body.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_NAME or "/" in value:
+        raise ApiError(400, f"'{key}' is required: a name of 1 to {MAX_NAME} characters without '/'")
+    return value
+
+
+def _text(value, limit: int = MAX_LINE) -> str:
+    return str(value if value is not None else "")[:limit]
+
+
+class Store:
+    """All state behind one lock; ``on_change`` is called after every write (wakes long polls)."""
+
+    def __init__(self, path: str, stall_after: float = 60.0, clock: Callable[[], float] = time.time):
+        self.db = sqlite3.connect(path, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.executescript(SCHEMA)
+        have = {r["name"] for r in self.db.execute("PRAGMA table_info(deploys)")}
+        for column, decl in DEPLOY_COLUMNS.items():
+            if column not in have:
+                self.db.execute(f"ALTER TABLE deploys ADD COLUMN {column} {decl}")
+        # WAL + NORMAL: a commit is a write to the log, not an fsync of the database (1,000 agents report).
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.commit()
+        self.lock = threading.RLock()
+        self.stall_after = stall_after
+        self.clock = clock
+        #: called after every write with (deploy ids touched, whether a request appeared or changed state)
+        self.on_change: Callable[[set, bool], None] = lambda deploys, moved: None
+        self._touched: set = set()
+        self._moved = False
+        self.seen: dict[tuple[str, str], float] = {}  # (stage, node) -> last time its agent called
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def _deploy(self, deploy_id: int) -> dict | None:
+        row = self.db.execute("SELECT * FROM deploys WHERE id = ?", (deploy_id,)).fetchone()
+        return dict(row) if row else None
+
+    def _require(self, deploy_id: int) -> dict:
+        deploy = self._deploy(deploy_id)
+        if deploy is None:
+            raise ApiError(404, f"no deploy {deploy_id}")
+        return deploy
+
+    def _runs(self, deploy_id: int) -> list[dict]:
+        rows = self.db.execute("SELECT * FROM runs WHERE deploy_id = ? ORDER BY opens_gate DESC, gated, node",
+                               (deploy_id,))
+        out = []
+        for r in rows:
+            run = dict(r)
+            run["roles"] = run["roles"].split(",") if run["roles"] else []
+            run["gated"], run["opens_gate"] = bool(run["gated"]), bool(run["opens_gate"])
+            out.append(run)
+        return out
+
+    def _event(self, deploy_id: int | None, kind: str, body: dict, now: float) -> None:
+        self.db.execute("INSERT INTO events (deploy_id, kind, body, at) VALUES (?, ?, ?, ?)",
+                        (deploy_id, kind, json.dumps(body), now))
+
+    def _changed(self, deploy_id: int | None = None, moved: bool = False) -> None:
+        touched, self._touched = self._touched | ({deploy_id} if deploy_id is not None else set()), set()
+        moved, self._moved = moved or self._moved, False
+        try:
+            self.on_change(touched, moved)
+        except Exception:  # noqa: BLE001 - waking pollers must never fail a write
+            pass
+
+    def view(self, deploy: dict, with_runs: bool = True) -> dict:
+        """A deploy as the API shows it: pull requests carry their nodes' runs and any stall."""
+        out = dict(deploy)
+        if deploy.get("mode") == "pull" and with_runs:
+            now = self.clock()
+            runs = self._runs(deploy["id"])
+            for run in runs:
+                run["stalled"] = rules.stalled(run, deploy, now, self.stall_after)
+            out["nodes"] = runs
+            out["stalled"] = deploy["state"] not in rules.TERMINAL_REQUEST and any(r["stalled"] for r in runs)
+        return out
+
+    # -- deploy requests -----------------------------------------------------------------------------
+    def create(self, body: dict) -> dict:
+        stage, branch = _name(body, "stage"), body.get("branch")
+        if not isinstance(branch, str) or not branch or len(branch) > 255:
+            raise ApiError(400, "'branch' is required")
+        nodes = body.get("nodes")
+        if nodes is not None:
+            nodes = self._check_nodes(nodes)
+        with self.lock, self.db:
+            now = self.clock()
+            mode = "pull" if nodes is not None else "push"
+            cur = self.db.execute(
+                "INSERT INTO deploys (stage, branch, revision, requested_by, state, created_at, updated_at, mode, "
+                "message) VALUES (?, ?, ?, ?, 'PENDING', ?, ?, ?, ?)",
+                (stage, branch, _text(body.get("revision"), 64) or None, _text(body.get("requested_by"), 128) or None,
+                 now, now, mode, _text(body.get("message")) or None))
+            deploy_id = cur.lastrowid
+            for n in nodes or []:
+                self.db.execute("INSERT INTO runs (deploy_id, node, roles, gated, opens_gate, state) "
+                                "VALUES (?, ?, ?, ?, ?, 'waiting')",
+                                (deploy_id, n["node"], ",".join(n["roles"]), int(n["gated"]), int(n["opens_gate"])))
+            self._event(deploy_id, "created", {k: body.get(k) for k in ("stage", "branch", "revision",
+                                                                         "requested_by", "message")}, now)
+            if nodes is not None:
+                self._settle(deploy_id, now)
+            deploy = self._deploy(deploy_id)
+        self._changed(deploy_id, moved=True)
+        return self.view(deploy)
+
+    @staticmethod
+    def _check_nodes(nodes) -> list[dict]:
+        if not isinstance(nodes, list) or not nodes or len(nodes) > MAX_NODES:
+            raise ApiError(400, f"'nodes' must be a list of 1 to {MAX_NODES} nodes")
+        out, seen = [], set()
+        for n in nodes:
+            if not isinstance(n, dict):
+                raise ApiError(400, "each of 'nodes' must be an object {node, roles, gated, opens_gate}")
+            name = _name(n, "node")
+            roles = n.get("roles")
+            if not isinstance(roles, list) or not all(isinstance(r, str) and 0 < len(r) <= MAX_NAME for r in roles):
+                raise ApiError(400, f"node {name}: 'roles' must be a list of role names")
+            if name in seen:
+                raise ApiError(400, f"node {name} is listed twice")
+            seen.add(name)
+            out.append({"node": name, "roles": roles, "gated": bool(n.get("gated")),
+                        "opens_gate": bool(n.get("opens_gate"))})
+        return out
+
+    def move(self, deploy_id: int, state: str, **fields) -> dict:
+        """Push requests: the deployer moves its own request (PENDING -> TAKEN -> ALLOWED -> DONE|FAILED)."""
+        with self.lock, self.db:
+            deploy = self._require(deploy_id)
+            if deploy.get("mode") == "pull":
+                raise ApiError(409, f"deploy {deploy_id} is a pull request: its nodes' reports move it")
+            if state not in TRANSITIONS[deploy["state"]]:
+                raise ApiError(409, f"deploy {deploy_id} is {deploy['state']}; it cannot become {state}")
+            now = self.clock()
+            if state == "ALLOWED":
+                fields["allowed_at"] = now
+            if state in rules.TERMINAL_REQUEST:
+                fields["ended_at"] = now
+            sets = ", ".join(f"{k} = ?" for k in fields)
+            self.db.execute(f"UPDATE deploys SET state = ?, updated_at = ?{', ' + sets if sets else ''} "
+                            "WHERE id = ?", (state, now, *fields.values(), deploy_id))
+            self._event(deploy_id, state.lower(), {k: v for k, v in fields.items() if not k.endswith("_at")}, now)
+            deploy = self._deploy(deploy_id)
+        self._changed(deploy_id, moved=True)
+        return deploy
+
+    def get(self, deploy_id: int, stage: str | None = None) -> dict:
+        with self.lock:
+            deploy = self._require(deploy_id)
+            if stage is not None and deploy["stage"] != stage:
+                raise ApiError(404, f"no deploy {deploy_id}")  # other stages' requests do not exist for a node
+            return self.view(deploy)
+
+    def list(self, stage: str | None, state: str | None) -> list[dict]:
+        query, params = "SELECT * FROM deploys WHERE 1=1", []
+        if stage:
+            query, params = query + " AND stage = ?", params + [stage]
+        if state:
+            query, params = query + " AND state = ?", params + [state]
+        with self.lock:
+            return [dict(r) for r in self.db.execute(query + " ORDER BY id DESC LIMIT 100", params)]
+
+    # -- node runs (pull mode) -------------------------------------------------------------------------
+    def _settle(self, deploy_id: int, now: float) -> None:
+        """Apply the gate rule after a run changed: move the request, skip gated nodes if it closed."""
+        deploy = self._deploy(deploy_id)
+        runs = self._runs(deploy_id)
+        closed = rules.gate_closed_reason(runs)
+        if closed:
+            for run in runs:
+                if run["gated"] and run["state"] == rules.WAITING:
+                    why = f"gate closed: {closed}; not touched"
+                    self.db.execute("UPDATE runs SET state = 'skipped', detail = ?, ended_at = ? "
+                                    "WHERE deploy_id = ? AND node = ?", (why, now, deploy_id, run["node"]))
+                    self._event(deploy_id, "node", {"node": run["node"], "state": "skipped", "detail": why}, now)
+            runs = self._runs(deploy_id)
+        self._touched.add(deploy_id)
+        state = rules.request_state(deploy["state"], runs)
+        if state == deploy["state"]:
+            return
+        self._moved = True
+        extra = ""
+        params: list = [state, now]
+        if state == rules.ALLOWED:
+            extra += ", allowed_at = ?"
+            params.append(now)
+        if state in rules.TERMINAL_REQUEST:
+            extra += ", ended_at = ?, detail = ?"
+            bad = [f"{r['node']} {r['state']}" for r in runs if r["state"] != rules.OK]
+            params += [now, (f"gate closed: {closed}" if closed else "; ".join(bad[:20]))]
+        self.db.execute(f"UPDATE deploys SET state = ?, updated_at = ?{extra} WHERE id = ?", (*params, deploy_id))
+        self._event(deploy_id, state.lower(), {"detail": closed or ""}, now)
+
+    def _run(self, deploy: dict, node: str) -> dict:
+        if deploy.get("mode") != "pull":
+            raise ApiError(409, f"deploy {deploy['id']} is not a pull request")
+        row = self.db.execute("SELECT * FROM runs WHERE deploy_id = ? AND node = ?", (deploy["id"], node)).fetchone()
+        if row is None:
+            raise ApiError(404, f"node {node} is not part of deploy {deploy['id']}")
+        run = dict(row)
+        run["gated"], run["opens_gate"] = bool(run["gated"]), bool(run["opens_gate"])
+        return run
+
+    def next_for(self, stage: str, node: str) -> dict | None:
+        """The newest request this node should act on now, or None."""
+        with self.lock:
+            self._seen(stage, node)
+            rows = self.db.execute(
+                "SELECT d.* FROM runs r JOIN deploys d ON d.id = r.deploy_id WHERE r.node = ? AND d.stage = ? "
+                "AND r.state = 'waiting' ORDER BY d.id DESC LIMIT 20", (node, stage)).fetchall()
+            for row in rows:
+                deploy = dict(row)
+                if rules.actionable(self._run(deploy, node), deploy["state"]):
+                    return self.view(deploy, with_runs=False)
+            return None
+
+    def _seen(self, stage: str, node: str) -> None:
+        """Liveness in memory only: a write per long poll would cost 1,000 commits per wake-up."""
+        self.seen[(stage, node)] = self.clock()
+
+    def start(self, deploy_id: int, stage: str, node: str) -> dict:
+        """A node begins its run; 409 if it already did (a restarted agent never runs a request twice)."""
+        with self.lock, self.db:
+            deploy = self._require(deploy_id)
+            if deploy["stage"] != stage:
+                raise ApiError(404, f"no deploy {deploy_id}")
+            run = self._run(deploy, node)
+            if run["state"] != rules.WAITING:
+                raise ApiError(409, f"node {node} already has run {deploy_id}: it is {run['state']}")
+            if not rules.actionable(run, deploy["state"]):
+                raise ApiError(409, f"deploy {deploy_id} is {deploy['state']}: node {node} waits for the gate")
+            now = self.clock()
+            self.db.execute("UPDATE runs SET state = 'running', started_at = ?, updated_at = ? "
+                            "WHERE deploy_id = ? AND node = ?", (now, now, deploy_id, node))
+            # Older requests this node never started are superseded: it deploys the newest.
+            older = self.db.execute("SELECT deploy_id FROM runs WHERE node = ? AND state = 'waiting' AND deploy_id < ? "
+                                    "AND deploy_id IN (SELECT id FROM deploys WHERE stage = ?)",
+                                    (node, deploy_id, stage)).fetchall()
+            for (old,) in older:
+                why = f"superseded by deploy {deploy_id}"
+                self.db.execute("UPDATE runs SET state = 'skipped', detail = ?, ended_at = ? "
+                                "WHERE deploy_id = ? AND node = ?", (why, now, old, node))
+                self._event(old, "node", {"node": node, "state": "skipped", "detail": why}, now)
+                self._settle(old, now)
+            if deploy["taken_by"] is None:
+                self.db.execute("UPDATE deploys SET taken_by = ? WHERE id = ?", (node, deploy_id))
+            self._event(deploy_id, "node", {"node": node, "state": "running"}, now)
+            self._settle(deploy_id, now)
+            run = self._run(self._deploy(deploy_id), node)
+        self._changed(deploy_id)
+        return run
+
+    def progress(self, deploy_id: int, stage: str, node: str, events) -> dict:
+        """Step progress and output tails from a running node; also its heartbeat."""
+        if not isinstance(events, list) or len(events) > MAX_EVENTS:
+            raise ApiError(400, f"'events' must be a list of at most {MAX_EVENTS} events")
+        with self.lock, self.db:
+            deploy = self._require(deploy_id)
+            if deploy["stage"] != stage:
+                raise ApiError(404, f"no deploy {deploy_id}")
+            run = self._run(deploy, node)
+            if run["state"] != rules.RUNNING:
+                raise ApiError(409, f"node {node} is {run['state']} on deploy {deploy_id}, not running")
+            now = self.clock()
+            step = run["step"]
+            for e in events:
+                if not isinstance(e, dict) or e.get("kind") not in ("step_started", "step_finished", "output",
+                                                                     "command"):
+                    raise ApiError(400, "each event needs 'kind': step_started, step_finished, output or command")
+                body = {"node": node, "kind": e["kind"], "step": _text(e.get("step"), MAX_NAME)}
+                at = e.get("at")
+                if isinstance(at, (int, float)) and abs(at - now) < 86400:
+                    body["node_at"] = at  # when it happened on the node (the server's clock orders events)
+                if e["kind"] == "output":
+                    body.update(stream="stderr" if e.get("stream") == "stderr" else "stdout", line=_text(e.get("line")))
+                elif e["kind"] == "command":
+                    body.update(display=_text(e.get("display")))
+                elif e["kind"] == "step_finished":
+                    code = e.get("exit_code")
+                    body.update(ok=bool(e.get("ok")), exit_code=code if isinstance(code, int) else None,
+                                message=_text(e.get("message")), stderr_tail=_text(e.get("stderr_tail")),
+                                started=e.get("started") if isinstance(e.get("started"), (int, float)) else None)
+                else:
+                    step = body["step"]
+                self._event(deploy_id, "progress", body, now)
+            self.db.execute("UPDATE runs SET step = ?, updated_at = ? WHERE deploy_id = ? AND node = ?",
+                            (step, now, deploy_id, node))
+            self._seen(stage, node)
+        self._changed(deploy_id)
+        return {"ok": True}
+
+    def finish_run(self, deploy_id: int, stage: str, node: str, body: dict) -> dict:
+        """A node's run ended: ok, failed or interrupted; the gate rule is applied at once."""
+        result = body.get("result")
+        if result not in (rules.OK, rules.NODE_FAILED, rules.INTERRUPTED):
+            raise ApiError(400, "'result' must be 'ok', 'failed' or 'interrupted'")
+        with self.lock, self.db:
+            deploy = self._require(deploy_id)
+            if deploy["stage"] != stage:
+                raise ApiError(404, f"no deploy {deploy_id}")
+            run = self._run(deploy, node)
+            if run["state"] in rules.NODE_FINAL:
+                if run["state"] == result:
+                    return run  # a retried report after a lost answer: same outcome, nothing to do
+                raise ApiError(409, f"node {node} already ended deploy {deploy_id} as {run['state']}")
+            if run["state"] == rules.WAITING and result == rules.OK:
+                raise ApiError(409, f"node {node} never started deploy {deploy_id}")
+            now = self.clock()
+            detail, step = _text(body.get("detail")), _text(body.get("step"), MAX_NAME) or run["step"]
+            revision = _text(body.get("revision"), 64) or None
+            self.db.execute("UPDATE runs SET state = ?, step = ?, detail = ?, revision = ?, ended_at = ?, "
+                            "updated_at = ? WHERE deploy_id = ? AND node = ?",
+                            (result, step, detail, revision, now, now, deploy_id, node))
+            self._event(deploy_id, "node", {"node": node, "state": result, "step": step, "detail": detail,
+                                            "revision": revision}, now)
+            self._settle(deploy_id, now)
+            run = self._run(self._deploy(deploy_id), node)
+        self._changed(deploy_id)
+        return run
+
+    def hello(self, stage: str, node: str, body: dict) -> dict:
+        """An agent (re)started: any run the server still shows running for it was cut short."""
+        with self.lock, self.db:
+            now = self.clock()
+            rows = self.db.execute("SELECT r.deploy_id, r.step FROM runs r JOIN deploys d ON d.id = r.deploy_id "
+                                   "WHERE r.node = ? AND d.stage = ? AND r.state = 'running'", (node, stage)).fetchall()
+            cut = []
+            for deploy_id, step in rows:
+                why = _text(body.get("detail")) or f"the agent restarted during {step or 'its first step'}"
+                self.db.execute("UPDATE runs SET state = 'interrupted', detail = ?, ended_at = ?, updated_at = ? "
+                                "WHERE deploy_id = ? AND node = ?", (why, now, now, deploy_id, node))
+                self._event(deploy_id, "node", {"node": node, "state": "interrupted", "step": step, "detail": why}, now)
+                self._settle(deploy_id, now)
+                cut.append(deploy_id)
+            self._seen(stage, node)
+        if cut:
+            self._changed()
+        return {"node": node, "stage": stage, "interrupted": cut}
+
+    def events(self, deploy_id: int, after: int, limit: int = 1000) -> list[dict]:
+        with self.lock:
+            rows = self.db.execute("SELECT id, kind, body, at FROM events WHERE deploy_id = ? AND id > ? "
+                                   "ORDER BY id LIMIT ?", (deploy_id, after, limit)).fetchall()
+        return [{"seq": r["id"], "kind": r["kind"], "at": r["at"], **json.loads(r["body"] or "{}")} for r in rows]
+
+    # -- versions ------------------------------------------------------------------------------------
+    def report(self, node: str, body: dict, stage: str | None = None) -> dict:
+        if not isinstance(body.get("stage"), str) or not isinstance(body.get("revision"), str):
+            raise ApiError(400, "'stage' and 'revision' are required")
+        if stage is not None and body["stage"] != stage:
+            raise ApiError(403, f"this token is for stage {stage}, not {body['stage'][:MAX_NAME]}")
+        deploy_id = body.get("deploy_id")
+        if deploy_id is not None and (not isinstance(deploy_id, int) or deploy_id < 0 or deploy_id > 2 ** 62):
+            raise ApiError(400, "'deploy_id' must be an integer")
+        roles = body.get("roles") or []
+        if not isinstance(roles, list):
+            raise ApiError(400, "'roles' must be a list")
+        with self.lock, self.db:
+            now = self.clock()
+            self.db.execute("INSERT OR REPLACE INTO nodes (node, stage, revision, roles, deploy_id, reported_at) "
+                            "VALUES (?, ?, ?, ?, ?, ?)", (node, body["stage"], _text(body["revision"], 64),
+                                                          ",".join(_text(r, MAX_NAME) for r in roles), deploy_id, now))
+            if deploy_id is not None:
+                self._event(deploy_id, "version", {"node": node, "stage": body["stage"],
+                                                   "revision": _text(body["revision"], 64)}, now)
+        self._changed(deploy_id if isinstance(deploy_id, int) else None)
+        return {"node": node, **body, "reported_at": now}
+
+    def nodes(self, stage: str | None) -> list[dict]:
+        with self.lock:
+            rows = self.db.execute("SELECT * FROM nodes" + (" WHERE stage = ?" if stage else "") + " ORDER BY node",
+                                   (stage,) if stage else ())
+            return [{**dict(r), "seen_at": self.seen.get((r["stage"], r["node"]))} for r in rows]
+
+    # -- node tokens ---------------------------------------------------------------------------------
+    def issue_token(self, body: dict) -> dict:
+        """A new token for one node of one stage (replacing its old one); shown once, stored as a digest."""
+        stage, node = _name(body, "stage"), _name(body, "node")
+        roles = body.get("roles") or []
+        if not isinstance(roles, list) or not all(isinstance(r, str) and 0 < len(r) <= MAX_NAME for r in roles):
+            raise ApiError(400, "'roles' must be a list of role names")
+        token = "pnt_" + secrets.token_urlsafe(32)
+        with self.lock, self.db:
+            self.db.execute("DELETE FROM tokens WHERE stage = ? AND node = ?", (stage, node))
+            self.db.execute("INSERT INTO tokens (digest, stage, node, roles, created_at) VALUES (?, ?, ?, ?, ?)",
+                            (digest(token), stage, node, ",".join(roles), self.clock()))
+        return {"token": token, "stage": stage, "node": node, "roles": roles}
+
+    def token_scope(self, token: str) -> dict | None:
+        """The (stage, node) a node token is for, or None. Looked up by digest, not compared."""
+        with self.lock:
+            row = self.db.execute("SELECT stage, node, roles FROM tokens WHERE digest = ?", (digest(token),)).fetchone()
+        return dict(row) if row else None

@@ -1,0 +1,42 @@
+"""Run this node's sequence locally: the same Deployment, plan, step builders and executor as ``pampa deploy``.
+
+The only differences from a push deploy: commands run on this machine (``LocalBackend``), the
+run has one host (this node) and no stage lock (the agent holds the node's lock), the gate is
+kept by the access point (a gated node only ever starts an ALLOWED request), and the access point
+session reports into the existing pull request with the node's own token.
+"""
+from __future__ import annotations
+
+from ..engine.deployment import Deployment, DeployRequest
+from ..engine.local import LocalBackend
+
+
+class NodeSession:
+    """The engine's access point session for one node of one pull request (see engine/apsession.py)."""
+
+    def __init__(self, client, deploy_id: int):
+        self.client, self.deploy_id = client, deploy_id
+
+    def register(self, stage: str, branch: str, revision, requested_by: str, node: str) -> int:
+        """Nothing to register: the developer's `pampa request` did, and this node started it."""
+        return self.deploy_id
+
+    def allow(self) -> None:
+        """Nothing to do: the server opens the gate itself when every kepler reported success."""
+
+    def report(self, node: str, stage: str, revision: str, roles: tuple[str, ...]) -> None:
+        self.client.report_version(node, stage, revision, roles, self.deploy_id)
+
+    def finish(self, ok: bool, detail: str = "") -> None:
+        """The agent reports its node's outcome itself (``finish_run``), after the run."""
+
+    def abandon(self, detail: str) -> None:
+        """As ``finish``: the agent's journal and ``finish_run`` say how the run ended."""
+
+
+def run_sequence(stage, node: str, deploy_id: int, client, bus, stop, home: str | None = None):
+    """Deploy this node; returns the engine's RunResult (one host)."""
+    request = DeployRequest(stage=stage, hosts=(node,), lock=False, handle_signals=False)
+    deployment = Deployment(request, bus, stop, backends=lambda host: LocalBackend(host.name, home),
+                            access_point=NodeSession(client, deploy_id))
+    return deployment.run().result

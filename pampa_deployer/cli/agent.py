@@ -1,0 +1,155 @@
+"""``pampa agent`` (run the pull-mode agent), ``pampa agent install`` (write its systemd unit), and
+``pampa access-point token`` (issue node tokens). See docs/pull-mode.md."""
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import stat
+import sys
+from pathlib import Path
+
+from ..accesspoint.client import AccessPointClient
+from ..agent.loop import Agent
+from ..agent.unit import AgentUnit
+from ..engine import stop as stopping
+from ..errors import ConfigError, Interrupted, UsageError
+from ..inventory import load_stage
+from .request import client_for
+
+#: Where the agent keeps its lock, journal and (by default) its token, under the node user's home.
+STATE_DIR = "~/.pampa/agent"
+TOKEN_ENV = "PAMPA_AGENT_TOKEN"
+#: What PAMPA_AP_KEY holds while the stage is read only to find the node (before the token is read).
+PLACEHOLDER = "pampa-agent-token-not-read-yet"
+
+
+def _node_of(stage, node: str | None):
+    name = node or socket.gethostname()
+    host = next((h for h in stage.hosts if h.name == name), None)
+    if host is None:
+        hint = "" if node else " (the default is this machine's host name; pass --node NAME)"
+        raise ConfigError(f"{stage.file}: stage {stage.name} has no host '{name}'{hint}; hosts: "
+                          f"{', '.join(h.name for h in stage.hosts)}")
+    return host
+
+
+def default_token_file(stage: str, node: str) -> str:
+    return f"{STATE_DIR}/{stage}-{node}.token"
+
+
+def read_token(path: str | None, stage: str, node: str) -> str:
+    """The node token: $PAMPA_AGENT_TOKEN, or a file only its owner can read (like an SSH key)."""
+    if os.environ.get(TOKEN_ENV) and not path:
+        return os.environ[TOKEN_ENV].strip()
+    file = Path(os.path.expanduser(path or default_token_file(stage, node)))
+    try:
+        mode = file.stat().st_mode
+    except OSError:
+        raise ConfigError(f"agent: token file {file} not found; create it with `pampa access-point token {stage} "
+                          f"{node} --out DIR` on the developer's machine and copy it here (mode 0600)") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"agent: token file {file} is readable by others (mode {stat.S_IMODE(mode):04o}); "
+                          f"run `chmod 600 {file}`")
+    token = file.read_text().strip()
+    if not token:
+        raise ConfigError(f"agent: token file {file} is empty")
+    return token
+
+
+def _agent_environ(token: str) -> dict:
+    """The stage is loaded with the agent's token as PAMPA_AP_KEY: on a node, the token is the key."""
+    return {**os.environ, "PAMPA_AP_KEY": os.environ.get("PAMPA_AP_KEY") or token}
+
+
+def agent(args) -> int:
+    words = list(args.words)
+    if words[0] == "install":
+        return install(args, words[1:])
+    if len(words) != 1:
+        raise UsageError("agent: expected `pampa agent STAGE` or `pampa agent install STAGE`")
+    stage_name = words[0]
+    first = load_stage(stage_name, args.stages, environ=_agent_environ(os.environ.get(TOKEN_ENV) or PLACEHOLDER))
+    host = _node_of(first, args.node)
+    token = read_token(args.token_file, stage_name, host.name)
+    environ = _agent_environ(token)
+    ap = AccessPointClient.from_stage(load_stage(stage_name, args.stages, environ=environ))
+    if ap is None:
+        client_for(first)  # raises the one clear line about access_point.url
+    client = AccessPointClient(ap.url, token, ap.timeout, ap.redactor)
+
+    def load(branch: str | None):
+        return load_stage(stage_name, args.stages, overrides={"branch": branch} if branch else None, environ=environ)
+
+    stop = stopping.StopSignal()
+    state_dir = Path(os.path.expanduser(args.state_dir or STATE_DIR))
+    runner = Agent(host.name, stage_name, load, client, stop, state_dir)
+    restore = stopping.install(stop, args.grace, lambda message: runner.say(message))
+    try:
+        runner.run()
+    finally:
+        restore()
+    if stop.signum is not None:
+        import signal as signals
+        raise Interrupted(f"pampa agent: node {host.name} stopped by {signals.Signals(stop.signum).name}",
+                          stop.signum)
+    return 0
+
+
+def install(args, words: list[str]) -> int:
+    if len(words) != 1:
+        raise UsageError("agent install: expected `pampa agent install STAGE --node NAME`")
+    stage_name = words[0]
+    stage = load_stage(stage_name, args.stages, environ=_agent_environ(PLACEHOLDER))
+    host = _node_of(stage, args.node)
+    client_for(stage)
+    token_file = os.path.abspath(os.path.expanduser(args.token_file or default_token_file(stage_name, host.name)))
+    read_token(token_file, stage_name, host.name)  # refuse to install an agent that cannot authenticate
+    stages = os.path.abspath(args.stages)
+    argv = [sys.executable, "-m", "pampa_deployer", "--stages", stages, "agent", stage_name, "--node", host.name,
+            "--token-file", token_file, "--grace", f"{args.grace:g}"]
+    if args.state_dir:
+        argv += ["--state-dir", os.path.abspath(os.path.expanduser(args.state_dir))]
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no passwd entry
+        user = "root"
+    unit = AgentUnit(stage=stage_name, node=host.name, argv=tuple(argv), user=user,
+                     home=os.path.expanduser("~"), workdir=os.path.dirname(stages),
+                     env_file=f"/etc/pampa/agent-{stage_name}.env", grace=args.grace)
+    text = unit.render()
+    if args.print:
+        sys.stdout.write(text)
+        return 0
+    target = Path(args.unit_dir) / unit.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    print(f"wrote {target}\nstart it with: systemctl daemon-reload && systemctl enable --now {unit.name}\n"
+          f"its log: journalctl -u {unit.name} -f", flush=True)
+    return 0
+
+
+def token(args) -> int:
+    """Issue node tokens with the stage's API key: printed, or written 0600 to --out DIR."""
+    if not args.stage:
+        raise UsageError("access-point token: expected `pampa access-point token STAGE [NODE ...]`")
+    stage = load_stage(args.stage, args.stages)
+    client = client_for(stage)
+    hosts = [_node_of(stage, n) for n in args.nodes] if args.nodes else list(stage.hosts)
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for host in hosts:
+        issued = client.issue_token(stage.name, host.name, list(host.roles))
+        if out is None:
+            print(f"{host.name} {issued['token']}", flush=True)
+            continue
+        path = out / f"{stage.name}-{host.name}.token"
+        tmp = path.with_name(f".{path.name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(issued["token"] + "\n")
+        os.replace(tmp, path)
+        print(f"{host.name}: token written to {path} (mode 0600); copy it to the node as "
+              f"{default_token_file(stage.name, host.name)}", flush=True)
+    return 0

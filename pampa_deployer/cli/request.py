@@ -1,0 +1,105 @@
+"""``pampa request``: the developer's step in pull mode. Register a deploy request; with --wait, follow it.
+
+Following shows the same live view (or CI lines), summary, JSON/JUnit reports and exit codes
+as ``pampa deploy``: the hosts are nodes reporting in through the access point.
+"""
+from __future__ import annotations
+
+import contextlib
+import getpass
+import socket
+import sys
+from pathlib import Path
+
+from ..accesspoint.client import AccessPointClient
+from ..accesspoint.follow import Follower
+from ..engine import events as ev
+from ..engine import stop as stopping
+from ..errors import ConfigError
+from ..inventory import load_stage
+from ..plan import build_plan
+from ..render.plain import PlainRenderer
+from ..render.report import ReportWriter
+from ..render.rundir import RunDirectory
+from ..render.summary import SummaryPrinter
+from . import output
+
+
+def client_for(stage) -> AccessPointClient:
+    client = AccessPointClient.from_stage(stage)
+    if client is None:
+        raise ConfigError(f"{stage.file}: access_point.url: pull mode needs an access point; set access_point.url "
+                          "and access_point.api_key (docs/pull-mode.md)")
+    return client
+
+
+def nodes_of(plan) -> list[dict]:
+    """What the access point needs to keep the gate: each node, its roles, gated or opening the gate."""
+    return [{"node": hp.host.name, "roles": list(hp.roles), "gated": hp.gated, "opens_gate": hp.opens_gate}
+            for hp in plan.hosts]
+
+
+def requester() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no passwd entry in some containers
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def request(args) -> int:
+    overrides = {"branch": args.branch} if args.branch else None
+    stage = load_stage(args.stage, args.stages, overrides=overrides)
+    client = client_for(stage)
+    ci = output.is_ci(args)
+    console = output.console(args)
+    if args.follow is not None:
+        deploy = client.deploy(args.follow)
+        if deploy.get("mode") != "pull" or deploy["stage"] != stage.name:
+            raise ConfigError(f"--follow: deploy {args.follow} is not a pull request of stage {stage.name}")
+    else:
+        plan = build_plan(stage)
+        deploy = client.create_request(stage.name, plan.branch, nodes_of(plan), requester(), args.message)
+        line = (f"deploy request {deploy['id']} registered at {client.url}: stage {stage.name}, branch "
+                f"{deploy['branch']}, {len(deploy['nodes'])} nodes")
+        print(line, flush=True) if ci else console.print(line)
+        if not args.wait:
+            hint = f"follow it: pampa request {stage.name} --follow {deploy['id']}"
+            print(hint, flush=True) if ci else console.print(hint, style="dim")
+            return 0
+    return follow(args, stage, client, deploy, ci, console)
+
+
+def follow(args, stage, client, deploy: dict, ci: bool, console) -> int:
+    """The same subscribers as ``pampa deploy``: live view or plain lines, run directory, summary, reports."""
+    stop = stopping.StopSignal()
+    bus = ev.EventBus()
+    view = None
+    if ci:
+        bus.subscribe(PlainRenderer(sys.stdout, verbose=args.verbose))
+    else:
+        from ..render.live import LiveView
+        view = LiveView(console, verbose=args.verbose)
+        bus.subscribe(view)
+    rundir = RunDirectory(Path(".pampa") / "runs", stage.name, "request")
+    bus.subscribe(rundir)
+    bus.subscribe(SummaryPrinter(console, plain=ci, rundir=rundir))
+    if args.report or args.junit:
+        bus.subscribe(ReportWriter(Path(args.report) if args.report else None,
+                                   Path(args.junit) if args.junit else None))
+
+    def notify(message: str) -> None:
+        bus.emit(ev.Notice(message=message.split(";")[0] + "; stopped following (the request goes on)",
+                           level="warning"))
+
+    restore = stopping.install(stop, 0.0, notify)
+    follower = Follower(client, deploy, bus, stop, timeout=args.timeout)
+    try:
+        with (view if view is not None else contextlib.nullcontext()):
+            follower.run()
+    finally:
+        restore()
+        rundir.close()
+    if follower.failure is not None:
+        raise follower.failure
+    return 0
