@@ -48,7 +48,8 @@ def test_misspelled_subcommand_and_option_get_suggestions(capsys):
     assert "unknown option '--paralel'; did you mean '--parallel'?" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["deploy", "rollback", "plan", "check", "status", "init", "demo", "config"])
+@pytest.mark.parametrize("command", ["deploy", "rollback", "plan", "check", "status", "init", "demo", "config",
+                                     "exec", "logs", "run", "lock", "unlock"])
 def test_every_help_has_an_example(command, capsys):
     with pytest.raises(SystemExit) as info:
         main([command, "--help"])

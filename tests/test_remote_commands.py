@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from pampa_deployer.commands import git, lock, probe, revlog
+from pampa_deployer.commands import git, lock, readiness, revlog
 from pampa_deployer.engine.local import LocalBackend
 
 ROOT, STAGE = "~/.pampa/locks", "production"
@@ -134,19 +134,9 @@ def test_rollback_queries_exact():
     assert git.reset_hard("abc1") == "git reset --hard abc1"
 
 
-def test_check_probe_exact_and_parsed():
-    assert probe.probe_command("~/code/shop", "source rvm.sh", ["bundle"]).line() == (
-        "source rvm.sh && command -v git >/dev/null && echo git=ok || echo git=missing ; "
-        'if [ -d ~/code/shop ]; then t=~/code/shop; else t=~/code; mkdir -p "$t" 2>/dev/null; fi; '
-        '[ -w "$t" ] && echo path=ok || echo path=not-writable ; '
-        "(cd ~/code/shop 2>/dev/null; command -v bundle >/dev/null || [ -x bundle ]) "
-        "&& echo cmd:bundle=ok || echo cmd:bundle=missing")
-    assert probe.parse_probe("Welcome!\ngit=ok\npath=ok\ncmd:bundle=missing\n") == \
-        {"git": "ok", "path": "ok", "cmd:bundle": "missing"}
-
-
 def test_programs_used_skips_shell_syntax():
     from pampa_deployer.commands import Command
     cmds = [Command("export A=1 && bundle install"), Command("if [ -d x ]; then git clone y; fi"),
             Command("sudo systemctl restart app || true"), Command("RAILS_ENV=production bin/rails db:migrate")]
-    assert probe.programs_used(cmds) == ["bundle", "git", "systemctl", "bin/rails"]
+    # bin/rails is shipped in the app: it arrives with the checkout, so it is not a program to look for.
+    assert readiness.programs_used(cmds) == ["bundle", "git", "systemctl"]

@@ -17,7 +17,13 @@ EPILOG = """examples:
   pampa deploy production               deploy with a live view (plain lines in CI)
   pampa deploy production --roles newton --branch hotfix
   pampa deploy production --batch 25% --max-fail 2 --report deploy.json --junit deploy.xml
+  pampa check production                will a deploy succeed? one line per problem, with its fix
   pampa status production               what each host runs, drift, interrupted deploys
+  pampa exec production --roles newton -- uptime     one command on many hosts, grouped per host
+  pampa logs production --roles euler -f             each host's logs, prefixed by host, until Ctrl-C
+  pampa run production restart_puma --roles euler    chosen steps with the lock, gate and reports
+  pampa deploy production --skip migrate             leave a step out of one deploy
+  pampa lock acquire production -m "db maintenance"  hold the stage until `pampa unlock`
   pampa rollback production --dry-run   show the rollback to the previous revision
   pampa demo                            a local fleet of real sshd hosts, deployed end to end
   pampa request production --wait       pull mode: the nodes' agents deploy; follow it like a deploy
@@ -107,6 +113,14 @@ def build_parser() -> Parser:
     p = cmd("deploy", "deploy a stage: every host, in parallel, kepler gating the rest",
             "pampa deploy production --roles newton --report deploy.json")
     p.add_argument("stage")
+    p.add_argument("--skip", type=_csv, action="extend", metavar="STEP[,STEP]",
+                   help="leave these steps out of this deploy (repeatable)")
+    _run_options(p)
+
+    p = cmd("run", "run chosen steps fleet-wide with the lock, gate and reports of a deploy",
+            "pampa run production restart_puma --roles euler")
+    p.add_argument("stage")
+    p.add_argument("steps", nargs="+", metavar="STEP", help="steps to run, in the stage's order")
     _run_options(p)
 
     p = cmd("rollback", "roll every host back to one revision (default: the one before the current)",
@@ -122,13 +136,15 @@ def build_parser() -> Parser:
     p.add_argument("--branch")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
 
-    p = cmd("check", "connect to every host and check auth, host key, git, code path and commands",
-            "pampa check production")
+    p = cmd("check", "will a deploy succeed? repository and branch from each host, code path, sudo, disk, "
+                     "secret folders, commands; one line per problem with its fix",
+            "pampa check production --json   # exit 0 ready, 4 a host is not ready")
     p.add_argument("stage")
     p.add_argument("--hosts", type=_csv)
     p.add_argument("--roles", type=_csv)
+    p.add_argument("--branch", help="check this branch instead of the stage's")
+    p.add_argument("--json", action="store_true", help="print every host's problems and facts as JSON")
     p.add_argument("--accept-new-host-keys", action="store_true")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
 
     p = cmd("status", "what each host runs, its last deploy, drift and interrupted deploys",
             "pampa status production")
@@ -137,9 +153,11 @@ def build_parser() -> Parser:
     p.add_argument("--roles", type=_csv)
     p.add_argument("--json", action="store_true", help="print the status as JSON")
 
-    p = cmd("lock", "inspect the stage lock", "pampa lock status production")
-    p.add_argument("action", choices=["status"])
+    p = cmd("lock", "inspect the stage lock, or hold it for maintenance until `pampa unlock`",
+            "pampa lock acquire production -m 'db maintenance until 18:00'")
+    p.add_argument("action", choices=["status", "acquire"])
     p.add_argument("stage")
+    p.add_argument("--message", "-m", help="acquire: why; shown to every deploy refused meanwhile")
 
     p = cmd("unlock", "remove a stage lock by hand (recorded on the lock host)",
             "pampa unlock production -m 'deploy host died'")
@@ -148,6 +166,9 @@ def build_parser() -> Parser:
 
     p = cmd("stages", "list the stages", "pampa stages")
     p.add_argument("--json", action="store_true", help="print the list as JSON")
+
+    from .toolkit import add_commands
+    add_commands(cmd, _csv)
 
     p = cmd("config", "print a stage's merged configuration (secrets masked) and where each value came from",
             "pampa config production")
@@ -208,7 +229,7 @@ def build_parser() -> Parser:
 
 
 def _dispatch(args) -> int:
-    if args.command in ("deploy", "rollback"):
+    if args.command in ("deploy", "rollback", "run"):
         from .run import run
         return run(args)
     if args.command in ("plan", "stages", "config"):
@@ -222,7 +243,12 @@ def _dispatch(args) -> int:
         return status(args)
     if args.command in ("lock", "unlock"):
         from . import lockcmd
-        return lockcmd.lock_status(args) if args.command == "lock" else lockcmd.unlock(args)
+        if args.command == "unlock":
+            return lockcmd.unlock(args)
+        return lockcmd.lock_acquire(args) if args.action == "acquire" else lockcmd.lock_status(args)
+    if args.command in ("exec", "logs"):
+        from .toolkit import dispatch
+        return dispatch(args)
     if args.command == "init":
         from .init import init
         return init(args)
@@ -244,12 +270,27 @@ def _dispatch(args) -> int:
     raise UsageError("pampa: a command is required; see `pampa --help`")
 
 
+def _parse(parser: Parser, argv: list[str]):
+    """Parse; the words after a ``--`` are the command of ``pampa exec`` (never read as options)."""
+    rest = None
+    if "--" in argv:
+        at = argv.index("--")
+        argv, rest = argv[:at], argv[at + 1:]
+    args = parser.parse_args(argv)
+    if rest is not None:
+        if args.command != "exec":
+            raise UsageError(f"pampa {args.command or ''}: unexpected `--`; only `pampa exec` takes a command "
+                             "after `--`".replace("  ", " "))
+        args.argv = list(args.argv or []) + rest
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``pampa``; returns the exit code (see ``errors.ExitCode``)."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     quiet_libraries(debug)
     try:
-        args = build_parser().parse_args(argv)
+        args = _parse(build_parser(), list(sys.argv[1:] if argv is None else argv))
         return _dispatch(args)
     except ConfigErrors as e:
         for message in e.messages:

@@ -29,6 +29,9 @@ class LockState:
         who = f"{self.info.get('user', '?')}@{self.info.get('machine', '?')} (pid {self.info.get('pid', '?')})"
         since = self.info.get("started_at", "?")
         msg = f", message: {self.info['message']!r}" if self.info.get("message") else ""
+        if self.info.get("maintenance"):
+            by = f"{self.info.get('user', '?')}@{self.info.get('machine', '?')}"  # no pid: `lock acquire` has exited
+            return f"{self.state} for maintenance by {by} since {since}{msg}"
         left = "" if self.expires is None or self.now is None else \
             (f", lease expired {self.now - self.expires}s ago" if self.state == STALE
              else f", lease renews, expires in {self.expires - self.now}s")

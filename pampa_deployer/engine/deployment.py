@@ -16,6 +16,7 @@ from typing import Callable
 
 from ..errors import ConnectError, DeployFailed, ExitCode, Interrupted, PampaError, Refused, UsageError, exit_code_for
 from ..inventory.model import Host, Stage
+from ..narrow import narrow
 from ..plan import HostPlan, Plan, build_plan
 from . import events as ev
 from . import lock as locking
@@ -36,7 +37,7 @@ class DeployRequest:
     """Everything one run is asked to do; the CLI's options, or an agent's request, map onto this."""
 
     stage: Stage
-    kind: str = "deploy"                   # "deploy" or "rollback"
+    kind: str = "deploy"                   # "deploy", "rollback" or "run" (chosen steps)
     roles: tuple[str, ...] | None = None
     hosts: tuple[str, ...] | None = None
     to: str | None = None                  # rollback target (default: the previous revision)
@@ -51,6 +52,8 @@ class DeployRequest:
     accept_new_host_keys: bool = False
     grace: float = 30.0                    # after the first signal, before running commands are aborted
     handle_signals: bool = True            # route SIGINT/SIGTERM to the run (main thread only)
+    steps: tuple[str, ...] | None = None   # only these steps (`pampa run STAGE STEP...`)
+    skip: tuple[str, ...] | None = None    # without these steps (`--skip`)
 
 
 @dataclass
@@ -87,10 +90,13 @@ class Deployment:
     """Owns one run: plan, pool, signals, lock, access point session, gate, scheduler, result."""
 
     def __init__(self, request: DeployRequest, bus: ev.EventBus | None = None, stop: StopSignal | None = None,
-                 backends: Callable[[Host], Backend] | None = None, access_point: AccessPointSession | None = None):
+                 backends: Callable[[Host], Backend] | None = None, access_point: AccessPointSession | None = None,
+                 around=None):
         """``backends`` makes each host's backend (default: SSH, or dry-run); tests pass a fake one.
-        ``access_point`` replaces the stage's session (a pull-mode agent reports into an existing request)."""
+        ``access_point`` replaces the stage's session (a pull-mode agent reports into an existing request).
+        ``around`` (``engine/announce.Announcer``) runs the local hooks and webhooks before and after."""
         self.request = request
+        self.around = around
         self.backends = backends
         self.session = access_point
         self.stage = request.stage
@@ -113,7 +119,7 @@ class Deployment:
                     revision = resolve_target(self.stage, draft, reader, r.to)
             else:
                 revision = resolve_target(self.stage, draft, pool, r.to)
-        return build_plan(self.stage, r.roles, r.hosts, kind=r.kind, revision=revision)
+        return narrow(build_plan(self.stage, r.roles, r.hosts, kind=r.kind, revision=revision), r.steps, r.skip)
 
     def run(self) -> Outcome:
         """Carry out the request; raises only when the run could not start (config, lock, refused)."""
@@ -121,9 +127,13 @@ class Deployment:
         pool = BackendPool(self.backends) if self.backends is not None else \
             open_pool(self.stage, accept_new=r.accept_new_host_keys, dry_run=r.dry_run)
         restore = lambda: None  # noqa: E731
+        announced, error = False, None
         try:
             plan = self.plan(pool)
             options = RunOptions.for_request(r, len(plan.hosts))
+            if self.around is not None and not r.dry_run:
+                self.around.before(plan)  # a failing pre-deploy hook stops here: nothing was contacted
+                announced = True
             if r.handle_signals:
                 restore = stopping.install(self.stop, r.grace, self.warn)
             self.access_point = self.session if self.session is not None else \
@@ -132,15 +142,22 @@ class Deployment:
                              preflight=lambda: self.preflight(plan, pool))
             if self.access_point is not None:
                 self.access_point.finish(result.ok, result.headline())
+        except BaseException as e:
+            error = e
+            raise
         finally:
             if self.access_point is not None:  # a no-op when finished above or never registered
                 self.access_point.abandon("pampa stopped before the run finished")
             self.release_lock()
             pool.close_all()
             restore()
+            if announced and error is not None:
+                self.around.after(plan, None, error)
         failure = failure_for(result)
         code = exit_code_for(failure) if failure is not None else int(ExitCode.OK)
         self.bus.emit(ev.RunFinished(result=result, exit_code=code))
+        if announced:
+            self.around.after(plan, result)  # after RunFinished: the report the hooks are given is written
         return Outcome(result, failure, code)
 
     def preflight(self, plan: Plan, pool: BackendPool) -> None:

@@ -138,6 +138,24 @@ TOP: dict[str, Key] = {
         "shell_session": Key("bool", True, "Run a host's commands one after another in one shell on one channel "
                              "(the prefix runs once); false: a new channel and shell per command.", "false"),
     }),
+    "check": Key("section", None, "What `pampa check` requires of each host.", "", {
+        "min_free_mb": Key("int", 1024, "Free disk space (MB) required on the code path's filesystem.", "2048"),
+    }),
+    "notify": Key("section", None, "Webhooks told when a deploy or rollback starts and ends.", "", {
+        "webhooks": Key("list[str]", [], "URLs that receive a JSON POST (with a Slack-compatible `text`) at "
+                        "start and end; a failed notification is only a warning.",
+                        "['${SLACK_WEBHOOK_URL}']", secret=True),
+        "timeout": Key("number", 5.0, "Seconds per webhook request.", "5"),
+    }),
+    "hooks": Key("section", None, "Local hooks: executables in `stages/hooks/` (pre-deploy, post-deploy, "
+                 "pre-rollback, post-rollback, on-failure).", "", {
+        "timeout": Key("number", 300.0, "Seconds a hook may run before it is stopped (a pre-* hook then "
+                       "stops the run).", "600"),
+    }),
+    "logs": Key("section", None, "What `pampa logs` shows (default: the journald units the host's roles restart).", "", {
+        "files": Key("list[str]", None, "Log files to tail instead of journald, relative to the code path unless "
+                     "absolute or ~/; `{unit}` is each unit the host's roles restart.", "['log/{unit}.log']"),
+    }),
     "parallel": Key("int", 32, "Hosts deployed at once (`--parallel`).", "32", rule="positive"),
     "lock": Key("section", None, "Deploy lock settings.", "", {
         "lease": Key("number", 90.0, "Seconds a lock stays valid unless the running deploy renews it.", "90",
@@ -160,7 +178,7 @@ TOP: dict[str, Key] = {
                  "{kepler-1: {address: 10.0.0.1, roles: [kepler]}}", HOST),
 }
 
-SECRET_KEY_WORDS = ("password", "secret", "token", "api_key", "apikey", "private")
+SECRET_KEY_WORDS = ("password", "secret", "token", "api_key", "apikey", "private", "webhook")
 
 
 def looks_secret(key: str) -> bool:
