@@ -2,7 +2,7 @@
 
 Examples:
     fab -H kepler-1.example.com deploy --stage production            # the host's roles, from the stage
-    fab -H 10.0.1.7,10.0.1.8 deploy --stage production --role newton # a role's whole sequence
+    fab -H 10.0.1.7,10.0.1.8 deploy --stage production --roles newton # a role's sequence
     fab -H 10.0.1.7 git-fetch git-reset --app mysaas --repo git@github.com:acme/mysaas.git
     fab -H 10.0.1.7 restart-puma --stage production
 

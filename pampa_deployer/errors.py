@@ -19,6 +19,7 @@ class ExitCode(enum.IntEnum):
     REFUSED = 4            # a safety check refused to start (rollback target missing, check failed)
     INTERNAL = 70          # a bug in pampa itself (EX_SOFTWARE)
     INTERRUPTED = 130      # Ctrl-C (128 + SIGINT)
+    PIPE_CLOSED = 141      # the reader of our output went away, e.g. `pampa plan prod | head` (128 + SIGPIPE)
     TERMINATED = 143       # SIGTERM, e.g. a cancelled CI job (128 + SIGTERM)
 
 
@@ -115,4 +116,22 @@ def exit_code_for(error: BaseException) -> int:
         return int(error.exit_code)
     if isinstance(error, KeyboardInterrupt):
         return int(ExitCode.INTERRUPTED)
+    if isinstance(error, BrokenPipeError):
+        return int(ExitCode.PIPE_CLOSED)
     return int(ExitCode.INTERNAL)
+
+
+def quiet_libraries(debug: bool = False) -> None:
+    """Keep paramiko's transport-thread tracebacks off the terminal (``--debug`` shows them).
+
+    Paramiko logs a full traceback for every failed handshake (a port that is not an SSH
+    server gives dozens); pampa classifies the same failure into one line per host.
+    """
+    import logging
+    logger = logging.getLogger("paramiko")
+    if debug:
+        logging.basicConfig(level=logging.WARNING)
+        return
+    if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+        logger.addHandler(logging.NullHandler())
+    logger.propagate = False

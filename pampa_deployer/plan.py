@@ -172,7 +172,7 @@ def build_step(stage: Stage, ctx: StepContext, name: str, roles: tuple[str, ...]
         actions = call_task(ctx, stage.tasks[name], stage, roles, kind,
                             revision if kind == "rollback" else None, spec.get("timeout"))
     else:
-        actions = health_check(ctx, roles) if name == "health_check" else BUILDERS[name](ctx)
+        actions = health_check(ctx, roles) if name == "health_check" else _built(stage, name, ctx)
         timeout = spec.get("timeout")
         if timeout:
             actions = tuple(Run(_with_timeout(a.command, timeout)) if isinstance(a, Run) else a
@@ -185,6 +185,28 @@ def known_steps(stage: Stage) -> list[str]:
     """Every step name the stage knows, for ``pampa run STAGE STEP``: built-in, custom, then Python tasks."""
     custom = [n for n in (stage.setting("steps") or {}) if n not in STEP_ORDER]
     return list(STEP_ORDER) + custom + [n for n in stage.tasks if n not in custom]
+
+
+_TEMPLATE_SETTINGS = {"restart_puma": ("units.restart", "units.puma"),
+                      "restart_processes": ("units.restart", "units.processes"),
+                      "restart_workers": ("units.restart", "units.workers")}
+
+
+def _built(stage: Stage, name: str, ctx: StepContext) -> tuple:
+    """A built-in step's actions; a template setting naming an unknown variable is the operator's error."""
+    if name == "git_fetch" and not str(ctx.variables.get("repo") or "").strip():
+        raise ConfigError(f"{stage.file}: repo: missing; set the git URL every host fetches from, e.g. "
+                          "`repo: git@github.com:acme/mysaas.git` (here or in stages/common.yml)")
+    try:
+        return BUILDERS[name](ctx)
+    except (KeyError, IndexError, ValueError) as e:
+        keys = _TEMPLATE_SETTINGS.get(name, (f"steps.{name}",))
+        keys = tuple(k for k in keys if f"{{{e.args[0]}}}" in str(stage.setting(k))) or keys \
+            if isinstance(e, KeyError) else keys
+        where = next((stage.origins[k] for k in keys if k in stage.origins), stage.file)
+        what = f"unknown variable {{{e.args[0]}}}" if isinstance(e, KeyError) else f"bad template: {e}"
+        known = ", ".join(sorted({*ctx.variables, "unit"}))
+        raise ConfigError(f"{where}: {' or '.join(keys)}: {what}; known: {known}") from None
 
 
 def _with_timeout(command, timeout):

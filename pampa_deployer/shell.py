@@ -5,6 +5,7 @@ except a leading ``~/`` of a path, which stays bare so the remote shell expands 
 """
 from __future__ import annotations
 
+import re
 import shlex
 import string
 from typing import Any, Mapping
@@ -25,7 +26,23 @@ class TemplateError(KeyError):
     """A template names a variable that does not exist."""
 
 
-class _QuotingFormatter(string.Formatter):
+_MAX_WIDTH = 1000
+
+
+def _check_spec(format_spec: str) -> None:
+    """A format spec such as ``03d`` is fine; a width of a billion is a mistake (and a MemoryError)."""
+    for number in re.findall(r"\d+", format_spec):
+        if int(number) > _MAX_WIDTH:
+            raise ValueError(f"format width {number} in '{{...:{format_spec}}}' is too large")
+
+
+class _PlainFormatter(string.Formatter):
+    def format_field(self, value: Any, format_spec: str) -> str:
+        _check_spec(format_spec)
+        return super().format_field(value, format_spec)
+
+
+class _QuotingFormatter(_PlainFormatter):
     """``{name}`` is shell-quoted; ``{name!u}`` is inserted unquoted (for operator-trusted snippets)."""
 
     def convert_field(self, value: Any, conversion: str | None) -> Any:
@@ -34,6 +51,7 @@ class _QuotingFormatter(string.Formatter):
         return super().convert_field(value, conversion)
 
     def format_field(self, value: Any, format_spec: str) -> str:
+        _check_spec(format_spec)
         if isinstance(value, _Raw):
             return str(value)
         return quote(format(value, format_spec))
@@ -59,4 +77,4 @@ def render(template: str, variables: Mapping[str, Any]) -> str:
 
 def fill_plain(template: str, variables: Mapping[str, Any]) -> str:
     """Fill a value template such as ``~/code/{app}`` without quoting (it is quoted when used)."""
-    return string.Formatter().vformat(template, (), variables)
+    return _PlainFormatter().vformat(template, (), variables)

@@ -24,7 +24,7 @@ from invoke.exceptions import CommandTimedOut, Exit
 from .engine.backend import LineSplitter
 from .engine.executor import StepFailed, perform
 from .engine.results import CommandResult
-from .errors import PampaError
+from .errors import ConfigError, PampaError, UsageError, quiet_libraries
 from .inventory import load_stage, stage_from_mapping
 from .inventory.model import Host
 from .plan import host_steps, release_stamp, step_context
@@ -75,32 +75,69 @@ def _stage(stage, stages, app, repo, branch, path):
     if stage:
         return load_stage(stage, stages, overrides=overrides)
     if not app:
-        raise PampaError("give --stage NAME (a file in stages/) or at least --app NAME (and --repo URL)")
+        raise UsageError("fab: give --stage NAME (a file in stages/) or at least --app NAME (and --repo URL)")
     data = {"app": app, "repo": repo or "", "hosts": {"cli": {"roles": ["kepler"]}}, **overrides}
     return stage_from_mapping(data)
 
 
-def _host(c, stage, role) -> tuple[Host, tuple[str, ...]]:
-    address = getattr(c, "host", "localhost")
+def _wanted_roles(stage, role, roles) -> tuple[str, ...]:
+    """``--role`` (one) and ``--roles`` (comma-separated, as for ``pampa``), checked against the stage."""
+    from .inventory.validate import suggest
+    wanted = [r.strip() for r in f"{role or ''},{roles or ''}".split(",") if r.strip()]
+    for name in wanted:
+        if name not in stage.roles:
+            raise ConfigError(f"--roles: unknown role '{name}'{suggest(name, stage.roles)}; "
+                              f"known: {', '.join(stage.roles)}")
+    return tuple(dict.fromkeys(wanted))
+
+
+def _host(c, stage, wanted: tuple[str, ...]) -> tuple[Host, tuple[str, ...], bool]:
+    """The stage host ``-H`` names (by name or address), or the stage's settings for an outside host."""
+    address = c.host
     for host in stage.hosts:
         if address in (host.name, host.address):
-            return host, tuple([role] if role else host.roles)
+            return host, wanted or host.roles, True
     template = stage.hosts[0]
-    roles = tuple([role] if role else template.roles)
+    roles = wanted or template.roles
     from dataclasses import replace
-    return replace(template, name=address, address=address, roles=roles), roles
+    return replace(template, name=address, address=address, roles=roles), roles, False
 
 
-def _secure(c, stage) -> None:
+def _connection(c, host: Host, matched: bool):
+    """A stage host named by ``-H kepler-1`` is reached at the stage's address, port, user and key."""
+    if not matched or (c.host, c.port) == (host.address, host.port) and not host.key and not host.user:
+        return c
+    from fabric import Connection
+    kwargs = dict(c.connect_kwargs or {})
+    if host.key:
+        import os
+        kwargs["key_filename"] = [os.path.expanduser(host.key), *(kwargs.get("key_filename") or [])]
+    return Connection(host.address, user=host.user or c.user, port=host.port, config=c.config,
+                      connect_timeout=c.connect_timeout, connect_kwargs=kwargs)
+
+
+def _secure(c, stage):
     """Replace Fabric's AutoAddPolicy on a not-yet-open connection: known_hosts is enforced here too."""
-    if getattr(c, "client", None) is None or getattr(c, "is_connected", True):
-        return
     import os
-    from .engine.hostkeys import secure
     from .engine.ssh import SSHSettings
     trust = True if os.environ.get("PAMPA_ACCEPT_NEW_HOST_KEYS") == "1" else None
     settings = SSHSettings.from_stage(stage, accept_new=trust)
+    if getattr(c, "client", None) is None or getattr(c, "is_connected", True):
+        return settings
+    from .engine.hostkeys import secure
     secure(c, settings.known_hosts, settings.accept_new)
+    return settings
+
+
+def _open(c, host: Host, settings) -> None:
+    """Connect now, so a refused port or an unknown host key is one classified line, not a traceback."""
+    if getattr(c, "is_connected", True):
+        return
+    from .engine.ssh import classify
+    try:
+        c.open()
+    except Exception as e:  # noqa: BLE001 - classified into one line
+        raise Exit(f"pampa: error: {classify(e, host, settings).message}", code=1) from None
 
 
 def _say(text: str) -> None:
@@ -137,11 +174,14 @@ class _FabSink:
         return False  # Ctrl-C reaches fab's main thread as KeyboardInterrupt
 
 
-def run_steps(c, names, stage=None, stages="stages", app=None, repo=None, branch=None, path=None, role=None):
+def run_steps(c, names, stage=None, stages="stages", app=None, repo=None, branch=None, path=None, role=None,
+              roles=None):
     """Run the named steps (in sequence order) for this connection's host; raise Exit on failure.
 
     Actions run through ``engine.executor.perform``, the very executor ``pampa deploy`` uses.
     Given pampa's ``c`` (a step written in Python), the steps run on that task's host instead.
+    Otherwise ``c`` must be a Fabric ``Connection``: a plain invoke ``Context`` (``fab`` without ``-H``)
+    would run the steps, code resets and service restarts included, on this very machine; it is refused.
     """
     from .engine.taskcontext import TaskContext
     if isinstance(c, TaskContext):
@@ -150,13 +190,18 @@ def run_steps(c, names, stage=None, stages="stages", app=None, repo=None, branch
         for name in names:
             c.run_step(name)
         return
+    quiet_libraries()
+    if not hasattr(c, "host"):
+        raise Exit("pampa: error: fab: give the hosts with -H host1,host2; pampa's tasks never run on "
+                   "this machine", code=2)
     try:
         st = _stage(stage, stages, app, repo, branch, path)
-        host, roles = _host(c, st, role)
+        host, roles, matched = _host(c, st, _wanted_roles(st, role, roles))
         steps = [s for s in host_steps(st, host, roles) if names is None or s.name in names]
     except PampaError as e:
-        raise Exit(f"pampa: error: {e}", code=int(e.exit_code)) from None
-    _secure(c, st)
+        raise Exit(f"pampa: error: {str(e).splitlines()[0]}", code=int(e.exit_code)) from None
+    c = _connection(c, host, matched)
+    _open(c, host, _secure(c, st))
     backend = ContextBackend(c)
     sink = _FabSink(host, st, roles)
     for step in steps:
@@ -165,18 +210,25 @@ def run_steps(c, names, stage=None, stages="stages", app=None, repo=None, branch
             try:
                 perform(action, backend, sink)
             except StepFailed as e:
+                from .render.telling import telling_line
                 code = f" (exit {e.exit_code})" if e.exit_code is not None else ""
-                raise Exit(f"[{host.name}] {step.name} failed{code}: {e.stderr or e.message}", code=1) from None
+                raise Exit(f"pampa: error: [{host.name}] {step.name} failed{code}: "
+                           f"{telling_line(e.stderr) or e.message}", code=1) from None
 
 
 _HELP = {"stage": "stage name (a file in stages/)", "stages": "stages folder (default ./stages)",
          "app": "app name, without a stage", "repo": "git URL, without a stage", "branch": "branch override",
-         "path": "code path override", "role": "role whose sequence (or steps) to run"}
+         "path": "code path override", "role": "role whose sequence (or steps) to run",
+         "roles": "roles whose sequences to run, comma-separated (as `pampa --roles`)"}
 
 
 def run_task(c, original: Task, stage=None, stages="stages", app=None, repo=None, branch=None, path=None,
              role=None) -> None:
     """Call a step written in Python on this connection's host with the ``c`` ``pampa deploy`` gives it."""
+    quiet_libraries()
+    if not hasattr(c, "host"):
+        raise Exit("pampa: error: fab: give the hosts with -H host1,host2; pampa's tasks never run on "
+                   "this machine", code=2)
     try:
         st = _stage(stage, stages, app, repo, branch, path)
         host, roles = _host(c, st, role)
@@ -203,8 +255,8 @@ def _builtin(t: Task) -> Task:
 
 
 def _step_task(name: str):
-    def body(c, stage=None, stages="stages", app=None, repo=None, branch=None, path=None, role=None):
-        run_steps(c, [name], stage, stages, app, repo, branch, path, role)
+    def body(c, stage=None, stages="stages", app=None, repo=None, branch=None, path=None, role=None, roles=None):
+        run_steps(c, [name], stage, stages, app, repo, branch, path, role, roles)
 
     body.__name__ = name
     body.__doc__ = f"Run the {name} step on each -H host (settings from --stage or --app/--repo)."
@@ -224,9 +276,9 @@ def _fab_task(original: Task) -> Task:
 
 
 @task(help=_HELP)
-def deploy(c, stage=None, stages="stages", app=None, repo=None, branch=None, path=None, role=None):
-    """Run the whole sequence of a role (--role) or of the host's roles in the stage, on each -H host."""
-    run_steps(c, None, stage, stages, app, repo, branch, path, role)
+def deploy(c, stage=None, stages="stages", app=None, repo=None, branch=None, path=None, role=None, roles=None):
+    """Run the whole sequence of a role (--role/--roles) or of the host's roles in the stage, on each -H host."""
+    run_steps(c, None, stage, stages, app, repo, branch, path, role, roles)
 
 
 _builtin(deploy)

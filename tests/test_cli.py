@@ -48,7 +48,8 @@ def test_misspelled_subcommand_and_option_get_suggestions(capsys):
     assert "unknown option '--paralel'; did you mean '--parallel'?" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["deploy", "rollback", "plan", "check", "status", "init", "demo", "config"])
+@pytest.mark.parametrize("command", ["deploy", "rollback", "plan", "check", "status", "init", "demo", "config",
+                                     "exec", "logs", "run", "lock", "unlock"])
 def test_every_help_has_an_example(command, capsys):
     with pytest.raises(SystemExit) as info:
         main([command, "--help"])
@@ -224,7 +225,7 @@ def test_run_finished_stops_the_live_view_then_the_summary_prints_below_it(tmp_p
         bus.emit(ev.RunFinished(result=result, exit_code=1))
         assert not view.live.is_started
     text = out.getvalue()
-    assert text.rindex("deploy of production: 1 ok, 1 failed, 1 skipped") > text.rindex("hosts done")
+    assert text.rindex("deploy of production: 1 ok, 1 failed, 1 skipped") > text.rindex("0/1 host done")
     assert "slowest step" in text
     assert json.loads((tmp_path / "r.json").read_text())["exit_code"] == 1
     assert 'failures="1"' in (tmp_path / "r.xml").read_text()

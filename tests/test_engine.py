@@ -21,7 +21,7 @@ from pampa_deployer.engine.results import FAILED, INTERRUPTED, OK, SKIPPED, Comm
 from pampa_deployer.engine.scheduler import Scheduler, parse_count
 from pampa_deployer.engine.session import _MarkedStream
 from pampa_deployer.engine.stop import StopSignal
-from pampa_deployer.errors import ConnectError, DeployFailed, Interrupted, LockHeld, UsageError, exit_code_for
+from pampa_deployer.errors import ConnectError, DeployFailed, Interrupted, LockHeld, Refused, UsageError, exit_code_for
 from pampa_deployer.inventory import stage_from_mapping
 from pampa_deployer.plan import build_plan
 from pampa_deployer.steps.actions import OpenGate, ReportVersion, Run, Upload
@@ -232,7 +232,9 @@ def test_gated_hosts_run_only_after_every_kepler_finished():
         assert first(log, gated, "bundle install") > kepler_done
     assert [s.name for s in host(result, "n1").steps][0] == "git_fetch"
     assert all(h.revision_after == "abc123" for h in result.hosts)
-    assert any(isinstance(e, ev.HostWaiting) and e.host == "e1" for e in events)
+    # a gated host that found the gate closed says it waits, and only ever before the gate opens
+    opened = next(i for i, e in enumerate(events) if isinstance(e, ev.GateChanged) and e.state == OPEN)
+    assert all(i < opened for i, e in enumerate(events) if isinstance(e, ev.HostWaiting))
     # every host's revision log line was written, after its steps
     assert all(any("revisions.jsonl" in s for h, s in log if h == n) for n in ("k1", "e1", "e2", "n1"))
 
@@ -517,3 +519,83 @@ def test_deploy_lock_held_without_wait_raises_lock_held_naming_the_holder():
 
     with pytest.raises(LockHeld, match=r"stage prod is locked on k1: held by bo@ci .*pampa unlock prod"):
         DeployLock(Held(), "~/.pampa/locks", "prod", {}, 90).acquire()
+
+
+def test_batches_are_announced_at_their_boundaries():
+    """docs: --batch deploys N hosts (or N%) at a time; each batch's start is printed with its hosts."""
+    import io
+
+    from pampa_deployer.render.plain import PlainRenderer
+    told: list[tuple[int, int, list[int]]] = []
+    Scheduler(parallel=8, batch=2).run(list(range(5)), lambda i: i,
+                                       on_batch=lambda n, total, items: told.append((n, total, items)))
+    assert told == [(1, 3, [0, 1]), (2, 3, [2, 3]), (3, 3, [4])]
+    single: list = []
+    Scheduler(parallel=8).run(list(range(5)), lambda i: i, on_batch=lambda *a: single.append(a))
+    assert single == []  # one batch: nothing to announce
+    out = io.StringIO()
+    PlainRenderer(out)(ev.BatchStarted(number=2, total=3, hosts=("n3", "n4")))
+    assert out.getvalue().endswith(" - batch 2/3 starts: 2 hosts (n3, n4)\n")
+
+
+def test_host_waiting_is_never_told_after_the_gate_opened():
+    """The gate tells "waiting" under its own lock, so it can never follow "gate open"."""
+    import threading
+
+    from pampa_deployer.engine.gate import Gate
+    for _ in range(200):
+        told: list[str] = []
+        gate = Gate(["k1"], lambda state, reason: told.append(state))
+        opener = threading.Thread(target=gate.arrive, args=("k1",))
+        opener.start()
+        assert gate.wait(on_wait=lambda: told.append("host waiting"))
+        opener.join()
+        assert told in (["open"], ["host waiting", "open"]), told
+    opened = Gate([])
+    assert opened.wait(on_wait=lambda: (_ for _ in ()).throw(AssertionError("an open gate never waits")))
+
+
+# -- what runs around a Deployment: hooks and webhooks (engine/announce.py) --------------------------
+
+class Around:
+    """Records the Deployment's calls to its ``around`` (the Announcer's interface)."""
+
+    def __init__(self, fleet, refuse: bool = False):
+        self.fleet, self.refuse, self.calls = fleet, refuse, []
+
+    def before(self, plan):
+        self.calls.append(("before", len(self.fleet.log), [h.host.name for h in plan.hosts]))
+        if self.refuse:
+            raise Refused("pre-deploy said no")
+
+    def after(self, plan, result=None, error=None):
+        self.calls.append(("after", len(self.fleet.log), result.ok if result else type(error).__name__))
+
+
+def test_deployment_announces_before_anything_is_contacted_and_after_run_finished():
+    fleet = Fleet()
+    around = Around(fleet)
+    bus, events = ev.EventBus(), []
+    bus.subscribe(lambda e: events.append((type(e).__name__, len(around.calls))))
+    request = DeployRequest(stage=stage(), kind="run", steps=("bundle",), skip=None, handle_signals=False)
+    Deployment(request, bus, backends=fleet.backend, around=around).run()
+    assert around.calls[0] == ("before", 0, ["k1", "n1", "e1", "e2"])  # nothing ran on any host yet
+    assert around.calls[1] == ("after", len(fleet.log), True)
+    assert events[-1] == ("RunFinished", 1)  # after() came after the run's end was rendered
+    assert all("bundle" in s or "PAMPA-LOCK" in s or "rev-parse" in s or "revisions" in s for _, s in fleet.log)
+
+
+def test_a_refusing_pre_hook_contacts_no_host_and_a_refused_lock_is_announced():
+    fleet = Fleet()
+    with pytest.raises(Refused, match="pre-deploy said no"):
+        Deployment(DeployRequest(stage=stage(), handle_signals=False), backends=fleet.backend,
+                   around=Around(fleet, refuse=True)).run()
+    assert fleet.log == []
+    held = Fleet(lock_output='PAMPA-LOCK-HELD\n{"user": "bo"}\n200 100\n')
+    around = Around(held)
+    with pytest.raises(LockHeld):
+        Deployment(DeployRequest(stage=stage(), handle_signals=False), backends=held.backend, around=around).run()
+    assert [c[0] for c in around.calls] == ["before", "after"] and around.calls[1][2] == "LockHeld"
+    dry = Around(Fleet())
+    Deployment(DeployRequest(stage=stage(), handle_signals=False, dry_run=True), around=dry).run()
+    assert dry.calls == []  # a dry run announces nothing

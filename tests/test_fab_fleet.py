@@ -59,3 +59,36 @@ def test_fab_refuses_unknown_host_keys(project, fleet, tmp_path):
     assert result.returncode != 0
     assert "unknown host key" in result.stdout + result.stderr
     assert empty.read_text() == ""
+
+
+def test_fab_host_named_as_in_the_stage_reaches_its_address_port_and_key(project, fleet):
+    """``-H kepler-1 --roles kepler``: the stage's address, port 2222, user and key; no -i, no :port."""
+    project.stage()
+    exe = shutil.which("fab") or str(Path(sys.executable).parent / "fab")
+    result = subprocess.run([exe, "-r", str(ROOT), "-H", "kepler-1", "report-version", "--stage", "test",
+                             "--stages", str(project.stages), "--roles", "kepler"], cwd=project.root,
+                            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert head(fleet, "kepler-1") in result.stdout
+
+
+def test_fab_unknown_host_key_is_one_line(project, fleet, tmp_path):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    project.stage(ssh={"known_hosts": str(empty)})
+    result = fab(project, fleet, "-H", "kepler-1", "report-version", "--stage", "test",
+                 "--stages", str(project.stages))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "kepler-1" in lines[0] and "unknown host key" in lines[0], result.stderr
+
+
+def test_fab_failing_step_is_one_line_with_gits_fatal_line(project, fleet):
+    project.stage(branch="no-such-branch")
+    host = f"root@{fleet.host('newton-1').address}:2222"
+    result = fab(project, fleet, "-H", host, "git-reset", "--stage", "test", "--stages", str(project.stages))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith("pampa: error: [newton-1] git_reset failed (exit 128): fatal: ")

@@ -27,7 +27,7 @@ def write(tmp_path, files: dict[str, str]):
     for name, text in files.items():
         path = stages / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
+        path.write_bytes(textwrap.dedent(text).encode("utf-8", errors="surrogateescape"))
     return stages
 
 
@@ -70,6 +70,65 @@ BAD = [
      "stages/production.yml: hosts.kepler-1.roles: missing"),
     ("error in common", {"common.yml": "app: shop\nusr: deploy\n", "production.yml": GOOD},
      "stages/common.yml: usr: unknown key (did you mean 'user'?)"),
+    # Every value is validated where it is read, with the words the command line uses.
+    ("letter range", {"production.yml": GOOD + "  web-[a:c]: {roles: [newton]}\n"},
+     "stages/production.yml: hosts.web-[a:c]: 'web-[a:c]' is not a host name or a range; "
+     "a range is [low:high] with numbers"),
+    ("dash range", {"production.yml": GOOD + "  web-[1-3]: {roles: [newton]}\n"},
+     "hosts.web-[1-3]: 'web-[1-3]' is not a host name or a range"),
+    ("huge range", {"production.yml": GOOD + "  web-[1:100000]: {roles: [newton]}\n"},
+     "hosts.web-[1:100000]: [1:100000] expands to 100000 hosts; at most 10000 per entry"),
+    ("unclosed variable", {"production.yml": GOOD + "env: {DB: '${UNCLOSED'}\n"},
+     "stages/production.yml: env.DB: '${UNCLOSED' is not a variable reference; write ${NAME}"),
+    ("bad variable name", {"production.yml": GOOD + "env: {DB: '${1DB}'}\n"},
+     "env.DB: '${1DB}' is not a variable reference"),
+    ("zero parallel", {"production.yml": GOOD + "parallel: 0\n"},
+     "stages/production.yml: parallel: expected a positive number, got 0"),
+    ("negative connect timeout", {"production.yml": GOOD + "ssh: {connect_timeout: -1}\n"},
+     "ssh.connect_timeout: expected a positive number, got -1"),
+    ("zero step timeout", {"production.yml": GOOD + "steps: {bundle: {timeout: 0}}\n"},
+     "steps.bundle.timeout: expected a positive number, got 0"),
+    ("negative retries", {"production.yml": GOOD + "ssh: {connect_retries: -2}\n"},
+     "ssh.connect_retries: expected a number of 0 or more, got -2"),
+    ("zero lease", {"production.yml": GOOD + "lock: {lease: 0}\n"},
+     "lock.lease: expected a number of seconds of at least 1, got 0"),
+    ("zero ap timeout", {"production.yml": GOOD + "access_point: {url: 'http://ap', timeout: 0}\n"},
+     "access_point.timeout: expected a positive number, got 0"),
+    ("port out of range", {"production.yml": GOOD + "port: 70000\n"},
+     "stages/production.yml: port: expected a port number from 1 to 65535, got 70000"),
+    ("host port zero", {"production.yml": GOOD.replace("roles: [kepler]", "roles: [kepler], port: 0")},
+     "hosts.kepler-1.port: expected a port number from 1 to 65535, got 0"),
+    ("env key not a shell name", {"production.yml": GOOD + "env: {'RACK-ENV': production}\n"},
+     "stages/production.yml: env: 'RACK-ENV' is not a valid environment variable name"),
+    ("host env key", {"production.yml": GOOD.replace("roles: [kepler]", "roles: [kepler], env: {'a b': 1}")},
+     "hosts.kepler-1.env: 'a b' is not a valid environment variable name"),
+    ("mode as a YAML integer", {"production.yml": GOOD + "secrets: [{local: s.rb, remote: s.rb, mode: 0600}]\n",
+                                "s.rb": "x\n"},
+     "secrets[0].mode: expected an octal mode in quotes such as '0600' (unquoted, YAML reads 0600 as "
+     "the number 384), got 384"),
+    ("mode not octal", {"production.yml": GOOD + "secrets: [{local: s.rb, remote: s.rb, mode: '0900'}]\n",
+                        "s.rb": "x\n"},
+     "secrets[0].mode: expected an octal mode in quotes such as '0600'"),
+    ("secret path is a folder", {"production.yml": GOOD + "secrets: [{local: secrets, remote: config.rb}]\n",
+                                 "secrets/config.rb": "x\n"},
+     "stages/production.yml: secrets[0].local: 'secrets' is a folder (stages/secrets); name the secret file"),
+    ("secret template unclosed", {"production.yml": GOOD + "secrets: [{template: t.tmpl, remote: c.rb}]\n",
+                                  "t.tmpl": "key = '${UNCLOSED'\n"},
+     "secrets[0].template: t.tmpl: '${UNCLOSED' is not a variable reference"),
+    ("unknown name in units.restart", {"production.yml": GOOD + "units: {restart: 'systemctl restart {unitt}'}\n"},
+     "stages/production.yml: units.restart: unknown variable {unitt}; known: "),
+    ("unknown name in a unit", {"production.yml": GOOD + "units: {puma: ['{ap}_app']}\n"},
+     "stages/production.yml: units.puma: unknown variable {ap}"),
+    ("recursive alias", {"production.yml": GOOD + "vars: &v\n  a: *v\n"},
+     "stages/production.yml:6:7: an alias refers to the value that contains it"),
+    ("not UTF-8", {"production.yml": GOOD + "branch: caf\udce9\n"},
+     "stages/production.yml:6: not UTF-8 text (byte 0xe9); save the file as UTF-8"),
+    ("list as a key", {"production.yml": GOOD + "vars: {? [a, b] : 1}\n"},
+     "stages/production.yml:6:10: YAML syntax error: a key must be a name or a number, not a list"),
+    ("huge format width", {"production.yml": GOOD + "steps: {bundle: {run: 'x {app:>999999999}'}}\n"},
+     "steps.bundle.run: bad template 'x {app:>999999999}': format width 999999999"),
+    ("no repo", {"production.yml": GOOD.replace("repo: git@example.com:shop.git\n", "")},
+     "stages/production.yml: repo: missing; set the git URL every host fetches from"),
 ]
 
 
@@ -172,3 +231,98 @@ def test_settings_views_have_exactly_the_schema_keys_and_defaults():
     assert st.ssh.connect_timeout == schema.TOP["ssh"].children["connect_timeout"].default
     assert st.access_point.url is None and st.access_point.timeout == 5.0
     assert st.parallel == 32 and st.lock_host.name == "k1"
+
+
+def test_yaml_merge_keys_and_x_anchors(tmp_path, monkeypatch):
+    """``<<: *defaults`` works as in Rails and Kamal files; keys written in place win; x-* keys hold anchors."""
+    write(tmp_path, {"production.yml": """\
+        x-web: &web {roles: [newton], port: 2222, user: deploy}
+        app: shop
+        hosts:
+          kepler-1: {address: 10.0.0.1, roles: [kepler]}
+          web-1: {<<: *web, address: 10.0.1.1}
+          web-2: {<<: *web, address: 10.0.1.2, port: 2200}
+        """})
+    monkeypatch.chdir(tmp_path)
+    stage = load_stage("production")
+    assert (stage.host("web-1").port, stage.host("web-1").user, stage.host("web-1").roles) == (2222, "deploy",
+                                                                                                ("newton",))
+    assert stage.host("web-2").port == 2200
+    assert "x-web" not in stage.settings
+
+
+def test_merge_key_does_not_hide_real_duplicates(tmp_path, monkeypatch, capsys):
+    write(tmp_path, {"production.yml": GOOD + "  web-1: {<<: {port: 1}, roles: [newton], roles: [euler]}\n"})
+    code, out = run_plan(tmp_path, monkeypatch, capsys)
+    assert code == 2 and "duplicate key 'roles'" in out.err
+
+
+def test_alias_bomb_is_refused_quickly(tmp_path, monkeypatch, capsys):
+    """A billion-laughs file under ``vars`` is refused before it is expanded (memory stays flat)."""
+    lines = ["  l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for i in range(1, 10):
+        lines.append(f"  l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]")
+    write(tmp_path, {"production.yml": GOOD + "vars:\n" + "\n".join(lines) + "\n"})
+    code, out = run_plan(tmp_path, monkeypatch, capsys)
+    assert code == 2
+    assert "more than 200,000 values once aliases are expanded" in out.err
+
+
+def test_oversized_stage_file_is_refused(tmp_path, monkeypatch, capsys):
+    write(tmp_path, {"production.yml": GOOD + "# " + "x" * (1024 * 1024) + "\n"})
+    code, out = run_plan(tmp_path, monkeypatch, capsys)
+    assert code == 2
+    assert "stages/production.yml: 1024 KiB is too large for a stage file (limit 1024 KiB)" in out.err
+
+
+def test_symlink_loop_is_a_config_error(tmp_path, monkeypatch, capsys):
+    stages = write(tmp_path, {"staging.yml": GOOD})
+    (stages / "production.yml").symlink_to("production.yml")
+    code, out = run_plan(tmp_path, monkeypatch, capsys)
+    assert code == 2
+    assert out.err.strip() == "pampa: error: stages/production.yml: cannot read: symbolic link loop; fix the link"
+
+
+@pytest.mark.parametrize("mode,expected", [(0o644, "keys/deploy can be read by others (mode 0644); ssh refuses such keys: "
+                                                   "chmod 600 keys/deploy"),
+                                           (0o640, "keys/deploy can be read by others (mode 0640)"), (0o600, None)])
+def test_key_file_permissions(tmp_path, monkeypatch, capsys, mode, expected):
+    write(tmp_path, {"production.yml": GOOD + "key: keys/deploy\n"})
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "deploy").write_text("not really a key\n")
+    (tmp_path / "keys" / "deploy").chmod(mode)
+    code, out = run_plan(tmp_path, monkeypatch, capsys)
+    if expected is None:
+        assert code == 0, out.err
+    else:
+        assert code == 2
+        assert f"pampa: error: stages/production.yml: key: key file {expected}" in out.err
+
+
+def test_key_file_that_is_a_folder(tmp_path, monkeypatch, capsys):
+    write(tmp_path, {"production.yml": GOOD.replace("roles: [kepler]", "roles: [kepler], key: keys")})
+    (tmp_path / "keys").mkdir()
+    code, out = run_plan(tmp_path, monkeypatch, capsys)
+    assert code == 2
+    assert ("stages/production.yml: hosts.kepler-1.key: key file keys is a folder; name the private key "
+            "file in it, e.g. keys/id_ed25519") in out.err
+
+
+def test_dollar_dollar_is_a_literal(tmp_path, monkeypatch):
+    write(tmp_path, {"production.yml": GOOD + "env: {PS: '$${HOME}'}\n"})
+    monkeypatch.chdir(tmp_path)
+    assert load_stage("production").host("kepler-1").env["PS"] == "${HOME}"
+
+
+def test_binary_local_secret_is_uploaded_byte_for_byte(tmp_path, monkeypatch):
+    stages = write(tmp_path, {"production.yml": GOOD + "secrets: [{local: cert.der, remote: cert.der}]\n"})
+    (stages / "cert.der").write_bytes(b"\x30\x82\xff\x00binary")
+    monkeypatch.chdir(tmp_path)
+    assert load_stage("production").secret_files[0].content == b"\x30\x82\xff\x00binary"
+
+
+def test_dates_in_vars_print_in_config(tmp_path, monkeypatch, capsys):
+    write(tmp_path, {"production.yml": GOOD + "vars: {since: 2024-01-01}\n"})
+    monkeypatch.chdir(tmp_path)
+    assert main(["config", "production"]) == 0
+    assert '"2024-01-01"' in capsys.readouterr().out

@@ -52,10 +52,13 @@ def test_second_deploy_refuses_while_first_holds_the_lock(project, fleet):
     assert second.returncode == 3
     assert "stage test is locked on kepler-1" in second.stderr and f"(pid {first.pid})" in second.stderr
     assert "message: 'first deploy'" in second.stderr
+    assert (second.stdout + second.stderr).count("is locked on kepler-1") == 1  # said once, not per host
     assert info["pid"] == first.pid  # the second deploy did not release or replace the first's lock
     assert "held by" in status.stdout and "first deploy" in status.stdout
     assert first.returncode == 0, "".join(seen) + first_out
     assert not lock_dir(fleet).exists()  # released on success
+    # docs/operations.md: the -m message is recorded in the revision log too
+    assert revlog(fleet, "newton-1")[-1]["message"] == "first deploy"
 
 
 def test_lock_wait_waits_for_the_holder(project, fleet):
@@ -99,8 +102,9 @@ def test_unlock_removes_and_records(project, fleet):
 
     assert result.returncode == 0 and "lock removed" in result.stdout
     assert not d.exists()
-    record = (d.parent / "test.unlocks.jsonl").read_text().splitlines()[-1]
-    assert '"message": "deploy box died"' in record and '"unlocked_by": "root"' in record
+    record = json.loads((d.parent / "test.unlocks.jsonl").read_text().splitlines()[-1])  # JSON Lines
+    assert record["message"] == "deploy box died" and record["unlocked_by"] == "root"
+    assert record["lock"] == {"user": "someone", "pid": 1}
     assert project.pampa("deploy", "test").returncode == 0
 
 
@@ -162,8 +166,8 @@ def test_status_marks_drift(project, fleet):
     rows = {h["host"]: h for h in status["hosts"]}
     assert rows["newton-1"]["revision"] == new and rows["newton-1"]["drift"]
     assert not rows["kepler-1"]["drift"]
-    table = project.pampa("status", "test").stdout
-    assert "DRIFT" in table
+    table = project.pampa("status", "test")
+    assert "DRIFT" in table.stdout, (table.returncode, table.stderr)
 
 
 def test_rollback_goes_back_one_revision_on_every_host(project, fleet):

@@ -431,3 +431,11 @@ class Broken(Recorder):
 def test_a_lost_connection_in_c_run_reaches_the_engine_as_itself(tmp_path):
     with pytest.raises(ConnectionResetError):  # the host's pipeline classifies it, as for any step
         perform(action_for(tmp_path, "stamp"), Broken(), Sink())
+
+
+def test_pampa_run_narrows_a_plan_to_a_task_step_by_name(tmp_path):
+    from pampa_deployer.narrow import narrow
+    stages = project(tmp_path, sequences={"kepler": ["git_fetch", "stamp", "open_gate"]})
+    plan = narrow(build_plan(load_stage("t", stages)), only=["stamp"])
+    assert [(h.host.name, [s.name for s in h.steps]) for h in plan.hosts] == [("k1", ["stamp"])]
+    assert plan.hosts[0].steps[0].actions[0].display().startswith("task stamp (deploy/tasks.py)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from pampa_deployer.commands import git, lock, probe, revlog
+from pampa_deployer.commands import git, lock, readiness, revlog
 from pampa_deployer.engine.local import LocalBackend
 
 ROOT, STAGE = "~/.pampa/locks", "production"
@@ -22,8 +22,8 @@ def test_lock_commands_exact():
         f"if [ -d {D} ]; then echo PAMPA-LOCK-HELD; cat {D}/info.json 2>/dev/null; echo; "
         f'echo "$(cat {D}/expires 2>/dev/null || echo 0) $(date +%s)"; else echo PAMPA-LOCK-FREE; fi')
     assert lock.unlock_command(ROOT, STAGE, {"by": "ana"}).script == (
-        f"if [ -d {D} ]; then old=$(cat {D}/info.json 2>/dev/null); mv {D} {D}.unlocked.$$ && "
-        f"rm -rf {D}.unlocked.$$ && printf '%s %s\\n' '{{\"by\": \"ana\"}}' \"$old\" >> "
+        f"if [ -d {D} ]; then old=$(tr -d '\\n' 2>/dev/null < {D}/info.json); mv {D} {D}.unlocked.$$ && "
+        f"rm -rf {D}.unlocked.$$ && printf '%s%s%s\\n' '{{\"by\": \"ana\", \"lock\": ' \"${{old:-null}}\" '}}' >> "
         f"~/.pampa/locks/production.unlocks.jsonl && echo PAMPA-LOCK-REMOVED && echo \"$old\"; "
         f"else echo PAMPA-LOCK-FREE; fi")
     write = (f"printf '%s' '{{\"user\": \"ana\"}}' > {D}/info.json && printf '%s' tok > {D}/token && "
@@ -82,6 +82,22 @@ def test_lock_commands_in_a_real_local_shell(tmp_path):
     assert lock.parse_state(be.run(lock.status_command(ROOT, STAGE)).stdout).state == lock.FREE
 
 
+def test_unlocks_log_is_json_lines_in_a_real_local_shell(tmp_path):
+    """docs/operations.md: `pampa unlock` appends who, when and why, with the removed lock's info, to
+    STAGE.unlocks.jsonl: one JSON object per line."""
+    be = LocalBackend("local", home=str(tmp_path))
+    be.connect()
+    assert lock.parse_acquired(be.run(lock.acquire_command(ROOT, STAGE, {"user": "ana"}, "t1", 90)).stdout)[0]
+    assert "PAMPA-LOCK-REMOVED" in be.run(lock.unlock_command(ROOT, STAGE, {"by": "bo", "message": "it's 'dead'"})).stdout
+    assert lock.parse_acquired(be.run(lock.acquire_command(ROOT, STAGE, {"user": "cy"}, "t2", 90)).stdout)[0]
+    (tmp_path / ".pampa/locks/production.lock/info.json").unlink()  # a lock whose info was lost
+    assert "PAMPA-LOCK-REMOVED" in be.run(lock.unlock_command(ROOT, STAGE, {"by": "di"})).stdout
+    assert "PAMPA-LOCK-FREE" in be.run(lock.unlock_command(ROOT, STAGE, {"by": "ed"})).stdout
+    lines = (tmp_path / ".pampa/locks/production.unlocks.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == [
+        {"by": "bo", "message": "it's 'dead'", "lock": {"user": "ana"}}, {"by": "di", "lock": None}]
+
+
 def test_revision_log_commands_exact():
     base = revlog.base("~/code/shop")
     assert revlog.log_path("~/code/shop/") == "~/code/shop.revisions.jsonl"
@@ -118,19 +134,9 @@ def test_rollback_queries_exact():
     assert git.reset_hard("abc1") == "git reset --hard abc1"
 
 
-def test_check_probe_exact_and_parsed():
-    assert probe.probe_command("~/code/shop", "source rvm.sh", ["bundle"]).line() == (
-        "source rvm.sh && command -v git >/dev/null && echo git=ok || echo git=missing ; "
-        'if [ -d ~/code/shop ]; then t=~/code/shop; else t=~/code; mkdir -p "$t" 2>/dev/null; fi; '
-        '[ -w "$t" ] && echo path=ok || echo path=not-writable ; '
-        "(cd ~/code/shop 2>/dev/null; command -v bundle >/dev/null || [ -x bundle ]) "
-        "&& echo cmd:bundle=ok || echo cmd:bundle=missing")
-    assert probe.parse_probe("Welcome!\ngit=ok\npath=ok\ncmd:bundle=missing\n") == \
-        {"git": "ok", "path": "ok", "cmd:bundle": "missing"}
-
-
 def test_programs_used_skips_shell_syntax():
     from pampa_deployer.commands import Command
     cmds = [Command("export A=1 && bundle install"), Command("if [ -d x ]; then git clone y; fi"),
             Command("sudo systemctl restart app || true"), Command("RAILS_ENV=production bin/rails db:migrate")]
-    assert probe.programs_used(cmds) == ["bundle", "git", "systemctl", "bin/rails"]
+    # bin/rails is shipped in the app: it arrives with the checkout, so it is not a program to look for.
+    assert readiness.programs_used(cmds) == ["bundle", "git", "systemctl"]

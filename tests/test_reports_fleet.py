@@ -75,7 +75,8 @@ def test_batches_and_max_fail(project, fleet):
     project.stage(steps={"fail_newtons": {"run": "exit 1", "roles": ["newton"], "after": "git_reset"}})
     result = project.pampa("deploy", "test", "--roles", "newton", "--batch", "1", "--max-fail", "1")
     assert result.returncode == 1
-    assert "max-fail reached (1 failed hosts): no new hosts started" in result.stdout
+    assert "max-fail reached (1 failed host): no new hosts started" in result.stdout
+    assert "batch 1/2 starts: 1 host (newton-1)" in result.stdout  # batch boundaries are printed
     assert "RESULT newton-1 [newton] failed at fail_newtons" in result.stdout
     assert re.search(r"RESULT newton-2 \[newton\] skipped .*max-fail reached", result.stdout)
 

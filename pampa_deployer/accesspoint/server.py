@@ -8,10 +8,12 @@ in constant time and never logged.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hmac
 import json
 import os
 import re
+import sqlite3
 import time
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -258,7 +260,14 @@ def serve_cli(args) -> int:
     api_key = args.api_key or os.environ.get("PAMPA_AP_KEY")
     if not api_key:
         raise UsageError("access-point serve: set an API key with --api-key or PAMPA_AP_KEY")
-    server = make_server(args.bind, args.port, args.db, api_key, stall_after=getattr(args, "stall_after", 60.0))
+    try:
+        server = make_server(args.bind, args.port, args.db, api_key, stall_after=getattr(args, "stall_after", 60.0))
+    except OSError as e:
+        why = "the address is taken (another access point?); pick another --port" \
+            if e.errno == errno.EADDRINUSE else e.strerror or str(e)
+        raise UsageError(f"access-point serve: cannot listen on {args.bind}:{args.port}: {why}") from None
+    except sqlite3.Error as e:
+        raise UsageError(f"access-point serve: cannot open the database {args.db}: {e}") from None
     print(f"pampa access point on http://{args.bind}:{server.server_address[1]} (db {args.db})", flush=True)
     try:
         server.serve_forever()

@@ -9,20 +9,28 @@ import sys
 import traceback
 
 from .. import __version__
-from ..errors import ConfigErrors, ExitCode, PampaError, UsageError, exit_code_for
+from . import types
+from ..errors import ConfigErrors, ExitCode, PampaError, UsageError, exit_code_for, quiet_libraries
 
 EPILOG = """examples:
   pampa plan production                 show every host's steps and commands, touch nothing
   pampa deploy production               deploy with a live view (plain lines in CI)
   pampa deploy production --roles newton --branch hotfix
-  pampa deploy production --batch 25%% --max-fail 2 --report deploy.json --junit deploy.xml
+  pampa deploy production --batch 25% --max-fail 2 --report deploy.json --junit deploy.xml
+  pampa check production                will a deploy succeed? one line per problem, with its fix
   pampa status production               what each host runs, drift, interrupted deploys
+  pampa exec production --roles newton -- uptime     one command on many hosts, grouped per host
+  pampa logs production --roles euler -f             each host's logs, prefixed by host, until Ctrl-C
+  pampa run production restart_puma --roles euler    chosen steps with the lock, gate and reports
+  pampa deploy production --skip migrate             leave a step out of one deploy
+  pampa lock acquire production -m "db maintenance"  hold the stage until `pampa unlock`
   pampa rollback production --dry-run   show the rollback to the previous revision
   pampa demo                            a local fleet of real sshd hosts, deployed end to end
   pampa request production --wait       pull mode: the nodes' agents deploy; follow it like a deploy
 
 exit codes: 0 ok, 1 deploy failed on some hosts, 2 config or usage error, 3 lock held,
-            4 refused by a safety check, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM)
+            4 refused by a safety check, 130 interrupted (Ctrl-C), 141 output closed (| head),
+            143 terminated (SIGTERM)
 """
 
 
@@ -49,20 +57,26 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}; see `{self.prog} --help`")
 
 
-def _run_options(p: argparse.ArgumentParser) -> None:
+def _run_options(p: argparse.ArgumentParser, kind: str = "deploy") -> None:
     p.add_argument("--roles", type=_csv, help="only hosts (and steps) of these roles, comma-separated")
     p.add_argument("--hosts", type=_csv, help="only these hosts (names or shell globs), comma-separated")
-    p.add_argument("--branch", help="deploy this branch instead of the stage's")
-    p.add_argument("--dry-run", action="store_true", help="print what would run on each host; connect to nothing")
-    p.add_argument("--parallel", type=int, help="hosts deployed at once (default: stage `parallel`, 32)")
+    if kind == "deploy":
+        p.add_argument("--branch", help="deploy this branch instead of the stage's")
+        p.add_argument("--dry-run", action="store_true", help="print what would run on each host; connect to nothing")
+    else:  # a rollback goes to a revision, never to a branch; its dry run must read the hosts' revisions
+        p.set_defaults(branch=None)
+        p.add_argument("--dry-run", action="store_true",
+                       help="read the target revision from the hosts (read-only) and print what would run; "
+                            "change nothing")
+    p.add_argument("--parallel", type=types.positive_int, help="hosts deployed at once (default: stage `parallel`, 32)")
     p.add_argument("--batch", help="rolling batches: N hosts or N%% at a time")
-    p.add_argument("--batch-wait", type=float, default=0.0, metavar="SECONDS", help="pause between batches")
+    p.add_argument("--batch-wait", type=types.non_negative, default=0.0, metavar="SECONDS", help="pause between batches")
     p.add_argument("--max-fail", metavar="N|%", help="stop starting new hosts after N (or N%%) failures")
     p.add_argument("--message", "-m", help="note recorded in the lock and the revision logs")
-    p.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS",
+    p.add_argument("--lock-wait", type=types.non_negative, default=0.0, metavar="SECONDS",
                    help="wait this long for a held lock instead of failing at once")
     p.add_argument("--no-lock", action="store_true", help="do not take the stage lock (dangerous)")
-    p.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
+    p.add_argument("--grace", type=types.non_negative, default=30.0, metavar="SECONDS",
                    help="after Ctrl-C/SIGTERM, time running commands get to finish (default 30)")
     p.add_argument("--accept-new-host-keys", action="store_true",
                    help="trust and save unknown host keys (changed keys are always refused)")
@@ -99,25 +113,37 @@ def build_parser() -> Parser:
     p = cmd("deploy", "deploy a stage: every host, in parallel, kepler gating the rest",
             "pampa deploy production --roles newton --report deploy.json")
     p.add_argument("stage")
+    p.add_argument("--skip", type=_csv, action="extend", metavar="STEP[,STEP]",
+                   help="leave these steps out of this deploy (repeatable)")
+    _run_options(p)
+
+    p = cmd("run", "run chosen steps fleet-wide with the lock, gate and reports of a deploy",
+            "pampa run production restart_puma --roles euler")
+    p.add_argument("stage")
+    p.add_argument("steps", nargs="+", metavar="STEP", help="steps to run, in the stage's order")
     _run_options(p)
 
     p = cmd("rollback", "roll every host back to one revision (default: the one before the current)",
             "pampa rollback production --to 3f2a9c1 --dry-run")
     p.add_argument("stage")
     p.add_argument("--to", metavar="REV", help="target revision (must be present on every targeted host)")
-    _run_options(p)
+    _run_options(p, "rollback")
 
     p = cmd("plan", "show the phases, the gate and each host's resolved commands", "pampa plan production")
     p.add_argument("stage")
     p.add_argument("--roles", type=_csv)
     p.add_argument("--hosts", type=_csv)
     p.add_argument("--branch")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
 
-    p = cmd("check", "connect to every host and check auth, host key, git, code path and commands",
-            "pampa check production")
+    p = cmd("check", "will a deploy succeed? repository and branch from each host, code path, sudo, disk, "
+                     "secret folders, commands; one line per problem with its fix",
+            "pampa check production --json   # exit 0 ready, 4 a host is not ready")
     p.add_argument("stage")
     p.add_argument("--hosts", type=_csv)
     p.add_argument("--roles", type=_csv)
+    p.add_argument("--branch", help="check this branch instead of the stage's")
+    p.add_argument("--json", action="store_true", help="print every host's problems and facts as JSON")
     p.add_argument("--accept-new-host-keys", action="store_true")
 
     p = cmd("status", "what each host runs, its last deploy, drift and interrupted deploys",
@@ -127,20 +153,27 @@ def build_parser() -> Parser:
     p.add_argument("--roles", type=_csv)
     p.add_argument("--json", action="store_true", help="print the status as JSON")
 
-    p = cmd("lock", "inspect the stage lock", "pampa lock status production")
-    p.add_argument("action", choices=["status"])
+    p = cmd("lock", "inspect the stage lock, or hold it for maintenance until `pampa unlock`",
+            "pampa lock acquire production -m 'db maintenance until 18:00'")
+    p.add_argument("action", choices=["status", "acquire"])
     p.add_argument("stage")
+    p.add_argument("--message", "-m", help="acquire: why; shown to every deploy refused meanwhile")
 
     p = cmd("unlock", "remove a stage lock by hand (recorded on the lock host)",
             "pampa unlock production -m 'deploy host died'")
     p.add_argument("stage")
     p.add_argument("--message", "-m", help="why; recorded with who did it")
 
-    cmd("stages", "list the stages", "pampa stages")
+    p = cmd("stages", "list the stages", "pampa stages")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+
+    from .toolkit import add_commands
+    add_commands(cmd, _csv)
 
     p = cmd("config", "print a stage's merged configuration (secrets masked) and where each value came from",
             "pampa config production")
     p.add_argument("stage")
+    p.add_argument("--json", action="store_true", help="print the settings as JSON")
 
     p = cmd("init", "scaffold stages/ for a new app (asks nothing without a TTY)",
             "pampa init --app mysaas --repo git@github.com:acme/mysaas.git")
@@ -151,7 +184,9 @@ def build_parser() -> Parser:
     p = cmd("demo", "run a real deploy to a local fleet of sshd hosts (root, Debian)", "pampa demo; pampa demo down")
     p.add_argument("action", nargs="?", default="up", choices=["up", "down"])
     p.add_argument("--dir", default="/tmp/pampa-demo", help="where the demo fleet lives (default /tmp/pampa-demo)")
-    p.add_argument("--per-role", type=int, default=1, help="hosts per role (default 1)")
+    p.add_argument("--per-role", type=types.positive_int, default=1, help="hosts per role (default 1)")
+    p.add_argument("--subnet", default="127.0.0", type=types.subnet,
+                   help="loopback subnet: hosts on SUBNET.11..., the access point on SUBNET.1 (default 127.0.0)")
 
     p = cmd("access-point", "run the reference access point (JSON over HTTP, SQLite), or issue node tokens",
             "PAMPA_AP_KEY=s3cret pampa access-point serve --port 8750; pampa access-point token production --out tokens/")
@@ -160,7 +195,7 @@ def build_parser() -> Parser:
     p.add_argument("nodes", nargs="*", help="token: these nodes only (default: every host of the stage)")
     p.add_argument("--out", metavar="DIR", help="token: write STAGE-NODE.token files (mode 0600) here instead of printing")
     p.add_argument("--bind", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8750)
+    p.add_argument("--port", type=types.listen_port, default=8750, help="port to listen on (0: any free port)")
     p.add_argument("--db", default="access-point.sqlite3", help="SQLite file (default ./access-point.sqlite3)")
     p.add_argument("--api-key", default=None, help="API key (default: $PAMPA_AP_KEY)")
     p.add_argument("--stall-after", type=float, default=60.0, metavar="SECONDS",
@@ -194,7 +229,7 @@ def build_parser() -> Parser:
 
 
 def _dispatch(args) -> int:
-    if args.command in ("deploy", "rollback"):
+    if args.command in ("deploy", "rollback", "run"):
         from .run import run
         return run(args)
     if args.command in ("plan", "stages", "config"):
@@ -208,7 +243,12 @@ def _dispatch(args) -> int:
         return status(args)
     if args.command in ("lock", "unlock"):
         from . import lockcmd
-        return lockcmd.lock_status(args) if args.command == "lock" else lockcmd.unlock(args)
+        if args.command == "unlock":
+            return lockcmd.unlock(args)
+        return lockcmd.lock_acquire(args) if args.action == "acquire" else lockcmd.lock_status(args)
+    if args.command in ("exec", "logs"):
+        from .toolkit import dispatch
+        return dispatch(args)
     if args.command == "init":
         from .init import init
         return init(args)
@@ -230,11 +270,27 @@ def _dispatch(args) -> int:
     raise UsageError("pampa: a command is required; see `pampa --help`")
 
 
+def _parse(parser: Parser, argv: list[str]):
+    """Parse; the words after a ``--`` are the command of ``pampa exec`` (never read as options)."""
+    rest = None
+    if "--" in argv:
+        at = argv.index("--")
+        argv, rest = argv[:at], argv[at + 1:]
+    args = parser.parse_args(argv)
+    if rest is not None:
+        if args.command != "exec":
+            raise UsageError(f"pampa {args.command or ''}: unexpected `--`; only `pampa exec` takes a command "
+                             "after `--`".replace("  ", " "))
+        args.argv = list(args.argv or []) + rest
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``pampa``; returns the exit code (see ``errors.ExitCode``)."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    quiet_libraries(debug)
     try:
-        args = build_parser().parse_args(argv)
+        args = _parse(build_parser(), list(sys.argv[1:] if argv is None else argv))
         return _dispatch(args)
     except ConfigErrors as e:
         for message in e.messages:
@@ -251,6 +307,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pampa: interrupted", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
+    except BrokenPipeError as e:
+        # `pampa plan prod | head`: the reader has what it wanted; nothing more to say, and no
+        # second error when Python flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return exit_code_for(e)
     except Exception as e:  # noqa: BLE001 - the last line of defence: one line, exit 70
         if debug:
             traceback.print_exc()

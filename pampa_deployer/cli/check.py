@@ -1,50 +1,130 @@
-"""``pampa check``: connect to every host in parallel; auth, host key, git, code path, commands."""
+"""``pampa check``: will a deploy succeed? One read-only probe per host, one line per problem with its fix."""
 from __future__ import annotations
 
-from rich.table import Table
-from rich.text import Text
+import json
+from dataclasses import dataclass, field
 
-from ..commands.probe import parse_probe, probe_command, programs_used
+from ..commands import readiness
 from ..engine.pool import each_host, open_pool
 from ..errors import ConnectError, Refused
 from ..inventory import load_stage
 from ..plan import build_plan
-from . import output
 
 
-def commands_used(host_plan) -> list[str]:
-    """Programs the host's steps call, to check they exist."""
-    return programs_used(c for step in host_plan.steps for action in step.actions for c in action.commands())
+@dataclass
+class Problem:
+    check: str
+    message: str
+    fix: str
+
+    def line(self, host: str) -> str:
+        return f"{host}: {self.message}; {self.fix}"
+
+
+@dataclass
+class HostReadiness:
+    host: str
+    problems: list[Problem] = field(default_factory=list)
+    facts: dict = field(default_factory=dict)
+
+    def as_json(self) -> dict:
+        return {"host": self.host, "ready": not self.problems, "facts": self.facts,
+                "problems": [{"check": p.check, "message": p.message, "fix": p.fix, "line": p.line(self.host)}
+                             for p in self.problems]}
+
+
+def judge(stage, hp, found: dict[str, str], min_free_mb: int) -> HostReadiness:
+    """Turn a host's probe output into problems, each with the fix an operator applies."""
+    host = hp.host
+    out = HostReadiness(host.name)
+    file = stage.file
+    repo = stage.redactor.mask(str(stage.setting("repo")))
+    git = found.get("git", "missing")
+    if git.startswith("ok"):
+        out.facts["branch_head"] = git[3:]
+    elif git == "no-branch":
+        out.problems.append(Problem("git", f"branch '{host.branch}' does not exist in {repo}",
+                                    f"push it, or fix `branch` in {file} (or --branch)"))
+    elif git == "not-installed":
+        out.problems.append(Problem("git", "git is not installed", "install git on the host"))
+    else:
+        why = git.split(":", 1)[1] if ":" in git else git
+        out.problems.append(Problem("git", f"cannot reach the repository {repo} from the host ({why.strip()})",
+                                    f"check `repo` in {file} and that the host's key may read it"))
+    _folder(out, "path", found.get("path", ""), f"code path {host.path}",
+            f"fix `path` in {file} or the folder's owner and permissions")
+    if found.get("checkout") == "not-a-checkout":
+        out.problems.append(Problem("path", f"code path {host.path} exists, is not empty and is not a git checkout",
+                                    "move its content away (git clone needs an empty folder) or fix `path`"))
+    disk = found.get("disk", "")
+    free_kb, _, where = disk.partition(":")
+    if free_kb.isdigit():
+        out.facts["free_mb"] = int(free_kb) // 1024
+        if int(free_kb) // 1024 < min_free_mb:
+            out.problems.append(Problem("disk", f"only {int(free_kb) // 1024} MB free on {where} (the code "
+                                                f"path's filesystem), below check.min_free_mb={min_free_mb}",
+                                        "free some space, or lower check.min_free_mb"))
+    else:
+        out.problems.append(Problem("disk", "could not read the free disk space (df)", "check that df works"))
+    for i, folder in enumerate(readiness.secret_folders(hp, stage.secret_files)):
+        _folder(out, "secrets", found.get(f"secret:{i}", ""), f"secret files' folder {folder}",
+                "create it, fix the secret's `remote`, or its parent's permissions")
+    sudo = found.get("sudo")
+    if sudo is not None and sudo != "ok":
+        what = readiness.sudo_commands(hp)[0]
+        why = "sudo is not installed" if sudo == "not-installed" else \
+            f"sudo needs a password ({sudo.partition(':')[2].strip() or 'sudo -n failed'})"
+        out.problems.append(Problem("sudo", f"{why}, so `{what}` would stop the deploy",
+                                    f"allow it without a password (NOPASSWD in sudoers for {host.user or 'the user'}) "
+                                    "or change units.restart"))
+    for key, value in found.items():
+        if key.startswith("cmd:") and value != "ok":
+            out.problems.append(Problem("commands", f"command '{key[4:]}' is not installed (a deploy step runs it)",
+                                        "install it, or load it with the stage's `prefix` (e.g. rvm)"))
+    return out
+
+
+def _folder(out: HostReadiness, check: str, value: str, what: str, fix: str) -> None:
+    if value in ("ok", "creatable"):
+        return
+    state, _, where = value.partition(":")
+    why = {"not-writable": f"{what} is not writable",
+           "blocked": f"{what} cannot be created: {where} is not a writable folder"}.get(state, f"{what}: not checked")
+    out.problems.append(Problem(check, why, fix))
 
 
 def check(args) -> int:
-    stage = load_stage(args.stage, args.stages)
+    stage = load_stage(args.stage, args.stages, overrides={"branch": args.branch} if args.branch else None)
     plan = build_plan(stage, args.roles, args.hosts)
+    min_free = int(stage.setting("check.min_free_mb") or 0)
+    plans = {hp.host.name: hp for hp in plan.hosts}
 
     def probe(host, backend):
-        hp = next(h for h in plan.hosts if h.host.name == host.name)
-        return parse_probe(backend.run(probe_command(host.path, host.prefix, commands_used(hp))).stdout)
+        hp = plans[host.name]
+        command = readiness.probe_command(hp, str(stage.setting("repo")), stage.secret_files, stage.redactor)
+        return judge(stage, hp, readiness.parse(backend.run(command).stdout), min_free)
 
     with open_pool(stage, accept_new=args.accept_new_host_keys) as pool:
-        found = each_host(pool, stage.hosts if not (args.hosts or args.roles) else [h.host for h in plan.hosts],
-                          probe)
-    console = output.console(args)
-    table = Table("host", "auth", "host key", "git", "code path", "commands", title=f"check {stage.name}")
-    bad = 0
+        found = each_host(pool, [hp.host for hp in plan.hosts], probe)
+    results = []
     for name, v in found.items():
         if isinstance(v, ConnectError):
-            bad += 1
-            auth = "failed" if v.reason == "auth failed" else "-"
-            key = "REFUSED" if "host key" in v.reason else "-"
-            table.add_row(name, auth, key, "-", "-", Text(v.message, style="red"))
-            continue
-        missing = [k[4:] for k, val in v.items() if k.startswith("cmd:") and val != "ok"]
-        ok = v.get("git") == "ok" and v.get("path") == "ok" and not missing
-        bad += 0 if ok else 1
-        table.add_row(name, "ok", "ok", v.get("git", "?"), v.get("path", "?"),
-                      Text("ok" if not missing else "missing: " + ", ".join(missing),
-                           style="green" if not missing else "red"))
-    console.print(table)
+            v = HostReadiness(name, [Problem("connect", v.message, "fix the connection settings and retry")])
+        results.append(v)
+    bad = [r for r in results if r.problems]
+    if args.json:
+        print(json.dumps({"stage": stage.name, "ready": not bad, "hosts": [r.as_json() for r in results]}, indent=2))
+    else:
+        for r in results:
+            if not r.problems:
+                print(f"{r.host}: ready (branch {plan.branch} at {r.facts.get('branch_head', '?')}, "
+                      f"{r.facts.get('free_mb', '?')} MB free)")
+            for p in r.problems:
+                print(p.line(r.host) if p.check != "connect" else f"{r.host}: {p.message}")
+        problems = sum(len(r.problems) for r in results)
+        print(f"check {stage.name}: {len(results) - len(bad)} of {len(results)} hosts ready"
+              + (f", {problems} problems" if problems else ""), flush=True)
     if bad:
-        raise Refused(f"check {stage.name}: {bad} of {len(found)} hosts are not ready")
+        raise Refused(f"check {stage.name}: {len(bad)} of {len(results)} hosts are not ready: "
+                      + ", ".join(r.host for r in bad[:10]))
     return 0

@@ -14,12 +14,14 @@ from pathlib import Path
 import yaml
 
 from ..errors import Refused
-from ..fleet import Fleet
+from ..fleet import AddressTaken, Fleet, listening
 from . import output
 
 NEEDED = {"sshd": "openssh-server", "git": "git", "ruby": "ruby", "puma": "puma", "bundle": "ruby-bundler",
           "unshare": "util-linux"}
 AP_PORT = 8750
+DEFAULT_SUBNET = "127.0.0"
+"""Hosts on SUBNET.11, .12...; the access point on SUBNET.1 (``--subnet`` moves them all)."""
 AP_KEY_ENV = "PAMPA_AP_KEY"
 DEMO_KEY = "pampa-demo-key"
 
@@ -45,10 +47,16 @@ DEMO_CHECKS = {
 }
 
 
+def ap_address(fleet: Fleet) -> str:
+    """The access point's address: SUBNET.1 of the fleet's subnet."""
+    return fleet.hosts[0].address.rsplit(".", 1)[0] + ".1"
+
+
 def demo_stage(fleet: Fleet) -> dict:
     """The demo stage: the fleet's hosts, its access point, the app's pid-file restart script, checks."""
     data = fleet.stage_data(
-        access_point={"url": f"http://127.0.0.1:{AP_PORT}", "api_key": f"${{{AP_KEY_ENV}:-{DEMO_KEY}}}"},
+        access_point={"url": f"http://{ap_address(fleet)}:{AP_PORT}",
+                      "api_key": f"${{{AP_KEY_ENV}:-{DEMO_KEY}}}"},
         # Every demo host has its own checkout, so divisions and dispatchers update code as well.
         sequences={"euler": ["git_fetch", "git_reset", "bundle", "restart_puma", "report_version"],
                    "copernico": ["git_fetch", "git_reset", "bundle", "restart_processes", "report_version"]},
@@ -59,8 +67,8 @@ def demo_stage(fleet: Fleet) -> dict:
 DEFAULT_DIR = "/tmp/pampa-demo"
 
 
-def demo_fleet(root: Path | str = DEFAULT_DIR, per_role: int = 1) -> Fleet:
-    return Fleet(root, fleet_hosts(per_role), subnet="127.0.0", first=11)
+def demo_fleet(root: Path | str = DEFAULT_DIR, per_role: int = 1, subnet: str = DEFAULT_SUBNET) -> Fleet:
+    return Fleet(root, fleet_hosts(per_role), subnet=subnet, first=11)
 
 
 def demo_stage_text(fleet: Fleet) -> str:
@@ -90,23 +98,40 @@ def _preflight() -> None:
                       "run it as root (e.g. in a throwaway VM or container)")
 
 
-def _start_access_point(root: Path) -> None:
+def _ours_running(pidfile: Path) -> bool:
+    try:
+        os.kill(int(pidfile.read_text()), 0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def check_addresses(root: Path, fleet: Fleet) -> None:
+    """Refuse when another demo or fleet already answers on our addresses (we would meet its host keys)."""
+    taken = [f"{h.address}:{h.port}" for h in fleet.hosts
+             if listening(h.address, h.port) and not (root / "hosts" / h.name / "sshd" / "unshare.pid").exists()]
+    if listening(ap_address(fleet), AP_PORT) and not _ours_running(root / "access-point.pid"):
+        taken.append(f"{ap_address(fleet)}:{AP_PORT}")
+    if taken:
+        raise Refused(f"demo: {', '.join(taken)} {'is' if len(taken) == 1 else 'are'} already taken by another "
+                      "process (another `pampa demo` from another --dir?); stop it with `pampa demo down --dir "
+                      "THAT_DIR`, or give this one other addresses with --subnet, e.g. --subnet 127.0.5")
+
+
+def _start_access_point(root: Path, fleet: Fleet) -> None:
     pidfile = root / "access-point.pid"
-    if pidfile.exists():
-        try:
-            os.kill(int(pidfile.read_text()), 0)
-            return
-        except (OSError, ValueError):
-            pass
+    if pidfile.exists() and _ours_running(pidfile):
+        return
+    address = ap_address(fleet)
     log = open(root / "access-point.log", "ab")
     env = {**os.environ, AP_KEY_ENV: os.environ.get(AP_KEY_ENV, DEMO_KEY)}
     proc = subprocess.Popen([sys.executable, "-m", "pampa_deployer", "access-point", "serve", "--port", str(AP_PORT),
-                             "--db", str(root / "access-point.sqlite3")], stdout=log, stderr=log,
+                             "--bind", address, "--db", str(root / "access-point.sqlite3")], stdout=log, stderr=log,
                             stdin=subprocess.DEVNULL, env=env, start_new_session=True)
     pidfile.write_text(str(proc.pid))
     for _ in range(100):
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{AP_PORT}/api/v1/nodes", timeout=1)
+            urllib.request.urlopen(f"http://{address}:{AP_PORT}/api/v1/nodes", timeout=1)
         except urllib.error.HTTPError:
             return  # 401 without a key: it is up
         except OSError:
@@ -133,11 +158,16 @@ def demo(args) -> int:
     if args.action == "down":
         return _down(root, console)
     _preflight()
-    fleet = demo_fleet(root, args.per_role)
-    console.print(f"demo: starting {len(fleet.hosts)} sshd hosts on 127.0.0.x:{fleet.port} in {root}")
+    subnet = getattr(args, "subnet", DEFAULT_SUBNET)
+    fleet = demo_fleet(root, args.per_role, subnet)
+    check_addresses(root, fleet)
+    console.print(f"demo: starting {len(fleet.hosts)} sshd hosts on {subnet}.x:{fleet.port} in {root}")
     fleet.create()
-    fleet.start()
-    _start_access_point(root)
+    try:
+        fleet.start()
+    except AddressTaken as e:
+        raise Refused(f"demo: {e}; stop the other one, or pass --subnet") from None
+    _start_access_point(root, fleet)
     stages = root / "stages"
     path = write_demo_stage(fleet, stages)
     console.print(f"demo: stage file {path}; origin {fleet.origin} at {fleet.revisions()[0][:12]}")

@@ -10,6 +10,13 @@ from . import output
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 FILES = ("common.yml", "production.yml", "staging.yml")
+GITIGNORE_LINES = (".pampa/", "{stages}/secrets/*", "!{stages}/secrets/*.example")
+"""What never belongs in git: run logs and the secret files (their ``.example`` twins do)."""
+SECRETS_README = """\
+Secret files for `secrets:` in the stage files (e.g. `local: secrets/config.rb`).
+Everything here except *.example and this README is ignored by git (see ../../.gitignore);
+CI writes the real files from its secret store before `pampa deploy`.
+"""
 
 
 def _ask(prompt: str, default: str) -> str:
@@ -34,5 +41,27 @@ def init(args) -> int:
         text = (TEMPLATES / name).read_text().format(app=app, repo=repo)
         (root / name).write_text(text)
         console.print(f"wrote {root / name}")
+    secrets = root / "secrets"
+    secrets.mkdir(mode=0o700, exist_ok=True)
+    if not (secrets / "README.example").exists():
+        (secrets / "README.example").write_text(SECRETS_README)
+        console.print(f"wrote {secrets / 'README.example'}")
+    added = _gitignore(root)
+    if added:
+        console.print(f"added {', '.join(added)} to {root.parent / '.gitignore'}")
     console.print(f"next: edit the hosts in {root}/production.yml, then `pampa plan production`")
     return 0
+
+
+def _gitignore(root: Path) -> list[str]:
+    """Add the lines of GITIGNORE_LINES that ``.gitignore`` (beside the stages folder) lacks; keep the rest."""
+    path = root.parent / ".gitignore"
+    wanted = [line.format(stages=root.name) for line in GITIGNORE_LINES]
+    text = path.read_text() if path.exists() else ""
+    have = {line.strip() for line in text.splitlines()}
+    missing = [line for line in wanted if line not in have]
+    if missing:
+        prefix = "" if not text or text.endswith("\n") else "\n"
+        path.write_text(text + prefix + "# pampa: run logs and secret files stay out of git\n"
+                        + "\n".join(missing) + "\n")
+    return missing

@@ -1,4 +1,4 @@
-"""``pampa lock status`` and ``pampa unlock``."""
+"""``pampa lock status``, ``pampa lock acquire`` (maintenance) and ``pampa unlock``."""
 from __future__ import annotations
 
 import contextlib
@@ -7,8 +7,9 @@ import socket
 import time
 
 from ..commands import lock as locking
+from ..engine.lock import MAINTENANCE_LEASE, DeployLock, holder_info
 from ..engine.pool import open_pool
-from ..errors import PampaError
+from ..errors import PampaError, UsageError
 from ..inventory import load_stage
 from . import output
 
@@ -30,6 +31,20 @@ def lock_status(args) -> int:
         state = locking.parse_state(backend.run(locking.status_command(stage.lock.path, stage.name)).stdout)
     output.console(args).print(f"stage {stage.name} lock on {stage.lock_host.name}: {state.describe()}"
                                + ("  (STALE: the next deploy takes it over)" if state.state == locking.STALE else ""))
+    return 0
+
+
+def lock_acquire(args) -> int:
+    """Hold the stage for maintenance: deploys and rollbacks refuse (exit 3) until ``pampa unlock``."""
+    if not (args.message or "").strip():
+        raise UsageError(f"pampa lock acquire {args.stage}: say why with -m, e.g. -m 'db maintenance'; "
+                         "refused deploys show it")
+    stage = load_stage(args.stage, args.stages)
+    info = {**holder_info(stage.name, "-", args.message, MAINTENANCE_LEASE), "maintenance": True}
+    with _lock_host(stage) as backend:
+        DeployLock(backend, stage.lock.path, stage.name, info, MAINTENANCE_LEASE).acquire()
+    output.console(args).print(f"stage {stage.name}: locked for maintenance on {stage.lock_host.name} "
+                               f"({args.message}); deploys refuse until `pampa unlock {stage.name}`")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""``pampa deploy`` and ``pampa rollback``: options -> one DeployRequest -> Deployment.run() -> exit code.
+"""``pampa deploy``, ``pampa rollback`` and ``pampa run``: options -> one DeployRequest -> Deployment.run() -> exit code.
 
 The lifecycle (lock, access point, hosts, results) is the engine's (``engine/deployment.py``);
 this module only picks the renderers that subscribe to the run's events.
@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from ..engine import events as ev
+from ..engine.announce import Announcer
 from ..engine.deployment import Deployment, DeployRequest
 from ..engine.pool import BackendPool, open_pool
 from ..inventory import load_stage
@@ -30,7 +31,15 @@ def request_from(args, stage) -> DeployRequest:
                          to=getattr(args, "to", None), dry_run=args.dry_run, parallel=args.parallel,
                          batch=args.batch, batch_wait=args.batch_wait, max_fail=args.max_fail,
                          lock=not args.no_lock, lock_wait=args.lock_wait, message=args.message,
-                         accept_new_host_keys=args.accept_new_host_keys, grace=args.grace)
+                         accept_new_host_keys=args.accept_new_host_keys, grace=args.grace,
+                         steps=tuple(getattr(args, "steps", None) or ()) or None,
+                         skip=tuple(getattr(args, "skip", None) or ()) or None)
+
+
+def _announcer(stage, rundir) -> Announcer:
+    """Hooks and webhooks; their output and warnings go to stderr, beside the run's own output."""
+    return Announcer(stage, lambda m: print(f"pampa: warning: {m}", file=sys.stderr, flush=True),
+                     lambda hook, line: print(f"hook {hook} | {line}", file=sys.stderr, flush=True), rundir)
 
 
 def run(args) -> int:
@@ -46,7 +55,8 @@ def run(args) -> int:
         from ..render.live import LiveView
         live = LiveView(console, verbose=args.verbose)
         bus.subscribe(live)
-    rundir = None if args.dry_run else RunDirectory(Path(".pampa") / "runs", stage.name, args.command)
+    rundir = None if args.dry_run else RunDirectory(Path(".pampa") / "runs", stage.name, args.command,
+                                                    keep=int(stage.setting("runs.keep") or 50))
     if rundir is not None:
         bus.subscribe(rundir)
     bus.subscribe(SummaryPrinter(console, plain=plain, rundir=rundir))
@@ -55,7 +65,7 @@ def run(args) -> int:
                                    Path(args.junit) if args.junit else None))
     try:
         with live if live is not None else contextlib.nullcontext():
-            outcome = Deployment(request_from(args, stage), bus).run()
+            outcome = Deployment(request_from(args, stage), bus, around=_announcer(stage, rundir)).run()
     finally:
         if rundir is not None:
             rundir.close()

@@ -29,6 +29,9 @@ class LockState:
         who = f"{self.info.get('user', '?')}@{self.info.get('machine', '?')} (pid {self.info.get('pid', '?')})"
         since = self.info.get("started_at", "?")
         msg = f", message: {self.info['message']!r}" if self.info.get("message") else ""
+        if self.info.get("maintenance"):
+            by = f"{self.info.get('user', '?')}@{self.info.get('machine', '?')}"  # no pid: `lock acquire` has exited
+            return f"{self.state} for maintenance by {by} since {since}{msg}"
         left = "" if self.expires is None or self.now is None else \
             (f", lease expired {self.now - self.expires}s ago" if self.state == STALE
              else f", lease renews, expires in {self.expires - self.now}s")
@@ -81,13 +84,21 @@ def status_command(root: str, stage: str) -> Command:
     return Command(script=script, timeout=30)
 
 
+_REMOVED = "__PAMPA_REMOVED_LOCK__"
+
+
 def unlock_command(root: str, stage: str, record: dict) -> Command:
+    """Remove the lock by hand and append ``record`` plus the removed lock's info to STAGE.unlocks.jsonl."""
     d = _dir(root, stage)
     qd = quote(d)
     log = quote(f"{root.rstrip('/')}/{stage}.unlocks.jsonl")
-    script = (f"if [ -d {qd} ]; then old=$(cat {qd}/info.json 2>/dev/null); "
+    # One JSON object per line (JSON Lines): the removed lock's info.json is spliced in as "lock"
+    # (null when it was missing or empty), the way the revision log splices in "after".
+    line = json.dumps({**record, "lock": _REMOVED}, sort_keys=True)
+    before, _, after = line.partition(json.dumps(_REMOVED))
+    script = (f"if [ -d {qd} ]; then old=$(tr -d '\\n' 2>/dev/null < {qd}/info.json); "
               f"mv {qd} {qd}.unlocked.$$ && rm -rf {qd}.unlocked.$$ && "
-              f"printf '%s %s\\n' {quote(json.dumps(record, sort_keys=True))} \"$old\" >> {log} && "
+              f"printf '%s%s%s\\n' {quote(before)} \"${{old:-null}}\" {quote(after)} >> {log} && "
               f"echo PAMPA-LOCK-REMOVED && echo \"$old\"; else echo PAMPA-LOCK-FREE; fi")
     return Command(script=script, timeout=30)
 

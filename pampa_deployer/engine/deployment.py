@@ -16,6 +16,7 @@ from typing import Callable
 
 from ..errors import ConnectError, DeployFailed, ExitCode, Interrupted, PampaError, Refused, UsageError, exit_code_for
 from ..inventory.model import Host, Stage
+from ..narrow import narrow
 from ..plan import HostPlan, Plan, build_plan
 from . import events as ev
 from . import lock as locking
@@ -36,7 +37,7 @@ class DeployRequest:
     """Everything one run is asked to do; the CLI's options, or an agent's request, map onto this."""
 
     stage: Stage
-    kind: str = "deploy"                   # "deploy" or "rollback"
+    kind: str = "deploy"                   # "deploy", "rollback" or "run" (chosen steps)
     roles: tuple[str, ...] | None = None
     hosts: tuple[str, ...] | None = None
     to: str | None = None                  # rollback target (default: the previous revision)
@@ -51,6 +52,8 @@ class DeployRequest:
     accept_new_host_keys: bool = False
     grace: float = 30.0                    # after the first signal, before running commands are aborted
     handle_signals: bool = True            # route SIGINT/SIGTERM to the run (main thread only)
+    steps: tuple[str, ...] | None = None   # only these steps (`pampa run STAGE STEP...`)
+    skip: tuple[str, ...] | None = None    # without these steps (`--skip`)
 
 
 @dataclass
@@ -62,6 +65,7 @@ class RunOptions:
     batch_wait: float = 0.0
     max_fail: int | None = None
     dry_run: bool = False
+    message: str | None = None
 
     @classmethod
     def for_request(cls, request: DeployRequest, total: int) -> "RunOptions":
@@ -70,7 +74,7 @@ class RunOptions:
             raise UsageError("--parallel: expected a positive number of hosts")
         return cls(parallel=parallel, batch=parse_count(request.batch, total, "--batch"),
                    batch_wait=request.batch_wait, max_fail=parse_count(request.max_fail, total, "--max-fail"),
-                   dry_run=request.dry_run)
+                   dry_run=request.dry_run, message=request.message)
 
 
 @dataclass(frozen=True)
@@ -86,10 +90,13 @@ class Deployment:
     """Owns one run: plan, pool, signals, lock, access point session, gate, scheduler, result."""
 
     def __init__(self, request: DeployRequest, bus: ev.EventBus | None = None, stop: StopSignal | None = None,
-                 backends: Callable[[Host], Backend] | None = None, access_point: AccessPointSession | None = None):
+                 backends: Callable[[Host], Backend] | None = None, access_point: AccessPointSession | None = None,
+                 around=None):
         """``backends`` makes each host's backend (default: SSH, or dry-run); tests pass a fake one.
-        ``access_point`` replaces the stage's session (a pull-mode agent reports into an existing request)."""
+        ``access_point`` replaces the stage's session (a pull-mode agent reports into an existing request).
+        ``around`` (``engine/announce.Announcer``) runs the local hooks and webhooks before and after."""
         self.request = request
+        self.around = around
         self.backends = backends
         self.session = access_point
         self.stage = request.stage
@@ -112,7 +119,7 @@ class Deployment:
                     revision = resolve_target(self.stage, draft, reader, r.to)
             else:
                 revision = resolve_target(self.stage, draft, pool, r.to)
-        return build_plan(self.stage, r.roles, r.hosts, kind=r.kind, revision=revision)
+        return narrow(build_plan(self.stage, r.roles, r.hosts, kind=r.kind, revision=revision), r.steps, r.skip)
 
     def run(self) -> Outcome:
         """Carry out the request; raises only when the run could not start (config, lock, refused)."""
@@ -120,9 +127,13 @@ class Deployment:
         pool = BackendPool(self.backends) if self.backends is not None else \
             open_pool(self.stage, accept_new=r.accept_new_host_keys, dry_run=r.dry_run)
         restore = lambda: None  # noqa: E731
+        announced, error = False, None
         try:
             plan = self.plan(pool)
             options = RunOptions.for_request(r, len(plan.hosts))
+            if self.around is not None and not r.dry_run:
+                self.around.before(plan)  # a failing pre-deploy hook stops here: nothing was contacted
+                announced = True
             if r.handle_signals:
                 restore = stopping.install(self.stop, r.grace, self.warn)
             self.access_point = self.session if self.session is not None else \
@@ -131,15 +142,22 @@ class Deployment:
                              preflight=lambda: self.preflight(plan, pool))
             if self.access_point is not None:
                 self.access_point.finish(result.ok, result.headline())
+        except BaseException as e:
+            error = e
+            raise
         finally:
             if self.access_point is not None:  # a no-op when finished above or never registered
                 self.access_point.abandon("pampa stopped before the run finished")
             self.release_lock()
             pool.close_all()
             restore()
+            if announced and error is not None:
+                self.around.after(plan, None, error)
         failure = failure_for(result)
         code = exit_code_for(failure) if failure is not None else int(ExitCode.OK)
         self.bus.emit(ev.RunFinished(result=result, exit_code=code))
+        if announced:
+            self.around.after(plan, result)  # after RunFinished: the report the hooks are given is written
         return Outcome(result, failure, code)
 
     def preflight(self, plan: Plan, pool: BackendPool) -> None:
@@ -191,7 +209,8 @@ def failure_for(result: RunResult) -> PampaError | None:
                            f"`pampa status {stage}` shows where each host stopped", result.interrupted_by)
     if not result.ok:
         bad = [h.host for h in result.hosts if not h.ok]
-        return DeployFailed(f"{kind} of {stage} did not succeed on {len(bad)} of {len(result.hosts)} hosts: "
+        total = f"{len(result.hosts)} {'host' if len(result.hosts) == 1 else 'hosts'}"
+        return DeployFailed(f"{kind} of {stage} did not succeed on {len(bad)} of {total}: "
                             f"{', '.join(bad[:10])}{' ...' if len(bad) > 10 else ''}")
     return None
 
@@ -207,7 +226,7 @@ class _Execution:
         self.halted_told = False
         self.gate = Gate(plan.gate_hosts if plan.has_gate else (), self.on_gate)
         self.ctx = RunContext(plan=plan, bus=bus, gate=self.gate, stop=stop, access_point=access_point,
-                              dry_run=options.dry_run, run_id=run_id)
+                              dry_run=options.dry_run, run_id=run_id, message=options.message)
         self.scheduler = Scheduler(options.parallel, options.batch, options.batch_wait, options.max_fail,
                                    stopping=lambda: stop.stopping)
 
@@ -278,7 +297,8 @@ def execute(plan: Plan, pool: BackendPool, bus: ev.EventBus, options: RunOptions
     stop.on_hard(pool.abort_all)
     run.start_preflight(preflight)
     run.announce()
-    results = run.scheduler.run(list(plan.hosts), run.work)
+    results = run.scheduler.run(list(plan.hosts), run.work, on_batch=lambda number, total, batch: bus.emit(
+        ev.BatchStarted(number=number, total=total, hosts=tuple(hp.host.name for hp in batch))))
     run.ctx.ready.wait()
     if run.ctx.refused is not None:
         raise run.ctx.refused

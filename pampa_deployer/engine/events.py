@@ -84,6 +84,15 @@ class HostFinished(HostEvent):
 
 
 @dataclass(frozen=True)
+class BatchStarted(Event):
+    """A rolling batch (``--batch``) starts: its number, how many batches, its hosts."""
+
+    number: int
+    total: int
+    hosts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class GateChanged(Event):
     state: str  # "waiting", "open", "closed"
     reason: str = ""

@@ -34,9 +34,16 @@ class Gate:
             if self.state == WAITING:
                 self._set(CLOSED, f"{host} {why}")
 
-    def wait(self, should_stop: Callable[[], bool] = lambda: False) -> bool:
-        """Block until the gate opens (True) or closes (False). Polls ``should_stop`` for interrupts."""
+    def wait(self, should_stop: Callable[[], bool] = lambda: False,
+             on_wait: Callable[[], None] | None = None) -> bool:
+        """Block until the gate opens (True) or closes (False). Polls ``should_stop`` for interrupts.
+
+        ``on_wait`` runs only if the caller really has to wait, under the gate's lock: so "host
+        waiting" is always told before "gate open", never after it.
+        """
         with self._cond:
+            if self.state == WAITING and on_wait is not None:
+                on_wait()
             while self.state == WAITING:
                 if should_stop():
                     return False

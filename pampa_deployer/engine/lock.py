@@ -17,6 +17,9 @@ from ..commands.lock import (  # noqa: F401 - the state names and builders are r
     status_command, unlock_command)
 from ..errors import LockHeld, PampaError
 
+#: Lease of a maintenance lock (``pampa lock acquire``): it never goes stale; ``pampa unlock`` ends it.
+MAINTENANCE_LEASE = 100 * 365 * 86400
+
 
 def holder_info(stage: str, branch: str, message: str | None, lease: int) -> dict:
     try:
@@ -53,9 +56,9 @@ class DeployLock:
                 return
             state = parse_state(out.stdout)
             if time.monotonic() >= deadline:
-                raise LockHeld(f"stage {self.stage} is locked on {self.backend.name}: {state.describe()}. "
-                               f"Wait with --lock-wait SECONDS, or if that deploy is dead run "
-                               f"`pampa unlock {self.stage}`")
+                hint = (f"`pampa unlock {self.stage}` ends the maintenance" if state.info.get("maintenance") else
+                        f"Wait with --lock-wait SECONDS, or if that deploy is dead run `pampa unlock {self.stage}`")
+                raise LockHeld(f"stage {self.stage} is locked on {self.backend.name}: {state.describe()}. {hint}")
             if on_wait and not told:
                 on_wait(state)
                 told = True

@@ -36,6 +36,7 @@ class RunContext:
     access_point: AccessPointSession | None = None
     dry_run: bool = False
     run_id: str = ""
+    message: str | None = None  # --message: recorded in the lock and in every revision-log line
     user: str = field(default_factory=lambda: _whoami())
     ready: threading.Event = field(default_factory=threading.Event)
     refused: BaseException | None = None
@@ -138,16 +139,17 @@ class HostRun:
             if ctx.stop.stopping:
                 break
         if ctx.refused is not None or ctx.stop.stopping:
-            self.end(SKIPPED, reason="not started: " + (str(ctx.refused) if ctx.refused is not None
-                                                         else "interrupted"))
+            # The refusal itself is reported once, as the run's error; each host only points at it.
+            self.end(SKIPPED, reason="not started: " + ("the run was refused before any command ran"
+                                                         if ctx.refused is not None else "interrupted"))
             return False
         return True
 
     def wait_for_gate(self) -> bool:
         if not self.hp.gated:
             return True
-        self.bus.emit(ev.HostWaiting(host=self.name))
-        if self.ctx.gate.wait(lambda: self.ctx.stop.stopping):
+        if self.ctx.gate.wait(lambda: self.ctx.stop.stopping,
+                              on_wait=lambda: self.bus.emit(ev.HostWaiting(host=self.name))):
             return True
         self.end(SKIPPED, reason="interrupted while waiting for the gate" if self.ctx.stop.stopping
                  else f"gate closed: {self.ctx.gate.reason}; not touched")
@@ -189,7 +191,8 @@ class HostRun:
         ctx = self.ctx
         entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "stage": ctx.plan.stage.name,
                  "kind": ctx.plan.kind, "branch": self.hp.host.branch, "before": self.before,
-                 "user": ctx.user, "result": self.result, "step": self.failed_step, "run": ctx.run_id}
+                 "user": ctx.user, "result": self.result, "step": self.failed_step, "run": ctx.run_id,
+                 "message": ctx.message}
         try:
             self.after = self.backend.run(revlog.append_command(self.base, entry, self.log)).stdout.strip() or None
         except Exception as e:  # noqa: BLE001 - the log must not hide the step's own result

@@ -89,6 +89,10 @@ class RunResult:
         known = (OK, FAILED, SKIPPED, INTERRUPTED)
         others = sorted({h.result for h in self.hosts} - set(known))  # pull mode: stalled, waiting, running
         counts = {k: len(self.by_result(k)) for k in (*known, *others)}
+        if self.dry_run and not (counts[FAILED] or counts[INTERRUPTED]):
+            n = len(self.hosts)
+            return (f"dry run of {self.stage}: {n} {'host' if n == 1 else 'hosts'} planned, nothing was run "
+                    f"({self.ended - self.started:.1f}s)")
         parts = [f"{n} {k}" for k, n in counts.items() if n]
         what = "dry run" if self.dry_run else self.kind
         return f"{what} of {self.stage}: {', '.join(parts)} in {self.ended - self.started:.1f}s; gate {self.gate}"

@@ -9,12 +9,37 @@ from ..errors import ConnectError, Refused
 from .pool import each_host
 
 
+def release_history(entries: list[dict]) -> list[str]:
+    """The revisions the host ran, oldest first, as a stack: a deploy pushes, a rollback pops back.
+
+    A rollback to R removes everything deployed after R, so a second rollback goes
+    further back (C -> B -> A) instead of flipping between the last two revisions.
+    """
+    stack: list[str] = []
+    for entry in entries:
+        before, after = entry.get("before"), entry.get("after")
+        if entry.get("result") != "ok" or not after:
+            continue
+        if entry.get("kind") == "rollback":
+            if after in stack:
+                del stack[len(stack) - stack[::-1].index(after):]
+            else:
+                stack = [after]
+            continue
+        if not stack and before and before != after:
+            stack.append(before)
+        elif stack and before and stack[-1] != before and before != after:
+            stack.append(before)  # a run the log missed: the host was on `before`
+        if not stack or stack[-1] != after:
+            stack.append(after)
+    return stack
+
+
 def previous_revision(entries: list[dict], current: str | None) -> str | None:
     """The revision the fleet ran before ``current``, from a host's revision log (newest last)."""
-    for entry in reversed(entries):
-        if entry.get("result") == "ok" and entry.get("after") == current and entry.get("before") \
-                and entry.get("before") != current:
-            return entry["before"]
+    stack = release_history(entries)
+    if len(stack) >= 2 and stack[-1] == current:
+        return stack[-2]
     return None
 
 

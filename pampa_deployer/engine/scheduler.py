@@ -56,7 +56,8 @@ class Scheduler:
         with self._lock:
             self.failures += 1
             if self.max_fail is not None and self.failures >= self.max_fail and not self.halted_reason:
-                self.halted_reason = f"max-fail reached ({self.failures} failed hosts): no new hosts started"
+                failed = "1 failed host" if self.failures == 1 else f"{self.failures} failed hosts"
+                self.halted_reason = f"max-fail reached ({failed}): no new hosts started"
 
     def should_start(self) -> str | None:
         """None when an item may start, else why not."""
@@ -64,7 +65,9 @@ class Scheduler:
             return "interrupted before it started"
         return self.halted_reason
 
-    def run(self, items: Sequence[T], work: Callable[[T], R]) -> list[R]:
+    def run(self, items: Sequence[T], work: Callable[[T], R],
+            on_batch: Callable[[int, int, list[T]], None] | None = None) -> list[R]:
+        """Run every item; with batches, ``on_batch(number, count, items)`` is told as each one starts."""
         results: list[R | None] = [None] * len(items)
         size = self.batch or len(items) or 1
         batches = [list(range(i, min(i + size, len(items)))) for i in range(0, len(items), size)]
@@ -73,6 +76,8 @@ class Scheduler:
             for number, batch in enumerate(batches):
                 if number and self.batch_wait and not self.halted_reason:
                     self._sleep(self.batch_wait)
+                if on_batch is not None and len(batches) > 1:
+                    on_batch(number + 1, len(batches), [items[i] for i in batch])
                 futures = {i: pool.submit(work, items[i]) for i in batch}
                 for i, future in futures.items():
                     results[i] = future.result()

@@ -56,6 +56,19 @@ def _git(args, cwd) -> str:
     return _run(["git", *args], cwd=cwd, env=env).strip()
 
 
+class AddressTaken(RuntimeError):
+    """A fleet host's address:port already answers: another fleet or demo runs there."""
+
+
+def listening(address: str, port: int, timeout: float = 0.5) -> bool:
+    """Whether something accepts TCP connections at ``address:port`` now."""
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 class Fleet:
     """Create, start and stop a fleet under ``root``."""
 
@@ -186,12 +199,20 @@ class Fleet:
             self.start_host(host.name, wait=False)
         for host in self.hosts:
             self.wait_port(host, timeout)
+            if not self._alive(host.name):  # someone else's sshd answered; ours could not bind
+                raise AddressTaken(f"{host.address}:{host.port} is already taken by another process, "
+                                   f"so {host.name} could not listen there")
 
     def start_host(self, name: str, wait: bool = True) -> None:
         host = self.host(name)
         sshd = self._sshd_dir(name)
         if self._alive(name):
             return
+        if listening(host.address, host.port):
+            # Another fleet (or a demo from another folder) answers there: connecting would meet
+            # its host key, not ours. Say so instead.
+            raise AddressTaken(f"{host.address}:{host.port} is already taken by another process "
+                               f"(another demo or test fleet?), so {host.name} cannot listen there")
         log = open(sshd / "sshd.log", "ab")
         script = 'mount --bind "$1" "$2" && exec "$3" -D -e -f "$4"'
         proc = subprocess.Popen(

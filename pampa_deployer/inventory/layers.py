@@ -13,6 +13,8 @@ from .schema import looks_secret
 from .yamlfile import Secret
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_TOKEN = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{[^}\s'\"]{0,30}\}?")
+"""``$${`` (a literal ``${``), a good reference, or any other ``${`` (an error: unclosed or a bad name)."""
 
 
 class UnsetVariable(Exception):
@@ -21,18 +23,44 @@ class UnsetVariable(Exception):
         self.name = name
 
 
+class BadReference(ValueError):
+    """``${`` that is not ``${NAME}`` or ``${NAME:-default}``: unclosed, or not a variable name."""
+
+    def __init__(self, text: str):
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return (f"'{self.text}' is not a variable reference; write ${{NAME}} or ${{NAME:-default}} "
+                "(NAME: letters, digits, _), or $${ for a literal ${")
+
+
+def references(text: str) -> list[str]:
+    """The variable names ``text`` reads (for masking what a secret template filled in)."""
+    return [m.group(1) for m in _TOKEN.finditer(text) if m.group(1)]
+
+
 def substitute(text: str, environ: Mapping[str, str]) -> str:
-    """Replace ``${VAR}`` (or ``${VAR:-default}``) from ``environ``; an unset VAR without default raises."""
+    """Replace ``${VAR}`` (or ``${VAR:-default}``) from ``environ``; an unset VAR without default raises.
+
+    ``$${`` stands for a literal ``${``; any other ``${`` that is not a reference raises ``BadReference``.
+    """
+    if "${" not in text:
+        return text
 
     def repl(m: re.Match) -> str:
+        if m.group(0) == "$${":
+            return "${"
         name, default = m.group(1), m.group(2)
+        if name is None:
+            raise BadReference(m.group(0))
         if name in environ:
             return environ[name]
         if default is not None:
             return default
         raise UnsetVariable(name)
 
-    return _VAR.sub(repl, text)
+    return _TOKEN.sub(repl, text)
 
 
 def expand_env(data: Any, where: str, environ: Mapping[str, str], errors: list[str],
@@ -51,6 +79,9 @@ def expand_env(data: Any, where: str, environ: Mapping[str, str], errors: list[s
             errors.append(f"{where}: {path.rstrip('.')}: environment variable {e.name} is not set; "
                           f"export it or write ${{{e.name}:-default}}")
             return data
+        except BadReference as e:
+            errors.append(f"{where}: {path.rstrip('.')}: {e}")
+            return data
         return Secret(value) if (secret or isinstance(data, Secret)) else value
     return data
 
@@ -68,9 +99,10 @@ def merge(layers: list[tuple[str, dict]]) -> tuple[dict, dict[str, str]]:
             if isinstance(value, dict) and isinstance(dst.get(key), dict):
                 into(dst[key], value, origin, dotted + ".")
             else:
+                if key in dst:  # a replaced value: forget where its old parts came from
+                    for old in [k for k in origins if k.startswith(dotted + ".")]:
+                        del origins[old]
                 dst[key] = _copy(value)
-                for old in [k for k in origins if k.startswith(dotted + ".")]:
-                    del origins[old]
                 _record(origins, value, origin, dotted)
 
     for origin, layer in layers:

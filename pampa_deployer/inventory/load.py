@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -20,15 +21,25 @@ from .model import Host, Role, SecretFile, Stage, frozen
 COMMON = "common"
 """``stages/common.yml`` holds the settings shared by every stage; it is not a stage itself."""
 
-_RANGE = re.compile(r"^(?P<head>.*)\[(?P<lo>\d+):(?P<hi>\d+)\](?P<tail>.*)$")
+_RANGE = re.compile(r"^(?P<head>[^\[\]]*)\[(?P<lo>\d+):(?P<hi>\d+)\](?P<tail>[^\[\]]*)$")
+MAX_RANGE = 10_000
+"""One range entry may expand to this many hosts at most (a typo like [1:100000] is refused)."""
+
+
+class BadRange(ValueError):
+    """A host name with brackets that are not one ``[low:high]`` range of numbers."""
 
 
 def stage_files(root: Path) -> dict[str, Path]:
     """Stage name -> file, for every ``*.yml``/``*.yaml`` in ``root`` except common."""
-    if not root.is_dir():
-        return {}
-    found = {}
-    for path in sorted(root.iterdir()):
+    try:
+        if not root.is_dir():
+            return {}
+        entries = sorted(root.iterdir())
+    except OSError as e:
+        raise ConfigError(f"{yamlfile.display_path(root)}/: cannot read the stages folder: {e.strerror}") from e
+    found: dict[str, Path] = {}
+    for path in entries:
         if path.suffix in (".yml", ".yaml") and path.stem != COMMON and not path.stem.startswith("."):
             found.setdefault(path.stem, path)
     return found
@@ -52,7 +63,7 @@ def load_stage(name: str, root: Path | str = "stages", overrides: Mapping[str, A
     environ = os.environ if environ is None else environ
     files = stage_files(root)
     shown_root = yamlfile.display_path(root)
-    if not root.is_dir():
+    if not files and not root.is_dir():  # stage_files read the folder (or said why it cannot)
         raise ConfigError(f"{shown_root}/: no stages folder here; run `pampa init` to create one, "
                           "or pass --stages DIR")
     if name not in files:
@@ -80,6 +91,7 @@ def build_stage(name: str, named: list[tuple[str, dict]], root: Path, overrides:
                           "(see `pampa init` for a commented example)")
     raw_layers: list[tuple[str, dict]] = [("default", schema.defaults())]
     for where, data in named:
+        data = {k: v for k, v in data.items() if not str(k).startswith(validate.EXTENSION_PREFIX)}
         file_errors = validate.check_file(data, where)
         errors.extend(file_errors)
         if not file_errors:
@@ -91,10 +103,10 @@ def build_stage(name: str, named: list[tuple[str, dict]], root: Path, overrides:
     stage_where = named[-1][0]
     shown_root = yamlfile.display_path(root)
 
+    by_prefix = _origin_index(origins)
+
     def where_of(dotted: str) -> str:
-        return origins.get(dotted) or next(
-            (o for k, o in origins.items() if k.startswith(dotted + ".") or k.startswith(dotted + "[")),
-            stage_where)
+        return origins.get(dotted) or by_prefix.get(dotted) or stage_where
 
     if not settings.get("app"):
         errors.append(f"{stage_where}: app: missing; set the application name (e.g. `app: mysaas`) "
@@ -109,10 +121,20 @@ def build_stage(name: str, named: list[tuple[str, dict]], root: Path, overrides:
     if errors:
         raise ConfigErrors(errors)
 
-    redactor = Redactor().with_values(*_secret_values(settings), *fragments)
+    redactor = Redactor().with_values(*_secret_values(settings), *fragments) \
+        .with_public(*_public_words(name, settings, hosts, roles, secret_files))
     return Stage(name=name, file=stage_where, root=root, settings=frozen(settings),
                  origins=frozen(origins), hosts=tuple(hosts), roles=frozen(roles),
                  secret_files=tuple(secret_files), redactor=redactor, tasks=frozen(tasks))
+
+
+def _origin_index(origins: Mapping[str, str]) -> dict[str, str]:
+    """Every dotted prefix -> the origin of the first key under it, built once (linear, not per lookup)."""
+    index: dict[str, str] = {}
+    for key, origin in origins.items():
+        for m in re.finditer(r"[.\[]", key):
+            index.setdefault(key[:m.start()], origin)
+    return index
 
 
 def _roles(settings: dict, where_of, errors: list[str]) -> dict[str, Role]:
@@ -214,12 +236,20 @@ def _check_strategy(settings: dict, where_of, errors: list[str]) -> None:
 
 
 def expand_range(name: str) -> list[tuple[str, int | None]]:
-    """``newton-[01:20]`` -> [("newton-01", 1), ...]; a plain name -> [(name, None)]."""
+    """``newton-[01:20]`` -> [("newton-01", 1), ...]; a plain name -> [(name, None)].
+
+    Raises ``BadRange`` for brackets that are not one numeric range (``web-[a:c]``, ``web-[1-3]``).
+    """
     m = _RANGE.match(name)
     if not m:
+        if "[" in name or "]" in name:
+            raise BadRange(f"'{name}' is not a host name or a range; a range is [low:high] with numbers, "
+                           "e.g. web-[01:20]")
         return [(name, None)]
     lo_text, hi_text = m.group("lo"), m.group("hi")
     lo, hi = int(lo_text), int(hi_text)
+    if hi - lo >= MAX_RANGE:
+        raise BadRange(f"[{lo_text}:{hi_text}] expands to {hi - lo + 1} hosts; at most {MAX_RANGE} per entry")
     width = len(lo_text) if lo_text.startswith("0") else 0
     return [(f"{m.group('head')}{str(n).zfill(width)}{m.group('tail')}", n) for n in range(lo, hi + 1)]
 
@@ -236,7 +266,11 @@ def _hosts(settings: dict, roles: dict[str, Role], overrides: Mapping[str, Any],
     for entry, spec in entries.items():
         spec = spec or {}
         where = where_of(f"hosts.{entry}")
-        expanded = expand_range(str(entry))
+        try:
+            expanded = expand_range(str(entry))
+        except BadRange as e:
+            errors.append(f"{where}: hosts.{entry}: {e}")
+            continue
         if not expanded:
             errors.append(f"{where}: hosts.{entry}: empty range; write [low:high] with low <= high")
         host_roles = spec.get("roles")
@@ -255,10 +289,47 @@ def _hosts(settings: dict, roles: dict[str, Role], overrides: Mapping[str, Any],
             seen[name] = str(entry)
             try:
                 hosts.append(_host(name, n, spec, settings, overrides))
-            except (KeyError, IndexError, ValueError) as e:
+            except (KeyError, IndexError) as e:
                 errors.append(f"{where}: hosts.{entry}: template names an unknown variable {e}; "
-                              "known: app, stage, name, n and the keys of vars")
+                              "known: app, name, n and the keys of vars")
+            except ValueError as e:
+                errors.append(f"{where}: hosts.{entry}: bad template: {e}")
+    _check_keys(hosts, entries, where_of, errors)
     return hosts
+
+
+def key_problem(path: str) -> str | None:
+    """Why a private key file cannot be used, in ssh's terms; None when it can (or does not exist yet).
+
+    A missing file is left to the connect step (a CI job may plan without keys); a
+    folder, or a key group/others can read (which OpenSSH refuses), is an error now.
+    """
+    full = Path(os.path.expanduser(path))
+    try:
+        st = full.stat()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"cannot read key file {path}: {e.strerror}"
+    if stat.S_ISDIR(st.st_mode):
+        return f"key file {path} is a folder; name the private key file in it, e.g. {path.rstrip('/')}/id_ed25519"
+    if st.st_mode & 0o077 and st.st_uid == os.getuid():  # OpenSSH's own rule (sshkey_perm_ok)
+        return (f"key file {path} can be read by others (mode {stat.S_IMODE(st.st_mode):04o}); "
+                f"ssh refuses such keys: chmod 600 {path}")
+    return None
+
+
+def _check_keys(hosts: list[Host], entries: Mapping, where_of, errors: list[str]) -> None:
+    seen: set[str] = set()
+    for host in hosts:
+        if not host.key or host.key in seen:
+            continue
+        seen.add(host.key)
+        problem = key_problem(str(host.key))
+        if problem:
+            entry = next((e for e in entries if (entries[e] or {}).get("key") == host.key), None)
+            dotted = f"hosts.{entry}.key" if entry is not None else "key"
+            errors.append(f"{where_of(dotted)}: {dotted}: {problem}")
 
 
 def _host(name: str, n: int | None, spec: dict, settings: dict, overrides: Mapping[str, Any]) -> Host:
@@ -303,28 +374,67 @@ def _secret_files(settings: dict, root: Path, environ: Mapping[str, str], where_
         source = Path(str(local or template)).expanduser()
         full = source if source.is_absolute() else root / source
         field_name = "local" if local else "template"
+        if full.is_dir():
+            errors.append(f"{where}: {key}.{field_name}: '{source}' is a folder "
+                          f"({yamlfile.display_path(full)}); name the secret file itself")
+            continue
         if not full.is_file():
             errors.append(f"{where}: {key}.{field_name}: secret file '{source}' not found "
                           f"(looked for {yamlfile.display_path(full)}); create it or fix the path")
             continue
-        text = full.read_text(encoding="utf-8", errors="replace")
-        if template:
-            used = [m.group(1) for m in layers._VAR.finditer(text)]
-            try:
-                text = layers.substitute(text, environ)
-            except layers.UnsetVariable as e:
-                errors.append(f"{where}: {key}.template: {source} uses environment variable {e.name}, "
-                              "which is not set; export it before deploying")
-                continue
-            fragments.extend(environ[v] for v in used if v in environ)
         try:
-            mode = int(str(spec.get("mode") or "0600"), 8)
-        except ValueError:
-            errors.append(f"{where}: {key}.mode: expected an octal mode such as '0600', got {spec.get('mode')!r}")
+            if template:
+                text = yamlfile.read_text(full, "secret template")
+                used = layers.references(text)
+                text = layers.substitute(text, environ)
+                fragments.extend(environ[v] for v in used if v in environ)
+                content = text.encode()
+            else:
+                content = full.read_bytes()  # uploaded as-is: a binary certificate stays byte for byte
+                text = content.decode("utf-8", errors="replace")
+        except ConfigError as e:
+            errors.append(f"{where}: {key}.{field_name}: {e}")
             continue
+        except OSError as e:
+            errors.append(f"{where}: {key}.{field_name}: cannot read {yamlfile.display_path(full)}: {e.strerror}")
+            continue
+        except layers.UnsetVariable as e:
+            errors.append(f"{where}: {key}.template: {source} uses environment variable {e.name}, "
+                          "which is not set; export it before deploying")
+            continue
+        except layers.BadReference as e:
+            errors.append(f"{where}: {key}.template: {source}: {e}")
+            continue
+        mode = int(str(spec.get("mode") or "0600"), 8)  # the schema's `mode` rule checked the form
         fragments.extend(secret_fragments(text))
-        files.append(SecretFile(source=str(source), remote=str(remote), mode=mode, content=text.encode()))
+        files.append(SecretFile(source=str(source), remote=str(remote), mode=mode, content=content))
     return files, fragments
+
+
+_PUBLIC_SETTINGS = ("app", "branch", "path", "user", "key", "lock.path", "ssh.known_hosts", "ssh.config")
+
+
+def _public_words(name: str, settings: dict, hosts: list[Host], roles: Mapping,
+                  secret_files: list[SecretFile]) -> list[str]:
+    """Names the operator must read and that are never secret: masking skips them (see redact.py)."""
+    words = [name, *roles, *STEP_ORDER, *(settings.get("steps") or {})]
+    for dotted in _PUBLIC_SETTINGS:
+        node: Any = settings
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, str) and not isinstance(node, yamlfile.Secret):
+            words.append(node)
+    for host in hosts:
+        words += [host.name, host.address, host.user or "", host.path, host.branch, host.key or ""]
+        for group in ("puma", "processes", "workers"):
+            for unit in (settings.get("units") or {}).get(group) or []:
+                try:
+                    words.append(_fill(str(unit), host.vars))
+                except (KeyError, IndexError, ValueError):
+                    pass  # reported by the plan, which names the setting
+    for f in secret_files:
+        words += [f.source, f.remote, os.path.basename(f.source), os.path.basename(f.remote)]
+    return [w for w in words if w and not isinstance(w, yamlfile.Secret)]
 
 
 def _secret_values(node: Any) -> list[str]:

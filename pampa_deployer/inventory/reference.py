@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from .schema import walk
+from .validate import rule_text
 
 
 def _default(value) -> str:
@@ -18,6 +19,8 @@ def table() -> str:
     for path, key in walk():
         example = f"`{key.example}`".replace("|", "\\|") if key.example else ""
         secret = " Masked in all output." if key.secret else ""
+        if key.rule:
+            secret = f" Expects {rule_text(key.rule)}.{secret}".replace("|", "\\|")
         lines.append(f"| `{path}` | `{key.type.replace('|', chr(92) + '|')}` | {_default(key.default)} | "
                      f"{key.doc}{secret} | {example} |")
     return "\n".join(lines) + "\n"

@@ -22,6 +22,8 @@ class Key:
     example: str = ""
     children: dict[str, "Key"] = field(default_factory=dict)
     secret: bool = False
+    rule: str | None = None
+    """A constraint beyond the type, named in ``validate.RULES`` (e.g. ``positive``, ``port``)."""
 
 
 STEP = {
@@ -30,14 +32,16 @@ STEP = {
     "enabled": Key("bool", True, "Set false to turn the step off.", "false"),
     "roles": Key("list[str]", None, "Custom steps only: the roles that run it.", "[kepler]"),
     "after": Key("str", None, "Custom steps only: the step it runs after.", "migrate"),
-    "timeout": Key("number", None, "Seconds before the step's command is stopped and the step fails.", "600"),
+    "timeout": Key("number", None, "Seconds before the step's command is stopped and the step fails.", "600",
+                   rule="positive"),
 }
 
 SECRET_FILE = {
     "local": Key("str", None, "Local file uploaded as-is (relative to the stages/ folder).", "secrets/config.rb"),
     "template": Key("str", None, "Local template; `${VAR}` in it is filled from the environment.", "secrets/config.rb.tmpl"),
     "remote": Key("str", None, "Destination, relative to the code path unless absolute or ~/.", "config.rb"),
-    "mode": Key("str", "0600", "File mode on the host (octal string).", "'0600'"),
+    "mode": Key("str", "0600", "File mode on the host, an octal string in quotes (unquoted, YAML reads "
+                "0600 as the number 384).", "'0600'", rule="mode"),
 }
 
 CHECK = {
@@ -61,14 +65,15 @@ HOST = {
     "address": Key("str", None, "Address or ssh_config alias to connect to; defaults to the host name. "
                    "In a range, `{n}` is the number.", "10.0.0.{n}"),
     "roles": Key("list[str]", None, "One or more of kepler, euler, newton, copernico, or a custom role.", "[kepler]"),
-    "port": Key("int", None, "SSH port (default: stage `port`).", "22"),
+    "port": Key("int", None, "SSH port (default: stage `port`).", "22", rule="port"),
     "user": Key("str", None, "SSH user (default: stage `user`).", "deploy"),
     "key": Key("str", None, "Private key file (default: stage `key`).", "~/.ssh/id_ed25519"),
     "path": Key("str", None, "Code path on this host (default: stage `path`).", "~/code2/{app}"),
     "branch": Key("str", None, "Branch for this host (default: stage `branch`).", "main"),
     "prefix": Key("str", None, "Shell line run before each command on this host.", "source /etc/profile.d/rvm.sh"),
     "vars": Key("map[any]", {}, "Variables for command templates on this host.", "{port: 3000}"),
-    "env": Key("map[str]", {}, "Environment variables exported before each command on this host.", "{RACK_ENV: production}"),
+    "env": Key("map[str]", {}, "Environment variables exported before each command on this host.",
+               "{RACK_ENV: production}", rule="shell_names"),
 }
 
 ROLE = {
@@ -92,12 +97,12 @@ TOP: dict[str, Key] = {
     "shared_files": Key("list[str]", [], "Releases strategy: files kept in `shared/` and linked into every release "
                         "(relative secret files are added).", "[db/production.sqlite3]"),
     "user": Key("str", None, "SSH user (default: ssh_config, then the local user).", "root"),
-    "port": Key("int", 22, "SSH port.", "22"),
+    "port": Key("int", 22, "SSH port.", "22", rule="port"),
     "key": Key("str", None, "Private key file.", "~/.ssh/id_ed25519"),
     "prefix": Key("str", None, "Shell line run before every remote command, e.g. to load rvm.",
                   "source /etc/profile.d/rvm.sh"),
     "env": Key("map[str]", {}, "Environment variables exported before every remote command.",
-               "{DATABASE_URL: '${DATABASE_URL}'}"),
+               "{DATABASE_URL: '${DATABASE_URL}'}", rule="shell_names"),
     "vars": Key("map[any]", {}, "Free variables for command templates.", "{puma_port: 3000}"),
     "secrets": Key("list[section]", [], "Secret files uploaded with mode 0600, atomically.",
                    "[{local: secrets/config.rb, remote: config.rb}]", SECRET_FILE),
@@ -118,26 +123,52 @@ TOP: dict[str, Key] = {
     "access_point": Key("section", None, "The access point that registers deploys and node versions.", "", {
         "url": Key("str", None, "Base URL of the access point.", "https://ap.example.com"),
         "api_key": Key("str", None, "API key, usually `${PAMPA_AP_KEY}`; always masked.", "${PAMPA_AP_KEY}", secret=True),
-        "timeout": Key("number", 5.0, "Seconds per HTTP request.", "5"),
+        "timeout": Key("number", 5.0, "Seconds per HTTP request.", "5", rule="positive"),
     }),
     "ssh": Key("section", None, "SSH behaviour.", "", {
         "known_hosts": Key("str", "~/.ssh/known_hosts", "known_hosts file used to verify host keys.", "stages/known_hosts"),
         "accept_new_host_keys": Key("bool", False, "Trust and save unknown host keys (never changed ones).", "true"),
         "config": Key("str", "~/.ssh/config", "ssh_config file honoured (ProxyJump, User, Port...).", "~/.ssh/config"),
-        "connect_timeout": Key("number", 10.0, "Seconds to wait for a TCP connect and handshake.", "10"),
-        "connect_retries": Key("int", 2, "Retries with back-off for refused or timed-out connects.", "2"),
-        "max_startups": Key("int", 16, "SSH handshakes in flight at once (throttles connection storms).", "8"),
+        "connect_timeout": Key("number", 10.0, "Seconds to wait for a TCP connect and handshake.", "10",
+                               rule="positive"),
+        "connect_retries": Key("int", 2, "Retries with back-off for refused or timed-out connects.", "2",
+                               rule="non_negative"),
+        "max_startups": Key("int", 16, "SSH handshakes in flight at once (throttles connection storms).", "8",
+                            rule="positive"),
         "shell_session": Key("bool", True, "Run a host's commands one after another in one shell on one channel "
                              "(the prefix runs once); false: a new channel and shell per command.", "false"),
     }),
-    "parallel": Key("int", 32, "Hosts deployed at once (`--parallel`).", "32"),
+    "check": Key("section", None, "What `pampa check` requires of each host.", "", {
+        "min_free_mb": Key("int", 1024, "Free disk space (MB) required on the code path's filesystem.", "2048"),
+    }),
+    "notify": Key("section", None, "Webhooks told when a deploy or rollback starts and ends.", "", {
+        "webhooks": Key("list[str]", [], "URLs that receive a JSON POST (with a Slack-compatible `text`) at "
+                        "start and end; a failed notification is only a warning.",
+                        "['${SLACK_WEBHOOK_URL}']", secret=True),
+        "timeout": Key("number", 5.0, "Seconds per webhook request.", "5"),
+    }),
+    "hooks": Key("section", None, "Local hooks: executables in `stages/hooks/` (pre-deploy, post-deploy, "
+                 "pre-rollback, post-rollback, on-failure).", "", {
+        "timeout": Key("number", 300.0, "Seconds a hook may run before it is stopped (a pre-* hook then "
+                       "stops the run).", "600"),
+    }),
+    "logs": Key("section", None, "What `pampa logs` shows (default: the journald units the host's roles restart).", "", {
+        "files": Key("list[str]", None, "Log files to tail instead of journald, relative to the code path unless "
+                     "absolute or ~/; `{unit}` is each unit the host's roles restart.", "['log/{unit}.log']"),
+    }),
+    "parallel": Key("int", 32, "Hosts deployed at once (`--parallel`).", "32", rule="positive"),
     "lock": Key("section", None, "Deploy lock settings.", "", {
-        "lease": Key("number", 90.0, "Seconds a lock stays valid unless the running deploy renews it.", "90"),
+        "lease": Key("number", 90.0, "Seconds a lock stays valid unless the running deploy renews it.", "90",
+                     rule="seconds"),
         "path": Key("str", "~/.pampa/locks", "Folder on the lock host that holds stage locks.", "~/.pampa/locks"),
     }),
     "checks": Key("map[section]", {}, "Health checks by name, run after the restart steps; a host whose "
                   "check never passes fails (on kepler, the gate stays closed).",
                   "{web: {url: 'http://{address}:9292/', contains: 'revision={revision}'}}", CHECK),
+    "runs": Key("section", None, "The local run logs in `.pampa/runs/`.", "", {
+        "keep": Key("int", 50, "Run folders kept per stage; older ones are removed when a run starts.", "20",
+                    rule="positive"),
+    }),
     "steps": Key("map[section]", {}, "Per-step overrides and custom steps, by step name.",
                  "{restart_puma: {run: 'sudo systemctl restart mysaas_app'}}", STEP),
     "tasks": Key("str|list[str]", None, "Python files (relative to the folder that holds stages/) whose Invoke "
@@ -150,7 +181,7 @@ TOP: dict[str, Key] = {
                  "{kepler-1: {address: 10.0.0.1, roles: [kepler]}}", HOST),
 }
 
-SECRET_KEY_WORDS = ("password", "secret", "token", "api_key", "apikey", "private")
+SECRET_KEY_WORDS = ("password", "secret", "token", "api_key", "apikey", "private", "webhook")
 
 
 def looks_secret(key: str) -> bool:

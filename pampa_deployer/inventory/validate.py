@@ -7,7 +7,8 @@ so one run shows the operator everything to fix.
 from __future__ import annotations
 
 import difflib
-from typing import Any
+import re
+from typing import Any, Callable
 
 from .schema import TOP, Key
 
@@ -18,6 +19,44 @@ _TYPE_NAMES = {
     "list[section]": "a list of mappings", "str|list[str]": "a string or a list of strings",
     "map[list[str]]": "a mapping of names to lists of strings",
 }
+
+
+SHELL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_MODE = re.compile(r"^0?[0-7]{3}$")
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    # name: (test, what is expected) -- the same words the command line uses (cli.types).
+    "positive": (lambda v: _number(v) and v > 0, "a positive number"),
+    "non_negative": (lambda v: _number(v) and v >= 0, "a number of 0 or more"),
+    "seconds": (lambda v: _number(v) and v >= 1, "a number of seconds of at least 1"),
+    "port": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65535,
+             "a port number from 1 to 65535"),
+    "mode": (lambda v: isinstance(v, str) and bool(_MODE.match(v)),
+             "an octal mode in quotes such as '0600' (unquoted, YAML reads 0600 as the number 384)"),
+    "shell_names": (lambda v: isinstance(v, dict) and all(SHELL_NAME.match(str(k)) for k in v),
+                    "names made of letters, digits and _ that do not start with a digit"),
+}
+
+
+def rule_problem(rule: str, value: Any, name: str) -> str | None:
+    """``"NAME: expected WHAT, got VALUE"`` when ``value`` breaks ``rule``; None when it is fine."""
+    test, expected = RULES[rule]
+    if test(value):
+        return None
+    if rule == "shell_names":
+        bad = next(str(k) for k in value if not SHELL_NAME.match(str(k)))
+        return f"{name}: '{bad}' is not a valid environment variable name; expected {expected}"
+    return f"{name}: expected {expected}, got {_describe(value)}"
+
+
+def rule_text(rule: str) -> str:
+    """What a rule expects, for the generated reference."""
+    return RULES[rule][1]
 
 
 def suggest(word: str, choices) -> str:
@@ -60,10 +99,16 @@ def _check_type(value: Any, type_: str) -> bool:
     raise AssertionError(f"unknown schema type {type_}")
 
 
+EXTENSION_PREFIX = "x-"
+"""Top-level keys starting with ``x-`` are ignored (as in Compose files): a home for ``&anchors``."""
+
+
 def check_mapping(data: dict, keys: dict[str, Key], where: str, path: str, errors: list[str]) -> None:
     """Check every key of ``data`` against ``keys``; append messages to ``errors``."""
     for name, value in data.items():
         full = f"{path}{name}"
+        if not path and str(name).startswith(EXTENSION_PREFIX):
+            continue  # `x-defaults: &defaults {...}`: a place for YAML anchors, ignored
         key = keys.get(name)
         if key is None:
             errors.append(f"{where}: {full}: unknown key{suggest(name, keys)}; "
@@ -73,6 +118,10 @@ def check_mapping(data: dict, keys: dict[str, Key], where: str, path: str, error
             continue  # an explicit null means "use the default"
         if not _check_type(value, key.type):
             errors.append(f"{where}: {full}: expected {_TYPE_NAMES[key.type]}, got {_describe(value)}")
+            continue
+        problem = rule_problem(key.rule, value, full) if key.rule else None
+        if problem:
+            errors.append(f"{where}: {problem}")
             continue
         if key.type == "section":
             check_mapping(value, key.children, where, full + ".", errors)

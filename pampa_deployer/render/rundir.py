@@ -1,6 +1,8 @@
 """The run directory ``.pampa/runs/<stage>-<kind>-<time>/``: per-host logs, the event log, report and timeline."""
 from __future__ import annotations
 
+import re
+import shutil
 import time
 from pathlib import Path
 from typing import TextIO
@@ -10,19 +12,41 @@ from . import report, timeline
 from .plain import PlainRenderer, stamp
 
 
+def runs_of(base: Path, stage: str) -> list[Path]:
+    """The run folders of ``stage`` in ``base``, oldest first (by the time in their names)."""
+    pattern = re.compile(rf"^{re.escape(stage)}-[a-z_]+-(\d{{8}}-\d{{6}})(?:-(\d+))?$")
+    found = []
+    for path in base.iterdir() if base.is_dir() else ():
+        m = pattern.match(path.name)
+        if m and path.is_dir() and not path.is_symlink():
+            found.append((m.group(1), int(m.group(2) or 1), path))
+    return [path for _, _, path in sorted(found)]
+
+
+def prune(base: Path, stage: str, keep: int) -> list[Path]:
+    """Remove all but the newest ``keep`` run folders of ``stage`` (setting ``runs.keep``); returns the removed."""
+    old = runs_of(base, stage)
+    removed = old[:max(0, len(old) - max(0, keep))]
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    return removed
+
+
 class RunDirectory(ev.Handler):
     """Keeps a full log per host (every command and output line, masked) and a plain event log; at the
     end of the run, the JSON report and the timeline. The folder is made at the run's first event, so a
     command refused before any host was planned leaves none behind."""
 
-    def __init__(self, base: Path, stage: str, kind: str):
-        self.base, self.stage, self.kind = base, stage, kind
+    def __init__(self, base: Path, stage: str, kind: str, keep: int | None = None):
+        self.base, self.stage, self.kind, self.keep = base, stage, kind, keep
         self.path: Path | None = None
         self._files: dict[str, TextIO] = {}
         self._events: TextIO | None = None
         self._plain: PlainRenderer | None = None
 
     def _open(self) -> None:
+        if self.keep is not None:
+            prune(self.base, self.stage, self.keep - 1)  # room for this run: at most ``keep`` once it exists
         name = f"{self.stage}-{self.kind}-{time.strftime('%Y%m%d-%H%M%S')}"
         path = self.base / name
         n = 1

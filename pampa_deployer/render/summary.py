@@ -37,6 +37,9 @@ def print_plain(result: RunResult, write) -> None:
     """CI form: ``RESULT host roles result time step exit detail`` lines, failures first."""
     write(headline(result))
     for h in rows(result):
+        if result.dry_run and h.ok:
+            write(f"RESULT {h.host} [{h.roles}] planned (dry run: nothing was run)")
+            continue
         detail = (h.reason or "") if not h.ok else f"revision {(h.revision_after or '?')[:12]}"
         exit_code = "" if h.exit_code is None else f" exit {h.exit_code}"
         step = f" at {h.failed_step}" if h.failed_step else ""

@@ -1,0 +1,41 @@
+"""argparse value types that say what is wrong in the words the stage file's validator uses.
+
+``--parallel 0`` and ``parallel: 0`` give the same sentence: both read ``inventory.validate.RULES``.
+"""
+from __future__ import annotations
+
+import argparse
+
+from ..inventory.validate import RULES
+
+
+def _ruled(rule: str, convert):
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {RULES[rule][1]}, got {text!r}") from None
+        if not RULES[rule][0](value):
+            raise argparse.ArgumentTypeError(f"expected {RULES[rule][1]}, got {text}")
+        return value
+
+    parse.__name__ = rule  # argparse names the type in its own messages
+    return parse
+
+
+positive_int = _ruled("positive", int)
+non_negative = _ruled("non_negative", float)
+port = _ruled("port", int)
+
+
+def listen_port(text: str) -> int:
+    """A port to listen on: 1 to 65535, or 0 for any free port."""
+    return 0 if text.strip() == "0" else port(text)
+
+
+def subnet(text: str) -> str:
+    """Three octets of a loopback address, e.g. ``127.0.5``."""
+    parts = text.strip().split(".")
+    if len(parts) != 3 or parts[0] != "127" or not all(p.isdigit() and int(p) <= 255 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected three octets of a loopback address such as 127.0.5, got {text!r}")
+    return ".".join(str(int(p)) for p in parts)

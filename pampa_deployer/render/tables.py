@@ -1,0 +1,55 @@
+"""One table, three forms: a rich table at a terminal, plain aligned columns elsewhere, or JSON.
+
+Box-drawing characters and wrapped cells are for people at a terminal; a pipe, a
+log file or a CI job gets columns that ``grep``/``awk`` can read, and ``--json``
+gets the same rows as objects. ``pampa check``, ``config`` and ``stages`` print
+through here.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence, TextIO
+
+from rich.console import Console
+from rich.table import Table
+
+
+def plain(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    """Left-aligned columns separated by two spaces; the last column is never padded or cut."""
+    cells = [[str(c) for c in columns]] + [[_one_line(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns) - 1)]
+    return ["  ".join([r[i].ljust(widths[i]) for i in range(len(widths))] + [r[-1]]).rstrip() for r in cells]
+
+
+def _one_line(value: Any) -> str:
+    return " | ".join(str("" if value is None else value).splitlines())
+
+
+def key_of(column: str) -> str:
+    return column.replace(" ", "_")
+
+
+def as_json(columns: Sequence[str], rows: Sequence[Sequence[Any]], **extra: Any) -> str:
+    """``{"rows": [{column: value}, ...], **extra}`` with column names in snake_case."""
+    return json.dumps({**extra, "rows": [{key_of(c): v for c, v in zip(columns, row)} for row in rows]},
+                      indent=2, default=str)
+
+
+def show(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, console: Console, terminal: bool,
+         json_out: bool = False, title: str | None = None, out: TextIO | None = None, styles=None,
+         **extra: Any) -> None:
+    """Print ``rows`` as JSON (``json_out``), a rich table (``terminal``) or plain columns."""
+    if json_out:
+        print(as_json(columns, rows, **({"title": title} if title else {}), **extra), file=out)
+        return
+    if not terminal:
+        if title:
+            print(title, file=out)
+        for line in plain(columns, rows):
+            print(line, file=out)
+        return
+    table = Table(*columns, title=title, title_justify="left")
+    for i, row in enumerate(rows):
+        style = styles(i, row) if styles else None
+        table.add_row(*[str("" if v is None else v) for v in row], style=style)
+    console.print(table)

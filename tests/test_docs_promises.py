@@ -1,0 +1,167 @@
+"""Promises the docs make that can be checked without a fleet (the fleet ones live in the *_fleet tests)."""
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+from pampa_deployer.cli import main
+from pampa_deployer.engine import events as ev
+from pampa_deployer.render.rundir import RunDirectory, runs_of
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def test_no_doc_installs_from_pypi():
+    """pampa-deployer is not on PyPI: no recipe may say `pip install pampa-deployer`."""
+    for doc in DOCS:
+        assert not re.search(r"pip install +pampa-deployer\b", doc.read_text()), doc.name
+
+
+def test_init_writes_the_secrets_folder_and_gitignore_the_ci_recipes_use(tmp_path, monkeypatch, capsys):
+    """docs/ci.md writes stages/secrets/config.rb; docs/quickstart.md promises the .gitignore lines."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".gitignore").write_text("node_modules/")  # an app's own lines are kept
+    assert main(["init", "--app", "shop"]) == 0
+    assert (tmp_path / "stages" / "secrets").is_dir()
+    assert (tmp_path / "stages" / "secrets").stat().st_mode & 0o077 == 0
+    ignore = (tmp_path / ".gitignore").read_text().splitlines()
+    assert ignore[0] == "node_modules/"
+    assert {".pampa/", "stages/secrets/*", "!stages/secrets/*.example"} <= set(ignore)
+    ci = (ROOT / "docs" / "ci.md").read_text()
+    assert "> stages/secrets/config.rb" in ci and "cp \"$CONFIG_RB\" stages/secrets/config.rb" in ci
+    (tmp_path / "stages" / "secrets" / "config.rb").write_text("X = 'y'\n")  # what the CI recipe does
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "add", "-A"], check=True)
+    tracked = subprocess.run(["git", "-C", str(tmp_path), "ls-files"], capture_output=True, text=True).stdout
+    assert "stages/secrets/config.rb" not in tracked and "stages/secrets/README.example" in tracked
+    assert main(["init", "--app", "shop", "--force"]) == 0
+    again = (tmp_path / ".gitignore").read_text().splitlines()
+    assert again.count(".pampa/") == 1  # running init twice does not repeat the lines
+
+
+def test_run_directories_keep_the_newest_runs_keep(tmp_path):
+    """docs/ci.md: the newest `runs.keep` run directories of a stage are kept."""
+    base = tmp_path / "runs"
+    for stamp in ("20260101-000000", "20260102-000000", "20260103-000000"):
+        (base / f"production-deploy-{stamp}" / "hosts").mkdir(parents=True)
+    (base / "production-eu-deploy-20250101-000000").mkdir()  # another stage whose name starts alike
+    (base / "notes").mkdir()
+    run = RunDirectory(base, "production", "rollback", keep=2)
+    run(ev.Notice(message="the folder is made at the run's first event", level="info"))
+    run.close()
+    names = sorted(p.name for p in runs_of(base, "production"))
+    assert names == ["production-deploy-20260103-000000", run.path.name]
+    assert (base / "production-eu-deploy-20250101-000000").is_dir() and (base / "notes").is_dir()
+
+
+def test_runs_keep_is_validated(tmp_path, monkeypatch, capsys):
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages" / "p.yml").write_text("app: a\nruns: {keep: 0}\nhosts: {k: {roles: [kepler]}}\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["plan", "p"]) == 2
+    assert "runs.keep: expected a positive number, got 0" in capsys.readouterr().err
+
+
+def test_packaging_has_no_license_table():
+    text = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r'^license = "MIT"$', text, re.M) and "license = {" not in text
+
+
+def test_secret_looking_keys_the_docs_name_are_masked(tmp_path, monkeypatch):
+    """docs/configuration.md and operations.md name the secret-looking keys; each one masks its value."""
+    from pampa_deployer.inventory import load_stage
+    from pampa_deployer.redact import MASK
+    (tmp_path / "stages").mkdir()
+    values = {word: f"value-of-{word}-0123" for word in ("password", "secret", "token", "api_key", "private")}
+    env = ", ".join(f"DB_{w.upper()}: {v}" for w, v in values.items())
+    (tmp_path / "stages" / "p.yml").write_text(f"app: a\nenv: {{{env}}}\nhosts: {{k: {{roles: [kepler]}}}}\n")
+    monkeypatch.chdir(tmp_path)
+    red = load_stage("p").redactor
+    for value in values.values():
+        assert red.mask(f"echo {value}") == f"echo {MASK}", value
+    ops = (ROOT / "docs" / "operations.md").read_text()
+    assert "(`password`, `secret`, `token`, `api_key`, `private`)" in ops
+
+
+def test_exit_codes_in_help_match_the_table(capsys):
+    from pampa_deployer.errors import ExitCode
+    import pytest
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for code in ExitCode:
+        if code is not ExitCode.INTERNAL:
+            assert f"{int(code)} " in out, code
+
+
+def test_repeated_rollbacks_go_further_back():
+    """docs/operations.md: the default target is the revision before the current one, so rollback after
+    rollback walks back through the releases instead of flipping between the last two."""
+    from pampa_deployer.cli.rollback import previous_revision
+
+    def entry(kind, before, after, result="ok"):
+        return {"kind": kind, "before": before, "after": after, "result": result}
+
+    log = [entry("deploy", None, "A"), entry("deploy", "A", "B"), entry("deploy", "B", "C")]
+    assert previous_revision(log, "C") == "B"
+    log.append(entry("rollback", "C", "B"))
+    assert previous_revision(log, "B") == "A"
+    log.append(entry("rollback", "B", "A"))
+    assert previous_revision(log, "A") is None  # nothing older is known: the caller falls back to HEAD~1
+    log.append(entry("deploy", "A", "D"))
+    assert previous_revision(log, "D") == "A"
+    failed = [entry("deploy", "A", "B"), entry("deploy", "B", "C", result="failed")]
+    assert previous_revision(failed, "B") == "A"
+
+
+def test_rollback_help_offers_no_branch_and_says_what_dry_run_does(capsys):
+    import pytest
+    with pytest.raises(SystemExit):
+        main(["rollback", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--branch" not in text
+    assert "--dry-run read the target revision from the hosts (read-only) and print what would run" in text
+    assert "connect to nothing" not in text
+    assert main(["rollback", "production", "--branch", "x"]) == 2
+
+
+def test_dry_run_lines_claim_nothing_ran():
+    """A --dry-run prints the commands, never `connect ok` or `ok` for a step it did not run."""
+    import io
+
+    from pampa_deployer.engine import events as ev
+    from pampa_deployer.engine.results import HostResult
+    from pampa_deployer.render.plain import PlainRenderer
+    out = io.StringIO()
+    plain = PlainRenderer(out, verbose=True)
+    plain(ev.RunStarted(at=0.0, stage="p", kind="deploy", branch="main", hosts=(("k", "kepler", False),),
+                        dry_run=True))
+    plain(ev.HostConnected(at=0.0, host="k", seconds=0.0))
+    plain(ev.StepStarted(at=0.0, host="k", step="bundle"))
+    plain(ev.StepFinished(at=0.0, host="k", step="bundle", ok=True, started=0.0))
+    plain(ev.HostFinished(at=0.0, host="k", result=HostResult("k", "kepler", "ok", 0.0, 0.0)))
+    text = out.getvalue()
+    assert "connect" not in text and " ok" not in text and "OK" not in text
+    assert "bundle would run:" in text and "dry run: nothing was run" in text
+
+
+def test_quickstart_as_written_plans(tmp_path, monkeypatch, capsys):
+    """docs/quickstart.md steps 2 and 3: init, the documented hosts and settings, then `pampa plan`."""
+    doc = (ROOT / "docs" / "quickstart.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", doc, re.S)
+    hosts, settings = blocks[0], blocks[1]
+    monkeypatch.chdir(tmp_path)
+    assert main(["init", "--app", "mysaas", "--repo", "git@github.com:acme/mysaas.git"]) == 0
+    (tmp_path / "stages" / "production.yml").write_text(hosts + settings)
+    (tmp_path / "stages" / "secrets" / "config.rb").write_text("DB_PASSWORD = 'from-the-secret-store'\n")
+    capsys.readouterr()
+    assert main(["plan", "production"]) == 0
+    out = capsys.readouterr().out
+    assert "newton-20 [newton] 10.0.2.20:22 (does not wait)" in out
+    assert "euler-2 [euler] 10.0.1.2:22 (waits for the gate)" in out
+    for line in ("    source /etc/profile.d/rvm.sh && sudo systemctl restart mysaas_worker",
+                 "    source /etc/profile.d/rvm.sh && cd ~/code1/mysaas && git reset --hard origin/main"):
+        assert line in out.splitlines()
+    assert "from-the-secret-store" not in out

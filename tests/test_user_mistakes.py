@@ -1,0 +1,203 @@
+"""Ordinary mistakes are one line with a documented exit code, never exit 70 or a traceback (no fleet)."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from pampa_deployer.cli import build_parser, main
+from pampa_deployer.inventory.validate import RULES
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGE = """\
+app: shop
+repo: /nonexistent/shop.git
+ssh: {{known_hosts: known_hosts, connect_retries: 0, connect_timeout: 5}}
+hosts:
+  kepler-1: {{address: 127.0.0.1, port: {port}, roles: [kepler]}}
+"""
+
+
+def pampa(cwd, *args, env=None):
+    return subprocess.run([sys.executable, "-m", "pampa_deployer", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+
+
+def fab(cwd, *args):
+    exe = shutil.which("fab") or str(Path(sys.executable).parent / "fab")
+    return subprocess.run([exe, "-r", str(ROOT), *args], cwd=cwd, capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL)
+
+
+def one_line(result, code: int) -> str:
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def project(tmp_path, port: int) -> Path:
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages" / "t.yml").write_text(STAGE.format(port=port))
+    (tmp_path / "known_hosts").write_text("")
+    return tmp_path
+
+
+def test_help_shows_percent_signs_once(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "--batch 25% " in out and "%%" not in out
+    deploy = build_parser()._subparsers._group_actions[0].choices["deploy"].format_help()
+    assert "%%" not in deploy and "N%" in deploy
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["deploy", "t", "--parallel", "0"], "argument --parallel: expected a positive number, got 0"),
+    (["deploy", "t", "--grace", "-1"], "argument --grace: expected a number of 0 or more, got -1"),
+    (["deploy", "t", "--lock-wait", "soon"], "argument --lock-wait: expected a number of 0 or more, got 'soon'"),
+    (["access-point", "serve", "--port", "70000"], "argument --port: expected a port number from 1 to 65535, "
+                                                   "got 70000"),
+])
+def test_command_line_values_use_the_stage_files_words(capsys, args, expected):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert expected in err
+    rule_words = [words for _, words in RULES.values()]
+    assert any(words in expected for words in rule_words)
+
+
+def test_access_point_port_in_use_is_one_line(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = pampa(tmp_path, "access-point", "serve", "--port", str(port), env={"PAMPA_AP_KEY": "k" * 12})
+    line = one_line(result, 2)
+    assert line == (f"pampa: error: access-point serve: cannot listen on 127.0.0.1:{port}: the address is taken "
+                    "(another access point?); pick another --port")
+
+
+def test_access_point_database_that_is_a_folder(tmp_path):
+    result = pampa(tmp_path, "access-point", "serve", "--port", "0", "--db", str(tmp_path),
+                   env={"PAMPA_AP_KEY": "k" * 12})
+    assert "cannot open the database" in one_line(result, 2)
+
+
+def test_a_port_that_is_not_ssh_gives_no_paramiko_tracebacks(tmp_path):
+    """A web server where sshd was expected: one classified line per host, no library tracebacks."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def answer():
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            conn.close()
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        result = pampa(project(tmp_path, server.getsockname()[1]), "check", "t")
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        server.close()
+    assert result.returncode == 4, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "Exception (client)" not in result.stderr
+    assert "handshake failed" in result.stdout
+
+
+# -- fab -------------------------------------------------------------------------------------------------
+def test_fab_without_hosts_refuses_instead_of_running_here(tmp_path):
+    project(tmp_path, free_port())
+    result = fab(tmp_path, "deploy", "--stage", "t")
+    assert one_line(result, 2) == ("pampa: error: fab: give the hosts with -H host1,host2; pampa's tasks never "
+                                   "run on this machine")
+    assert result.stdout == ""  # no step was started
+
+
+def test_fab_without_a_stage_is_one_line(tmp_path):
+    result = fab(tmp_path, "-H", "127.0.0.1", "deploy")
+    assert one_line(result, 2) == ("pampa: error: fab: give --stage NAME (a file in stages/) or at least "
+                                   "--app NAME (and --repo URL)")
+
+
+@pytest.mark.parametrize("option", ["--role", "--roles"])
+def test_fab_unknown_role_is_one_line(tmp_path, option):
+    project(tmp_path, free_port())
+    result = fab(tmp_path, "-H", "kepler-1", "deploy", "--stage", "t", option, "nwton")
+    assert one_line(result, 2) == ("pampa: error: --roles: unknown role 'nwton' (did you mean 'newton'?); "
+                                   "known: kepler, euler, newton, copernico")
+
+
+def test_fab_host_named_like_a_stage_host_uses_its_address_and_port(tmp_path):
+    """``-H kepler-1`` reaches the stage's address and port (here a closed one), not a host called kepler-1."""
+    port = free_port()
+    project(tmp_path, port)
+    result = fab(tmp_path, "-H", "kepler-1", "report-version", "--stage", "t")
+    assert one_line(result, 1) == (f"pampa: error: kepler-1 (127.0.0.1:{port}): connection refused; "
+                                   "is sshd running and is the port right?")
+
+
+@pytest.mark.fleet
+def test_demo_on_taken_addresses_says_so_and_touches_nothing(tmp_path):
+    """Another demo (or fleet) answers on SUBNET.11:2222: `pampa demo` refuses instead of meeting its host key."""
+    from conftest import FLEET_SUBNET, _can_run_fleet
+    from pampa_deployer.fleet import listening
+    why = _can_run_fleet()
+    if why:
+        pytest.skip(why)
+    address = f"{FLEET_SUBNET}.11"
+    holder = None
+    if not listening(address, 2222):  # the test fleet may already be there; if not, take the port ourselves
+        holder = socket.socket()
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind((address, 2222))
+        holder.listen()
+    try:
+        result = pampa(tmp_path, "demo", "--dir", str(tmp_path / "demo"), "--subnet", FLEET_SUBNET)
+    finally:
+        if holder is not None:
+            holder.close()
+    line = one_line(result, 4)
+    assert line.startswith(f"pampa: error: demo: {address}:2222") and "already taken by another process" in line
+    assert "--subnet" in line and "pampa demo down --dir" in line
+    assert not (tmp_path / "demo").exists()  # refused before creating anything
+
+
+def test_demo_subnet_is_checked(capsys):
+    assert main(["demo", "--subnet", "10.0.0"]) == 2
+    assert "expected three octets of a loopback address such as 127.0.5" in capsys.readouterr().err
+
+
+def test_check_json_names_the_hosts_not_ready(tmp_path):
+    """docs/ci.md: `pampa check STAGE --json | jq '.rows[] | select(.ready | not) | .host'`."""
+    import json
+    port = free_port()
+    result = pampa(project(tmp_path, port), "check", "t", "--json")
+    assert result.returncode == 4
+    data = json.loads(result.stdout)
+    assert [(r["host"], r["ready"]) for r in data["rows"]] == [("kepler-1", False)]
+    assert f"127.0.0.1:{port}" in data["rows"][0]["commands"] and "connection refused" in data["rows"][0]["commands"]
+    assert result.stderr.strip() == "pampa: error: check t: 1 of 1 host is not ready"
