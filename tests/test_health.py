@@ -166,7 +166,10 @@ def test_command_loop_reports_the_last_exit_and_output():
 
 
 def test_pampa_check_looks_for_curl_and_the_check_command_not_for_shell_words():
-    from pampa_deployer.cli.check import commands_used
+    from pampa_deployer.commands.readiness import programs_used
+
+    def commands_used(hp):
+        return programs_used(c for step in hp.steps for action in step.actions for c in action.commands())
     plan = build_plan(stage(checks={"web": WEB, "worker": {"roles": ["newton"], "run": "pgrep -f worker"}}))
     assert "curl" in commands_used(host_plan(plan, "k1"))
     assert not {"while", "do", "done", "i=0"} & set(commands_used(host_plan(plan, "k1")))

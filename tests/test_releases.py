@@ -67,7 +67,8 @@ def test_secrets_go_to_shared_and_are_linked_into_each_release(tmp_path):
                              "secrets": [{"local": "config.rb", "remote": "config/app.rb"}],
                              "hosts": {"k1": {"roles": ["kepler"]}}}, root=tmp_path, environ={})
     k1 = lines(build_plan(st, stamp=STAMP), "k1")
-    assert k1["secrets"][0].startswith("upload config.rb -> ~/code/shop/shared/config/app.rb (mode 0600")
+    assert k1["secrets"][0] == "mkdir -p ~/code/shop/shared/config"
+    assert k1["secrets"][1].startswith("upload config.rb -> ~/code/shop/shared/config/app.rb (mode 0600")
     assert "mkdir -p shared/config && mkdir -p \"$dir\"/config && rm -rf \"$dir\"/config/app.rb && " \
            "ln -s \"$PWD/shared/\"config/app.rb \"$dir\"/config/app.rb" in k1["git_reset"][0]
 

@@ -192,12 +192,13 @@ def test_demo_subnet_is_checked(capsys):
 
 
 def test_check_json_names_the_hosts_not_ready(tmp_path):
-    """docs/ci.md: `pampa check STAGE --json | jq '.rows[] | select(.ready | not) | .host'`."""
+    """docs/ci.md: `pampa check STAGE --json | jq '.hosts[] | select(.ready | not) | .host'`."""
     import json
     port = free_port()
     result = pampa(project(tmp_path, port), "check", "t", "--json")
     assert result.returncode == 4
     data = json.loads(result.stdout)
-    assert [(r["host"], r["ready"]) for r in data["rows"]] == [("kepler-1", False)]
-    assert f"127.0.0.1:{port}" in data["rows"][0]["commands"] and "connection refused" in data["rows"][0]["commands"]
-    assert result.stderr.strip() == "pampa: error: check t: 1 of 1 host is not ready"
+    assert [(h["host"], h["ready"]) for h in data["hosts"]] == [("kepler-1", False)]
+    problem = data["hosts"][0]["problems"][0]["message"]
+    assert f"127.0.0.1:{port}" in problem and "connection refused" in problem
+    assert result.stderr.strip() == "pampa: error: check t: 1 of 1 host is not ready: kepler-1"

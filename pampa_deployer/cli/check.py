@@ -9,6 +9,7 @@ from ..engine.pool import each_host, open_pool
 from ..errors import ConnectError, Refused
 from ..inventory import load_stage
 from ..plan import build_plan
+from ..render.words import count, plural
 
 
 @dataclass
@@ -122,9 +123,9 @@ def check(args) -> int:
             for p in r.problems:
                 print(p.line(r.host) if p.check != "connect" else f"{r.host}: {p.message}")
         problems = sum(len(r.problems) for r in results)
-        print(f"check {stage.name}: {len(results) - len(bad)} of {len(results)} hosts ready"
-              + (f", {problems} problems" if problems else ""), flush=True)
+        print(f"check {stage.name}: {len(results) - len(bad)} of {count(len(results), 'host')} ready"
+              + (f", {count(problems, 'problem')}" if problems else ""), flush=True)
     if bad:
-        raise Refused(f"check {stage.name}: {len(bad)} of {len(results)} hosts are not ready: "
-                      + ", ".join(r.host for r in bad[:10]))
+        raise Refused(f"check {stage.name}: {len(bad)} of {count(len(results), 'host')} "
+                      f"{plural(len(bad), 'is')} not ready: " + ", ".join(r.host for r in bad[:10]))
     return 0
