@@ -223,7 +223,7 @@ _HELP = {"stage": "stage name (a file in stages/)", "stages": "stages folder (de
 
 
 def run_task(c, original: Task, stage=None, stages="stages", app=None, repo=None, branch=None, path=None,
-             role=None) -> None:
+             role=None, roles=None) -> None:
     """Call a step written in Python on this connection's host with the ``c`` ``pampa deploy`` gives it."""
     quiet_libraries()
     if not hasattr(c, "host"):
@@ -231,10 +231,11 @@ def run_task(c, original: Task, stage=None, stages="stages", app=None, repo=None
                    "this machine", code=2)
     try:
         st = _stage(stage, stages, app, repo, branch, path)
-        host, roles = _host(c, st, role)
+        host, roles, matched = _host(c, st, _wanted_roles(st, role, roles))
     except PampaError as e:
-        raise Exit(f"pampa: error: {e}", code=int(e.exit_code)) from None
-    _secure(c, st)
+        raise Exit(f"pampa: error: {str(e).splitlines()[0]}", code=int(e.exit_code)) from None
+    c = _connection(c, host, matched)
+    _open(c, host, _secure(c, st))
     source = os.path.relpath(inspect.getsourcefile(original.body) or "?")
     timeout = ((st.setting("steps") or {}).get(original.name) or {}).get("timeout")
     pytask = PyTask(name=original.name, source=source, doc=inspect.getdoc(original.body) or "", body=original.body)
@@ -246,7 +247,7 @@ def run_task(c, original: Task, stage=None, stages="stages", app=None, repo=None
         perform(action, ContextBackend(c), _FabSink(host, st, roles))
     except StepFailed as e:
         code = f" (exit {e.exit_code})" if e.exit_code is not None else ""
-        raise Exit(f"[{host.name}] {original.name} failed{code}: {e.message}", code=1) from None
+        raise Exit(f"pampa: error: [{host.name}] {original.name} failed{code}: {e.message}", code=1) from None
 
 
 def _builtin(t: Task) -> Task:
@@ -265,8 +266,8 @@ def _step_task(name: str):
 
 def _fab_task(original: Task) -> Task:
     """``original`` for ``fab``: the same function, given pampa's ``c`` built from ``--stage``."""
-    def body(c, stage=None, stages="stages", app=None, repo=None, branch=None, path=None, role=None):
-        run_task(c, original, stage, stages, app, repo, branch, path, role)
+    def body(c, stage=None, stages="stages", app=None, repo=None, branch=None, path=None, role=None, roles=None):
+        run_task(c, original, stage, stages, app, repo, branch, path, role, roles)
 
     body.__name__ = original.name
     body.__doc__ = inspect.getdoc(original.body)
