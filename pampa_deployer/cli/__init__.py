@@ -230,9 +230,22 @@ def _dispatch(args) -> int:
     raise UsageError("pampa: a command is required; see `pampa --help`")
 
 
+def _quiet_libraries(debug: bool) -> None:
+    """paramiko logs a dropped connection with a traceback from its transport thread; pampa reports
+    the host's failure itself in one line, so those logs are shown only with ``--debug``."""
+    import logging
+    log = logging.getLogger("paramiko")
+    if debug:
+        logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    elif not any(isinstance(h, logging.NullHandler) for h in log.handlers):
+        log.addHandler(logging.NullHandler())
+        log.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``pampa``; returns the exit code (see ``errors.ExitCode``)."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    _quiet_libraries(debug)
     try:
         args = build_parser().parse_args(argv)
         return _dispatch(args)

@@ -25,10 +25,14 @@ from .backend import Backend
 from .gate import OPEN, Gate
 from .pipeline import RunContext, run_host
 from .pool import BackendPool, open_pool
-from .results import SKIPPED, HostResult, RunResult
+from .results import INTERRUPTED, SKIPPED, HostResult, RunResult
 from .rollback import resolve_target
 from .scheduler import Scheduler, parse_count
 from .stop import StopSignal
+
+
+#: Seconds the run still waits for host threads once the abort has done what it could.
+ABANDON_AFTER = 1.0
 
 
 @dataclass(frozen=True)
@@ -204,6 +208,7 @@ class _Execution:
         self.plan, self.pool, self.bus, self.options, self.stop = plan, pool, bus, options, stop
         self.access_point = access_point
         self.opened_at: float | None = None
+        self.abandoned_at: float | None = None
         self.halted_told = False
         self.gate = Gate(plan.gate_hosts if plan.has_gate else (), self.on_gate)
         self.ctx = RunContext(plan=plan, bus=bus, gate=self.gate, stop=stop, access_point=access_point,
@@ -251,6 +256,22 @@ class _Execution:
         self.scheduler.record(not result.ok)
         return result
 
+    def abandon(self) -> bool:
+        """After the abort has stopped what it could, give hosts a moment, then stop waiting for them."""
+        if not self.stop.aborted.is_set():
+            return False
+        if self.abandoned_at is None:
+            self.abandoned_at = time.monotonic()
+        return time.monotonic() - self.abandoned_at > ABANDON_AFTER
+
+    def abandoned(self, hp: HostPlan, started: float) -> HostResult:
+        """The result of a host whose thread is still blocked on it when the run stops waiting."""
+        result = HostResult(host=hp.host.name, roles=",".join(hp.roles), result=INTERRUPTED, started=started,
+                            ended=time.time(), reason="abandoned after the abort: the host did not answer",
+                            gated=hp.gated)
+        self.bus.emit(ev.HostFinished(host=hp.host.name, result=result))
+        return result
+
     def skip(self, hp: HostPlan, why_not: str) -> HostResult:
         if self.scheduler.halted_reason and not self.halted_told:
             self.halted_told = True
@@ -278,8 +299,9 @@ def execute(plan: Plan, pool: BackendPool, bus: ev.EventBus, options: RunOptions
     stop.on_hard(pool.abort_all)
     run.start_preflight(preflight)
     run.announce()
-    results = run.scheduler.run(list(plan.hosts), run.work)
-    run.ctx.ready.wait()
+    results = run.scheduler.run(list(plan.hosts), run.work, run.abandon)
+    results = [r if r is not None else run.abandoned(hp, started) for hp, r in zip(plan.hosts, results)]
+    run.ctx.ready.wait(None if not stop.aborted.is_set() else 5.0)
     if run.ctx.refused is not None:
         raise run.ctx.refused
     notes = list(plan.notes) + ([run.scheduler.halted_reason] if run.scheduler.halted_reason else [])

@@ -20,6 +20,7 @@ from .apsession import AccessPointSession
 from .backend import Backend
 from .executor import StepFailed, perform
 from .gate import Gate
+from .liveness import ConnectionLost, HostUnresponsive
 from .results import FAILED, INTERRUPTED, OK, SKIPPED, HostResult, StepResult
 from .stop import StopSignal
 
@@ -47,17 +48,26 @@ def _whoami() -> str:
         return "unknown"
 
 
+#: A line a built-in step prints to tell the operator something worth the summary (steps/git.py).
+NOTE_PREFIX = "pampa-note: "
+
+
 class _HostSink:
     """The executor's sink for one step of one host: events, the gate, the access point session."""
 
-    def __init__(self, hp: HostPlan, step: str, ctx: RunContext):
+    def __init__(self, hp: HostPlan, step: str, ctx: RunContext, notes: list[str]):
         self.hp, self.step, self.ctx, self.name = hp, step, ctx, hp.host.name
+        self.notes = notes
 
     def command_started(self, display: str) -> None:
         self.ctx.bus.emit(ev.CommandStarted(host=self.name, step=self.step, display=display))
 
     def output(self, stream: str, line: str) -> None:
         self.ctx.bus.emit(ev.Output(host=self.name, step=self.step, stream=stream, line=line))
+        if stream == "stdout" and line.startswith(NOTE_PREFIX):
+            note = line[len(NOTE_PREFIX):]
+            self.notes.append(note)
+            self.ctx.bus.emit(ev.Notice(message=f"{self.name}: {note}", level="warning", host=self.name))
 
     def gate_reached(self) -> None:
         if self.hp.opens_gate:
@@ -91,6 +101,8 @@ class HostRun:
         self.before: str | None = None
         self.after: str | None = None
         self.base = revlog.base(hp.host.path)
+        self.notes: list[str] = []
+        self.gone = False  # the host stopped answering or the connection dropped: no more commands to it
 
     def run(self, connect: Callable[[], None]) -> HostResult:
         if self.ctx.stop.stopping:
@@ -105,7 +117,7 @@ class HostRun:
                 break
             if not self.run_step(step):
                 break
-        if not self.ctx.dry_run:
+        if not self.ctx.dry_run and not self.gone:
             self.log_revision()
         return self.finish()
 
@@ -151,18 +163,24 @@ class HostRun:
         """Run one step's actions; False (and the host's outcome set) when it failed."""
         self.bus.emit(ev.StepStarted(host=self.name, step=step.name))
         s0 = time.time()
-        sink = _HostSink(self.hp, step.name, self.ctx)
+        sink = _HostSink(self.hp, step.name, self.ctx, self.notes)
         try:
             for action in step.actions:
                 try:
                     perform(action, self.backend, sink)
                 except StepFailed:
                     raise
+                except HostUnresponsive as e:
+                    self.gone = True
+                    raise StepFailed(None, "", f"unresponsive during {step.name} ({e})") from e
+                except ConnectionLost as e:
+                    self.gone = True
+                    raise StepFailed(None, str(e), f"host crashed or connection lost during {step.name}") from e
                 except Exception as e:  # noqa: BLE001 - e.g. the connection dropped: this host fails, not the run
                     raise StepFailed(None, f"{type(e).__name__}: {e}",
                                      f"connection lost or SSH error: {type(e).__name__}: {e}") from e
         except StepFailed as e:
-            interrupted = self.ctx.stop.stopping
+            interrupted = self.ctx.stop.stopping and not self.gone
             self.steps.append(StepResult(step.name, False, s0, time.time(), e.exit_code, e.stderr, e.message))
             self.bus.emit(ev.StepFinished(host=self.name, step=step.name, ok=False, started=s0,
                                           exit_code=e.exit_code, stderr_tail=e.stderr, message=e.message))
@@ -202,6 +220,6 @@ class HostRun:
                              started=self.started, ended=time.time(), steps=tuple(self.steps),
                              failed_step=self.failed_step, exit_code=self.exit_code, stderr_tail=self.stderr,
                              reason=self.reason, revision_before=self.before, revision_after=self.after,
-                             gated=self.hp.gated)
+                             gated=self.hp.gated, notes=tuple(self.notes))
         self.bus.emit(ev.HostFinished(host=self.name, result=result_))
         return result_

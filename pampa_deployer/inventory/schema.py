@@ -30,7 +30,9 @@ STEP = {
     "enabled": Key("bool", True, "Set false to turn the step off.", "false"),
     "roles": Key("list[str]", None, "Custom steps only: the roles that run it.", "[kepler]"),
     "after": Key("str", None, "Custom steps only: the step it runs after.", "migrate"),
-    "timeout": Key("number", None, "Seconds before the step's command is stopped and the step fails.", "600"),
+    "timeout": Key("number", None, "Seconds before the step's commands are stopped on the host (TERM, then KILL) "
+                   "and the step fails; default: the stage's `step_timeout` (migrate: 3600, bundle: 1800 "
+                   "at least).", "600"),
 }
 
 SECRET_FILE = {
@@ -97,9 +99,17 @@ TOP: dict[str, Key] = {
         "connect_timeout": Key("number", 10.0, "Seconds to wait for a TCP connect and handshake.", "10"),
         "connect_retries": Key("int", 2, "Retries with back-off for refused or timed-out connects.", "2"),
         "max_startups": Key("int", 16, "SSH handshakes in flight at once (throttles connection storms).", "8"),
+        "server_alive_interval": Key("number", 5.0, "Seconds between keepalives sent to each host (like "
+                                     "OpenSSH's ServerAliveInterval).", "5"),
+        "server_alive_count_max": Key("int", 3, "Keepalives a host may leave unanswered: after interval x count "
+                                      "seconds of silence it fails as `unresponsive`, and the others go on.", "3"),
+        "stop_grace": Key("number", 5.0, "Seconds between TERM and KILL when a timed-out or interrupted command "
+                          "is stopped on the host.", "5"),
         "shell_session": Key("bool", True, "Run a host's commands one after another in one shell on one channel "
                              "(the prefix runs once); false: a new channel and shell per command.", "false"),
     }),
+    "step_timeout": Key("number", 600.0, "Default timeout in seconds of every step's commands (per step: "
+                        "`steps.NAME.timeout`); migrate and bundle get at least 3600 and 1800.", "900"),
     "parallel": Key("int", 32, "Hosts deployed at once (`--parallel`).", "32"),
     "lock": Key("section", None, "Deploy lock settings.", "", {
         "lease": Key("number", 90.0, "Seconds a lock stays valid unless the running deploy renews it.", "90"),
