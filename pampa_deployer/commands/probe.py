@@ -18,7 +18,7 @@ def programs_used(commands) -> list[str]:
             words = part.strip().split()
             while words and (words[0] in _SKIP or "=" in words[0]):
                 words = words[1:]
-            if words and not words[0].startswith(("$", "{", "(", "-", "!")) and words[0] not in found:
+            if words and not words[0].startswith(("$", "{", "}", "(", "-", "!", "\"", "'")) and words[0] not in found:
                 found.append(words[0])
     return found
 

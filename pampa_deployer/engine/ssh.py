@@ -112,8 +112,8 @@ def classify(error: BaseException, host: Host, settings: SSHSettings, elapsed: f
         return ConnectError(f"{where}: no SSH banner (is this port an SSH server?): the connection closed",
                             "no SSH banner", retryable=True)
     if isinstance(error, paramiko.SSHException) and ("No existing session" in text or "Authentication timeout" in text):
-        return ConnectError(f"{where}: unresponsive during authentication (no answer within "
-                            f"{settings.connect_timeout:g}s)", "unresponsive")
+        return ConnectError(f"{where}: unresponsive: no answer to the SSH handshake within "
+                            f"{settings.connect_timeout:g}s (is the host frozen or overloaded?)", "unresponsive")
     if isinstance(error, paramiko.SSHException):
         # Banner/handshake errors happen when sshd sheds load (MaxStartups): worth a retry.
         return ConnectError(f"{where}: SSH handshake failed: {error}", "handshake failed", retryable=True)
@@ -254,7 +254,7 @@ class SSHBackend:
 
     def _check_alive(self) -> None:
         if self.heartbeat is not None and (self.heartbeat.dead or self.heartbeat.check()):
-            raise HostUnresponsive(f"unresponsive: no answer to keepalives for {self.heartbeat.dead_after:g}s")
+            raise HostUnresponsive(f"no answer to keepalives for {self.heartbeat.dead_after:g}s")
         if not self._transport_active() and not self._closing:
             raise ConnectionLost("the connection is closed")
 
