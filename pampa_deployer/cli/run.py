@@ -30,7 +30,8 @@ def request_from(args, stage) -> DeployRequest:
                          to=getattr(args, "to", None), dry_run=args.dry_run, parallel=args.parallel,
                          batch=args.batch, batch_wait=args.batch_wait, max_fail=args.max_fail,
                          lock=not args.no_lock, lock_wait=args.lock_wait, message=args.message,
-                         accept_new_host_keys=args.accept_new_host_keys, grace=args.grace)
+                         accept_new_host_keys=args.accept_new_host_keys, grace=args.grace,
+                         access_point_optional=bool(getattr(args, "access_point_optional", False)))
 
 
 def run(args) -> int:

@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..commands import revlog
+from ..commands.command import Command
 from ..errors import ConnectError
 from ..plan import HostPlan, Plan, StepPlan
 from ..steps.actions import ReportVersion
 from . import events as ev
 from .apsession import AccessPointSession
-from .backend import Backend
+from .backend import Backend, tail
 from .executor import StepFailed, perform
 from .gate import Gate
 from .liveness import ConnectionLost, HostUnresponsive
@@ -109,8 +110,10 @@ class HostRun:
             return self.finish(SKIPPED, reason="interrupted before it started")
         if not self.connect(connect) or not self.wait_for_preflight() or not self.wait_for_gate():
             return self.finish()
+        if self.ctx.stop.halted:
+            return self.finish(SKIPPED, reason=f"not started: {self.ctx.stop.halted}")
         if not self.ctx.dry_run:
-            self.before = self.read_revision()
+            self.before = self.start()
         for step in self.hp.steps:
             if self.ctx.stop.stopping:
                 self.end(INTERRUPTED, step=step.name, reason=f"interrupted before {step.name}")
@@ -161,13 +164,21 @@ class HostRun:
 
     def run_step(self, step: StepPlan) -> bool:
         """Run one step's actions; False (and the host's outcome set) when it failed."""
-        self.bus.emit(ev.StepStarted(host=self.name, step=step.name))
         s0 = time.time()
         sink = _HostSink(self.hp, step.name, self.ctx, self.notes)
+        actions: list = list(step.actions)
+        if not self.ctx.dry_run:  # the start record names the step before anything of the step happens
+            actions.insert(0, revlog.step_command(self.base, self.start_record(step.name)))
+        else:
+            self.bus.emit(ev.StepStarted(host=self.name, step=step.name))
         try:
-            for action in step.actions:
+            for action in actions:
                 try:
-                    perform(action, self.backend, sink)
+                    if isinstance(action, Command):
+                        self.bookkeeping(action)
+                        self.bus.emit(ev.StepStarted(host=self.name, step=step.name))
+                    else:
+                        perform(action, self.backend, sink)
                 except StepFailed:
                     raise
                 except HostUnresponsive as e:
@@ -191,11 +202,26 @@ class HostRun:
         self.bus.emit(ev.StepFinished(host=self.name, step=step.name, ok=True, started=s0))
         return True
 
-    def read_revision(self) -> str | None:
+    def start_record(self, step: str | None = None) -> dict:
+        """What the host keeps while this run is on it (commands/revlog.py: the start record)."""
+        ctx = self.ctx
+        return {"run": ctx.run_id, "stage": ctx.plan.stage.name, "kind": ctx.plan.kind, "branch": self.hp.host.branch,
+                "user": ctx.user, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
+                "step": step}
+
+    def start(self) -> str | None:
+        """Write the start record before anything else touches the host; returns the revision before."""
         try:
-            return self.backend.run(revlog.revision_command(self.base)).stdout.strip() or None
+            return self.backend.run(revlog.start_command(self.base, self.start_record())).stdout.strip() or None
         except Exception:  # noqa: BLE001 - the first step meets the same problem and reports it
             return None
+
+    def bookkeeping(self, command: Command) -> None:
+        """An engine command of a step (the start record); failing to run it fails the step."""
+        result = self.backend.run(command)
+        if not result.ok:
+            raise StepFailed(result.exit_code, tail(result.stderr),
+                             f"could not write the start record on the host (exit code {result.exit_code})")
 
     def log_revision(self) -> None:
         ctx = self.ctx

@@ -39,12 +39,14 @@ class Scheduler:
     """Runs ``work`` for every item with at most ``parallel`` at once, in batches if asked."""
 
     def __init__(self, parallel: int, batch: int | None = None, batch_wait: float = 0.0,
-                 max_fail: int | None = None, stopping: Callable[[], bool] = lambda: False):
+                 max_fail: int | None = None, stopping: Callable[[], bool] = lambda: False,
+                 halted: Callable[[], str | None] = lambda: None):
         self.parallel = max(1, parallel)
         self.batch = batch
         self.batch_wait = batch_wait
         self.max_fail = max_fail
         self.stopping = stopping
+        self.halted = halted
         self.failures = 0
         self.halted_reason: str | None = None
         self._lock = threading.Lock()
@@ -62,6 +64,9 @@ class Scheduler:
         """None when an item may start, else why not."""
         if self.stopping():
             return "interrupted before it started"
+        halted = self.halted()
+        if halted:
+            return f"not started: {halted}"
         return self.halted_reason
 
     def run(self, items: Sequence[T], work: Callable[[T], R],

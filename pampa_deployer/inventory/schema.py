@@ -91,6 +91,9 @@ TOP: dict[str, Key] = {
         "url": Key("str", None, "Base URL of the access point.", "https://ap.example.com"),
         "api_key": Key("str", None, "API key, usually `${PAMPA_AP_KEY}`; always masked.", "${PAMPA_AP_KEY}", secret=True),
         "timeout": Key("number", 5.0, "Seconds per HTTP request.", "5"),
+        "optional": Key("bool", False, "Emergency switch: when the access point cannot be reached, deploy and "
+                        "rollback go on with a loud warning and list what was not reported "
+                        "(`--access-point-optional`).", "true"),
     }),
     "ssh": Key("section", None, "SSH behaviour.", "", {
         "known_hosts": Key("str", "~/.ssh/known_hosts", "known_hosts file used to verify host keys.", "stages/known_hosts"),

@@ -37,6 +37,7 @@ class AccessPointView:
     url: str | None
     api_key: str | None
     timeout: float
+    optional: bool
 
 
 @dataclass(frozen=True)
