@@ -197,6 +197,11 @@ class SSHBackend:
                 attempt += 1
                 time.sleep(min(0.25 * 2 ** attempt, 4.0))
 
+    def _answering(self) -> bool:
+        """Did the host answer its last keepalive in time? (A frozen one would only make us wait.)"""
+        beat = self.heartbeat
+        return beat is None or (not beat.dead and beat.silent_for() <= 2 * beat.interval)
+
     def _drop(self) -> None:
         """The host is unresponsive: close the transport so every call blocked on it returns."""
         if self.connection is not None and self.connection.transport is not None:
@@ -355,7 +360,7 @@ class SSHBackend:
         with self._lock:
             self._aborted = True
             running = list(self._running)
-        if self._transport_active() and not (self.heartbeat and self.heartbeat.dead):
+        if self._transport_active() and self._answering():
             for tag in running:
                 self.stop_command(tag)
         with self._lock:
