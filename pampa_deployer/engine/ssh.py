@@ -33,6 +33,10 @@ from .session import SessionBroken, ShellSession
 #: Seconds an SFTP read or write may wait for the host (the dead-peer rule usually ends it first).
 SFTP_TIMEOUT = 60.0
 
+#: Seconds an abort waits for a host to open the channel that stops its command: a live host opens one
+#: in milliseconds, and a frozen one must not hold up the operator's second Ctrl-C.
+ABORT_OPEN_TIMEOUT = 3.0
+
 
 class SSHSettings:
     """The stage's ``ssh`` section (``Stage.ssh``), resolved once per run; defaults come from the schema."""
@@ -310,11 +314,12 @@ class SSHBackend:
             channel.close()
 
     # -- stopping ---------------------------------------------------------------------------
-    def stop_command(self, tag: str, grace: float | None = None) -> str:
+    def stop_command(self, tag: str, grace: float | None = None, open_timeout: float | None = None) -> str:
         """Stop one running command's whole process group over a fresh channel; says what happened."""
         grace = self.settings.stop_grace if grace is None else grace
         try:
-            result = self._run_on_fresh_channel(procgroup.kill_command(tag, grace), timeout=grace + 15)
+            result = self._run_on_fresh_channel(procgroup.kill_command(tag, grace), timeout=grace + 15,
+                                                open_timeout=open_timeout)
         except Exception as e:  # noqa: BLE001 - report it; the caller's own result stands
             return f"could not stop it on the host ({type(e).__name__}: {e})"
         said = result.stdout.strip().splitlines()[-1:] or [""]
@@ -323,9 +328,9 @@ class SSHBackend:
                 "PAMPA-STOP-KILL": f"its processes on the host were killed (KILL after {grace:g}s)"}.get(
             said[0], f"stopping it on the host said: {result.stdout.strip() or result.stderr.strip()}")
 
-    def _run_on_fresh_channel(self, script: str, timeout: float) -> CommandResult:
+    def _run_on_fresh_channel(self, script: str, timeout: float, open_timeout: float | None = None) -> CommandResult:
         """A bookkeeping command on a channel of its own, bounded by ``timeout``; never a shell session."""
-        channel = self.connection.transport.open_session(timeout=self.settings.connect_timeout)
+        channel = self.connection.transport.open_session(timeout=open_timeout or self.settings.connect_timeout)
         try:
             channel.settimeout(timeout)
             channel.exec_command(script)
@@ -362,7 +367,7 @@ class SSHBackend:
             running = list(self._running)
         if self._transport_active() and self._answering():
             for tag in running:
-                self.stop_command(tag)
+                self.stop_command(tag, open_timeout=min(ABORT_OPEN_TIMEOUT, self.settings.connect_timeout))
         with self._lock:
             channel = self._channel
             sessions = list(self._sessions.values())
