@@ -51,7 +51,7 @@ class AccessPointSession:
     def close_abandoned(self, stage: str) -> None:
         """Requests left TAKEN or ALLOWED by a deploy that died; the caller holds the lock, so none is live."""
         for d in self.client.deploys(stage):
-            if d.get("state") not in ("TAKEN", "ALLOWED"):
+            if d.get("state") not in ("TAKEN", "ALLOWED") or d.get("mode") == "pull":  # agents own pull requests
                 continue
             self.client.finish(d["id"], "failed", f"abandoned: the deploy that took it (requested by "
                                f"{d.get('requested_by') or '?'}, taken by {d.get('taken_by') or '?'}) ended without "
