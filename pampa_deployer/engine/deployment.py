@@ -207,10 +207,11 @@ class Deployment:
 
 def with_unreported(result: RunResult, access_point: AccessPointSession | None) -> RunResult:
     """The result with a note listing what an unreachable (optional) access point was never told."""
-    if access_point is None or not access_point.unreported:
+    unreported = getattr(access_point, "unreported", None)  # a pull-mode node session has none
+    if not unreported:
         return result
     note = (f"ACCESS POINT UNREACHABLE ({access_point.down}); not reported: "
-            + "; ".join(dict.fromkeys(access_point.unreported)))
+            + "; ".join(dict.fromkeys(unreported)))
     return replace(result, notes=result.notes + (note,))
 
 
