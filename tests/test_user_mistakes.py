@@ -125,7 +125,7 @@ def test_a_port_that_is_not_ssh_gives_no_paramiko_tracebacks(tmp_path):
     assert result.returncode == 4, result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     assert "Exception (client)" not in result.stderr
-    assert "handshake failed" in result.stdout
+    assert "no SSH banner (is this port an SSH server?)" in result.stdout
 
 
 # -- fab -------------------------------------------------------------------------------------------------
