@@ -11,8 +11,6 @@ import json
 import posixpath
 from collections import Counter
 
-from rich.table import Table
-from rich.text import Text
 
 from ..accesspoint.client import AccessPointClient
 from ..commands import releases, revlog
@@ -21,6 +19,7 @@ from ..errors import AccessPointError, ConnectError, NotInAgreement
 from ..inventory import load_stage
 from ..plan import select_hosts
 from ..steps.releases import layout_of, live_path
+from ..render import tables
 from . import output
 
 
@@ -64,7 +63,11 @@ def status(args) -> int:
                           "access_point_requests": requests, "pull_request": pull}, indent=2))
     else:
         console = output.console(args)
-        console.print(_table(stage.name, title, rows, bool(versions)))
+        columns = [*_COLUMNS, *(["access point"] if versions else [])]
+        cells = [[str(c) for c in _cells(r)] + ([(r.get("access_point_revision") or "-")[:10]] if versions else [])
+                 for r in rows]
+        tables.show(columns, cells, console=console, terminal=not output.is_ci(args),
+                    title=f"stage {stage.name}: {title}", styles=lambda i, row: _style(rows[i]))
         if pull is not None:
             console.print(_pull_line(pull))
         if ap_error:
@@ -157,23 +160,19 @@ def _row(host, found, versions: dict, drift: bool, majority: str | None) -> dict
     return row
 
 
-def _table(stage: str, title: str, rows: list[dict], with_versions: bool) -> Table:
-    table = Table(title=f"stage {stage}: {title}", title_justify="left")
-    for col in ("host", "roles", "branch", "revision", "last deploy", "result", "note"):
-        table.add_column(col, overflow="fold")
-    if with_versions:
-        table.add_column("access point")
-    for r in rows:
-        cells = _cells(r)
-        if with_versions:
-            cells.append((r.get("access_point_revision") or "-")[:10])
-        table.add_row(*cells)
-    return table
+_COLUMNS = ("host", "roles", "branch", "revision", "last deploy", "result", "note")
+
+
+def _style(r: dict) -> str | None:
+    """A row's colour at a terminal: red when the host cannot be vouched for or its last deploy failed."""
+    if not r["reachable"] or r.get("incomplete") or (r.get("last_result") not in (None, "ok")):
+        return "red"
+    return "yellow" if r.get("drift") else None
 
 
 def _cells(r: dict) -> list:
     if not r["reachable"]:
-        return [r["host"], ",".join(r["roles"]), r["branch"], "?", "", Text("unreachable", style="red"), r["error"]]
+        return [r["host"], ",".join(r["roles"]), r["branch"], "?", "", "unreachable", r["error"]]
     rev = f"{(r['revision'] or '-')[:10]} {r['subject'] or ''}".strip()
     if "release" in r:
         rev += f" (current: {r['release'] or 'none'})"
@@ -185,11 +184,10 @@ def _cells(r: dict) -> list:
         notes.append("DRIFT")
     if r["interrupted"]:
         notes.append(f"interrupted at {r['last_step']}")
-    style = "green" if result == "ok" else "yellow" if r["interrupted"] else "red"
     state = r["incomplete"]
     if state:  # the host's own record: a deploy started there and never wrote its log line
-        result, style = f"incomplete at {state.get('step') or 'start'}", "red"
+        result = f"incomplete at {state.get('step') or 'start'}"
         notes.append(f"{state.get('kind', 'deploy')} {state.get('run', '?')} by {state.get('user', '?')}, "
                      f"started {state.get('started', '?')}, never finished")
-    return [r["host"], ",".join(r["roles"]), r["branch"], rev, r["last_deploy"] or "-", Text(result, style=style),
+    return [r["host"], ",".join(r["roles"]), r["branch"], rev, r["last_deploy"] or "-", result,
             ", ".join(notes)]
