@@ -60,8 +60,20 @@ class DeployFailed(PampaError):
     exit_code = ExitCode.DEPLOY_FAILED
 
 
+class NotInAgreement(PampaError):
+    """``pampa status``: a host is unreachable, incomplete or runs another revision."""
+
+    exit_code = ExitCode.DEPLOY_FAILED
+
+
 class LockHeld(PampaError):
     """Another deploy holds the stage lock."""
+
+    exit_code = ExitCode.LOCK_HELD
+
+
+class LockLost(PampaError):
+    """The running deploy found its lock removed or taken over; it started no new host after that."""
 
     exit_code = ExitCode.LOCK_HELD
 

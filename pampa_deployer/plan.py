@@ -15,7 +15,7 @@ from .inventory.model import Host, Stage
 from .inventory.validate import suggest
 from .sequences import GATE_ROLE, STEP_ORDER, ordered_union, step_order
 from .shell import TemplateError, render
-from .steps import BUILDERS, Run, StepContext
+from .steps import BUILDERS, Run, StepContext, default_timeout
 from .steps.git import git_reset_to
 from .steps.health import checks_for, health_check
 from .steps.python import call_task
@@ -122,7 +122,7 @@ def _override(stage: Stage, name: str, spec: Mapping, ctx: StepContext) -> tuple
         except (ValueError, IndexError) as e:
             where = stage.origins.get(f"steps.{name}.run") or stage.file
             raise ConfigError(f"{where}: steps.{name}.run: bad template {template!r}: {e}") from None
-        actions.append(Run(ctx.command(script, timeout=spec.get("timeout"))))
+        actions.append(Run(ctx.command(script)))
     return tuple(actions)
 
 
@@ -169,14 +169,14 @@ def build_step(stage: Stage, ctx: StepContext, name: str, roles: tuple[str, ...]
     elif spec.get("run") is not None:
         actions = _override(stage, name, spec, ctx)
     elif name not in BUILDERS and name in stage.tasks:
-        actions = call_task(ctx, stage.tasks[name], stage, roles, kind,
-                            revision if kind == "rollback" else None, spec.get("timeout"))
+        actions = call_task(ctx, stage.tasks[name], stage, roles, kind, revision if kind == "rollback" else None,
+                            spec.get("timeout") or default_timeout(name, stage.setting("step_timeout")))
     else:
         actions = health_check(ctx, roles) if name == "health_check" else _built(stage, name, ctx)
-        timeout = spec.get("timeout")
-        if timeout:
-            actions = tuple(Run(_with_timeout(a.command, timeout)) if isinstance(a, Run) else a
-                            for a in actions)
+    timeout = spec.get("timeout") or default_timeout(name, stage.setting("step_timeout"))
+    if timeout:
+        actions = tuple(Run(_with_timeout(a.command, timeout)) if isinstance(a, Run) else a
+                        for a in actions)
     custom = name not in BUILDERS and (name in step_specs or name in stage.tasks)
     return StepPlan(name=name, actions=actions, custom=custom)
 

@@ -222,6 +222,18 @@ def test_kepler_failure_leaves_gated_nodes_untouched(world):
     assert k1["step"] == "migrate" and "exit code 3" in k1["detail"]
 
 
+def _sleeper(home) -> int:
+    """The slow bundle's sleep pid: the step is reported before its shell has written the file."""
+    import time
+    path = home / "sleep.pid"
+    for _ in range(300):  # an upper bound that tells "written" from "never"
+        text = path.read_text().strip() if path.exists() else ""
+        if text:
+            return int(text)
+        time.sleep(0.1)
+    raise AssertionError("the slow bundle never wrote ~/sleep.pid")
+
+
 def test_an_agent_killed_mid_sequence_reports_honestly_and_never_reruns(world):
     """A real `pampa agent` process, SIGKILLed during bundle, then started again."""
     import os
@@ -251,7 +263,7 @@ def test_an_agent_killed_mid_sequence_reports_honestly_and_never_reruns(world):
         if first.poll() is None:
             first.kill()
     # the bundle command it started is still sleeping, in its own process group: stop it like systemd would
-    os.kill(int((home / "sleep.pid").read_text()), signal.SIGKILL)
+    os.kill(_sleeper(home), signal.SIGKILL)
     (home / "slow-bundle").unlink()
     assert _states(world.admin.deploy(d["id"]))["n1"] == "running"  # the server cannot know yet
     bundles = (home / "bundled").read_text().count("\n")
@@ -420,7 +432,7 @@ def test_sigterm_mid_step_reports_the_run_interrupted_at_that_step(world):
     text = (world.tmp / "n1-term.log").read_text()
     assert "SIGTERM: starting no new steps; running commands get 1s to finish" in text
     assert "pampa agent: node n1 stopped by SIGTERM" in text
-    sleeper = int((home / "sleep.pid").read_text())
+    sleeper = _sleeper(home)
     deadline = time.monotonic() + 20
     while Path(f"/proc/{sleeper}").exists() and "Z" not in Path(f"/proc/{sleeper}/stat").read_text().split()[2]:
         assert time.monotonic() < deadline, "the step's command outlived the grace period"

@@ -88,7 +88,7 @@ def test_production_plan_is_what_an_operator_types(tmp_path, monkeypatch, capsys
     assert main(["plan", "production", "--hosts", "kepler-1"]) == 0
     out = capsys.readouterr().out
     expected = [
-        "source /etc/profile.d/rvm.sh && cd ~/code1/mysaas && git fetch --all",
+        "&& git fetch origin",  # after setting origin to the stage's repo (tests/test_commands.py)
         "source /etc/profile.d/rvm.sh && cd ~/code1/mysaas && git reset --hard origin/main",
         "upload secrets/config.rb -> ~/code1/mysaas/config.rb (mode 0600",
         "source /etc/profile.d/rvm.sh && cd ~/code1/mysaas && bundle install",
@@ -179,13 +179,20 @@ def test_connect_failures_are_classified_and_only_transient_ones_retried():
         (ConnectionRefusedError(111, "refused"), "refused", True),
         (socket.timeout("timed out"), "timed out", True),
         (paramiko.AuthenticationException("no"), "auth failed", False),
-        (paramiko.SSHException("Error reading SSH protocol banner"), "handshake failed", True),
+        (paramiko.SSHException("Error reading SSH protocol banner"), "no SSH banner", True),
+        (paramiko.SSHException("Error reading SSH protocol banner[Errno 104] reset"), "no SSH banner", True),
+        (paramiko.SSHException("No existing session"), "unresponsive", False),
+        (paramiko.SSHException("kex failed"), "handshake failed", True),
         (socket.gaierror(-2, "Name or service not known"), "name not resolved", False),
     ]
     for error, reason, retry in cases:
         got = classify(error, host, settings)
         assert (got.reason, got.retryable) == (reason, retry), error
         assert got.message.startswith("k1 (10.0.0.1:22): ")
+    # A banner that never came within the connect timeout: a frozen host or not an SSH port; no retry.
+    slow = classify(paramiko.SSHException("Error reading SSH protocol banner"), host, settings, elapsed=10.0)
+    assert (slow.reason, slow.retryable) == ("no SSH banner", False)
+    assert "(is this port an SSH server?" in slow.message
     unknown = classify(UnknownHostKey("[10.0.0.1]:22", key, "kh"), host, settings)
     assert unknown.reason == "unknown host key" and not unknown.retryable
     changed = classify(paramiko.BadHostKeyException("h", key, key), host, settings)

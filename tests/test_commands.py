@@ -103,3 +103,43 @@ def test_rollback_plan_resets_to_one_revision_and_never_migrates():
     assert names == ["git_reset", "bundle", "restart_puma", "restart_processes", "report_version", "open_gate"]
     assert k1.steps[0].actions[0].display() == f"cd ~/code/shop && git reset --hard {'a' * 40}"
     assert "database migrations are not reverted" in plan.notes[0]
+
+
+def test_git_fetch_sets_origin_to_the_stages_repo_then_fetches():
+    plan = build_plan(stage(repo="git@example.com:new home/shop.git"))
+    clone, fetch = next(h for h in plan.hosts if h.host.name == "k1").steps[0].actions
+    assert clone.command.line() == ("if [ ! -d ~/code/shop/.git ]; then git clone --no-checkout "
+                                    "'git@example.com:new home/shop.git' ~/code/shop; fi")
+    assert fetch.command.line() == (
+        "cd ~/code/shop && { old=$(git remote get-url origin 2>/dev/null); "
+        "[ \"$old\" = 'git@example.com:new home/shop.git' ] || "
+        "{ { git remote set-url origin 'git@example.com:new home/shop.git' 2>/dev/null || "
+        "git remote add origin 'git@example.com:new home/shop.git'; } && "
+        "echo \"pampa-note: origin changed from ${old:-(none)} to \"'git@example.com:new home/shop.git'; }; } "
+        "&& git fetch origin")
+
+
+def test_every_step_has_a_timeout_longer_for_migrate_and_bundle():
+    def timeouts(plan, host):
+        hp = next(h for h in plan.hosts if h.host.name == host)
+        return {s.name: {a.command.timeout for a in s.actions if hasattr(a, "command")} for s in hp.steps}
+
+    default = timeouts(build_plan(stage()), "k1")
+    assert default["git_fetch"] == {600} and default["migrate"] == {3600} and default["bundle"] == {1800}
+    custom = timeouts(build_plan(stage(step_timeout=60, steps={"bundle": {"timeout": 90},
+                                                                "warm": {"run": "true", "roles": ["kepler"]}})), "k1")
+    assert custom["git_fetch"] == {60} and custom["migrate"] == {3600} and custom["bundle"] == {90}
+    assert custom["warm"] == {60}
+    assert timeouts(build_plan(stage(step_timeout=7200)), "k1")["migrate"] == {7200}
+
+
+def test_remote_commands_run_in_their_own_process_group_and_can_be_stopped():
+    from pampa_deployer.commands import procgroup
+    assert procgroup.wrap("cd ~/app && sleep 9", "t1") == (
+        'setsid -w "${SHELL:-/bin/sh}" -c \'echo $$ > "${TMPDIR:-/tmp}"/pampa-t1.pgid && cd ~/app && sleep 9\'; '
+        '__pampa_rc=$?; rm -f "${TMPDIR:-/tmp}"/pampa-t1.pgid; exit $__pampa_rc')
+    assert procgroup.kill_command("t1", 2) == (
+        'f="${TMPDIR:-/tmp}"/pampa-t1.pgid; pg=$(cat "$f" 2>/dev/null); '
+        'if [ -z "$pg" ] || ! kill -TERM -"$pg" 2>/dev/null; then rm -f "$f"; echo PAMPA-STOP-NONE; exit 0; fi; '
+        'n=0; while kill -0 -"$pg" 2>/dev/null && [ $n -lt 20 ]; do sleep 0.1; n=$((n+1)); done; '
+        'if kill -KILL -"$pg" 2>/dev/null; then echo PAMPA-STOP-KILL; else echo PAMPA-STOP-TERM; fi; rm -f "$f"')

@@ -90,7 +90,7 @@ def test_stale_lock_is_shown_and_taken_over(project, fleet):
     assert not d.exists()
 
 
-def test_unlock_removes_and_records(project, fleet):
+def test_unlock_of_a_live_lock_needs_force_and_is_recorded(project, fleet):
     project.stage()
     d = lock_dir(fleet)
     d.mkdir(parents=True, exist_ok=True)
@@ -98,7 +98,10 @@ def test_unlock_removes_and_records(project, fleet):
     (d / "expires").write_text(str(int(time.time()) + 3600))
 
     assert project.pampa("deploy", "test").returncode == 3
-    result = project.pampa("unlock", "test", "-m", "deploy box died")
+    refused = project.pampa("unlock", "test", "-m", "deploy box died")
+    assert refused.returncode == 3 and d.exists()  # its lease is alive: the holder may be deploying
+    assert "held by someone@? (pid 1)" in refused.stderr and "--force" in refused.stderr
+    result = project.pampa("unlock", "test", "-m", "deploy box died", "--force")
 
     assert result.returncode == 0 and "lock removed" in result.stdout
     assert not d.exists()

@@ -14,14 +14,15 @@ D = "~/.pampa/locks/production.lock"
 def test_lock_commands_exact():
     assert lock.renew_command(ROOT, STAGE, "tok", 90).script == (
         f'[ "$(cat {D}/token 2>/dev/null)" = tok ] && echo $(( $(date +%s) + 90 )) > {D}/expires.tmp && '
-        f"mv {D}/expires.tmp {D}/expires && echo PAMPA-LOCK-RENEWED || echo PAMPA-LOCK-LOST")
+        f"mv {D}/expires.tmp {D}/expires && echo PAMPA-LOCK-RENEWED || "
+        f"{{ echo PAMPA-LOCK-LOST; cat {D}/info.json 2>/dev/null; echo; }}")
     assert lock.release_command(ROOT, STAGE, "tok").script == (
         f'if [ "$(cat {D}/token 2>/dev/null)" = tok ]; then mv {D} {D}.released.$$ && rm -rf {D}.released.$$ '
         f"&& echo PAMPA-LOCK-RELEASED; else echo PAMPA-LOCK-NOT-OURS; fi")
     assert lock.status_command(ROOT, STAGE).script == (
         f"if [ -d {D} ]; then echo PAMPA-LOCK-HELD; cat {D}/info.json 2>/dev/null; echo; "
         f'echo "$(cat {D}/expires 2>/dev/null || echo 0) $(date +%s)"; else echo PAMPA-LOCK-FREE; fi')
-    assert lock.unlock_command(ROOT, STAGE, {"by": "ana"}).script == (
+    assert lock.unlock_command(ROOT, STAGE, {"by": "ana"}, force=True).script == (
         f"if [ -d {D} ]; then old=$(tr -d '\\n' 2>/dev/null < {D}/info.json); mv {D} {D}.unlocked.$$ && "
         f"rm -rf {D}.unlocked.$$ && printf '%s%s%s\\n' '{{\"by\": \"ana\", \"lock\": ' \"${{old:-null}}\" '}}' >> "
         f"~/.pampa/locks/production.unlocks.jsonl && echo PAMPA-LOCK-REMOVED && echo \"$old\"; "
@@ -88,10 +89,10 @@ def test_unlocks_log_is_json_lines_in_a_real_local_shell(tmp_path):
     be = LocalBackend("local", home=str(tmp_path))
     be.connect()
     assert lock.parse_acquired(be.run(lock.acquire_command(ROOT, STAGE, {"user": "ana"}, "t1", 90)).stdout)[0]
-    assert "PAMPA-LOCK-REMOVED" in be.run(lock.unlock_command(ROOT, STAGE, {"by": "bo", "message": "it's 'dead'"})).stdout
+    assert "PAMPA-LOCK-REMOVED" in be.run(lock.unlock_command(ROOT, STAGE, {"by": "bo", "message": "it's 'dead'"}, force=True)).stdout
     assert lock.parse_acquired(be.run(lock.acquire_command(ROOT, STAGE, {"user": "cy"}, "t2", 90)).stdout)[0]
     (tmp_path / ".pampa/locks/production.lock/info.json").unlink()  # a lock whose info was lost
-    assert "PAMPA-LOCK-REMOVED" in be.run(lock.unlock_command(ROOT, STAGE, {"by": "di"})).stdout
+    assert "PAMPA-LOCK-REMOVED" in be.run(lock.unlock_command(ROOT, STAGE, {"by": "di"}, force=True)).stdout
     assert "PAMPA-LOCK-FREE" in be.run(lock.unlock_command(ROOT, STAGE, {"by": "ed"})).stdout
     lines = (tmp_path / ".pampa/locks/production.unlocks.jsonl").read_text().splitlines()
     assert [json.loads(line) for line in lines] == [
@@ -106,10 +107,18 @@ def test_revision_log_commands_exact():
         'a=$(git -C ~/code/shop rev-parse HEAD 2>/dev/null); [ -d ~/code ] || mkdir -p ~/code; '
         'if [ -n "$a" ]; then v="\\"$a\\""; else v=null; fi; '
         "printf '%s%s%s\\n' '{\"after\": ' \"$v\" ', \"stage\": \"production\"}' >> ~/code/shop.revisions.jsonl; "
-        'echo "$a"')
+        ': > ~/code/shop.deploying.json; echo "$a"')
     assert revlog.read_command(base, 20).line() == (
         "tail -n 20 ~/code/shop.revisions.jsonl 2>/dev/null; echo '--pampa-head--'; "
-        "git -C ~/code/shop log -1 --format='%H %s' 2>/dev/null || true")
+        "git -C ~/code/shop log -1 --format='%H %s' 2>/dev/null || true; "
+        "echo '--pampa-state--'; cat ~/code/shop.deploying.json 2>/dev/null || true")
+    assert revlog.start_command(base, {"run": "r1", "step": None}).line() == (
+        "[ -d ~/code ] || mkdir -p ~/code; "
+        "printf '%s\\n' '{\"run\": \"r1\", \"step\": null}' > ~/code/shop.deploying.json; "
+        "git -C ~/code/shop rev-parse HEAD 2>/dev/null || true")
+    assert revlog.step_command(base, {"run": "r1", "step": "migrate"}).line() == (
+        "printf '%s\\n' '{\"run\": \"r1\", \"step\": \"migrate\"}' > ~/code/shop.deploying.json")
+    assert not revlog.start_command(base, {}).killable  # bookkeeping: no process group of its own
 
 
 def test_revision_log_append_and_read_in_a_real_local_shell(tmp_path):
@@ -140,3 +149,40 @@ def test_programs_used_skips_shell_syntax():
             Command("sudo systemctl restart app || true"), Command("RAILS_ENV=production bin/rails db:migrate")]
     # bin/rails is shipped in the app: it arrives with the checkout, so it is not a program to look for.
     assert readiness.programs_used(cmds) == ["bundle", "git", "systemctl"]
+
+
+def test_unlock_refuses_a_live_lock_without_force_in_a_real_local_shell(tmp_path):
+    be = LocalBackend("local", home=str(tmp_path))
+    info = {"user": "ana", "machine": "box", "pid": 7}
+    assert "PAMPA-LOCK-ACQUIRED" in be.run(lock.acquire_command(ROOT, STAGE, info, "t1", 90)).stdout
+    refused = be.run(lock.unlock_command(ROOT, STAGE, {"by": "bob"})).stdout
+    assert refused.startswith("PAMPA-LOCK-LIVE")
+    state = lock.parse_state(refused)
+    assert state.state == lock.HELD and "ana@box (pid 7)" in state.describe()
+    assert (tmp_path / ".pampa/locks/production.lock").is_dir()
+    assert "PAMPA-LOCK-REMOVED" in be.run(lock.unlock_command(ROOT, STAGE, {"by": "bob"}, force=True)).stdout
+    # The holder's next renewal finds it gone; a new holder's info names who took it.
+    assert lock.parse_lost(be.run(lock.renew_command(ROOT, STAGE, "t1", 90)).stdout).startswith("removed")
+    be.run(lock.acquire_command(ROOT, STAGE, {"user": "bob", "machine": "ci", "pid": 9}, "t2", 90))
+    assert lock.parse_lost(be.run(lock.renew_command(ROOT, STAGE, "t1", 90)).stdout) == \
+        "taken over by bob@ci (pid 9)"
+    assert lock.parse_lost(be.run(lock.renew_command(ROOT, STAGE, "t2", 90)).stdout) is None
+
+
+def test_unlock_ends_a_maintenance_lock_without_force_in_a_real_local_shell(tmp_path):
+    """`pampa lock acquire` holds the stage with a lease that never runs out; `pampa unlock` ends it."""
+    be = LocalBackend("local", home=str(tmp_path))
+    info = {"user": "ana", "machine": "box", "pid": 7, "maintenance": True}
+    assert "PAMPA-LOCK-ACQUIRED" in be.run(lock.acquire_command(ROOT, STAGE, info, "t1", 10 ** 9)).stdout
+    assert "PAMPA-LOCK-REMOVED" in be.run(lock.unlock_command(ROOT, STAGE, {"by": "bob"})).stdout
+
+
+def test_start_record_marks_a_host_incomplete_until_the_log_line_in_a_real_local_shell(tmp_path):
+    be = LocalBackend("local", home=str(tmp_path))
+    base = revlog.base("~/code/shop")
+    assert be.run(revlog.start_command(base, {"run": "r1", "step": None})).ok
+    assert be.run(revlog.step_command(base, {"run": "r1", "step": "migrate"})).ok
+    assert revlog.parse_state(be.run(revlog.read_command(base)).stdout) == {"run": "r1", "step": "migrate"}
+    assert be.run(revlog.append_command(base, {"result": "ok"})).ok
+    out = be.run(revlog.read_command(base)).stdout
+    assert revlog.parse_state(out) is None and revlog.parse(out)[0] == [{"after": None, "result": "ok"}]

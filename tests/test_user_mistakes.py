@@ -125,7 +125,7 @@ def test_a_port_that_is_not_ssh_gives_no_paramiko_tracebacks(tmp_path):
     assert result.returncode == 4, result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     assert "Exception (client)" not in result.stderr
-    assert "handshake failed" in result.stdout
+    assert "no SSH banner (is this port an SSH server?)" in result.stdout
 
 
 # -- fab -------------------------------------------------------------------------------------------------
@@ -202,3 +202,15 @@ def test_check_json_names_the_hosts_not_ready(tmp_path):
     problem = data["hosts"][0]["problems"][0]["message"]
     assert f"127.0.0.1:{port}" in problem and "connection refused" in problem
     assert result.stderr.strip() == "pampa: error: check t: 1 of 1 host is not ready: kepler-1"
+
+
+def test_status_prints_plain_columns_outside_a_terminal(tmp_path):
+    """docs/ci.md: outside a terminal nothing is drawn with boxes (status too); an unreachable host is named."""
+    port = free_port()
+    result = pampa(project(tmp_path, port), "status", "t")
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "stage t: 1 unreachable (not seen): kepler-1"
+    assert lines[1].split() == ["host", "roles", "branch", "revision", "last", "deploy", "result", "note"]
+    assert lines[2].startswith("kepler-1  kepler") and "unreachable" in lines[2]
+    assert not set("│─┏┃") & set(result.stdout)

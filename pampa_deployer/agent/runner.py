@@ -17,7 +17,8 @@ class NodeSession:
     def __init__(self, client, deploy_id: int):
         self.client, self.deploy_id = client, deploy_id
 
-    def register(self, stage: str, branch: str, revision, requested_by: str, node: str) -> int:
+    def register(self, stage: str, branch: str, revision, requested_by: str, node: str,
+                 lock_held: bool = False) -> int:
         """Nothing to register: the developer's `pampa request` did, and this node started it."""
         return self.deploy_id
 

@@ -76,6 +76,9 @@ def _run_options(p: argparse.ArgumentParser, kind: str = "deploy") -> None:
     p.add_argument("--lock-wait", type=types.non_negative, default=0.0, metavar="SECONDS",
                    help="wait this long for a held lock instead of failing at once")
     p.add_argument("--no-lock", action="store_true", help="do not take the stage lock (dangerous)")
+    p.add_argument("--access-point-optional", action="store_true",
+                   help="emergency: if the access point cannot be reached, go on with a loud warning and list "
+                        "what was not reported (access_point.optional)")
     p.add_argument("--grace", type=types.non_negative, default=30.0, metavar="SECONDS",
                    help="after Ctrl-C/SIGTERM, time running commands get to finish (default 30)")
     p.add_argument("--accept-new-host-keys", action="store_true",
@@ -163,6 +166,8 @@ def build_parser() -> Parser:
             "pampa unlock production -m 'deploy host died'")
     p.add_argument("stage")
     p.add_argument("--message", "-m", help="why; recorded with who did it")
+    p.add_argument("--force", action="store_true",
+                   help="remove the lock even though its holder looks alive (its lease is being renewed)")
 
     p = cmd("stages", "list the stages", "pampa stages")
     p.add_argument("--json", action="store_true", help="print the list as JSON")

@@ -9,7 +9,7 @@ import time
 from ..commands import lock as locking
 from ..engine.lock import MAINTENANCE_LEASE, DeployLock, holder_info
 from ..engine.pool import open_pool
-from ..errors import PampaError, UsageError
+from ..errors import LockHeld, PampaError, UsageError
 from ..inventory import load_stage
 from . import output
 
@@ -53,7 +53,12 @@ def unlock(args) -> int:
     record = {"unlocked_by": getpass.getuser(), "machine": socket.gethostname(),
               "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "message": args.message or ""}
     with _lock_host(stage) as backend:
-        out = backend.run(locking.unlock_command(stage.lock.path, stage.name, record)).stdout
+        out = backend.run(locking.unlock_command(stage.lock.path, stage.name, record,
+                                                 force=bool(getattr(args, "force", False)))).stdout
+    if out.startswith("PAMPA-LOCK-LIVE"):
+        raise LockHeld(f"stage {stage.name}: not unlocked: the lock is {locking.parse_state(out).describe()}. Its "
+                       f"holder looks alive (the lease is being renewed): stop that deploy, or wait for the lease to "
+                       f"run out, or pass --force if you are sure it is dead")
     console = output.console(args)
     if "PAMPA-LOCK-REMOVED" in out:
         console.print(f"stage {stage.name}: lock removed on {stage.lock_host.name} (recorded in "

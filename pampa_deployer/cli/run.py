@@ -33,7 +33,8 @@ def request_from(args, stage) -> DeployRequest:
                          lock=not args.no_lock, lock_wait=args.lock_wait, message=args.message,
                          accept_new_host_keys=args.accept_new_host_keys, grace=args.grace,
                          steps=tuple(getattr(args, "steps", None) or ()) or None,
-                         skip=tuple(getattr(args, "skip", None) or ()) or None)
+                         skip=tuple(getattr(args, "skip", None) or ()) or None,
+                         access_point_optional=bool(getattr(args, "access_point_optional", False)))
 
 
 def _announcer(stage, rundir) -> Announcer:

@@ -1,20 +1,25 @@
-"""``pampa status``: each host's revision, last deploy and its result; drift and interrupted deploys marked."""
+"""``pampa status``: each host's revision, branch, last deploy and its result; drift, incomplete and
+interrupted deploys marked, and the access point's open or abandoned deploy requests.
+
+It never claims what it has not seen: "all N hosts on one revision" only when every host answered,
+none is incomplete and all run one revision. It exits 1 otherwise (``--json`` too), so a script can
+trust its exit code.
+"""
 from __future__ import annotations
 
 import json
 import posixpath
 from collections import Counter
 
-from rich.table import Table
-from rich.text import Text
 
 from ..accesspoint.client import AccessPointClient
 from ..commands import releases, revlog
 from ..engine.pool import each_host, open_pool
-from ..errors import AccessPointError, ConnectError
+from ..errors import AccessPointError, ConnectError, NotInAgreement
 from ..inventory import load_stage
 from ..plan import select_hosts
 from ..steps.releases import layout_of, live_path
+from ..render import tables
 from . import output
 
 
@@ -25,7 +30,8 @@ def collect(stage, hosts, pool) -> dict[str, dict]:
         base = revlog.base(live_path(host, layout))
         out = backend.run(revlog.read_command(base, log=revlog.log_path(host.path)))
         entries, head, subject = revlog.parse(out.stdout)
-        found = {"revision": head, "subject": subject, "last": entries[-1] if entries else None}
+        found = {"revision": head, "subject": subject, "last": entries[-1] if entries else None,
+                 "incomplete": revlog.parse_state(out.stdout)}
         if layout is not None:  # releases strategy: the release `current` points at, as read on the host
             link = backend.run(releases.current_name(layout.root)).stdout.strip()
             found["release"] = posixpath.basename(link) or None
@@ -39,35 +45,73 @@ def status(args) -> int:
     hosts = select_hosts(stage, args.roles, args.hosts)
     with open_pool(stage) as pool:
         found = collect(stage, hosts, pool)
-    versions, ap_error = _access_point_versions(stage)
+    versions, requests, ap_error = _access_point(stage)
     pull, pull_error = _last_pull_request(stage)
     ap_error = ap_error or pull_error
     revisions = Counter(v["revision"] for v in found.values() if isinstance(v, dict) and v["revision"])
     majority = revisions.most_common(1)[0][0] if revisions else None
     drift = len(revisions) > 1
     rows = [_row(host, found[host.name], versions, drift, majority) for host in hosts]
+    unreachable = [r["host"] for r in rows if not r["reachable"]]
+    incomplete = [r["host"] for r in rows if r.get("incomplete")]
+    agree = not unreachable and not incomplete and not drift and all(r.get("revision") for r in rows)
+    problems = _problems(drift, unreachable, incomplete) or ([] if agree else ["a host has no checkout yet"])
+    title = f"all {len(rows)} hosts on one revision" if agree else "; ".join(problems)
     if args.json:
-        print(json.dumps({"stage": stage.name, "drift": drift, "hosts": rows, "access_point_error": ap_error,
-                          "pull_request": pull}, indent=2))
-        return 0
-    console = output.console(args)
-    console.print(_table(stage.name, rows, drift, bool(versions)))
-    if pull is not None:
-        console.print(_pull_line(pull))
-    if ap_error:
-        console.print(f"access point: {ap_error}")
+        print(json.dumps({"stage": stage.name, "agree": agree, "drift": drift, "unreachable": unreachable,
+                          "incomplete": incomplete, "hosts": rows, "access_point_error": ap_error,
+                          "access_point_requests": requests, "pull_request": pull}, indent=2))
+    else:
+        console = output.console(args)
+        columns = [*_COLUMNS, *(["access point"] if versions else [])]
+        cells = [[str(c) for c in _cells(r)] + ([(r.get("access_point_revision") or "-")[:10]] if versions else [])
+                 for r in rows]
+        tables.show(columns, cells, console=console, terminal=not output.is_ci(args),
+                    title=f"stage {stage.name}: {title}", styles=lambda i, row: _style(rows[i]))
+        if pull is not None:
+            console.print(_pull_line(pull))
+        if ap_error:
+            console.print(f"access point: {ap_error}")
+        for r in requests:
+            console.print(f"access point: deploy request {r['id']} {r['state']}"
+                          f"{' (taken by ' + r['taken_by'] + ')' if r.get('taken_by') else ''}: {r['note']}")
+    if not agree:
+        raise NotInAgreement(f"stage {stage.name}: {title}")
     return 0
 
 
-def _access_point_versions(stage) -> tuple[dict, str | None]:
-    """The versions the access point holds for the stage's nodes, or why they could not be read."""
+def _problems(drift: bool, unreachable: list[str], incomplete: list[str]) -> list[str]:
+    problems = []
+    if unreachable:
+        problems.append(f"{len(unreachable)} unreachable (not seen): {', '.join(unreachable)}")
+    if incomplete:
+        problems.append(f"{len(incomplete)} incomplete (a deploy started there never finished): "
+                        f"{', '.join(incomplete)}")
+    if drift:
+        problems.append("DRIFT: hosts run different revisions")
+    return problems
+
+
+def _access_point(stage) -> tuple[dict, list[dict], str | None]:
+    """The versions the access point holds for the stage's nodes, the deploy requests worth an
+    operator's eye (open ones, and ones closed as abandoned), or why they could not be read."""
     client = AccessPointClient.from_stage(stage)
     if client is None:
-        return {}, None
+        return {}, [], None
     try:
-        return {n["node"]: n for n in client.nodes(stage.name)}, None
+        versions = {n["node"]: n for n in client.nodes(stage.name)}
+        found = client.deploys(stage.name)
     except AccessPointError as e:
-        return {}, e.message
+        return {}, [], e.message
+    requests = []
+    for d in found[:20]:
+        if d.get("mode") == "pull":  # pull-mode requests have their own line (and their agents)
+            continue
+        if d.get("state") in ("TAKEN", "ALLOWED"):
+            requests.append({**d, "note": "open: a deploy is running, or it died (the next deploy closes it)"})
+        elif str(d.get("detail") or "").startswith("abandoned"):
+            requests.append({**d, "note": d["detail"]})
+    return versions, requests[:5], None
 
 
 def _last_pull_request(stage) -> tuple[dict | None, str | None]:
@@ -99,10 +143,12 @@ def _pull_line(pull: dict) -> str:
 def _row(host, found, versions: dict, drift: bool, majority: str | None) -> dict:
     row = {"host": host.name, "roles": list(host.roles)}
     if isinstance(found, ConnectError):
-        row.update(reachable=False, error=found.message)
+        row.update(reachable=False, error=found.message, branch=host.branch)
     else:
         last = found["last"] or {}
+        state = found["incomplete"]
         row.update(reachable=True, revision=found["revision"], subject=found["subject"],
+                   branch=(state or {}).get("branch") or last.get("branch") or host.branch, incomplete=state,
                    last_deploy=last.get("time"), last_result=last.get("result"), last_step=last.get("step"),
                    last_user=last.get("user"), drift=bool(drift and found["revision"] != majority),
                    interrupted=last.get("result") == "interrupted")
@@ -114,24 +160,19 @@ def _row(host, found, versions: dict, drift: bool, majority: str | None) -> dict
     return row
 
 
-def _table(stage: str, rows: list[dict], drift: bool, with_versions: bool) -> Table:
-    table = Table(title=f"stage {stage}: " + ("DRIFT: hosts run different revisions" if drift
-                                             else "all hosts on one revision"), title_justify="left")
-    for col in ("host", "roles", "revision", "last deploy", "result", "note"):
-        table.add_column(col, overflow="fold")
-    if with_versions:
-        table.add_column("access point")
-    for r in rows:
-        cells = _cells(r)
-        if with_versions:
-            cells.append((r.get("access_point_revision") or "-")[:10])
-        table.add_row(*cells)
-    return table
+_COLUMNS = ("host", "roles", "branch", "revision", "last deploy", "result", "note")
+
+
+def _style(r: dict) -> str | None:
+    """A row's colour at a terminal: red when the host cannot be vouched for or its last deploy failed."""
+    if not r["reachable"] or r.get("incomplete") or (r.get("last_result") not in (None, "ok")):
+        return "red"
+    return "yellow" if r.get("drift") else None
 
 
 def _cells(r: dict) -> list:
     if not r["reachable"]:
-        return [r["host"], ",".join(r["roles"]), "?", "", Text("unreachable", style="red"), r["error"]]
+        return [r["host"], ",".join(r["roles"]), r["branch"], "?", "", "unreachable", r["error"]]
     rev = f"{(r['revision'] or '-')[:10]} {r['subject'] or ''}".strip()
     if "release" in r:
         rev += f" (current: {r['release'] or 'none'})"
@@ -143,6 +184,10 @@ def _cells(r: dict) -> list:
         notes.append("DRIFT")
     if r["interrupted"]:
         notes.append(f"interrupted at {r['last_step']}")
-    style = "green" if result == "ok" else "yellow" if r["interrupted"] else "red"
-    return [r["host"], ",".join(r["roles"]), rev, r["last_deploy"] or "-", Text(result, style=style),
+    state = r["incomplete"]
+    if state:  # the host's own record: a deploy started there and never wrote its log line
+        result = f"incomplete at {state.get('step') or 'start'}"
+        notes.append(f"{state.get('kind', 'deploy')} {state.get('run', '?')} by {state.get('user', '?')}, "
+                     f"started {state.get('started', '?')}, never finished")
+    return [r["host"], ",".join(r["roles"]), r["branch"], rev, r["last_deploy"] or "-", result,
             ", ".join(notes)]

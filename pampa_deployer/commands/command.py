@@ -21,6 +21,9 @@ class Command:
     env: tuple[tuple[str, str], ...] = ()
     timeout: float | None = None
     redactor: Redactor = field(default_factory=Redactor, repr=False, compare=False)
+    #: Run in a process group of its own so a timeout or an abort can stop it and all it started
+    #: (commands/procgroup.py); the engine's quick bookkeeping commands (lock, logs) do without.
+    killable: bool = True
 
     def line(self) -> str:
         """The exact line sent to the host's shell."""

@@ -58,15 +58,15 @@ def acquire_command(root: str, stage: str, info: dict, token: str, lease: int) -
         f"  if mkdir {qd} 2>/dev/null; then {write} && echo PAMPA-LOCK-TOOK-STALE && echo \"$old\" && exit 0; fi; "
         f"fi; "
         f"echo PAMPA-LOCK-HELD; cat {qd}/info.json 2>/dev/null; echo; echo \"$(cat {qd}/expires 2>/dev/null) $now\"")
-    return Command(script=script, timeout=30)
+    return Command(script=script, timeout=30, killable=False)
 
 
 def renew_command(root: str, stage: str, token: str, lease: int) -> Command:
     qd = quote(_dir(root, stage))
     script = (f"[ \"$(cat {qd}/token 2>/dev/null)\" = {quote(token)} ] && "
               f"echo $(( $(date +%s) + {int(lease)} )) > {qd}/expires.tmp && mv {qd}/expires.tmp {qd}/expires "
-              f"&& echo PAMPA-LOCK-RENEWED || echo PAMPA-LOCK-LOST")
-    return Command(script=script, timeout=30)
+              f"&& echo PAMPA-LOCK-RENEWED || {{ echo PAMPA-LOCK-LOST; cat {qd}/info.json 2>/dev/null; echo; }}")
+    return Command(script=script, timeout=30, killable=False)
 
 
 def release_command(root: str, stage: str, token: str) -> Command:
@@ -74,21 +74,26 @@ def release_command(root: str, stage: str, token: str) -> Command:
     script = (f"if [ \"$(cat {qd}/token 2>/dev/null)\" = {quote(token)} ]; then "
               f"mv {qd} {qd}.released.$$ && rm -rf {qd}.released.$$ && echo PAMPA-LOCK-RELEASED; "
               f"else echo PAMPA-LOCK-NOT-OURS; fi")
-    return Command(script=script, timeout=30)
+    return Command(script=script, timeout=30, killable=False)
 
 
 def status_command(root: str, stage: str) -> Command:
     qd = quote(_dir(root, stage))
     script = (f"if [ -d {qd} ]; then echo PAMPA-LOCK-HELD; cat {qd}/info.json 2>/dev/null; echo; "
               f"echo \"$(cat {qd}/expires 2>/dev/null || echo 0) $(date +%s)\"; else echo PAMPA-LOCK-FREE; fi")
-    return Command(script=script, timeout=30)
+    return Command(script=script, timeout=30, killable=False)
 
 
 _REMOVED = "__PAMPA_REMOVED_LOCK__"
 
 
-def unlock_command(root: str, stage: str, record: dict) -> Command:
-    """Remove the lock by hand and append ``record`` plus the removed lock's info to STAGE.unlocks.jsonl."""
+def unlock_command(root: str, stage: str, record: dict, force: bool = False) -> Command:
+    """Remove the lock by hand and append ``record`` plus the removed lock's info to STAGE.unlocks.jsonl.
+
+    Without ``force`` a lock whose lease is alive stays (PAMPA-LOCK-LIVE, then the lock's state as
+    ``status_command`` prints it), unless it is a maintenance lock (`pampa lock acquire`): ending
+    those is what `pampa unlock` is for.
+    """
     d = _dir(root, stage)
     qd = quote(d)
     log = quote(f"{root.rstrip('/')}/{stage}.unlocks.jsonl")
@@ -96,11 +101,30 @@ def unlock_command(root: str, stage: str, record: dict) -> Command:
     # (null when it was missing or empty), the way the revision log splices in "after".
     line = json.dumps({**record, "lock": _REMOVED}, sort_keys=True)
     before, _, after = line.partition(json.dumps(_REMOVED))
-    script = (f"if [ -d {qd} ]; then old=$(tr -d '\\n' 2>/dev/null < {qd}/info.json); "
+    live = "" if force else (
+        f"exp=$(cat {qd}/expires 2>/dev/null || echo 0); now=$(date +%s); "
+        f"if [ -d {qd} ] && [ \"$now\" -le \"$exp\" ] && ! grep -q '\"maintenance\": true' {qd}/info.json 2>/dev/null; "
+        f"then echo PAMPA-LOCK-LIVE; cat {qd}/info.json 2>/dev/null; "
+        f"echo; echo \"$exp $now\"; exit 0; fi; ")
+    script = (f"{live}if [ -d {qd} ]; then old=$(tr -d '\\n' 2>/dev/null < {qd}/info.json); "
               f"mv {qd} {qd}.unlocked.$$ && rm -rf {qd}.unlocked.$$ && "
               f"printf '%s%s%s\\n' {quote(before)} \"${{old:-null}}\" {quote(after)} >> {log} && "
               f"echo PAMPA-LOCK-REMOVED && echo \"$old\"; else echo PAMPA-LOCK-FREE; fi")
-    return Command(script=script, timeout=30)
+    return Command(script=script, timeout=30, killable=False)
+
+
+def parse_lost(output: str) -> str | None:
+    """Output of ``renew_command`` -> None while the lock is ours, else who holds it now (or "removed")."""
+    lines = output.strip().splitlines()
+    if not lines or lines[0] != "PAMPA-LOCK-LOST":
+        return None
+    try:
+        info = json.loads(lines[1]) if len(lines) > 1 and lines[1].strip() else {}
+    except ValueError:
+        info = {}
+    if not info:
+        return "removed (by `pampa unlock --force`?)"
+    return f"taken over by {info.get('user', '?')}@{info.get('machine', '?')} (pid {info.get('pid', '?')})"
 
 
 def parse_state(output: str) -> LockState:

@@ -19,6 +19,10 @@ _NOT_PROGRAMS = {"cd", "export", "source", ".", "if", "then", "else", "fi", "tes
                  "echo", "printf", "sudo", "exec", "exit", "set", "do", "done", "for", "while", "!", "{", "}",
                  "(", ")", "env", "nohup", "setsid", "time"}
 
+#: Builtins whose arguments are never a program (``echo "note: x"``, ``cd DIR``, ``[ -d x ]``).
+_NO_PROGRAM_AFTER = {"cd", "source", ".", "export", "set", "exit", "[", "[[", "test", "echo", "printf", "true",
+                     "false"}
+
 
 def programs_used(commands: Iterable[Command]) -> list[str]:
     """Programs the host's steps call, to check they are installed.
@@ -39,8 +43,8 @@ def programs_used(commands: Iterable[Command]) -> list[str]:
 def _program(words: list[str]) -> str | None:
     """The program a command part runs, or None (shell words, ``cd DIR``, tests, app scripts)."""
     while words and (words[0] in _NOT_PROGRAMS or "=" in words[0] or words[0].startswith("-")):
-        if words[0] in ("cd", "source", ".", "export", "set", "exit", "[", "[[", "test"):
-            return None
+        if words[0] in _NO_PROGRAM_AFTER or "$(" in words[0]:
+            return None  # a builtin's arguments, or a command substitution: not a program to look for
         words = words[1:]
     word = words[0].strip("'\"") if words else ""
     if not word or word.startswith(("$", "{", "(", "!", "~", "`")):

@@ -1,4 +1,11 @@
-"""The per-host revision log: one JSON line per deploy, appended next to the code path."""
+"""The per-host revision log: one JSON line per deploy, appended next to the code path.
+
+Next to it, the *start record* (``PATH.deploying.json``): written before the first command of a
+deploy touches the host, rewritten as each step starts, and emptied by the same command that
+appends the log line at the end. A host whose start record is not empty is *incomplete*: its last
+deploy never finished (the host crashed, the deploy was SIGKILLed, the host stopped answering),
+and the record says which run and step it was at, whatever killed it.
+"""
 from __future__ import annotations
 
 import json
@@ -9,7 +16,9 @@ from ..shell import quote
 from .command import Command
 
 SUFFIX = ".revisions.jsonl"
+STATE_SUFFIX = ".deploying.json"
 AFTER = "__PAMPA_AFTER__"
+STATE_MARK = "--pampa-state--"
 
 
 def log_path(code_path: str) -> str:
@@ -19,7 +28,29 @@ def log_path(code_path: str) -> str:
 
 def base(code_path: str) -> Command:
     """A Command carrying a host's code path, from which the revision-log commands are built."""
-    return Command(script="true", cwd=code_path, timeout=30)
+    return Command(script="true", cwd=code_path, timeout=30, killable=False)
+
+
+def state_path(code_path: str) -> str:
+    """``~/code/mysaas`` -> ``~/code/mysaas.deploying.json``."""
+    return code_path.rstrip("/") + STATE_SUFFIX
+
+
+def start_command(base: Command, record: dict) -> Command:
+    """Write the start record, then print HEAD (the revision before): one round trip, one process (git)."""
+    path = state_path(base.cwd or ".")
+    folder = posixpath.dirname(path) or "."
+    script = (f"[ -d {quote(folder)} ] || mkdir -p {quote(folder)}; "
+              f"printf '%s\\n' {quote(json.dumps(record, sort_keys=True))} > {quote(path)}; "
+              f"git -C {quote(base.cwd or '.')} rev-parse HEAD 2>/dev/null || true")
+    return replace(base, script=script, cwd=None, prefix=None, env=())
+
+
+def step_command(base: Command, record: dict) -> Command:
+    """Rewrite the start record with the step that starts now (shell builtins only: no process)."""
+    path = state_path(base.cwd or ".")
+    return replace(base, script=f"printf '%s\\n' {quote(json.dumps(record, sort_keys=True))} > {quote(path)}",
+                   cwd=None, prefix=None, env=())
 
 
 def revision_command(base: Command) -> Command:
@@ -41,19 +72,22 @@ def append_command(base: Command, entry: dict, log: str | None = None) -> Comman
     script = (f"a=$(git -C {quote(base.cwd or '.')} rev-parse HEAD 2>/dev/null); "
               f"[ -d {quote(folder)} ] || mkdir -p {quote(folder)}; "
               f"if [ -n \"$a\" ]; then v=\"\\\"$a\\\"\"; else v=null; fi; "
-              f"printf '%s%s%s\\n' {quote(before)} \"$v\" {quote(after)} >> {quote(path)}; echo \"$a\"")
+              f"printf '%s%s%s\\n' {quote(before)} \"$v\" {quote(after)} >> {quote(path)}; "
+              f": > {quote(state_path(base.cwd or '.'))}; echo \"$a\"")
     return replace(base, script=script, cwd=None, prefix=None, env=())
 
 
 def read_command(base: Command, lines: int = 20, log: str | None = None) -> Command:
     path = log or log_path(base.cwd or ".")
     script = (f"tail -n {int(lines)} {quote(path)} 2>/dev/null; echo '--pampa-head--'; "
-              f"git -C {quote(base.cwd or '.')} log -1 --format='%H %s' 2>/dev/null || true")
+              f"git -C {quote(base.cwd or '.')} log -1 --format='%H %s' 2>/dev/null || true; "
+              f"echo '{STATE_MARK}'; cat {quote(state_path(base.cwd or '.'))} 2>/dev/null || true")
     return replace(base, script=script, cwd=None, prefix=None, env=())
 
 
 def parse(text: str) -> tuple[list[dict], str | None, str]:
     """Output of ``read_command`` -> (entries, head revision, head subject)."""
+    text = text.partition(STATE_MARK)[0]
     log_part, _, head = text.partition("--pampa-head--")
     entries = []
     for line in log_part.splitlines():
@@ -64,3 +98,15 @@ def parse(text: str) -> tuple[list[dict], str | None, str]:
     head = head.strip()
     rev, _, subject = head.partition(" ")
     return entries, (rev or None), subject
+
+
+def parse_state(text: str) -> dict | None:
+    """The start record in the output of ``read_command``: None when the last deploy finished."""
+    raw = text.partition(STATE_MARK)[2].strip()
+    if not raw:
+        return None
+    try:
+        record = json.loads(raw.splitlines()[-1])
+    except ValueError:
+        return {"step": None, "unreadable": raw[:200]}
+    return record if isinstance(record, dict) else {"step": None}

@@ -2,6 +2,12 @@
 
 The engine talks to the access point only through this object. A dry run, or a stage
 without ``access_point.url``, has no session (``None``): nothing is registered or reported.
+
+Requests a dead deploy left open (TAKEN or ALLOWED) are closed as abandoned by the next deploy
+that holds the lock. With ``optional`` (``access_point.optional``, ``--access-point-optional``), an
+access point that cannot be *reached* does not stop the run: the first failure is announced loudly,
+nothing more is sent to it, and ``unreported`` lists what it never heard (for the summary and report).
+An access point that answers with an error (a wrong key) still fails as usual: that is not an outage.
 """
 from __future__ import annotations
 
@@ -14,20 +20,61 @@ from ..errors import AccessPointError
 class AccessPointSession:
     """One deploy request on the access point, from registration to its finish."""
 
-    def __init__(self, client: AccessPointClient, warn: Callable[[str], None]):
+    def __init__(self, client: AccessPointClient, warn: Callable[[str], None], optional: bool = False):
         self.client = client
         self.warn = warn
+        self.optional = optional
         self.deploy_id: int | None = None
         self.finished = False
+        self.down: str | None = None  # why the access point could not be reached (optional mode)
+        self.unreported: list[str] = []
 
     @classmethod
-    def for_stage(cls, stage, warn: Callable[[str], None]) -> "AccessPointSession | None":
+    def for_stage(cls, stage, warn: Callable[[str], None], optional: bool | None = None
+                  ) -> "AccessPointSession | None":
         client = AccessPointClient.from_stage(stage)
-        return cls(client, warn) if client is not None else None
+        if client is None:
+            return None
+        return cls(client, warn, stage.access_point.optional if optional is None else optional)
 
-    def register(self, stage: str, branch: str, revision: str | None, requested_by: str, node: str) -> int:
-        """Create the deploy request and take it for ``node`` (the lock host); raises AccessPointError."""
-        request = self.client.create_deploy(stage, branch, requested_by, revision)
+    def _outage(self, what: str, error: AccessPointError | None = None) -> bool:
+        """True (and ``what`` recorded as not reported) when the run goes on without the access point."""
+        if self.down is None:
+            if error is None or not (self.optional and error.unreachable):
+                return False
+            self.down = error.message
+            self.warn(f"ACCESS POINT UNREACHABLE: {error.message}. Going on without it (access_point.optional): "
+                      "nothing more is sent to it in this run; the summary lists what it was not told")
+        self.unreported.append(what)
+        return True
+
+    def close_abandoned(self, stage: str) -> None:
+        """Requests left TAKEN or ALLOWED by a deploy that died; the caller holds the lock, so none is live."""
+        for d in self.client.deploys(stage):
+            if d.get("state") not in ("TAKEN", "ALLOWED") or d.get("mode") == "pull":  # agents own pull requests
+                continue
+            self.client.finish(d["id"], "failed", f"abandoned: the deploy that took it (requested by "
+                               f"{d.get('requested_by') or '?'}, taken by {d.get('taken_by') or '?'}) ended without "
+                               "closing it; closed by the next deploy")
+            self.warn(f"access point: deploy request {d['id']} was left {d['state']} by a deploy that died; "
+                      "closed it as abandoned")
+
+    def register(self, stage: str, branch: str, revision: str | None, requested_by: str, node: str,
+                 lock_held: bool = False) -> int | None:
+        """Create the deploy request and take it for ``node`` (the lock host); raises AccessPointError
+        (or, optional and unreachable, returns None and the run goes on unregistered)."""
+        what = "the deploy request (registration, ALLOWED, final result)"
+        if self.down is not None:
+            self._outage(what)
+            return None
+        try:
+            if lock_held:
+                self.close_abandoned(stage)
+            request = self.client.create_deploy(stage, branch, requested_by, revision)
+        except AccessPointError as e:
+            if self._outage(what, e):
+                return None
+            raise
         self.deploy_id = request["id"]
         try:
             self.client.take(self.deploy_id, node)
@@ -46,8 +93,17 @@ class AccessPointSession:
             self.warn(f"gate opened, but marking the deploy ALLOWED failed: {e}")
 
     def report(self, node: str, stage: str, revision: str, roles: tuple[str, ...]) -> None:
-        """A host's version after its steps; raises AccessPointError (the host's step fails)."""
-        self.client.report_version(node, stage, revision, roles, self.deploy_id)
+        """A host's version after its steps; raises AccessPointError (the host's step fails) unless
+        the run goes on without the access point."""
+        what = f"version of {node}: {revision[:12]}"
+        if self.down is not None:
+            self._outage(what)
+            return
+        try:
+            self.client.report_version(node, stage, revision, roles, self.deploy_id)
+        except AccessPointError as e:
+            if not self._outage(what, e):
+                raise
 
     def finish(self, ok: bool, detail: str = "") -> None:
         """Close the request as done or failed (a failure is a warning: the run already ended)."""

@@ -11,10 +11,11 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
-from ..errors import ConnectError, DeployFailed, ExitCode, Interrupted, PampaError, Refused, UsageError, exit_code_for
+from ..errors import (ConnectError, DeployFailed, ExitCode, Interrupted, LockLost, PampaError, Refused, UsageError,
+                      exit_code_for)
 from ..inventory.model import Host, Stage
 from ..narrow import narrow
 from ..plan import HostPlan, Plan, build_plan
@@ -26,10 +27,14 @@ from .backend import Backend
 from .gate import OPEN, Gate
 from .pipeline import RunContext, run_host
 from .pool import BackendPool, open_pool
-from .results import SKIPPED, HostResult, RunResult
+from .results import INTERRUPTED, SKIPPED, HostResult, RunResult
 from .rollback import resolve_target
 from .scheduler import Scheduler, parse_count
 from .stop import StopSignal
+
+
+#: Seconds the run still waits for host threads once the abort has done what it could.
+ABANDON_AFTER = 1.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,7 @@ class DeployRequest:
     handle_signals: bool = True            # route SIGINT/SIGTERM to the run (main thread only)
     steps: tuple[str, ...] | None = None   # only these steps (`pampa run STAGE STEP...`)
     skip: tuple[str, ...] | None = None    # without these steps (`--skip`)
+    access_point_optional: bool = False    # go on when the access point is unreachable (else: the stage's setting)
 
 
 @dataclass
@@ -103,6 +109,7 @@ class Deployment:
         self.bus = bus or ev.EventBus()
         self.stop = stop or StopSignal()
         self.lock: locking.DeployLock | None = None
+        self.lost_lock: str | None = None  # why the lock stopped being ours during the run, if it did
         self.access_point: AccessPointSession | None = None
 
     def warn(self, message: str) -> None:
@@ -137,7 +144,8 @@ class Deployment:
             if r.handle_signals:
                 restore = stopping.install(self.stop, r.grace, self.warn)
             self.access_point = self.session if self.session is not None else \
-                None if r.dry_run else AccessPointSession.for_stage(self.stage, self.warn)
+                None if r.dry_run else AccessPointSession.for_stage(self.stage, self.warn,
+                                                                    True if r.access_point_optional else None)
             result = execute(plan, pool, self.bus, options, self.stop, self.access_point,
                              preflight=lambda: self.preflight(plan, pool))
             if self.access_point is not None:
@@ -153,7 +161,8 @@ class Deployment:
             restore()
             if announced and error is not None:
                 self.around.after(plan, None, error)
-        failure = failure_for(result)
+        result = with_unreported(result, self.access_point)
+        failure = failure_for(result, self.lost_lock)
         code = exit_code_for(failure) if failure is not None else int(ExitCode.OK)
         self.bus.emit(ev.RunFinished(result=result, exit_code=code))
         if announced:
@@ -168,7 +177,9 @@ class Deployment:
             return
         who = (self.lock.info.get("user") if self.lock else None) or "unknown"
         deploy_id = self.access_point.register(self.stage.name, plan.branch, plan.revision, who,
-                                               self.stage.lock_host.name)
+                                               self.stage.lock_host.name, lock_held=self.lock is not None)
+        if deploy_id is None:  # optional and unreachable: said loudly already
+            return
         self.bus.emit(ev.Notice(message=f"access point: deploy request {deploy_id} registered and taken",
                                 level="info"))
 
@@ -187,11 +198,22 @@ class Deployment:
         if lock.took_stale is not None:
             self.warn(f"took over a stale lock left by {lock.took_stale.get('user', '?')}@"
                       f"{lock.took_stale.get('machine', '?')} (its lease had expired)")
+        lock.on_lost = self.lock_lost
         lock.start_renewing()
         return lock
 
+    def lock_lost(self, why: str) -> None:
+        """Another deploy may be running now: start no new host and say so loudly; the run exits 3."""
+        self.stop.halt(f"the deploy lock was {why}")
+        self.bus.emit(ev.Notice(message=f"LOCK LOST: the deploy lock of stage {self.stage.name} on "
+                                        f"{self.stage.lock_host.name} was {why}; another deploy may be running. "
+                                        "No new host will be started; hosts already running finish their steps",
+                                level="error"))
+
     def release_lock(self) -> None:
         lock, self.lock = self.lock, None
+        if lock is not None and lock.lost:
+            self.lost_lock = lock.lost
         if lock is None:
             return
         try:
@@ -201,12 +223,25 @@ class Deployment:
                       f"run `pampa unlock {self.stage.name}`")
 
 
-def failure_for(result: RunResult) -> PampaError | None:
+def with_unreported(result: RunResult, access_point: AccessPointSession | None) -> RunResult:
+    """The result with a note listing what an unreachable (optional) access point was never told."""
+    unreported = getattr(access_point, "unreported", None)  # a pull-mode node session has none
+    if not unreported:
+        return result
+    note = (f"ACCESS POINT UNREACHABLE ({access_point.down}); not reported: "
+            + "; ".join(dict.fromkeys(unreported)))
+    return replace(result, notes=result.notes + (note,))
+
+
+def failure_for(result: RunResult, lost_lock: str | None = None) -> PampaError | None:
     """The error a finished run ends with, or None when every host succeeded."""
     kind, stage = result.kind, result.stage
     if result.interrupted_by:
         return Interrupted(f"{kind} interrupted by signal {result.interrupted_by}; "
                            f"`pampa status {stage}` shows where each host stopped", result.interrupted_by)
+    if lost_lock:
+        return LockLost(f"{kind} of {stage} stopped starting hosts: its deploy lock was {lost_lock}; "
+                        f"`pampa status {stage}` shows where each host is")
     if not result.ok:
         bad = [h.host for h in result.hosts if not h.ok]
         total = f"{len(result.hosts)} {'host' if len(result.hosts) == 1 else 'hosts'}"
@@ -223,12 +258,13 @@ class _Execution:
         self.plan, self.pool, self.bus, self.options, self.stop = plan, pool, bus, options, stop
         self.access_point = access_point
         self.opened_at: float | None = None
+        self.abandoned_at: float | None = None
         self.halted_told = False
         self.gate = Gate(plan.gate_hosts if plan.has_gate else (), self.on_gate)
         self.ctx = RunContext(plan=plan, bus=bus, gate=self.gate, stop=stop, access_point=access_point,
                               dry_run=options.dry_run, run_id=run_id, message=options.message)
         self.scheduler = Scheduler(options.parallel, options.batch, options.batch_wait, options.max_fail,
-                                   stopping=lambda: stop.stopping)
+                                   stopping=lambda: stop.stopping, halted=lambda: stop.halted)
 
     def on_gate(self, state: str, reason: str) -> None:
         if state == OPEN:
@@ -270,6 +306,22 @@ class _Execution:
         self.scheduler.record(not result.ok)
         return result
 
+    def abandon(self) -> bool:
+        """After the abort has stopped what it could, give hosts a moment, then stop waiting for them."""
+        if not self.stop.aborted.is_set():
+            return False
+        if self.abandoned_at is None:
+            self.abandoned_at = time.monotonic()
+        return time.monotonic() - self.abandoned_at > ABANDON_AFTER
+
+    def abandoned(self, hp: HostPlan, started: float) -> HostResult:
+        """The result of a host whose thread is still blocked on it when the run stops waiting."""
+        result = HostResult(host=hp.host.name, roles=",".join(hp.roles), result=INTERRUPTED, started=started,
+                            ended=time.time(), reason="abandoned after the abort: the host did not answer",
+                            gated=hp.gated)
+        self.bus.emit(ev.HostFinished(host=hp.host.name, result=result))
+        return result
+
     def skip(self, hp: HostPlan, why_not: str) -> HostResult:
         if self.scheduler.halted_reason and not self.halted_told:
             self.halted_told = True
@@ -297,12 +349,14 @@ def execute(plan: Plan, pool: BackendPool, bus: ev.EventBus, options: RunOptions
     stop.on_hard(pool.abort_all)
     run.start_preflight(preflight)
     run.announce()
-    results = run.scheduler.run(list(plan.hosts), run.work, on_batch=lambda number, total, batch: bus.emit(
+    results = run.scheduler.run(list(plan.hosts), run.work, run.abandon, on_batch=lambda number, total, batch: bus.emit(
         ev.BatchStarted(number=number, total=total, hosts=tuple(hp.host.name for hp in batch))))
-    run.ctx.ready.wait()
+    results = [r if r is not None else run.abandoned(hp, started) for hp, r in zip(plan.hosts, results)]
+    run.ctx.ready.wait(None if not stop.aborted.is_set() else 5.0)
     if run.ctx.refused is not None:
         raise run.ctx.refused
-    notes = list(plan.notes) + ([run.scheduler.halted_reason] if run.scheduler.halted_reason else [])
+    notes = list(plan.notes) + ([run.scheduler.halted_reason] if run.scheduler.halted_reason else []) + \
+        ([stop.halted] if stop.halted else [])
     return RunResult(stage=plan.stage.name, kind=plan.kind, branch=plan.branch, started=started, ended=time.time(),
                      hosts=tuple(results), gate=run.gate.state if plan.has_gate else "none",
                      gate_opened_at=run.opened_at, interrupted_by=stop.signum, notes=tuple(notes),

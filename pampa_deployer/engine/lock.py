@@ -13,8 +13,8 @@ import time
 import uuid
 
 from ..commands.lock import (  # noqa: F401 - the state names and builders are re-exported for old imports
-    FREE, HELD, STALE, LockState, acquire_command, parse_acquired, parse_state, release_command, renew_command,
-    status_command, unlock_command)
+    FREE, HELD, STALE, LockState, acquire_command, parse_acquired, parse_lost, parse_state, release_command,
+    renew_command, status_command, unlock_command)
 from ..errors import LockHeld, PampaError
 
 #: Lease of a maintenance lock (``pampa lock acquire``): it never goes stale; ``pampa unlock`` ends it.
@@ -41,6 +41,8 @@ class DeployLock:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.held = False
+        self.lost: str | None = None  # why the lock is no longer ours: removed, or taken over by whom
+        self.on_lost = None  # called once with that reason, from the renewing thread
 
     def acquire(self, wait: float = 0.0, on_wait=None) -> None:
         """Take the lock, or raise ``LockHeld``; with ``wait`` > 0, retry until then."""
@@ -68,9 +70,15 @@ class DeployLock:
         def loop() -> None:
             while not self._stop.wait(max(1.0, self.lease / 3)):
                 try:
-                    self.backend.run(renew_command(self.root, self.stage, self.token, self.lease))
+                    out = self.backend.run(renew_command(self.root, self.stage, self.token, self.lease)).stdout
                 except Exception:  # noqa: BLE001 - the lease just runs out; the next renew retries
-                    pass
+                    continue
+                lost = parse_lost(out)
+                if lost:
+                    self.held, self.lost = False, lost
+                    if self.on_lost is not None:
+                        self.on_lost(lost)
+                    return
 
         self._thread = threading.Thread(target=loop, name="pampa-lock-lease", daemon=True)
         self._thread.start()

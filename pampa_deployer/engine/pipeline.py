@@ -12,15 +12,17 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..commands import revlog
+from ..commands.command import Command
 from ..errors import ConnectError
 from ..plan import HostPlan, Plan, StepPlan
 from ..steps.actions import ReportVersion
 from ..steps.releases import live_path
 from . import events as ev
 from .apsession import AccessPointSession
-from .backend import Backend
+from .backend import Backend, tail
 from .executor import StepFailed, perform
 from .gate import Gate
+from .liveness import ConnectionLost, HostUnresponsive
 from .results import FAILED, INTERRUPTED, OK, SKIPPED, HostResult, StepResult
 from .stop import StopSignal
 
@@ -49,17 +51,26 @@ def _whoami() -> str:
         return "unknown"
 
 
+#: A line a built-in step prints to tell the operator something worth the summary (steps/git.py).
+NOTE_PREFIX = "pampa-note: "
+
+
 class _HostSink:
     """The executor's sink for one step of one host: events, the gate, the access point session."""
 
-    def __init__(self, hp: HostPlan, step: str, ctx: RunContext):
+    def __init__(self, hp: HostPlan, step: str, ctx: RunContext, notes: list[str]):
         self.hp, self.step, self.ctx, self.name = hp, step, ctx, hp.host.name
+        self.notes = notes
 
     def command_started(self, display: str) -> None:
         self.ctx.bus.emit(ev.CommandStarted(host=self.name, step=self.step, display=display))
 
     def output(self, stream: str, line: str) -> None:
         self.ctx.bus.emit(ev.Output(host=self.name, step=self.step, stream=stream, line=line))
+        if stream == "stdout" and line.startswith(NOTE_PREFIX):
+            note = line[len(NOTE_PREFIX):]
+            self.notes.append(note)
+            self.ctx.bus.emit(ev.Notice(message=f"{self.name}: {note}", level="warning", host=self.name))
 
     def gate_reached(self) -> None:
         if self.hp.opens_gate:
@@ -98,21 +109,25 @@ class HostRun:
         # The live code (ROOT/current under the releases strategy); the log stays next to the stage's path.
         self.base = revlog.base(live_path(hp.host, hp.layout))
         self.log = revlog.log_path(hp.host.path)
+        self.notes: list[str] = []
+        self.gone = False  # the host stopped answering or the connection dropped: no more commands to it
 
     def run(self, connect: Callable[[], None]) -> HostResult:
         if self.ctx.stop.stopping:
             return self.finish(SKIPPED, reason="interrupted before it started")
         if not self.connect(connect) or not self.wait_for_preflight() or not self.wait_for_gate():
             return self.finish()
+        if self.ctx.stop.halted:
+            return self.finish(SKIPPED, reason=f"not started: {self.ctx.stop.halted}")
         if not self.ctx.dry_run:
-            self.before = self.read_revision()
+            self.before = self.start()
         for step in self.hp.steps:
             if self.ctx.stop.stopping:
                 self.end(INTERRUPTED, step=step.name, reason=f"interrupted before {step.name}")
                 break
             if not self.run_step(step):
                 break
-        if not self.ctx.dry_run:
+        if not self.ctx.dry_run and not self.gone:
             self.log_revision()
         return self.finish()
 
@@ -157,20 +172,34 @@ class HostRun:
 
     def run_step(self, step: StepPlan) -> bool:
         """Run one step's actions; False (and the host's outcome set) when it failed."""
-        self.bus.emit(ev.StepStarted(host=self.name, step=step.name))
         s0 = time.time()
-        sink = _HostSink(self.hp, step.name, self.ctx)
+        sink = _HostSink(self.hp, step.name, self.ctx, self.notes)
+        actions: list = list(step.actions)
+        if not self.ctx.dry_run:  # the start record names the step before anything of the step happens
+            actions.insert(0, revlog.step_command(self.base, self.start_record(step.name)))
+        else:
+            self.bus.emit(ev.StepStarted(host=self.name, step=step.name))
         try:
-            for action in step.actions:
+            for action in actions:
                 try:
-                    perform(action, self.backend, sink)
+                    if isinstance(action, Command):
+                        self.bookkeeping(action)
+                        self.bus.emit(ev.StepStarted(host=self.name, step=step.name))
+                    else:
+                        perform(action, self.backend, sink)
                 except StepFailed:
                     raise
+                except HostUnresponsive as e:
+                    self.gone = True
+                    raise StepFailed(None, "", f"unresponsive during {step.name} ({e})") from e
+                except ConnectionLost as e:
+                    self.gone = True
+                    raise StepFailed(None, str(e), f"host crashed or connection lost during {step.name}") from e
                 except Exception as e:  # noqa: BLE001 - e.g. the connection dropped: this host fails, not the run
                     raise StepFailed(None, f"{type(e).__name__}: {e}",
                                      f"connection lost or SSH error: {type(e).__name__}: {e}") from e
         except StepFailed as e:
-            interrupted = self.ctx.stop.stopping
+            interrupted = self.ctx.stop.stopping and not self.gone
             self.steps.append(StepResult(step.name, False, s0, time.time(), e.exit_code, e.stderr, e.message))
             self.bus.emit(ev.StepFinished(host=self.name, step=step.name, ok=False, started=s0,
                                           exit_code=e.exit_code, stderr_tail=e.stderr, message=e.message))
@@ -181,11 +210,26 @@ class HostRun:
         self.bus.emit(ev.StepFinished(host=self.name, step=step.name, ok=True, started=s0))
         return True
 
-    def read_revision(self) -> str | None:
+    def start_record(self, step: str | None = None) -> dict:
+        """What the host keeps while this run is on it (commands/revlog.py: the start record)."""
+        ctx = self.ctx
+        return {"run": ctx.run_id, "stage": ctx.plan.stage.name, "kind": ctx.plan.kind, "branch": self.hp.host.branch,
+                "user": ctx.user, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
+                "step": step}
+
+    def start(self) -> str | None:
+        """Write the start record before anything else touches the host; returns the revision before."""
         try:
-            return self.backend.run(revlog.revision_command(self.base)).stdout.strip() or None
+            return self.backend.run(revlog.start_command(self.base, self.start_record())).stdout.strip() or None
         except Exception:  # noqa: BLE001 - the first step meets the same problem and reports it
             return None
+
+    def bookkeeping(self, command: Command) -> None:
+        """An engine command of a step (the start record); failing to run it fails the step."""
+        result = self.backend.run(command)
+        if not result.ok:
+            raise StepFailed(result.exit_code, tail(result.stderr),
+                             f"could not write the start record on the host (exit code {result.exit_code})")
 
     def log_revision(self) -> None:
         ctx = self.ctx
@@ -211,6 +255,6 @@ class HostRun:
                              started=self.started, ended=time.time(), steps=tuple(self.steps),
                              failed_step=self.failed_step, exit_code=self.exit_code, stderr_tail=self.stderr,
                              reason=self.reason, revision_before=self.before, revision_after=self.after,
-                             gated=self.hp.gated)
+                             gated=self.hp.gated, notes=tuple(self.notes))
         self.bus.emit(ev.HostFinished(host=self.name, result=result_))
         return result_

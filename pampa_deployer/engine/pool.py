@@ -7,6 +7,7 @@ commands all reach hosts, so every connection is closed however the command ends
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, TypeVar
 
@@ -59,14 +60,24 @@ class BackendPool:
         except Exception:  # noqa: BLE001 - closing is best effort
             pass
 
-    def abort_all(self) -> None:
+    def abort_all(self, bound: float = 10.0) -> None:
+        """Abort every host at once (each stops its commands on its host), waiting at most ``bound`` s."""
         with self._lock:
             backends = list(self.backends.values())
-        for backend in backends:
+
+        def abort(backend: Backend) -> None:
             try:
                 backend.abort()
-            except Exception:  # noqa: BLE001 - runs in a signal handler; one bad host must not stop the rest
+            except Exception:  # noqa: BLE001 - one bad host must not stop the rest
                 pass
+
+        threads = [threading.Thread(target=abort, args=(b,), name="pampa-abort-host", daemon=True)
+                   for b in backends]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + bound
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def close_all(self) -> None:
         for backend in list(self.backends.values()):
@@ -97,7 +108,9 @@ T = TypeVar("T")
 
 def each_host(pool: BackendPool, hosts: Iterable[Host], work: Callable[[Host, object], T], parallel: int = 32
               ) -> dict[str, T | ConnectError]:
-    """``work(host, backend)`` on every host at once; a host that cannot connect maps to its ConnectError."""
+    """``work(host, backend)`` on every host at once; a host that cannot connect, or stops answering or
+    drops the connection during ``work``, maps to a ConnectError saying so."""
+    from .liveness import ConnectionLost, HostUnresponsive
     hosts = list(hosts)
 
     def one(host: Host):
@@ -105,7 +118,12 @@ def each_host(pool: BackendPool, hosts: Iterable[Host], work: Callable[[Host, ob
             backend = pool.connect(host)
         except ConnectError as e:
             return e
-        return work(host, backend)
+        try:
+            return work(host, backend)
+        except HostUnresponsive as e:
+            return ConnectError(f"{host.name}: unresponsive ({e})", "unresponsive")
+        except ConnectionLost as e:
+            return ConnectError(f"{host.name}: connection lost ({e})", "connection lost")
 
     with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(hosts)))) as ex:
         return dict(zip([h.name for h in hosts], ex.map(one, hosts)))

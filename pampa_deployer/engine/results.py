@@ -51,6 +51,7 @@ class HostResult:
     revision_before: str | None = None
     revision_after: str | None = None
     gated: bool = False
+    notes: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -6,9 +6,9 @@ always gets a worker before a gated host that will wait on it.
 from __future__ import annotations
 
 import math
+import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence, TypeVar
 
 T = TypeVar("T")
@@ -39,12 +39,14 @@ class Scheduler:
     """Runs ``work`` for every item with at most ``parallel`` at once, in batches if asked."""
 
     def __init__(self, parallel: int, batch: int | None = None, batch_wait: float = 0.0,
-                 max_fail: int | None = None, stopping: Callable[[], bool] = lambda: False):
+                 max_fail: int | None = None, stopping: Callable[[], bool] = lambda: False,
+                 halted: Callable[[], str | None] = lambda: None):
         self.parallel = max(1, parallel)
         self.batch = batch
         self.batch_wait = batch_wait
         self.max_fail = max_fail
         self.stopping = stopping
+        self.halted = halted
         self.failures = 0
         self.halted_reason: str | None = None
         self._lock = threading.Lock()
@@ -63,25 +65,57 @@ class Scheduler:
         """None when an item may start, else why not."""
         if self.stopping():
             return "interrupted before it started"
+        halted = self.halted()
+        if halted:
+            return f"not started: {halted}"
         return self.halted_reason
 
     def run(self, items: Sequence[T], work: Callable[[T], R],
-            on_batch: Callable[[int, int, list[T]], None] | None = None) -> list[R]:
-        """Run every item; with batches, ``on_batch(number, count, items)`` is told as each one starts."""
+            abandon: Callable[[], bool] = lambda: False,
+            on_batch: Callable[[int, int, list[T]], None] | None = None) -> list[R | None]:
+        """``work(item)`` for every item; an item whose work has not returned when ``abandon()`` turns
+        true is left to its (daemon) thread and its result is None. With batches, ``on_batch(number,
+        count, items)`` is told as each one starts.
+
+        Plain daemon threads, not a ThreadPoolExecutor: the interpreter joins an executor's threads
+        at exit, so one thread stuck on a dead host would keep pampa from exiting.
+        """
         results: list[R | None] = [None] * len(items)
         size = self.batch or len(items) or 1
         batches = [list(range(i, min(i + size, len(items)))) for i in range(0, len(items), size)]
-        with ThreadPoolExecutor(max_workers=min(self.parallel, max(1, size)),
-                                thread_name_prefix="pampa-host") as pool:
+        todo: queue.Queue = queue.Queue()
+        done: dict[int, threading.Event] = {i: threading.Event() for i in range(len(items))}
+
+        def worker() -> None:
+            while True:
+                i = todo.get()
+                if i is None:
+                    return
+                try:
+                    results[i] = work(items[i])
+                finally:
+                    done[i].set()
+
+        workers = [threading.Thread(target=worker, name=f"pampa-host-{n}", daemon=True)
+                   for n in range(min(self.parallel, max(1, size)))]
+        for thread in workers:
+            thread.start()
+        try:
             for number, batch in enumerate(batches):
                 if number and self.batch_wait and not self.halted_reason:
                     self._sleep(self.batch_wait)
                 if on_batch is not None and len(batches) > 1:
                     on_batch(number + 1, len(batches), [items[i] for i in batch])
-                futures = {i: pool.submit(work, items[i]) for i in batch}
-                for i, future in futures.items():
-                    results[i] = future.result()
-        return results  # type: ignore[return-value]
+                for i in batch:
+                    todo.put(i)
+                for i in batch:
+                    while not done[i].wait(0.2):
+                        if abandon():
+                            return results
+        finally:
+            for _ in workers:
+                todo.put(None)
+        return results
 
     def _sleep(self, seconds: float) -> None:
         waited = 0.0

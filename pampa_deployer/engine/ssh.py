@@ -18,6 +18,7 @@ import uuid
 import paramiko
 from fabric import Config, Connection
 
+from ..commands import procgroup
 from ..commands.command import Command
 from ..errors import ConnectError
 from ..inventory.model import Host
@@ -25,8 +26,16 @@ from ..inventory.settings import SSHView, view
 from ..steps.actions import Upload
 from .backend import LineSplitter, OnLine
 from .hostkeys import UnknownHostKey, secure
+from .liveness import ConnectionLost, Heartbeat, HostUnresponsive
 from .results import CommandResult
 from .session import SessionBroken, ShellSession
+
+#: Seconds an SFTP read or write may wait for the host (the dead-peer rule usually ends it first).
+SFTP_TIMEOUT = 60.0
+
+#: Seconds an abort waits for a host to open the channel that stops its command: a live host opens one
+#: in milliseconds, and a frozen one must not hold up the operator's second Ctrl-C.
+ABORT_OPEN_TIMEOUT = 3.0
 
 
 class SSHSettings:
@@ -40,6 +49,9 @@ class SSHSettings:
         self.connect_timeout = ssh.connect_timeout
         self.retries = ssh.connect_retries
         self.shell_session = ssh.shell_session
+        self.alive_interval = ssh.server_alive_interval
+        self.alive_count_max = ssh.server_alive_count_max
+        self.stop_grace = ssh.stop_grace
         # Bounded SSH handshakes in flight: hundreds at once overwhelm sshd's MaxStartups.
         self.handshakes = threading.BoundedSemaphore(max(1, ssh.max_startups))
         self.fabric_config: Config | None = None
@@ -50,6 +62,11 @@ class SSHSettings:
         if not os.path.isabs(os.path.expanduser(known)):
             known = str(stage.root.parent / known)  # relative paths are relative to the project folder
         return cls(stage.ssh, known_hosts=known, accept_new=accept_new)
+
+    @property
+    def dead_after(self) -> float:
+        """Seconds of silence after which a host is unresponsive (interval x count)."""
+        return self.alive_interval * self.alive_count_max
 
 
 def _fabric_config(settings: SSHSettings) -> Config:
@@ -62,8 +79,12 @@ def _fabric_config(settings: SSHSettings) -> Config:
     return settings.fabric_config
 
 
-def classify(error: BaseException, host: Host, settings: SSHSettings) -> ConnectError:
-    """Turn a connect exception into one clear reason: refused, timed out, auth failed, host key..."""
+def classify(error: BaseException, host: Host, settings: SSHSettings, elapsed: float = 0.0) -> ConnectError:
+    """Turn a connect exception into one clear reason: refused, timed out, auth failed, host key...
+
+    ``elapsed`` (seconds the attempt took) tells a banner that never came (a frozen host, or a port
+    that is not SSH: not worth a retry) from a connection closed before the banner (sshd shedding load).
+    """
     where = f"{host.name} ({host.address}:{host.port})"
     if isinstance(error, UnknownHostKey):
         return ConnectError(f"{where}: unknown host key {error.key.get_name()}; verify it and add it to "
@@ -86,6 +107,17 @@ def classify(error: BaseException, host: Host, settings: SSHSettings) -> Connect
         return ConnectError(f"{where}: cannot resolve address '{host.address}'", "name not resolved")
     if isinstance(error, OSError):
         return ConnectError(f"{where}: {error.strerror or error}", "network error", retryable=True)
+    text = str(error)
+    if isinstance(error, paramiko.SSHException) and "protocol banner" in text:
+        if elapsed >= 0.9 * settings.connect_timeout or "timed out" in text:
+            return ConnectError(f"{where}: no SSH banner within {settings.connect_timeout:g}s (is this port an SSH "
+                                "server? is the host frozen or overloaded?)", "no SSH banner")
+        # The connection closed before the banner: sshd shedding load (MaxStartups); worth a retry.
+        return ConnectError(f"{where}: no SSH banner (is this port an SSH server?): the connection closed",
+                            "no SSH banner", retryable=True)
+    if isinstance(error, paramiko.SSHException) and ("No existing session" in text or "Authentication timeout" in text):
+        return ConnectError(f"{where}: unresponsive: no answer to the SSH handshake within "
+                            f"{settings.connect_timeout:g}s (is the host frozen or overloaded?)", "unresponsive")
     if isinstance(error, paramiko.SSHException):
         # Banner/handshake errors happen when sshd sheds load (MaxStartups): worth a retry.
         return ConnectError(f"{where}: SSH handshake failed: {error}", "handshake failed", retryable=True)
@@ -111,75 +143,136 @@ def sftp_put(sftp: paramiko.SFTPClient, upload: Upload) -> None:
 
 
 class SSHBackend:
-    """Runs one host's commands over one SSH connection."""
+    """Runs one host's commands over one SSH connection, kept alive and watched by a Heartbeat."""
 
     def __init__(self, host: Host, settings: SSHSettings):
         self.host = host
         self.name = host.name
         self.settings = settings
         self.connection: Connection | None = None
+        self.heartbeat: Heartbeat | None = None
         self._channel: paramiko.Channel | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self._lock = threading.Lock()
         self._sessions: dict[str | None, ShellSession] = {}
         self._broken: set[str | None] = set()
+        self._running: set[str] = set()  # tags of the commands running now (see procgroup)
         self._aborted = False
+        self._closing = False
 
     # -- connecting -------------------------------------------------------------------------
     def _new_connection(self) -> Connection:
         host, settings = self.host, self.settings
-        kwargs = {}
+        timeout = settings.connect_timeout
+        # Every step of the handshake is bounded: TCP connect, banner, auth, and later each channel open.
+        kwargs = {"banner_timeout": timeout, "auth_timeout": timeout, "channel_timeout": timeout}
         if host.key:
             kwargs["key_filename"] = [os.path.expanduser(host.key)]
         conn = Connection(host.address, user=host.user or None, port=host.port,
-                          config=_fabric_config(settings), connect_timeout=int(settings.connect_timeout),
+                          config=_fabric_config(settings), connect_timeout=max(1, int(round(timeout))),
                           connect_kwargs=kwargs)
         secure(conn, settings.known_hosts, settings.accept_new)
         return conn
 
     def connect(self) -> None:
         """Open the connection, throttled and retried with back-off for transient failures."""
+        if self.host.key and not os.path.exists(os.path.expanduser(self.host.key)):
+            raise ConnectError(f"{self.host.name}: key file {self.host.key} not found; check `key` for this "
+                               "host (or the stage)", "key file not found")
         attempt = 0
         while True:
             conn = self._new_connection()
+            t0 = time.monotonic()
             try:
                 with self.settings.handshakes:
                     conn.open()
                 sock = conn.transport.sock
                 if isinstance(sock, socket.socket):
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                conn.transport.set_keepalive(15)
                 self.connection = conn
+                self.heartbeat = Heartbeat(conn.transport, self.settings.alive_interval,
+                                           self.settings.alive_count_max, on_dead=self._drop).start(self.name)
                 return
             except Exception as e:  # noqa: BLE001 - classified below, nothing is swallowed
                 conn.close()
-                error = classify(e, self.host, self.settings)
+                error = classify(e, self.host, self.settings, time.monotonic() - t0)
                 if not error.retryable or attempt >= self.settings.retries:
                     raise error from e
                 attempt += 1
                 time.sleep(min(0.25 * 2 ** attempt, 4.0))
 
+    def _answering(self) -> bool:
+        """Did the host answer its last keepalive in time? (A frozen one would only make us wait.)"""
+        beat = self.heartbeat
+        return beat is None or (not beat.dead and beat.silent_for() <= 2 * beat.interval)
+
+    def _drop(self) -> None:
+        """The host is unresponsive: close the transport so every call blocked on it returns."""
+        if self.connection is not None and self.connection.transport is not None:
+            self.connection.transport.close()
+
     # -- running ----------------------------------------------------------------------------
     def run(self, command: Command, on_line: OnLine | None = None) -> CommandResult:
-        """Run on the host's shell session (the default), or on a channel of its own."""
+        """Run on the host's shell session (the default), or on a channel of its own.
+
+        Raises HostUnresponsive when the dead-peer rule fires, ConnectionLost when the connection
+        closes under the command; a command's own failure is a CommandResult.
+        """
         assert self.connection is not None, "connect() first"
+        self._check_alive()
+        try:
+            result = self._run(command, on_line)
+        except (paramiko.SSHException, EOFError, OSError) as e:
+            self._check_alive()
+            raise ConnectionLost(f"{type(e).__name__}: {e}") from e
+        if result.exit_code == 255 and not self._aborted and not self._transport_active():
+            self._check_alive()
+            raise ConnectionLost("the connection closed")
+        return result
+
+    def _run(self, command: Command, on_line: OnLine | None) -> CommandResult:
         if self.settings.shell_session and not self._aborted:
             session = self._session(command.prefix)
-            if session is not None:
-                result = session.run(command, on_line)
-                if session.dead:
-                    with self._lock:
-                        if self._sessions.get(command.prefix) is session:
-                            del self._sessions[command.prefix]
-                return result
+            # The session runs one command at a time: another thread (the lock's renewals on the lock
+            # host) gets a channel of its own instead of waiting behind a long step.
+            if session is not None and session.busy.acquire(blocking=False):
+                try:
+                    return self._run_in_session(session, command, on_line)
+                finally:
+                    session.busy.release()
         return self._run_on_channel(command, on_line)
+
+    def _run_in_session(self, session: ShellSession, command: Command, on_line: OnLine | None) -> CommandResult:
+        tag = procgroup.new_tag()
+        with self._lock:
+            self._running.add(tag)
+        try:
+            result = session.run(command, on_line, tag=tag, on_timeout=lambda: self.stop_command(tag))
+        finally:
+            with self._lock:
+                self._running.discard(tag)
+        if session.dead:
+            with self._lock:
+                if self._sessions.get(command.prefix) is session:
+                    del self._sessions[command.prefix]
+        return result
+
+    def _transport_active(self) -> bool:
+        transport = self.connection.transport if self.connection is not None else None
+        return bool(transport is not None and transport.is_active())
+
+    def _check_alive(self) -> None:
+        if self.heartbeat is not None and (self.heartbeat.dead or self.heartbeat.check()):
+            raise HostUnresponsive(f"no answer to keepalives for {self.heartbeat.dead_after:g}s")
+        if not self._transport_active() and not self._closing:
+            raise ConnectionLost("the connection is closed")
 
     def _session(self, prefix: str | None) -> ShellSession | None:
         session = self._sessions.get(prefix)
         if session is None and prefix not in self._broken:
             try:
-                session = ShellSession(self.connection.transport, prefix)
-            except (SessionBroken, paramiko.SSHException):
+                session = ShellSession(self.connection.transport, prefix, self.settings.connect_timeout)
+            except SessionBroken:
                 # e.g. the prefix fails: each command then runs (and fails) on its own channel.
                 self._broken.add(prefix)
                 return None
@@ -188,14 +281,16 @@ class SSHBackend:
         return session
 
     def _run_on_channel(self, command: Command, on_line: OnLine | None = None) -> CommandResult:
-        channel = self.connection.transport.open_session()
+        channel = self.connection.transport.open_session(timeout=self.settings.connect_timeout)
+        tag = procgroup.new_tag()
         with self._lock:
             self._channel = channel
+            self._running.add(tag)
         out = LineSplitter("stdout", command, on_line)
         err = LineSplitter("stderr", command, on_line)
         deadline = time.monotonic() + command.timeout if command.timeout else None
         try:
-            channel.exec_command(command.line())
+            channel.exec_command(procgroup.wrap(command.line(), tag) + " </dev/null")
             while True:
                 wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
                 select.select([channel], [], [], wait)
@@ -208,33 +303,86 @@ class SSHBackend:
                 if channel.closed and not channel.exit_status_ready():
                     return CommandResult(255, out.text(), err.text() + "\n[pampa] channel closed (aborted)")
                 if deadline is not None and time.monotonic() >= deadline:
-                    return CommandResult(124, out.text(),
-                                         err.text() + f"\n[pampa] timed out after {command.timeout:g}s")
+                    stopped = self.stop_command(tag)
+                    return CommandResult(124, out.text(), err.text() + f"\n[pampa] timed out after "
+                                         f"{command.timeout:g}s; {stopped}")
             return CommandResult(channel.recv_exit_status(), out.text(), err.text())
         finally:
             with self._lock:
                 self._channel = None
+                self._running.discard(tag)
+            channel.close()
+
+    # -- stopping ---------------------------------------------------------------------------
+    def stop_command(self, tag: str, grace: float | None = None, open_timeout: float | None = None) -> str:
+        """Stop one running command's whole process group over a fresh channel; says what happened."""
+        grace = self.settings.stop_grace if grace is None else grace
+        try:
+            result = self._run_on_fresh_channel(procgroup.kill_command(tag, grace), timeout=grace + 15,
+                                                open_timeout=open_timeout)
+        except Exception as e:  # noqa: BLE001 - report it; the caller's own result stands
+            return f"could not stop it on the host ({type(e).__name__}: {e})"
+        said = result.stdout.strip().splitlines()[-1:] or [""]
+        return {"PAMPA-STOP-NONE": "it had already ended on the host",
+                "PAMPA-STOP-TERM": "its processes on the host were stopped (TERM)",
+                "PAMPA-STOP-KILL": f"its processes on the host were killed (KILL after {grace:g}s)"}.get(
+            said[0], f"stopping it on the host said: {result.stdout.strip() or result.stderr.strip()}")
+
+    def _run_on_fresh_channel(self, script: str, timeout: float, open_timeout: float | None = None) -> CommandResult:
+        """A bookkeeping command on a channel of its own, bounded by ``timeout``; never a shell session."""
+        channel = self.connection.transport.open_session(timeout=open_timeout or self.settings.connect_timeout)
+        try:
+            channel.settimeout(timeout)
+            channel.exec_command(script)
+            out = bytearray()
+            deadline = time.monotonic() + timeout
+            while not channel.exit_status_ready() or channel.recv_ready():
+                if time.monotonic() >= deadline:
+                    return CommandResult(124, out.decode("utf-8", "replace"), "timed out")
+                select.select([channel], [], [], 0.2)
+                while channel.recv_ready():
+                    out += channel.recv(65536)
+                if channel.closed and not channel.exit_status_ready():
+                    return CommandResult(255, out.decode("utf-8", "replace"), "channel closed")
+            return CommandResult(channel.recv_exit_status(), out.decode("utf-8", "replace"))
+        finally:
             channel.close()
 
     def put(self, upload: Upload) -> None:
         assert self.connection is not None, "connect() first"
-        if self._sftp is None:
-            self._sftp = self.connection.client.open_sftp()
-        sftp_put(self._sftp, upload)
+        self._check_alive()
+        try:
+            if self._sftp is None:
+                self._sftp = self.connection.client.open_sftp()
+                self._sftp.get_channel().settimeout(SFTP_TIMEOUT)
+            sftp_put(self._sftp, upload)
+        except (paramiko.SSHException, EOFError, socket.timeout) as e:
+            self._check_alive()
+            raise ConnectionLost(f"upload to {upload.remote}: {type(e).__name__}: {e}") from e
 
     def abort(self) -> None:
+        """Stop what runs now: its process groups on the host (TERM, KILL after the grace), then its channels."""
         with self._lock:
             self._aborted = True
-            if self._channel is not None:
-                self._channel.close()
+            running = list(self._running)
+        if self._transport_active() and self._answering():
+            for tag in running:
+                self.stop_command(tag, open_timeout=min(ABORT_OPEN_TIMEOUT, self.settings.connect_timeout))
+        with self._lock:
+            channel = self._channel
             sessions = list(self._sessions.values())
-        for session in sessions:  # called from a signal handler: never raise
+        if channel is not None:
+            channel.close()
+        for session in sessions:  # never raise: called while the run is being torn down
             try:
                 session.close()
             except Exception:  # noqa: BLE001
                 pass
 
     def close(self) -> None:
+        self._closing = True
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         with self._lock:
             sessions = list(self._sessions.values())
         for session in sessions:

@@ -13,6 +13,8 @@ class StopSignal:
         self.soft = threading.Event()
         self.hard = threading.Event()
         self.signum: int | None = None
+        self.aborted = threading.Event()  # set once every on_hard callback has returned
+        self.halted: str | None = None  # why no new host may start (e.g. the lock was lost); steps go on
         self._on_hard: list[Callable[[], None]] = []
         self._lock = threading.Lock()
 
@@ -35,11 +37,19 @@ class StopSignal:
         self.hard.set()
 
         def run_callbacks() -> None:
-            for callback in self._on_hard:
-                callback()
+            try:
+                for callback in self._on_hard:
+                    callback()
+            finally:
+                self.aborted.set()
 
         # Often called from a signal handler in the main thread: never take locks there.
         threading.Thread(target=run_callbacks, name="pampa-abort", daemon=True).start()
+
+    def halt(self, reason: str) -> None:
+        """Start no new host (hosts already running finish their steps); not an interruption."""
+        if self.halted is None:
+            self.halted = reason
 
     @property
     def stopping(self) -> bool:

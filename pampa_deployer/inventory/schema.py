@@ -32,8 +32,9 @@ STEP = {
     "enabled": Key("bool", True, "Set false to turn the step off.", "false"),
     "roles": Key("list[str]", None, "Custom steps only: the roles that run it.", "[kepler]"),
     "after": Key("str", None, "Custom steps only: the step it runs after.", "migrate"),
-    "timeout": Key("number", None, "Seconds before the step's command is stopped and the step fails.", "600",
-                   rule="positive"),
+    "timeout": Key("number", None, "Seconds before the step's commands are stopped on the host (TERM, then KILL) "
+                   "and the step fails; default: the stage's `step_timeout` (migrate: 3600, bundle: 1800 "
+                   "at least).", "600", rule="positive"),
 }
 
 SECRET_FILE = {
@@ -124,6 +125,9 @@ TOP: dict[str, Key] = {
         "url": Key("str", None, "Base URL of the access point.", "https://ap.example.com"),
         "api_key": Key("str", None, "API key, usually `${PAMPA_AP_KEY}`; always masked.", "${PAMPA_AP_KEY}", secret=True),
         "timeout": Key("number", 5.0, "Seconds per HTTP request.", "5", rule="positive"),
+        "optional": Key("bool", False, "Emergency switch: when the access point cannot be reached, deploy and "
+                        "rollback go on with a loud warning and list what was not reported "
+                        "(`--access-point-optional`).", "true"),
     }),
     "ssh": Key("section", None, "SSH behaviour.", "", {
         "known_hosts": Key("str", "~/.ssh/known_hosts", "known_hosts file used to verify host keys.", "stages/known_hosts"),
@@ -135,9 +139,19 @@ TOP: dict[str, Key] = {
                                rule="non_negative"),
         "max_startups": Key("int", 16, "SSH handshakes in flight at once (throttles connection storms).", "8",
                             rule="positive"),
+        "server_alive_interval": Key("number", 5.0, "Seconds between keepalives sent to each host (like "
+                                     "OpenSSH's ServerAliveInterval).", "5", rule="positive"),
+        "server_alive_count_max": Key("int", 3, "Keepalives a host may leave unanswered: after interval x count "
+                                      "seconds of silence it fails as `unresponsive`, and the others go on.", "3",
+                                      rule="positive"),
+        "stop_grace": Key("number", 5.0, "Seconds between TERM and KILL when a timed-out or interrupted command "
+                          "is stopped on the host.", "5", rule="positive"),
         "shell_session": Key("bool", True, "Run a host's commands one after another in one shell on one channel "
                              "(the prefix runs once); false: a new channel and shell per command.", "false"),
     }),
+    "step_timeout": Key("number", 600.0, "Default timeout in seconds of every step's commands (per step: "
+                        "`steps.NAME.timeout`); migrate and bundle get at least 3600 and 1800.", "900",
+                        rule="positive"),
     "check": Key("section", None, "What `pampa check` requires of each host.", "", {
         "min_free_mb": Key("int", 1024, "Free disk space (MB) required on the code path's filesystem.", "2048"),
     }),

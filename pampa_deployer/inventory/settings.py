@@ -20,6 +20,9 @@ class SSHView:
     connect_timeout: float
     connect_retries: int
     max_startups: int
+    server_alive_interval: float
+    server_alive_count_max: int
+    stop_grace: float
     shell_session: bool
 
 
@@ -34,6 +37,7 @@ class AccessPointView:
     url: str | None
     api_key: str | None
     timeout: float
+    optional: bool
 
 
 @dataclass(frozen=True)

@@ -145,7 +145,8 @@ class LiveView(ev.Handler):
     def on_step_started(self, e: ev.StepStarted) -> None:
         if e.host in self.rows:
             row = self.rows[e.host]
-            row.state, row.step = "running", e.step
+            # A new step starts with no output of its own yet, not the last one's last line.
+            row.state, row.step, row.last = "running", e.step, ""
 
     def on_output(self, e: ev.Output) -> None:
         if e.host in self.rows:

@@ -47,7 +47,7 @@ def to_dict(result: RunResult, exit_code: int) -> dict:
             "started": _iso(h.started), "ended": _iso(h.ended), "duration": round(h.seconds, 3),
             "revision_before": h.revision_before, "revision_after": h.revision_after,
             "failed_step": h.failed_step, "exit_code": h.exit_code, "reason": h.reason or None,
-            "stderr_tail": h.stderr_tail or None,
+            "stderr_tail": h.stderr_tail or None, "notes": list(h.notes),
             "steps": [{"name": s.name, "result": "ok" if s.ok else "failed", "started": _iso(s.started),
                        "ended": _iso(s.ended), "duration": round(s.seconds, 3), "exit_code":
                        (0 if s.ok else s.exit_code), "message": s.message or None} for s in h.steps],

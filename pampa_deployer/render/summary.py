@@ -47,12 +47,18 @@ def print_plain(result: RunResult, write) -> None:
         if h.stderr_tail and h.result == FAILED:
             for line in h.stderr_tail.splitlines()[-3:]:
                 write(f"       {h.host} stderr: {line}")
+    for h in result.hosts:
+        for note in h.notes:
+            write(f"NOTE {h.host}: {note}")
     for note in result.notes:
         write(f"NOTE {note}")
 
 
 def print_rich(result: RunResult, console: Console) -> None:
     console.print(table(result))
+    for h in result.hosts:
+        for note in h.notes:
+            console.print(Text.assemble(("note: ", "yellow"), f"{h.host}: {note}"))
     for note in result.notes:
         console.print(Text.assemble(("note: ", "yellow"), note))
 

@@ -34,4 +34,19 @@ BUILDERS: dict[str, Builder] = {
     "open_gate": open_gate,
 }
 
-__all__ = ["Action", "BUILDERS", "Command", "HealthCheck", "OpenGate", "ReportVersion", "Run", "StepContext", "Upload"]
+#: Steps that can run long get a longer default timeout than the stage's ``step_timeout``.
+LONG_TIMEOUTS: dict[str, float] = {
+    "migrate": 3600.0,
+    "bundle": 1800.0,
+}
+
+
+def default_timeout(name: str, stage_timeout: float | None) -> float | None:
+    """A step's timeout when it sets none: the stage's ``step_timeout``, or longer for long steps."""
+    long = LONG_TIMEOUTS.get(name)
+    if stage_timeout is None:
+        return long
+    return max(stage_timeout, long) if long else stage_timeout
+
+
+__all__ = ["Action", "BUILDERS", "LONG_TIMEOUTS", "default_timeout", "Command", "HealthCheck", "OpenGate", "ReportVersion", "Run", "StepContext", "Upload"]

@@ -1,0 +1,182 @@
+"""A status that never lies, and locks and requests that cannot be lost, against the real fleet.
+
+Crashes are real: a host is powered off (every process of its namespace SIGKILLed) in the middle
+of a step, or the deploy itself is SIGKILLed. Assertions read the hosts' own files and pampa's
+outputs and exit codes.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import head
+
+pytestmark = pytest.mark.fleet
+
+
+def lock_dir(fleet) -> Path:
+    return fleet.home("kepler-1") / ".pampa" / "locks" / "test.lock"
+
+
+def read_until(proc, needle: str, seen: list[str]) -> None:
+    for line in proc.stdout:
+        seen.append(line)
+        if needle in line:
+            return
+    raise AssertionError(f"never saw {needle!r}: {''.join(seen)}")
+
+
+def status(project, *extra, env=None):
+    result = project.pampa("status", "test", "--json", *extra, env=env)
+    return result, json.loads(result.stdout)
+
+
+# -- a status that never lies ---------------------------------------------------------------------------
+def test_host_crashed_mid_step_shows_incomplete_and_status_exits_non_zero(project, fleet):
+    project.stage(steps={"slow": {"run": "sleep 30", "roles": ["newton"], "after": "migrate"}})
+    fleet.commit("Release newton-1 never finishes")
+    proc = project.popen("deploy", "test", "--hosts", "kepler-1,newton-1")
+    seen: list[str] = []
+    try:
+        read_until(proc, "newton-1 slow start", seen)
+        fleet.stop_host("newton-1")  # power off: no process of the host survives
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        fleet.start_host("newton-1")
+    assert proc.returncode == 1, "".join(seen) + out
+    assert "host crashed or connection lost during slow" in "".join(seen) + out
+
+    # The two hosts of the run (other tests may have left other hosts incomplete, rightly).
+    result, found = status(project, "--hosts", "kepler-1,newton-1")
+    table = project.pampa("status", "test", "--hosts", "kepler-1,newton-1")
+
+    rows = {h["host"]: h for h in found["hosts"]}
+    assert result.returncode == 1 and table.returncode == 1
+    assert found["incomplete"] == ["newton-1"] and not found["agree"]
+    assert rows["newton-1"]["incomplete"]["step"] == "slow"
+    assert rows["newton-1"]["branch"] == "main" and rows["kepler-1"]["branch"] == "main"
+    assert not rows["kepler-1"]["incomplete"] and not found["drift"]
+    assert "incomplete at slow" in table.stdout
+    assert "hosts on one revision" not in table.stdout and "1 incomplete" in table.stdout
+    # The next deploy finishes the host, and status agrees again (euler and copernico keep their own
+    # checkout: no git_reset in their sequences, so they are left out).
+    project.stage()
+    assert project.pampa("deploy", "test").returncode == 0
+    result, found = status(project, "--roles", "kepler,newton")
+    assert result.returncode == 0 and found["agree"] and found["incomplete"] == []
+    assert "all 4 hosts on one revision" in project.pampa("status", "test", "--roles", "kepler,newton").stdout
+
+
+def test_sigkilled_deploy_leaves_its_hosts_incomplete(project, fleet):
+    project.stage(steps={"slow": {"run": "sleep 30", "roles": ["newton"], "after": "git_reset"}})
+    proc = project.popen("deploy", "test", "--hosts", "newton-2")
+    seen: list[str] = []
+    try:
+        read_until(proc, "newton-2 slow start", seen)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+        result, found = status(project, "--hosts", "newton-2")
+    finally:
+        lock = lock_dir(fleet)
+        if lock.exists():  # the killed deploy could not release it
+            project.pampa("unlock", "test", "--force", "-m", "test cleanup")
+        project.stage()
+        project.pampa("deploy", "test", "--hosts", "newton-2")
+    assert result.returncode == 1
+    assert found["hosts"][0]["incomplete"]["step"] == "slow"
+
+
+def test_unreachable_host_is_never_counted_as_agreeing(project, fleet):
+    project.stage()
+    assert project.pampa("deploy", "test").returncode == 0
+    fleet.stop_host("newton-2")
+    try:
+        result, found = status(project, "--roles", "kepler,newton")
+        table = project.pampa("status", "test", "--roles", "kepler,newton")
+    finally:
+        fleet.start_host("newton-2")
+    assert result.returncode == 1 and found["unreachable"] == ["newton-2"] and not found["agree"]
+    assert not found["drift"]  # the three it saw agree, but it did not see the fourth
+    assert "hosts on one revision" not in table.stdout and "1 unreachable (not seen): newton-2" in table.stdout
+    assert "pampa: error: stage test:" in table.stderr
+
+
+# -- locks that cannot be lost ---------------------------------------------------------------------------
+def test_deploy_whose_lock_is_taken_over_stops_starting_hosts(project, fleet):
+    # kepler-1 runs a slow step alone (--parallel 1); meanwhile someone takes the lock over.
+    project.stage(lock={"lease": 3},
+                  steps={"slow": {"run": "sleep 6", "roles": ["kepler"], "after": "git_reset"}})
+    old = head(fleet, "newton-1")
+    fleet.commit("Release whose lock is stolen")
+    proc = project.popen("deploy", "test", "--parallel", "1")
+    seen: list[str] = []
+    try:
+        read_until(proc, "kepler-1 slow start", seen)
+        d = lock_dir(fleet)
+        (d / "token").write_text("someone-else")
+        (d / "info.json").write_text(json.dumps({"user": "mallory", "machine": "other-box", "pid": 4242}))
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        project.pampa("unlock", "test", "--force", "-m", "test cleanup")
+    output = "".join(seen) + out
+    assert proc.returncode == 3, output + err
+    assert "LOCK LOST" in output and "taken over by mallory@other-box (pid 4242)" in output
+    assert "not started: the deploy lock was taken over" in output
+    assert "RESULT newton-1 [newton] skipped" in output
+    assert head(fleet, "newton-1") == old  # never touched after the lock was lost
+    assert "stopped starting hosts" in err
+
+
+# -- access point: abandoned requests and emergencies ---------------------------------------------------
+@pytest.fixture
+def access_point(tmp_path):
+    from pampa_deployer.accesspoint.server import make_server
+    server = make_server("127.0.0.1", 0, str(tmp_path / "ap.sqlite3"), "ap-test-key")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_request_left_taken_by_a_dead_deploy_is_closed_as_abandoned(project, fleet, access_point):
+    from pampa_deployer.accesspoint.client import AccessPointClient
+    project.stage(access_point={"url": access_point, "api_key": "ap-test-key"})
+    client = AccessPointClient(access_point, "ap-test-key")
+    dead = client.create_deploy("test", "main", "ghost")["id"]
+    client.take(dead, "kepler-1")  # ... and then that deploy was SIGKILLed
+
+    before, found = status(project)
+    deploy = project.pampa("deploy", "test", "--hosts", "newton-1")
+    after = project.pampa("status", "test")
+
+    assert [r["id"] for r in found["access_point_requests"]] == [dead]
+    assert "open" in found["access_point_requests"][0]["note"]
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    assert f"deploy request {dead} was left TAKEN by a deploy that died; closed it as abandoned" in deploy.stdout
+    closed = client.deploy(dead)
+    assert closed["state"] == "FAILED" and closed["detail"].startswith("abandoned")
+    assert f"deploy request {dead} FAILED (taken by kepler-1): abandoned" in after.stdout
+
+
+def test_unreachable_access_point_blocks_unless_optional(project, fleet, tmp_path):
+    project.stage(access_point={"url": "http://127.0.0.1:9", "api_key": "k", "timeout": 2})
+    report = tmp_path / "report.json"
+    blocked = project.pampa("deploy", "test", "--hosts", "newton-1")
+    emergency = project.pampa("deploy", "test", "--hosts", "newton-1", "--access-point-optional",
+                              "--report", str(report))
+
+    assert blocked.returncode == 1 and "access point http://127.0.0.1:9" in blocked.stderr
+    assert emergency.returncode == 0, emergency.stdout + emergency.stderr
+    assert "ACCESS POINT UNREACHABLE" in emergency.stdout
+    notes = json.loads(report.read_text())["notes"]
+    assert any("not reported: the deploy request" in n and "version of newton-1" in n for n in notes), notes
+    assert "NOTE ACCESS POINT UNREACHABLE" in emergency.stdout
