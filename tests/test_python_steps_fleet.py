@@ -62,9 +62,9 @@ def chatty(c):
     c.run("echo chatty-remote-4302; sleep 4303")
 '''
 
-#: Stopping a remote command's process tree and live shell-session output are issue 8's (engine/procgroup.py).
+#: Stopping a remote command's process tree and live shell-session output are issue 8's (commands/procgroup.py).
 #: Until it is in, the two checks that need it are expected failures; once it is, they are plain assertions.
-REMOTE_STOP = importlib.util.find_spec("pampa_deployer.engine.procgroup") is not None
+REMOTE_STOP = importlib.util.find_spec("pampa_deployer.commands.procgroup") is not None
 
 KEPLER_WITH_MARK = ["git_fetch", "git_reset", "mark_revision", *DEFAULT_SEQUENCES["kepler"][2:]]
 
