@@ -252,8 +252,11 @@ def test_request_deploys_every_role_with_the_gate_from_the_hosts_clocks(pull, fl
     done = pull.admin.deploy(1)
     assert done["state"] == "DONE" and set(states(done).values()) == {"ok"}
     status = pull.pampa("status", "test", "--json")
-    assert status.returncode == 0, status.stderr
     shown = json.loads(status.stdout)
+    # By the seed, euler and copernico bundle and restart the checkout they have: the fleet may drift
+    # (status then exits 1), but every host answered and none is incomplete.
+    assert not shown["unreachable"] and not shown["incomplete"], status.stderr
+    assert status.returncode == (1 if shown["drift"] else 0), status.stderr
     assert shown["pull_request"] == {"id": 1, "state": "DONE", "branch": "main", "requested_by": shown["pull_request"][
         "requested_by"], "stalled": False, "nodes": {h.name: "ok" for h in fleet.hosts}}
     assert all(h["agent_seen_at"] for h in shown["hosts"])  # every agent is polling

@@ -33,12 +33,11 @@ def stage(**extra):
 
 
 # -- command builders, exact strings ---------------------------------------------------------------
-def test_stoppable_runs_in_its_own_process_group_killed_when_stdin_closes():
+def test_stoppable_kills_its_process_group_when_stdin_closes():
     cmd = stoppable(Command("sleep 5", cwd="~/code/shop", timeout=9))
     assert cmd.script == (
-        "exec 3<&0 </dev/null; setsid \"${SHELL:-/bin/sh}\" -c 'cd ~/code/shop && sleep 5' & p=$!; "
-        "{ cat <&3 >/dev/null 2>&1; kill -TERM -$p 2>/dev/null; } >/dev/null 2>&1 & w=$!; "
-        "wait $p; rc=$?; kill $w 2>/dev/null; exit $rc")
+        "exec 3<&0 </dev/null; { cat <&3 >/dev/null 2>&1; kill -TERM 0; } >/dev/null 2>&1 & w=$!; "
+        "\"${SHELL:-/bin/sh}\" -c 'cd ~/code/shop && sleep 5'; rc=$?; kill $w 2>/dev/null; exit $rc")
     assert cmd.timeout == 9 and cmd.cwd is None and cmd.prefix is None
 
 

@@ -117,7 +117,8 @@ def classify(error: BaseException, host: Host, settings: SSHSettings, elapsed: f
                             "no SSH banner", retryable=True)
     if isinstance(error, paramiko.SSHException) and ("No existing session" in text or "Authentication timeout" in text):
         return ConnectError(f"{where}: unresponsive: no answer to the SSH handshake within "
-                            f"{settings.connect_timeout:g}s (is the host frozen or overloaded?)", "unresponsive")
+                            f"{settings.connect_timeout:g}s (is this port an SSH server? is the host frozen or "
+                            "overloaded?)", "unresponsive")
     if isinstance(error, paramiko.SSHException):
         # Banner/handshake errors happen when sshd sheds load (MaxStartups): worth a retry.
         return ConnectError(f"{where}: SSH handshake failed: {error}", "handshake failed", retryable=True)
