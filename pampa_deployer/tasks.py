@@ -190,18 +190,11 @@ def run_steps(c, names, stage=None, stages="stages", app=None, repo=None, branch
         for name in names:
             c.run_step(name)
         return
-    quiet_libraries()
-    if not hasattr(c, "host"):
-        raise Exit("pampa: error: fab: give the hosts with -H host1,host2; pampa's tasks never run on "
-                   "this machine", code=2)
+    c, st, host, roles = _target(c, stage, stages, app, repo, branch, path, role, roles)
     try:
-        st = _stage(stage, stages, app, repo, branch, path)
-        host, roles, matched = _host(c, st, _wanted_roles(st, role, roles))
         steps = [s for s in host_steps(st, host, roles) if names is None or s.name in names]
     except PampaError as e:
         raise Exit(f"pampa: error: {str(e).splitlines()[0]}", code=int(e.exit_code)) from None
-    c = _connection(c, host, matched)
-    _open(c, host, _secure(c, st))
     backend = ContextBackend(c)
     sink = _FabSink(host, st, roles)
     for step in steps:
@@ -216,15 +209,8 @@ def run_steps(c, names, stage=None, stages="stages", app=None, repo=None, branch
                            f"{telling_line(e.stderr) or e.message}", code=1) from None
 
 
-_HELP = {"stage": "stage name (a file in stages/)", "stages": "stages folder (default ./stages)",
-         "app": "app name, without a stage", "repo": "git URL, without a stage", "branch": "branch override",
-         "path": "code path override", "role": "role whose sequence (or steps) to run",
-         "roles": "roles whose sequences to run, comma-separated (as `pampa --roles`)"}
-
-
-def run_task(c, original: Task, stage=None, stages="stages", app=None, repo=None, branch=None, path=None,
-             role=None, roles=None) -> None:
-    """Call a step written in Python on this connection's host with the ``c`` ``pampa deploy`` gives it."""
+def _target(c, stage, stages, app, repo, branch, path, role, roles):
+    """``fab -H``'s host as the stage knows it: (connection, stage, host, roles); one line on error."""
     quiet_libraries()
     if not hasattr(c, "host"):
         raise Exit("pampa: error: fab: give the hosts with -H host1,host2; pampa's tasks never run on "
@@ -236,6 +222,19 @@ def run_task(c, original: Task, stage=None, stages="stages", app=None, repo=None
         raise Exit(f"pampa: error: {str(e).splitlines()[0]}", code=int(e.exit_code)) from None
     c = _connection(c, host, matched)
     _open(c, host, _secure(c, st))
+    return c, st, host, roles
+
+
+_HELP = {"stage": "stage name (a file in stages/)", "stages": "stages folder (default ./stages)",
+         "app": "app name, without a stage", "repo": "git URL, without a stage", "branch": "branch override",
+         "path": "code path override", "role": "role whose sequence (or steps) to run",
+         "roles": "roles whose sequences to run, comma-separated (as `pampa --roles`)"}
+
+
+def run_task(c, original: Task, stage=None, stages="stages", app=None, repo=None, branch=None, path=None,
+             role=None, roles=None) -> None:
+    """Call a step written in Python on this connection's host with the ``c`` ``pampa deploy`` gives it."""
+    c, st, host, roles = _target(c, stage, stages, app, repo, branch, path, role, roles)
     source = os.path.relpath(inspect.getsourcefile(original.body) or "?")
     timeout = ((st.setting("steps") or {}).get(original.name) or {}).get("timeout")
     pytask = PyTask(name=original.name, source=source, doc=inspect.getdoc(original.body) or "", body=original.body)

@@ -10,6 +10,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,17 @@ class Project:
             return main(list(args))
         finally:
             os.chdir(old)
+
+
+@pytest.fixture
+def access_point(tmp_path):
+    """The reference access point on a free loopback port, key ``ap-test-key``; its URL."""
+    from pampa_deployer.accesspoint.server import make_server
+    server = make_server("127.0.0.1", 0, str(tmp_path / "ap.sqlite3"), "ap-test-key")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -137,16 +136,6 @@ def test_deploy_whose_lock_is_taken_over_stops_starting_hosts(project, fleet):
 
 
 # -- access point: abandoned requests and emergencies ---------------------------------------------------
-@pytest.fixture
-def access_point(tmp_path):
-    from pampa_deployer.accesspoint.server import make_server
-    server = make_server("127.0.0.1", 0, str(tmp_path / "ap.sqlite3"), "ap-test-key")
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-
-
 def test_request_left_taken_by_a_dead_deploy_is_closed_as_abandoned(project, fleet, access_point):
     from pampa_deployer.accesspoint.client import AccessPointClient
     project.stage(access_point={"url": access_point, "api_key": "ap-test-key"})

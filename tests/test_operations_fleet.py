@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -284,16 +283,6 @@ def test_secret_never_appears_in_any_output_of_a_failing_deploy(project, fleet, 
 
 
 # -- access point --------------------------------------------------------------------------------------
-@pytest.fixture
-def access_point(tmp_path):
-    from pampa_deployer.accesspoint.server import make_server
-    server = make_server("127.0.0.1", 0, str(tmp_path / "ap.sqlite3"), "ap-test-key")
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-
-
 def test_deploy_follows_the_access_point_protocol(project, fleet, access_point):
     from pampa_deployer.accesspoint.client import AccessPointClient
     project.stage(access_point={"url": access_point, "api_key": "${AP_KEY}"})
