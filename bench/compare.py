@@ -1,12 +1,18 @@
-"""Side-by-side deploy benchmark: pampa against the floor, Fabric scripts, Ansible and pyinfra.
+"""Side-by-side deploy benchmark: pampa against the floor, the cost of SSH itself, Fabric, Ansible, pyinfra.
 
     bench/run                                   # everything (light 10/50/100, app 10/30), 3 runs each
-    bench/run --workload light --hosts 50 --runs 3 --tools floor,pampa,threadinggroup
+    bench/run --workload light --hosts 50 --runs 3 --tools floor,connect_only,openssh_cm,pampa
+
+The limits: *floor* runs the commands locally (no SSH); *connect_only* opens and authenticates
+the N connections with OpenSSH's client and runs nothing; *openssh_cm* does the whole work with
+OpenSSH's client over one ControlMaster connection per host.
 
 Each round runs every tool once, in turn, against the same real sshd fleet (rounds
 interleave tools so machine noise hits all of them alike). Every run is verified on
 the hosts' disks; a run that did not really deploy is reported and not counted.
-Prints medians with each tool's ratio to the floor and to pampa.
+Prints medians with each tool's ratio to the floor, to the OpenSSH ControlMaster peer and to pampa.
+"CPU" is the tool's own processes; "machine CPU" is every core's busy time during the run
+(/proc/stat: the tool, the servers' sshd, shells and commands; on a quiet machine, nothing else).
 """
 from __future__ import annotations
 
@@ -29,7 +35,8 @@ from pampa_deployer.fleet import Fleet  # noqa: E402
 import workload as wl  # noqa: E402
 
 PEER_PY = HERE / ".venv" / "bin" / "python"
-TOOLS = ["floor", "pampa", "threadinggroup", "naive_fabric", "pyinfra", "ansible"]
+TOOLS = ["floor", "connect_only", "openssh_cm", "pampa", "threadinggroup", "naive_fabric", "pyinfra", "ansible"]
+NOTHING_TO_VERIFY = {"connect_only"}  # deploys nothing: only its exit code counts
 
 
 def make_fleet(root: Path, count: int, subnet: str = "127.0.3") -> Fleet:
@@ -48,6 +55,9 @@ def command(tool: str, spec_file: Path, work: Path, project: Path, n: int) -> tu
     if tool == "pampa":
         return [sys.executable, "-m", "pampa_deployer", "--stages", str(project / "stages"), "deploy", "bench",
                 "--ci", "--parallel", str(n)], env
+    if tool in ("openssh_cm", "connect_only"):
+        return [sys.executable, str(HERE / "peers" / "openssh_cm.py"), str(spec_file)] + \
+            (["--connect"] if tool == "connect_only" else []), env
     if tool in ("threadinggroup", "naive_fabric"):
         return [str(PEER_PY), str(HERE / "peers" / f"{tool}.py"), str(spec_file)], env
     if tool == "ansible":
@@ -66,15 +76,24 @@ def command(tool: str, spec_file: Path, work: Path, project: Path, n: int) -> tu
     raise SystemExit(f"unknown tool {tool}")
 
 
-def timed(argv: list[str], env: dict, cwd: Path) -> tuple[float, float, int, str]:
-    """(wall seconds, CPU seconds of the process and its children, exit code, output tail)."""
+def machine_cpu() -> float:
+    """CPU-seconds the whole machine has spent since boot (every core; idle and iowait excluded)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    busy = sum(fields[:8]) - fields[3] - fields[4]  # user nice system idle iowait irq softirq steal
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def timed(argv: list[str], env: dict, cwd: Path) -> tuple[float, float, float, int, str]:
+    """(wall seconds, CPU seconds of the process and its children, machine CPU seconds, exit code, output tail)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    m0 = machine_cpu()
     t0 = time.perf_counter()
     proc = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
+    machine = machine_cpu() - m0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu, proc.returncode, (proc.stdout + proc.stderr)[-600:]
+    return wall, cpu, machine, proc.returncode, (proc.stdout + proc.stderr)[-600:]
 
 
 def bench(fleet: Fleet, workload: str, n: int, runs: int, tools: list[str], work: Path) -> dict:
@@ -83,36 +102,40 @@ def bench(fleet: Fleet, workload: str, n: int, runs: int, tools: list[str], work
     project.mkdir(parents=True, exist_ok=True)
     wl.write_stage(fleet, hosts, workload, n, project)
     spec_file = wl.dump(wl.spec(fleet, hosts, workload, project), project / "spec.json")
-    results: dict[str, dict] = {t: {"wall": [], "cpu": [], "failed": []} for t in tools}
+    results: dict[str, dict] = {t: {"wall": [], "cpu": [], "machine": [], "failed": []} for t in tools}
     for round_no in range(runs):
         for tool in tools:
             revision = wl.reset(fleet, hosts, workload)
             argv, env = command(tool, spec_file, project, project, n)
-            wall, cpu, code, tail = timed(argv, env, project)
-            problems = wl.verify(fleet, hosts, workload, revision)
+            wall, cpu, machine, code, tail = timed(argv, env, project)
+            problems = [] if tool in NOTHING_TO_VERIFY else wl.verify(fleet, hosts, workload, revision)
             if code != 0 or problems:
                 results[tool]["failed"].append(f"exit {code}; {problems[:3]}; {tail[-300:]}")
                 print(f"  {workload} N={n} round {round_no + 1} {tool}: FAILED ({code}) {problems[:2]}", flush=True)
                 continue
             results[tool]["wall"].append(wall)
             results[tool]["cpu"].append(cpu)
-            print(f"  {workload} N={n} round {round_no + 1} {tool}: {wall:.2f}s wall, {cpu:.2f}s CPU", flush=True)
+            results[tool]["machine"].append(machine)
+            print(f"  {workload} N={n} round {round_no + 1} {tool}: {wall:.2f}s wall, {cpu:.2f}s CPU, "
+                  f"{machine:.2f}s machine CPU", flush=True)
     return results
 
 
 def table(workload: str, n: int, results: dict) -> str:
     med = {t: statistics.median(r["wall"]) for t, r in results.items() if r["wall"]}
-    floor, pampa = med.get("floor"), med.get("pampa")
+    floor, pampa, cm = med.get("floor"), med.get("pampa"), med.get("openssh_cm")
+    ratio = lambda m, ref: f"{m / ref:.2f}" if ref else ""  # noqa: E731
     lines = [f"### {workload} workload, N={n}", "",
-             "| tool | median wall (s) | runs ok | median CPU (s) | × floor | × pampa |", "|---|---|---|---|---|---|"]
+             "| tool | median wall (s) | runs ok | median CPU (s) | median machine CPU (s) | × floor | × openssh_cm "
+             "| × pampa |", "|---|---|---|---|---|---|---|---|"]
     for tool, r in results.items():
         if not r["wall"]:
-            lines.append(f"| {tool} | failed | 0/{len(r['failed'])} | | | |")
+            lines.append(f"| {tool} | failed | 0/{len(r['failed'])} | | | | | |")
             continue
         m = med[tool]
         lines.append(f"| {tool} | {m:.2f} | {len(r['wall'])}/{len(r['wall']) + len(r['failed'])} | "
-                     f"{statistics.median(r['cpu']):.2f} | {m / floor:.2f} | {m / pampa:.2f} |"
-                     if floor and pampa else f"| {tool} | {m:.2f} | {len(r['wall'])} | | | |")
+                     f"{statistics.median(r['cpu']):.2f} | {statistics.median(r['machine']):.2f} | "
+                     f"{ratio(m, floor)} | {ratio(m, cm)} | {ratio(m, pampa)} |")
     return "\n".join(lines) + "\n"
 
 
