@@ -186,3 +186,61 @@ def test_start_record_marks_a_host_incomplete_until_the_log_line_in_a_real_local
     assert be.run(revlog.append_command(base, {"result": "ok"})).ok
     out = be.run(revlog.read_command(base)).stdout
     assert revlog.parse_state(out) is None and revlog.parse(out)[0] == [{"after": None, "result": "ok"}]
+
+
+    assert probe.programs_used(cmds) == ["bundle", "git", "systemctl", "bin/rails"]
+
+
+# -- a small file through the shell session ------------------------------------------------------------
+
+def test_upload_command_exact():
+    from pampa_deployer.commands.upload import upload_command
+    assert upload_command("~/code/app/config.rb", b"A='b'\n", 0o600, "tok").script == (
+        "set +x; cd && umask 0177 && t=code/app/.config.rb.pampa-tok && "
+        "if [ -d code/app/config.rb ]; then echo 'code/app/config.rb: is a directory' >&2; exit 1; fi && "
+        "if printf '%b' 'A=\\0047b\\0047\n' > \"$t\" && mv -f \"$t\" code/app/config.rb; then :; "
+        "else rc=$?; rm -f \"$t\"; exit $rc; fi")
+    # A mode a umask cannot give (executable bits) gets a chmod before the rename; paths are quoted.
+    script = upload_command("/etc/my app/run.sh", b"x", 0o750, "tok").script
+    assert "umask 0027 && t='/etc/my app/.run.sh.pampa-tok' && " in script
+    assert "chmod 0750 \"$t\" && mv -f \"$t\" '/etc/my app/run.sh'; then" in script
+
+
+def test_upload_command_writes_every_byte_privately_and_atomically(tmp_path):
+    """Run for real in bash and dash: all 256 byte values survive, the mode is exact, no temp file stays."""
+    import os
+    import stat
+    import subprocess
+
+    from pampa_deployer.commands.upload import upload_command
+    (tmp_path / "d").mkdir()
+    content = bytes(range(256)) * 2 + b"'\\%b\\c end"
+    env = {"HOME": str(tmp_path), "PATH": os.environ["PATH"]}
+    for shell, mode in (("bash", 0o600), ("dash", 0o640), ("bash", 0o755)):
+        command = upload_command("~/d/secret.bin", content, mode, "t0k")
+        done = subprocess.run([shell, "-c", command.body()], env=env, cwd="/", capture_output=True, timeout=30)
+        assert done.returncode == 0 and done.stdout == b"" and done.stderr == b"", (shell, done)
+        target = tmp_path / "d" / "secret.bin"
+        assert target.read_bytes() == content and stat.S_IMODE(target.stat().st_mode) == mode, (shell, mode)
+        assert os.listdir(tmp_path / "d") == ["secret.bin"]
+    # The content never reaches a process's arguments: printf is the shell's own built-in.
+    assert "printf '%b'" in command.script and command.script.index("printf") < command.script.index("mv -f")
+
+
+def test_upload_command_failures_leave_nothing_and_mask_the_content(tmp_path):
+    import os
+    import subprocess
+
+    from pampa_deployer.commands.upload import upload_command
+    env = {"HOME": str(tmp_path), "PATH": os.environ["PATH"]}
+    (tmp_path / "taken").mkdir()
+    missing = upload_command("~/no/such/dir/f", b"s3cret-value", 0o600, "t0k")
+    done = subprocess.run(["bash", "-c", missing.body()], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0 and "No such file or directory" in done.stderr
+    folder = upload_command("~/taken", b"s3cret-value", 0o600, "t0k")
+    done = subprocess.run(["bash", "-c", folder.body()], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1 and done.stderr == "taken: is a directory\n"
+    assert os.listdir(tmp_path / "taken") == [] and sorted(os.listdir(tmp_path)) == ["taken"]
+    # Should the content ever be echoed (even escaped), the command's redactor masks it.
+    assert folder.redactor.mask("x s3cret-value y") == "x ******** y"
+    assert "s3cret-value" not in folder.display() and "s3cret" not in folder.redactor.mask(folder.script)

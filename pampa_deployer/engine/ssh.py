@@ -19,6 +19,7 @@ import paramiko
 from fabric import Config, Connection
 
 from ..commands import procgroup
+from ..commands import upload as via_session
 from ..commands.command import Command
 from ..errors import ConnectError
 from ..inventory.model import Host
@@ -350,7 +351,14 @@ class SSHBackend:
             channel.close()
 
     def put(self, upload: Upload) -> None:
+        """A small file goes through the shell session (one command); others, or without a session, SFTP."""
         assert self.connection is not None, "connect() first"
+        if self.settings.shell_session and not self._aborted and via_session.fits(upload.content):
+            command = via_session.upload_command(upload.remote, upload.content, upload.mode, uuid.uuid4().hex[:8])
+            result = self.run(command)
+            if not result.ok:
+                raise OSError(f"exit code {result.exit_code}: {result.stderr.strip()[-300:]}")
+            return
         self._check_alive()
         try:
             if self._sftp is None:

@@ -1,4 +1,4 @@
-"""Secret files: uploaded over SFTP with their mode, by writing a temp file and renaming it.
+"""Secret files: written with their mode to a temp file, then renamed (the backend picks session or SFTP).
 
 A secret whose folder is outside the code path gets a ``mkdir -p`` of that folder first, so
 a fresh host needs no manual step (``pampa check`` verifies the folder can be created).

@@ -1,0 +1,62 @@
+"""Secret files against the real fleet: through the shell session when it is on (no SFTP), else SFTP."""
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from pampa_deployer.commands.command import Command
+from pampa_deployer.commands.upload import MAX_BYTES
+from pampa_deployer.engine.ssh import SSHBackend, SSHSettings
+from pampa_deployer.inventory import stage_from_mapping
+from pampa_deployer.steps.actions import Upload
+
+pytestmark = pytest.mark.fleet
+
+
+def _backend(fleet, session: bool) -> SSHBackend:
+    host = fleet.hosts[0]
+    stage = stage_from_mapping({"app": "up", "user": "root", "key": str(fleet.key),
+                                "ssh": {"known_hosts": str(fleet.known_hosts), "shell_session": session},
+                                "hosts": {host.name: {"address": host.address, "port": host.port,
+                                                      "roles": ["newton"]}}})
+    backend = SSHBackend(stage.hosts[0], SSHSettings.from_stage(stage))
+    backend.connect()
+    return backend
+
+
+@pytest.mark.parametrize("session", [True, False])
+def test_upload_is_exact_private_and_leaves_no_temp_file(fleet, session):
+    home = fleet.home(fleet.hosts[0].name)
+    folder = home / "uploads"
+    folder.mkdir(exist_ok=True)
+    (folder / "secret.bin").write_bytes(b"old")
+    content = bytes(range(256)) + b"PASSWORD='x'\n"
+    backend = _backend(fleet, session)
+    try:
+        backend.put(Upload(source="s", remote="~/uploads/secret.bin", mode=0o600, content=content))
+        backend.put(Upload(source="s", remote="~/uploads/tool.sh", mode=0o750, content=b"#!/bin/sh\n"))
+        # Only a session-less backend opened SFTP: with the session, the upload was one command.
+        assert (backend._sftp is None) == session
+    finally:
+        backend.close()
+    assert (folder / "secret.bin").read_bytes() == content
+    assert stat.S_IMODE((folder / "secret.bin").stat().st_mode) == 0o600
+    assert stat.S_IMODE((folder / "tool.sh").stat().st_mode) == 0o750
+    assert sorted(os.listdir(folder)) == ["secret.bin", "tool.sh"]
+
+
+def test_large_file_goes_over_sftp_and_a_failed_upload_is_an_error(fleet):
+    home = fleet.home(fleet.hosts[0].name)
+    backend = _backend(fleet, True)
+    try:
+        big = os.urandom(MAX_BYTES + 1)
+        backend.put(Upload(source="s", remote="~/big.bin", mode=0o600, content=big))
+        assert backend._sftp is not None and (home / "big.bin").read_bytes() == big
+        with pytest.raises(OSError, match="No such file or directory"):
+            backend.put(Upload(source="s", remote="~/no/such/folder/x", mode=0o600, content=b"s3cret"))
+        # The session is still usable after a failed upload.
+        assert backend.run(Command("echo still here")).stdout == "still here\n"
+    finally:
+        backend.close()
