@@ -170,8 +170,10 @@ class SSHBackend:
         kwargs = {"banner_timeout": timeout, "auth_timeout": timeout, "channel_timeout": timeout}
         if host.key:
             kwargs["key_filename"] = [os.path.expanduser(host.key)]
+        # A config of its own: Fabric writes into the config on every Connection (and re-merges it,
+        # emptying it for a moment), so a shared one breaks hosts connecting at the same time.
         conn = Connection(host.address, user=host.user or None, port=host.port,
-                          config=_fabric_config(settings), connect_timeout=max(1, int(round(timeout))),
+                          config=_fabric_config(settings).clone(), connect_timeout=max(1, int(round(timeout))),
                           connect_kwargs=kwargs)
         secure(conn, settings.known_hosts, settings.accept_new)
         return conn

@@ -1,0 +1,23 @@
+"""SSH backend pieces that need no server."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from pampa_deployer.engine.ssh import SSHBackend, SSHSettings
+from pampa_deployer.inventory import stage_from_mapping
+
+
+def test_each_connection_has_a_fabric_config_of_its_own(tmp_path):
+    """Fabric writes into (and re-merges) the config on every Connection: a shared one made a host
+    connecting at the same time as another fail with "No attribute or config key found for 'gateway'"."""
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    stage = stage_from_mapping({"app": "a", "user": "root", "ssh": {"known_hosts": str(known), "config": None},
+                                "hosts": {f"h{i}": {"address": f"10.0.0.{i}", "roles": ["newton"]}
+                                          for i in range(1, 41)}})
+    settings = SSHSettings.from_stage(stage)
+    backends = [SSHBackend(host, settings) for host in stage.hosts]
+    with ThreadPoolExecutor(16) as pool:
+        connections = list(pool.map(lambda b: b._new_connection(), backends * 5))
+    assert len({id(c.config) for c in connections}) == len(connections)
+    assert [c.host for c in connections[:3]] == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
