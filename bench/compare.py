@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -40,12 +41,21 @@ NOTHING_TO_VERIFY = {"connect_only"}  # deploys nothing: only its exit code coun
 
 
 def make_fleet(root: Path, count: int, subnet: str = "127.0.3") -> Fleet:
+    """``count`` real sshd hosts on SUBNET.1-250; beyond 250 hosts, the addresses repeat on the next ports."""
     fleet = Fleet(root, [(f"h{i:03d}", ("bench",)) for i in range(1, count + 1)], subnet=subnet, first=1)
+    fleet.hosts = [replace(h, address=f"{subnet}.{1 + i % 250}", port=fleet.port + i // 250)
+                   for i, h in enumerate(fleet.hosts)]
     fleet.create(provision=False)
     for h in fleet.hosts:
         (fleet.home(h.name) / "address").write_text(h.address + "\n")
     fleet.start(timeout=60)
     return fleet
+
+
+def precompile() -> None:
+    """Byte-compile pampa once, as an installed package is: with PYTHONDONTWRITEBYTECODE set (as on the
+    CI machine), an editable checkout would otherwise compile its 60 modules from source on every run."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(HERE.parent / "pampa_deployer")], check=True)
 
 
 def command(tool: str, spec_file: Path, work: Path, project: Path, n: int) -> tuple[list[str], dict]:
@@ -155,6 +165,7 @@ def main() -> None:
                                                                           else [10, 30])
         plan += [(workload, n) for n in ns]
     root = Path(args.dir)
+    precompile()
     fleet = make_fleet(root / "fleet", max(n for _, n in plan))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import workload as wl  # noqa: E402
-from compare import command, machine_cpu, make_fleet  # noqa: E402
+from compare import command, machine_cpu, make_fleet, precompile  # noqa: E402
 from taskstats import ExitListener  # noqa: E402
 
 SHELLS = {"bash", "sh", "dash"}
@@ -171,6 +171,7 @@ def main() -> None:
     p.add_argument("--by-comm", action="store_true", help="also print the processes by name (servers' side)")
     args = p.parse_args()
     root = Path(args.dir)
+    precompile()
     fleet = make_fleet(root / "fleet", args.hosts, subnet=args.subnet)
     access_point = None
     try:

@@ -1,11 +1,15 @@
-"""200 hosts, light workload: every host must succeed; peak memory and threads of the pampa process.
+"""500 hosts, light workload: every host must succeed; peak memory, threads and open connections of pampa.
 
-    bench/run scale [--hosts 200] [--parallel 32]
-Samples the pampa process's RSS and thread count every 20 ms from /proc while it deploys.
+    bench/run scale [--hosts 500] [--parallel 32]
+Samples the pampa process's RSS, thread count and open TCP connections every 20 ms from /proc while
+it deploys. Hosts are real sshd servers on 127.0.4.1-250 (beyond 250, the same addresses on the
+next port), each in its own mount namespace, as in every benchmark.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import subprocess
 import sys
 import threading
@@ -17,7 +21,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import workload as wl  # noqa: E402
-from compare import make_fleet  # noqa: E402
+from compare import make_fleet, precompile  # noqa: E402
 
 
 def sample(pid: int, peaks: dict, stop: threading.Event) -> None:
@@ -31,16 +35,24 @@ def sample(pid: int, peaks: dict, stop: threading.Event) -> None:
                 peaks["rss_mb"] = max(peaks.get("rss_mb", 0), int(line.split()[1]) / 1024)
             elif line.startswith("Threads:"):
                 peaks["threads"] = max(peaks.get("threads", 0), int(line.split()[1]))
+        try:
+            sockets = sum(1 for fd in Path(f"/proc/{pid}/fd").iterdir() if os.readlink(fd).startswith("socket:"))
+        except OSError:
+            sockets = 0
+        peaks["sockets"] = max(peaks.get("sockets", 0), sockets)
         time.sleep(0.02)
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--hosts", type=int, default=200)
+    p.add_argument("--hosts", type=int, default=500)
     p.add_argument("--parallel", type=int, default=None, help="default: pampa's own default (32)")
     p.add_argument("--dir", default="/tmp/pampa-bench-scale")
     args = p.parse_args()
+    precompile()
+    t = time.perf_counter()
     fleet = make_fleet(Path(args.dir) / "fleet", args.hosts, subnet="127.0.4")
+    print(f"{args.hosts} sshd servers started in {time.perf_counter() - t:.1f}s", flush=True)
     try:
         project = Path(args.dir) / "work"
         wl.write_stage(fleet, fleet.hosts, "light", 32, project)
@@ -50,6 +62,7 @@ def main() -> None:
         argv = [sys.executable, "-m", "pampa_deployer", "--stages", str(project / "stages"), "deploy", "bench", "--ci"]
         if args.parallel:
             argv += ["--parallel", str(args.parallel)]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.perf_counter()
         proc = subprocess.Popen(argv, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         peaks: dict = {}
@@ -60,13 +73,16 @@ def main() -> None:
         stop.set()
         sampler.join()
         wall = time.perf_counter() - t
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
         problems = wl.verify(fleet, fleet.hosts, "light", None)
         failures = [line for line in out.splitlines() if "handshake" in line or "refused" in line or "timed out" in line]
-        print("| hosts | --parallel | exit | hosts verified | wall (s) | peak RSS (MB) | peak threads | connect errors |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| hosts | --parallel | exit | hosts verified | wall (s) | pampa CPU (s) | peak RSS (MB) | peak threads "
+              "| peak open sockets | connect errors |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         print(f"| {args.hosts} | {args.parallel or 'default (32)'} | {proc.returncode} | "
-              f"{args.hosts - len(problems)}/{args.hosts} | {wall:.2f} | {peaks.get('rss_mb', 0):.0f} | "
-              f"{peaks.get('threads', 0)} | {len(failures)} |")
+              f"{args.hosts - len(problems)}/{args.hosts} | {wall:.2f} | {cpu:.2f} | {peaks.get('rss_mb', 0):.0f} | "
+              f"{peaks.get('threads', 0)} | {peaks.get('sockets', 0)} | {len(failures)} |")
         if proc.returncode or problems:
             print("\n".join(line for line in out.splitlines() if "FAILED" in line or "RESULT" in line
                             and " ok " not in line)[-3000:], problems[:5])
