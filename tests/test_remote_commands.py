@@ -244,3 +244,12 @@ def test_upload_command_failures_leave_nothing_and_mask_the_content(tmp_path):
     # Should the content ever be echoed (even escaped), the command's redactor masks it.
     assert folder.redactor.mask("x s3cret-value y") == "x ******** y"
     assert "s3cret-value" not in folder.display() and "s3cret" not in folder.redactor.mask(folder.script)
+
+
+def test_only_small_files_go_through_the_session():
+    """The shell reads the command a byte at a time: past MAX_BYTES escaped, SFTP is cheaper."""
+    from pampa_deployer.commands.upload import MAX_BYTES, escape, fits
+    assert MAX_BYTES == 8 * 1024
+    assert fits(b"a" * MAX_BYTES) and not fits(b"a" * (MAX_BYTES + 1))
+    assert escape(b"\x00\xff'\\") == "\\0000\\0377\\0047\\0134"
+    assert not fits(bytes(range(256)) * 10)  # 2.5 KiB of every byte value is 8.8 KiB escaped
