@@ -1,7 +1,10 @@
 """Where every CPU-second of one deploy goes: the tool, sshd, the shells, the commands, the access point.
 
-    bench/run cpusplit --workload light --hosts 50 [--tools floor,openssh_cm,pampa] [--access-point]
-    bench/run cpusplit --workload app --hosts 30
+    bench/run cpusplit --workload light --hosts 50 [--tools floor,connect_only,openssh_cm,pampa,pampa+ap]
+    bench/run cpusplit --workload app --hosts 30 --by-comm
+
+``pampa+ap`` is pampa with the reference access point (started here, on 127.0.0.1): it registers the
+deploy and every host reports its version over HTTP; the other tools do no HTTP.
 
 One run per tool against a fresh fleet of real sshd servers (127.0.52.x). Measured, not estimated:
 - the machine: /proc/stat, every core's busy time from the tool's start until the hosts are verified;
@@ -94,7 +97,11 @@ def split_one(tool: str, fleet, hosts, workload: str, project: Path, spec_file: 
     listeners = [int((fleet.root / "hosts" / h.name / "sshd" / "unshare.pid").read_text()) for h in hosts]
     namespaces = {os.readlink(f"/proc/{pid}/ns/mnt") for pid in listeners}
     revision = wl.reset(fleet, hosts, workload)
-    argv, env = command(tool, spec_file, project, project, len(hosts))
+    if tool == "pampa+ap":
+        project = project.parent / (project.name + "-ap")
+    else:
+        access_point = None
+    argv, env = command("pampa" if tool == "pampa+ap" else tool, spec_file, project, project, len(hosts))
     rows: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
     by_comm: dict[str, float] = defaultdict(float)
@@ -165,7 +172,6 @@ def main() -> None:
     p.add_argument("--workload", choices=["light", "app"], default="light")
     p.add_argument("--hosts", type=int, default=50)
     p.add_argument("--tools", default="floor,connect_only,openssh_cm,pampa")
-    p.add_argument("--access-point", action="store_true", help="pampa registers the deploy and reports versions")
     p.add_argument("--dir", default="/tmp/pampa-bench-cpusplit")
     p.add_argument("--subnet", default="127.0.52")
     p.add_argument("--by-comm", action="store_true", help="also print the processes by name (servers' side)")
@@ -179,9 +185,11 @@ def main() -> None:
         project = root / "work" / f"{args.workload}-{args.hosts}"
         project.mkdir(parents=True, exist_ok=True)
         wl.write_stage(fleet, hosts, args.workload, args.hosts, project)
-        if args.access_point:
+        if "pampa+ap" in args.tools.split(","):
             access_point, url = start_access_point(root)
-            stage = project / "stages" / "bench.yml"
+            with_ap = project.parent / (project.name + "-ap")
+            wl.write_stage(fleet, hosts, args.workload, args.hosts, with_ap)
+            stage = with_ap / "stages" / "bench.yml"
             stage.write_text(stage.read_text() + f"access_point:\n  url: {url}\n  api_key: bench-key\n")
         spec_file = wl.dump(wl.spec(fleet, hosts, args.workload, project), project / "spec.json")
         if args.workload == "app":  # the first run clones and installs: not what is measured
