@@ -114,9 +114,10 @@ def bench(fleet: Fleet, workload: str, n: int, runs: int, tools: list[str], work
     spec_file = wl.dump(wl.spec(fleet, hosts, workload, project), project / "spec.json")
     results: dict[str, dict] = {t: {"wall": [], "cpu": [], "machine": [], "failed": []} for t in tools}
     if workload == "app":  # the first run on a fresh fleet clones and installs: not what is compared
-        wl.reset(fleet, hosts, workload)
+        revision = wl.reset(fleet, hosts, workload)
         argv, env = command("floor", spec_file, project, project, n)
         subprocess.run(argv, env=env, cwd=project, capture_output=True, stdin=subprocess.DEVNULL)
+        wl.verify(fleet, hosts, workload, revision)  # waits for every puma to serve
     for round_no in range(runs):
         for tool in tools:
             revision = wl.reset(fleet, hosts, workload)
