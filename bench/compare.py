@@ -86,6 +86,16 @@ def command(tool: str, spec_file: Path, work: Path, project: Path, n: int) -> tu
     raise SystemExit(f"unknown tool {tool}")
 
 
+def stop_fleet(fleet: Fleet) -> None:
+    fleet.stop()
+    for h in fleet.hosts:  # the floor starts processes outside the hosts' namespaces
+        for pid_file in (fleet.home(h.name) / "run").glob("*.pid") if (fleet.home(h.name) / "run").exists() else []:
+            try:
+                os.kill(int(pid_file.read_text()), 9)
+            except (OSError, ValueError):
+                pass
+
+
 def machine_cpu() -> float:
     """CPU-seconds the whole machine has spent since boot (every core; idle and iowait excluded)."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -185,13 +195,7 @@ def main() -> None:
             report.append(table(workload, n, results))
             print(report[-1], flush=True)
     finally:
-        fleet.stop()
-        for h in fleet.hosts:  # the floor starts processes outside the hosts' namespaces
-            for pid_file in (fleet.home(h.name) / "run").glob("*.pid") if (fleet.home(h.name) / "run").exists() else []:
-                try:
-                    os.kill(int(pid_file.read_text()), 9)
-                except (OSError, ValueError):
-                    pass
+        stop_fleet(fleet)
     (out / "report.md").write_text("\n".join(report))
     print("\n".join(report))
 

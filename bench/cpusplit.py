@@ -34,7 +34,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import workload as wl  # noqa: E402
-from compare import command, machine_cpu, make_fleet, precompile  # noqa: E402
+from compare import command, machine_cpu, make_fleet, precompile, stop_fleet  # noqa: E402
 from taskstats import ExitListener  # noqa: E402
 
 SHELLS = {"bash", "sh", "dash"}
@@ -201,7 +201,7 @@ def main() -> None:
         if access_point is not None:
             access_point.send_signal(signal.SIGTERM)
             access_point.wait(10)
-        fleet.stop()
+        stop_fleet(fleet)
     exact = all(r["exact"] for r in results.values())
     print(f"\n### CPU split, {args.workload} workload, N={args.hosts} (CPU-seconds; one run each; "
           f"{'exact run time per process' if exact else 'tick-sampled time per process'})\n")

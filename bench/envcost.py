@@ -24,7 +24,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import workload as wl  # noqa: E402
-from compare import command, make_fleet, precompile  # noqa: E402
+from compare import command, make_fleet, precompile, stop_fleet  # noqa: E402
 from pampa_deployer.commands.command import Command  # noqa: E402
 from pampa_deployer.engine.ssh import SSHBackend, SSHSettings  # noqa: E402
 from pampa_deployer.inventory import load_stage  # noqa: E402
@@ -86,7 +86,7 @@ def main() -> None:
                 cpu.setdefault((name, "over pampa's session"), []).append(children_cpu(backend.run(Command(body)).stdout))
         backend.close()
     finally:
-        fleet.stop()
+        stop_fleet(fleet)
     way_names = list(ways) + ["over pampa's session"]
     print(f"\nCPU-seconds per command (median of {args.runs}; user + system of the command and its children)\n")
     print("| command | " + " | ".join(way_names) + " |\n|---|" + "---|" * len(way_names))
