@@ -8,6 +8,9 @@ no handshake, no auth). The secret goes through a channel too: `cat` into a 0600
 renamed over the target (atomic, like every tool). Hosts run in parallel, one thread each.
 The master runs in the foreground as this script's child (its CPU counts as the tool's): it
 prints `ready` (LocalCommand) once authenticated, and `-O exit` ends it.
+The key exchange is pinned to curve25519-sha256, the one pampa (paramiko) negotiates: OpenSSH's
+default, the post-quantum sntrup761x25519, costs about five times the client CPU per connection
+(130 against 23 ms measured here) and more on the server, which would flatter pampa.
 """
 import json
 import os
@@ -24,7 +27,8 @@ control_dir = tempfile.mkdtemp(prefix="pampa-cm-")
 def base(address: str, port: int) -> list[str]:
     return ["ssh", "-F", "/dev/null", "-p", str(port), "-l", spec["user"], "-i", spec["key"],
             "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-            "-o", f"UserKnownHostsFile={spec['known_hosts']}", "-o", "ConnectTimeout=30"]
+            "-o", f"UserKnownHostsFile={spec['known_hosts']}", "-o", "ConnectTimeout=30",
+            "-o", "KexAlgorithms=curve25519-sha256"]
 
 
 def host(entry):
