@@ -34,7 +34,8 @@ LIGHT_STEPS = {
 
 
 def stage_data(fleet: Fleet, hosts, workload: str, parallel: int) -> dict:
-    common = {"roles": {"bench": {"sequence": SEQUENCE}}, "parallel": parallel}
+    # The reference order (migrate, then bundle) stays as it was measured since the start.
+    common = {"roles": {"bench": {"sequence": SEQUENCE}}, "parallel": parallel, "bundler": {"before_migrate": False}}
     if workload == "light":
         data = fleet.stage_data(
             path="~", env={}, units={"puma": [], "workers": []},
