@@ -188,9 +188,6 @@ def test_start_record_marks_a_host_incomplete_until_the_log_line_in_a_real_local
     assert revlog.parse_state(out) is None and revlog.parse(out)[0] == [{"after": None, "result": "ok"}]
 
 
-    assert probe.programs_used(cmds) == ["bundle", "git", "systemctl", "bin/rails"]
-
-
 # -- a small file through the shell session ------------------------------------------------------------
 
 def test_upload_command_exact():
@@ -204,6 +201,8 @@ def test_upload_command_exact():
     script = upload_command("/etc/my app/run.sh", b"x", 0o750, "tok").script
     assert "umask 0027 && t='/etc/my app/.run.sh.pampa-tok' && " in script
     assert "chmod 0750 \"$t\" && mv -f \"$t\" '/etc/my app/run.sh'; then" in script
+    # Never wrapped in a process group: that would pass the content to `setsid sh -c` as an argument.
+    assert upload_command("~/x", b"secret", 0o600, "tok").killable is False
 
 
 def test_upload_command_writes_every_byte_privately_and_atomically(tmp_path):
