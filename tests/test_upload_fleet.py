@@ -60,3 +60,22 @@ def test_large_file_goes_over_sftp_and_a_failed_upload_is_an_error(fleet):
         assert backend.run(Command("echo still here")).stdout == "still here\n"
     finally:
         backend.close()
+
+
+@pytest.mark.parametrize("session", [True, False])
+def test_only_killable_commands_get_a_process_group_of_their_own(fleet, session):
+    """pampa's own short commands (killable=False) skip the process-group wrapper (setsid, a new shell,
+    rm: about 5 ms of CPU each); step commands still get it, so a stop can end all they started."""
+    from dataclasses import replace
+    stat = Command("cut -d' ' -f6 /proc/self/stat")  # the session id of the process running it
+    backend = _backend(fleet, session)
+    try:
+        own = [backend.run(replace(stat, killable=False)).stdout.strip() for _ in range(2)]
+        steps = [backend.run(stat).stdout.strip() for _ in range(2)]
+    finally:
+        backend.close()
+    assert all(own + steps)
+    if session:  # unwrapped, both run in the session shell's own session; wrapped, each in a new one
+        assert own[0] == own[1] and own[0] not in steps and steps[0] != steps[1]
+    else:  # a channel per command: each has a session of its own either way, and each ran
+        assert len(set(own + steps)) == 4

@@ -247,11 +247,15 @@ class SSHBackend:
         return self._run_on_channel(command, on_line)
 
     def _run_in_session(self, session: ShellSession, command: Command, on_line: OnLine | None) -> CommandResult:
-        tag = procgroup.new_tag()
-        with self._lock:
-            self._running.add(tag)
+        # Pampa's own short commands (lock, revision log, step records, uploads) are not killable: the
+        # process-group wrapper costs a setsid, a new shell and an rm (about 5 ms of CPU) per command.
+        tag = procgroup.new_tag() if command.killable else None
+        if tag:
+            with self._lock:
+                self._running.add(tag)
         try:
-            result = session.run(command, on_line, tag=tag, on_timeout=lambda: self.stop_command(tag))
+            result = session.run(command, on_line, tag=tag,
+                                 on_timeout=(lambda: self.stop_command(tag)) if tag else None)
         finally:
             with self._lock:
                 self._running.discard(tag)
@@ -286,15 +290,17 @@ class SSHBackend:
 
     def _run_on_channel(self, command: Command, on_line: OnLine | None = None) -> CommandResult:
         channel = self.connection.transport.open_session(timeout=self.settings.connect_timeout)
-        tag = procgroup.new_tag()
+        tag = procgroup.new_tag() if command.killable else None
         with self._lock:
             self._channel = channel
-            self._running.add(tag)
+            if tag:
+                self._running.add(tag)
         out = LineSplitter("stdout", command, on_line)
         err = LineSplitter("stderr", command, on_line)
         deadline = time.monotonic() + command.timeout if command.timeout else None
         try:
-            channel.exec_command(procgroup.wrap(command.line(), tag) + " </dev/null")
+            line = procgroup.wrap(command.line(), tag) if tag else command.line()
+            channel.exec_command(line + " </dev/null")
             while True:
                 wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
                 select.select([channel], [], [], wait)
@@ -307,7 +313,7 @@ class SSHBackend:
                 if channel.closed and not channel.exit_status_ready():
                     return CommandResult(255, out.text(), err.text() + "\n[pampa] channel closed (aborted)")
                 if deadline is not None and time.monotonic() >= deadline:
-                    stopped = self.stop_command(tag)
+                    stopped = self.stop_command(tag) if tag else "it was left running (not stoppable)"
                     return CommandResult(124, out.text(), err.text() + f"\n[pampa] timed out after "
                                          f"{command.timeout:g}s; {stopped}")
             return CommandResult(channel.recv_exit_status(), out.text(), err.text())
