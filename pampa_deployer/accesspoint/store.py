@@ -296,13 +296,17 @@ class Store:
         """Liveness in memory only: a write per long poll would cost 1,000 commits per wake-up."""
         self.seen[(stage, node)] = self.clock()
 
+    def _node_run(self, deploy_id: int, stage: str, node: str) -> tuple[dict, dict]:
+        """A deploy of ``stage`` (404 for another stage's: a node token never sees it) and ``node``'s run."""
+        deploy = self._require(deploy_id)
+        if deploy["stage"] != stage:
+            raise ApiError(404, f"no deploy {deploy_id}")
+        return deploy, self._run(deploy, node)
+
     def start(self, deploy_id: int, stage: str, node: str) -> dict:
         """A node begins its run; 409 if it already did (a restarted agent never runs a request twice)."""
         with self.lock, self.db:
-            deploy = self._require(deploy_id)
-            if deploy["stage"] != stage:
-                raise ApiError(404, f"no deploy {deploy_id}")
-            run = self._run(deploy, node)
+            deploy, run = self._node_run(deploy_id, stage, node)
             if run["state"] != rules.WAITING:
                 raise ApiError(409, f"node {node} already has run {deploy_id}: it is {run['state']}")
             if not rules.actionable(run, deploy["state"]):
@@ -333,10 +337,7 @@ class Store:
         if not isinstance(events, list) or len(events) > MAX_EVENTS:
             raise ApiError(400, f"'events' must be a list of at most {MAX_EVENTS} events")
         with self.lock, self.db:
-            deploy = self._require(deploy_id)
-            if deploy["stage"] != stage:
-                raise ApiError(404, f"no deploy {deploy_id}")
-            run = self._run(deploy, node)
+            deploy, run = self._node_run(deploy_id, stage, node)
             if run["state"] != rules.RUNNING:
                 raise ApiError(409, f"node {node} is {run['state']} on deploy {deploy_id}, not running")
             now = self.clock()
@@ -373,10 +374,7 @@ class Store:
         if result not in (rules.OK, rules.NODE_FAILED, rules.INTERRUPTED):
             raise ApiError(400, "'result' must be 'ok', 'failed' or 'interrupted'")
         with self.lock, self.db:
-            deploy = self._require(deploy_id)
-            if deploy["stage"] != stage:
-                raise ApiError(404, f"no deploy {deploy_id}")
-            run = self._run(deploy, node)
+            deploy, run = self._node_run(deploy_id, stage, node)
             if run["state"] in rules.NODE_FINAL:
                 if run["state"] == result:
                     return run  # a retried report after a lost answer: same outcome, nothing to do
