@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from pampa_deployer.cli import main
-from pampa_deployer.fleet import Fleet
+from pampa_deployer.fleet import Fleet, _pids_in_namespace
 
 HOSTS = [
     ("kepler-1", ("kepler",)),
@@ -183,3 +183,25 @@ def migrations(fleet: Fleet, name: str) -> list[str]:
         return [r[0] for r in conn.execute("SELECT filename FROM schema_migrations ORDER BY filename")] \
             if conn.execute("SELECT name FROM sqlite_master WHERE name='schema_migrations'").fetchone() else \
             [str(r[0]) for r in conn.execute("SELECT version FROM schema_info")]
+
+
+def host_pids(fleet, name: str) -> list[int]:
+    """Every process of the host: those in its sshd's mount namespace."""
+    unshare = int((fleet.root / "hosts" / name / "sshd" / "unshare.pid").read_text())
+    namespace = os.readlink(f"/proc/{unshare}/ns/mnt")
+    return _pids_in_namespace(namespace)  # the unshare pid itself became the host's sshd
+
+
+def running(fleet, name: str, needle: str) -> list[str]:
+    """Command lines of the host's live (not zombie) processes that contain ``needle``."""
+    found = []
+    for pid in host_pids(fleet, name):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        except OSError:
+            continue
+        zombie = any(line.startswith("State:") and "Z" in line.split()[1] for line in status.splitlines())
+        if not zombie and needle in cmdline:
+            found.append(cmdline)
+    return found

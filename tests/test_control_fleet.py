@@ -19,32 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import head
-from pampa_deployer.fleet import _pids_in_namespace
+from conftest import head, host_pids, running
 
 pytestmark = pytest.mark.fleet
-
-
-def host_pids(fleet, name: str) -> list[int]:
-    """Every process of the host: those in its sshd's mount namespace."""
-    unshare = int((fleet.root / "hosts" / name / "sshd" / "unshare.pid").read_text())
-    namespace = os.readlink(f"/proc/{unshare}/ns/mnt")
-    return _pids_in_namespace(namespace)  # the unshare pid itself became the host's sshd
-
-
-def running(fleet, name: str, needle: str) -> list[str]:
-    """Command lines of the host's live (not zombie) processes that contain ``needle``."""
-    found = []
-    for pid in host_pids(fleet, name):
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-        except OSError:
-            continue
-        zombie = any(line.startswith("State:") and "Z" in line.split()[1] for line in status.splitlines())
-        if not zombie and needle in cmdline:
-            found.append(cmdline)
-    return found
 
 
 @contextlib.contextmanager

@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import head
-from pampa_deployer.fleet import _pids_in_namespace
+from conftest import head, host_pids, running
 from pampa_deployer.sequences import DEFAULT_SEQUENCES
 
 pytestmark = pytest.mark.fleet
@@ -76,23 +75,6 @@ def write_tasks(project, name: str = "deploy/tasks.py", extra: str = "") -> None
 
 
 # -- what is on the hosts ---------------------------------------------------------------------------------
-def host_pids(fleet, name: str) -> list[int]:
-    unshare = int((fleet.root / "hosts" / name / "sshd" / "unshare.pid").read_text())
-    return _pids_in_namespace(os.readlink(f"/proc/{unshare}/ns/mnt"))
-
-
-def running(fleet, name: str, needle: str) -> list[str]:
-    """Command lines of the host's live (not zombie) processes containing ``needle``."""
-    found = []
-    for pid in host_pids(fleet, name):
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-        except OSError:
-            continue
-        if needle in cmdline and not any(line.startswith("State:") and "Z" in line for line in status.splitlines()):
-            found.append(cmdline)
-    return found
 
 
 def kill_leftovers(fleet, name: str, needle: str) -> None:
