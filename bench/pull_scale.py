@@ -15,6 +15,7 @@ Per request it prints:
 - request -> DONE;
 and for the whole run the server's CPU seconds (user+system, from /proc/PID/stat), its CPU share,
 its peak RSS and thread count (sampled every 100 ms).
+With `--profile FILE` the server runs under cProfile (read it with `python -m pstats FILE`).
 Roles: `--keplers` keplers, the rest split half newtons, a quarter eulers, a quarter copernicos.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -140,7 +142,8 @@ async def run(args) -> None:
               "opens_gate": role[n] == "kepler"} for n in names]
     port = free_port()
     tmp = Path(tempfile.mkdtemp(prefix="pampa-pull-bench-"))
-    server = subprocess.Popen([sys.executable, "-m", "pampa_deployer", "access-point", "serve", "--port", str(port),
+    profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
+    server = subprocess.Popen([sys.executable, *profile, "-m", "pampa_deployer", "access-point", "serve", "--port", str(port),
                                "--db", str(tmp / "ap.sqlite3")], env={**os.environ, "PAMPA_AP_KEY": KEY},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     peaks: dict = {}
@@ -199,7 +202,7 @@ async def run(args) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         stop_sampling.set()
-        server.terminate()
+        server.send_signal(signal.SIGINT if args.profile else signal.SIGTERM)  # cProfile writes its file on SIGINT
         server.wait(30)
 
 
@@ -209,6 +212,7 @@ def main() -> None:
     p.add_argument("--keplers", type=int, default=10)
     p.add_argument("--requests", type=int, default=3)
     p.add_argument("--step-seconds", type=float, default=0.5)
+    p.add_argument("--profile", metavar="FILE", help="run the server under cProfile and write its stats to FILE")
     args = p.parse_args()
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
