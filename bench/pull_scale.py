@@ -36,6 +36,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from procwatch import cpu_seconds, sample  # noqa: E402
 
 KEY = "bench-admin-key"
 
@@ -104,25 +107,6 @@ async def agent(name: str, token: str, port: int, step_seconds: float, log: dict
         await conn.call("POST", f"/deploys/{did}/nodes/{name}/finish", {"result": "ok", "revision": "0" * 40})
         log[did][name]["finished"] = time.time()
     conn.close()
-
-
-def sample(pid: int, peaks: dict, stop: threading.Event) -> None:
-    while not stop.is_set():
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            return
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                peaks["rss_mb"] = max(peaks.get("rss_mb", 0), int(line.split()[1]) / 1024)
-            elif line.startswith("Threads:"):
-                peaks["threads"] = max(peaks.get("threads", 0), int(line.split()[1]))
-        time.sleep(0.1)
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:

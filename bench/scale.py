@@ -8,7 +8,6 @@ next port), each in its own mount namespace, as in every benchmark.
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import subprocess
 import sys
@@ -22,25 +21,7 @@ sys.path.insert(0, str(HERE))
 
 import workload as wl  # noqa: E402
 from compare import make_fleet, precompile  # noqa: E402
-
-
-def sample(pid: int, peaks: dict, stop: threading.Event) -> None:
-    while not stop.is_set():
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            return
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                peaks["rss_mb"] = max(peaks.get("rss_mb", 0), int(line.split()[1]) / 1024)
-            elif line.startswith("Threads:"):
-                peaks["threads"] = max(peaks.get("threads", 0), int(line.split()[1]))
-        try:
-            sockets = sum(1 for fd in Path(f"/proc/{pid}/fd").iterdir() if os.readlink(fd).startswith("socket:"))
-        except OSError:
-            sockets = 0
-        peaks["sockets"] = max(peaks.get("sockets", 0), sockets)
-        time.sleep(0.02)
+from procwatch import sample  # noqa: E402
 
 
 def main() -> None:
@@ -67,7 +48,7 @@ def main() -> None:
         proc = subprocess.Popen(argv, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         peaks: dict = {}
         stop = threading.Event()
-        sampler = threading.Thread(target=sample, args=(proc.pid, peaks, stop))
+        sampler = threading.Thread(target=sample, args=(proc.pid, peaks, stop, 0.02, True))
         sampler.start()
         out, _ = proc.communicate()
         stop.set()
