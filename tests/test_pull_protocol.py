@@ -258,10 +258,10 @@ def test_settling_a_large_request_does_not_read_every_run(tmp_path):
         [{"node": f"n{i}", "roles": ["newton"], "gated": False, "opens_gate": False} for i in range(2000)]
     d = store.create({"stage": "p", "branch": "main", "mode": "pull", "nodes": nodes})
     fetched = []
-    store.db.set_trace_callback(fetched.append)
+    store.db.conn.set_trace_callback(fetched.append)
     store.start(d["id"], "p", "n7")
     store.finish_run(d["id"], "p", "n7", {"result": "ok"})
-    store.db.set_trace_callback(None)
+    store.db.conn.set_trace_callback(None)
     every_run = f"SELECT * FROM runs WHERE deploy_id = {d['id']} ORDER BY"
     assert fetched and not [q for q in fetched if q.startswith(every_run)]
     assert store.get(d["id"])["state"] == "TAKEN"

@@ -1,6 +1,7 @@
-"""The reference access point: the protocol of docs/access-point.md over HTTP, stored in SQLite.
+"""The reference access point: the protocol of docs/access-point.md over HTTP, stored in SQLite
+(or PostgreSQL, for several processes behind a proxy: docs/pull-mode.md).
 
-Standard library only (asyncio + sqlite3). The HTTP layer (``http.py``) bounds every
+Standard library only (asyncio + sqlite3; psycopg for PostgreSQL). The HTTP layer (``http.py``) bounds every
 connection; this module authenticates, scopes, routes and answers, and parks long
 polls on the event loop (a waiting agent costs no thread). Credentials are compared
 in constant time and never logged.
@@ -13,12 +14,13 @@ import hmac
 import json
 import os
 import re
-import sqlite3
+import sys
 import time
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..errors import UsageError
+from .database import DatabaseError, redacted
 from .http import AsyncHTTPServer, HttpError, Limits, Request, Response
 from .store import ApiError, Store
 
@@ -160,6 +162,9 @@ class App:
             raise ApiError(404, f"no route {request.method} {url.path[:100]}")
         except ApiError as e:
             return Response(e.status, {"error": e.message})
+        except DatabaseError as e:
+            print(f"pampa access point: {e}", file=sys.stderr, flush=True)
+            return Response(503, {"error": "the access point's database is unavailable; retry later"})
 
     @staticmethod
     def _permit(who: Principal, allowed: str, groups: list[str]) -> None:
@@ -249,26 +254,48 @@ class App:
 
 def make_server(bind: str, port: int, db: str, api_key: str | None, limits: Limits | None = None,
                 stall_after: float = 60.0) -> AsyncHTTPServer:
-    """The access point on ``bind:port`` (port 0: any free port, see ``server_address``)."""
+    """The access point on ``bind:port`` (port 0: any free port, see ``server_address``).
+
+    ``db``: a SQLite file, or a ``postgresql://`` URL shared with other access point processes.
+    """
     store = Store(db, stall_after=stall_after)
-    server = AsyncHTTPServer(bind, port, App(store, api_key), limits, on_close=store.close)
+    try:
+        server = AsyncHTTPServer(bind, port, App(store, api_key), limits, on_close=store.close)
+    except OSError:
+        store.close()
+        raise
     server.store = store
+    store.listen(lambda deploys, moved: _in_loop(server, lambda: store.on_change(deploys, moved)))
     return server
+
+
+def _in_loop(server: AsyncHTTPServer, wake) -> None:
+    """Another process changed requests: wake this process's polls, in its loop's thread."""
+    try:
+        server.call_soon(wake)
+    except RuntimeError:  # the loop is closed: the server is stopping
+        pass
+
+
+def database_of(args) -> str:
+    """--db/--database, else $PAMPA_AP_DATABASE (a systemd unit's Environment=), else the SQLite default."""
+    return args.db or os.environ.get("PAMPA_AP_DATABASE") or "access-point.sqlite3"
 
 
 def serve_cli(args) -> int:
     api_key = args.api_key or os.environ.get("PAMPA_AP_KEY")
     if not api_key:
         raise UsageError("access-point serve: set an API key with --api-key or PAMPA_AP_KEY")
+    db = database_of(args)
     try:
-        server = make_server(args.bind, args.port, args.db, api_key, stall_after=getattr(args, "stall_after", 60.0))
+        server = make_server(args.bind, args.port, db, api_key, stall_after=getattr(args, "stall_after", 60.0))
+    except DatabaseError as e:
+        raise UsageError(f"access-point serve: {e}") from None
     except OSError as e:
         why = "the address is taken (another access point?); pick another --port" \
             if e.errno == errno.EADDRINUSE else e.strerror or str(e)
         raise UsageError(f"access-point serve: cannot listen on {args.bind}:{args.port}: {why}") from None
-    except sqlite3.Error as e:
-        raise UsageError(f"access-point serve: cannot open the database {args.db}: {e}") from None
-    print(f"pampa access point on http://{args.bind}:{server.server_address[1]} (db {args.db})", flush=True)
+    print(f"pampa access point on http://{args.bind}:{server.server_address[1]} (db {redacted(db)})", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

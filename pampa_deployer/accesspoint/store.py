@@ -1,4 +1,7 @@
-"""The access point's state in one SQLite file: deploy requests, node runs, events, versions, tokens.
+"""The access point's state: deploy requests, node runs, events, versions, tokens.
+
+It lives in a SQLite file (one server process, the default) or a PostgreSQL database (several
+processes behind a proxy); ``database.py`` is the seam, the SQL here is written once for both.
 
 Two kinds of deploy request share the ``deploys`` table:
 
@@ -6,44 +9,48 @@ Two kinds of deploy request share the ``deploys`` table:
 - pull (``pampa request``): the request lists the nodes that act on it, agents report each
   node's run, and the state follows from those runs (``rules.request_state``).
 
-Every call is serialised by one lock; each is a few small statements.
+Every call is serialised by one lock in the process; each write is one transaction. With several
+processes, a write locks its deploy row first (``SELECT ... FOR UPDATE``), so the gate rule is
+applied to one request by one transaction at a time and sees every run the others committed.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import secrets
-import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from typing import Callable
 
 from . import rules
+from .database import encode, open_database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deploys (
-  id INTEGER PRIMARY KEY AUTOINCREMENT, stage TEXT NOT NULL, branch TEXT NOT NULL, revision TEXT,
+  id {id}, stage TEXT NOT NULL, branch TEXT NOT NULL, revision TEXT,
   requested_by TEXT, state TEXT NOT NULL, taken_by TEXT, detail TEXT,
-  created_at REAL NOT NULL, updated_at REAL NOT NULL);
+  created_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL);
 CREATE TABLE IF NOT EXISTS nodes (
-  node TEXT NOT NULL, stage TEXT NOT NULL, revision TEXT NOT NULL, roles TEXT, deploy_id INTEGER,
-  reported_at REAL NOT NULL, PRIMARY KEY (node, stage));
+  node TEXT NOT NULL, stage TEXT NOT NULL, revision TEXT NOT NULL, roles TEXT, deploy_id BIGINT,
+  reported_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (node, stage));
 CREATE TABLE IF NOT EXISTS events (
-  id INTEGER PRIMARY KEY AUTOINCREMENT, deploy_id INTEGER, kind TEXT, body TEXT, at REAL NOT NULL);
+  id {id}, deploy_id BIGINT, kind TEXT, body TEXT, at DOUBLE PRECISION NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
-  deploy_id INTEGER NOT NULL, node TEXT NOT NULL, roles TEXT NOT NULL, gated INTEGER NOT NULL,
+  deploy_id BIGINT NOT NULL, node TEXT NOT NULL, roles TEXT NOT NULL, gated INTEGER NOT NULL,
   opens_gate INTEGER NOT NULL, state TEXT NOT NULL, step TEXT, detail TEXT, revision TEXT,
-  started_at REAL, updated_at REAL, ended_at REAL, PRIMARY KEY (deploy_id, node));
+  started_at DOUBLE PRECISION, updated_at DOUBLE PRECISION, ended_at DOUBLE PRECISION,
+  PRIMARY KEY (deploy_id, node));
 CREATE INDEX IF NOT EXISTS runs_by_node ON runs (node, state);
 CREATE INDEX IF NOT EXISTS events_by_deploy ON events (deploy_id, id);
 CREATE TABLE IF NOT EXISTS tokens (
   digest TEXT PRIMARY KEY, stage TEXT NOT NULL, node TEXT NOT NULL, roles TEXT NOT NULL,
-  created_at REAL NOT NULL, UNIQUE (stage, node));
+  created_at DOUBLE PRECISION NOT NULL, UNIQUE (stage, node));
 """
 
 #: Columns added to ``deploys`` since the first protocol version (old databases are upgraded in place).
-DEPLOY_COLUMNS = {"mode": "TEXT NOT NULL DEFAULT 'push'", "message": "TEXT", "allowed_at": "REAL",
-                  "ended_at": "REAL"}
+DEPLOY_COLUMNS = {"mode": "TEXT NOT NULL DEFAULT 'push'", "message": "TEXT", "allowed_at": "DOUBLE PRECISION",
+                  "ended_at": "DOUBLE PRECISION"}
 
 #: state -> states it may move to, for push requests (pull requests follow rules.request_state)
 TRANSITIONS = {"PENDING": {"TAKEN", "FAILED"}, "TAKEN": {"ALLOWED", "DONE", "FAILED"},
@@ -80,20 +87,18 @@ def _text(value, limit: int = MAX_LINE) -> str:
 
 
 class Store:
-    """All state behind one lock; ``on_change`` is called after every write (wakes long polls)."""
+    """All state behind one lock; ``on_change`` is called after every write (wakes long polls).
 
-    def __init__(self, path: str, stall_after: float = 60.0, clock: Callable[[], float] = time.time):
-        self.db = sqlite3.connect(path, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
-        self.db.executescript(SCHEMA)
-        have = {r["name"] for r in self.db.execute("PRAGMA table_info(deploys)")}
-        for column, decl in DEPLOY_COLUMNS.items():
-            if column not in have:
-                self.db.execute(f"ALTER TABLE deploys ADD COLUMN {column} {decl}")
-        # WAL + NORMAL: a commit is a write to the log, not an fsync of the database (1,000 agents report).
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.commit()
+    ``database``: a SQLite file path, or a ``postgresql://`` URL (see ``database.open_database``).
+    """
+
+    def __init__(self, database: str, stall_after: float = 60.0, clock: Callable[[], float] = time.time):
+        self.db = open_database(database)
+        try:
+            self.db.create(SCHEMA.replace("{id}", self.db.id_column), DEPLOY_COLUMNS)
+        except Exception:
+            self.db.close()
+            raise
         self.lock = threading.RLock()
         self.stall_after = stall_after
         self.clock = clock
@@ -101,19 +106,41 @@ class Store:
         self.on_change: Callable[[set, bool], None] = lambda deploys, moved: None
         self._touched: set = set()
         self._moved = False
-        self.seen: dict[tuple[str, str], float] = {}  # (stage, node) -> last time its agent called
+        self.seen: dict[tuple[str, str], float] = {}  # (stage, node) -> last time its agent called here
 
     def close(self) -> None:
         with self.lock:
             self.db.close()
 
+    def listen(self, deliver: Callable[[set, bool], None]) -> None:
+        """``deliver(deploys, moved)`` (from another thread) when another process changed them."""
+        self.db.listen(deliver)
+
+    @contextmanager
+    def _write(self):
+        """One transaction; then the polls waiting on what it touched are woken, here and (NOTIFY) elsewhere."""
+        with self.lock:
+            self._touched, self._moved = set(), False
+            with self.db.transaction():
+                yield
+                if self._touched or self._moved:
+                    self.db.notify(encode(self._touched, self._moved))  # delivered on commit
+            touched, moved = self._touched, self._moved
+        if touched or moved:
+            try:
+                self.on_change(touched, moved)
+            except Exception:  # noqa: BLE001 - waking pollers must never fail a write
+                pass
+
     # -- helpers -------------------------------------------------------------------------------------
-    def _deploy(self, deploy_id: int) -> dict | None:
-        row = self.db.execute("SELECT * FROM deploys WHERE id = ?", (deploy_id,)).fetchone()
+    def _deploy(self, deploy_id: int, lock: bool = False) -> dict | None:
+        """``lock``: hold the row until the transaction ends (PostgreSQL), so writes to one request queue up."""
+        row = self.db.execute("SELECT * FROM deploys WHERE id = ?" + (self.db.for_update if lock else ""),
+                              (deploy_id,)).fetchone()
         return dict(row) if row else None
 
-    def _require(self, deploy_id: int) -> dict:
-        deploy = self._deploy(deploy_id)
+    def _require(self, deploy_id: int, lock: bool = False) -> dict:
+        deploy = self._deploy(deploy_id, lock)
         if deploy is None:
             raise ApiError(404, f"no deploy {deploy_id}")
         return deploy
@@ -134,13 +161,11 @@ class Store:
         self.db.execute("INSERT INTO events (deploy_id, kind, body, at) VALUES (?, ?, ?, ?)",
                         (deploy_id, kind, json.dumps(body), now))
 
-    def _changed(self, deploy_id: int | None = None, moved: bool = False) -> None:
-        touched, self._touched = self._touched | ({deploy_id} if deploy_id is not None else set()), set()
-        moved, self._moved = moved or self._moved, False
-        try:
-            self.on_change(touched, moved)
-        except Exception:  # noqa: BLE001 - waking pollers must never fail a write
-            pass
+    def _touch(self, deploy_id: int | None, moved: bool = False) -> None:
+        """Inside ``_write``: this request changed (``moved``: a request appeared or changed state)."""
+        if deploy_id is not None:
+            self._touched.add(deploy_id)
+        self._moved = self._moved or moved
 
     def view(self, deploy: dict, with_runs: bool = True) -> dict:
         """A deploy as the API shows it: pull requests carry their nodes' runs and any stall."""
@@ -162,15 +187,14 @@ class Store:
         nodes = body.get("nodes")
         if nodes is not None:
             nodes = self._check_nodes(nodes)
-        with self.lock, self.db:
+        with self._write():
             now = self.clock()
             mode = "pull" if nodes is not None else "push"
-            cur = self.db.execute(
+            deploy_id = self.db.execute(
                 "INSERT INTO deploys (stage, branch, revision, requested_by, state, created_at, updated_at, mode, "
-                "message) VALUES (?, ?, ?, ?, 'PENDING', ?, ?, ?, ?)",
+                "message) VALUES (?, ?, ?, ?, 'PENDING', ?, ?, ?, ?) RETURNING id",
                 (stage, branch, _text(body.get("revision"), 64) or None, _text(body.get("requested_by"), 128) or None,
-                 now, now, mode, _text(body.get("message")) or None))
-            deploy_id = cur.lastrowid
+                 now, now, mode, _text(body.get("message")) or None)).fetchone()["id"]
             for n in nodes or []:
                 self.db.execute("INSERT INTO runs (deploy_id, node, roles, gated, opens_gate, state) "
                                 "VALUES (?, ?, ?, ?, ?, 'waiting')",
@@ -179,8 +203,8 @@ class Store:
                                                                          "requested_by", "message")}, now)
             if nodes is not None:
                 self._settle(deploy_id, now)
+            self._touch(deploy_id, moved=True)
             deploy = self._deploy(deploy_id)
-        self._changed(deploy_id, moved=True)
         return self.view(deploy)
 
     @staticmethod
@@ -204,8 +228,8 @@ class Store:
 
     def move(self, deploy_id: int, state: str, **fields) -> dict:
         """Push requests: the deployer moves its own request (PENDING -> TAKEN -> ALLOWED -> DONE|FAILED)."""
-        with self.lock, self.db:
-            deploy = self._require(deploy_id)
+        with self._write():
+            deploy = self._require(deploy_id, lock=True)
             if deploy.get("mode") == "pull":
                 raise ApiError(409, f"deploy {deploy_id} is a pull request: its nodes' reports move it")
             if state not in TRANSITIONS[deploy["state"]]:
@@ -219,8 +243,8 @@ class Store:
             self.db.execute(f"UPDATE deploys SET state = ?, updated_at = ?{', ' + sets if sets else ''} "
                             "WHERE id = ?", (state, now, *fields.values(), deploy_id))
             self._event(deploy_id, state.lower(), {k: v for k, v in fields.items() if not k.endswith("_at")}, now)
+            self._touch(deploy_id, moved=True)
             deploy = self._deploy(deploy_id)
-        self._changed(deploy_id, moved=True)
         return deploy
 
     def get(self, deploy_id: int, stage: str | None = None) -> dict:
@@ -245,9 +269,9 @@ class Store:
 
         Called on every start and finish, so it must not cost O(nodes) in Python: with 1,000 nodes that
         made a request O(nodes²) (7 of 24 server CPU-seconds at 400 agents). The rules read only the keplers'
-        runs in full and, of the others, which (opens_gate, state) pairs occur: SQLite counts those.
+        runs in full and, of the others, which (opens_gate, state) pairs occur: the database counts those.
         """
-        deploy = self._deploy(deploy_id)
+        deploy = self._deploy(deploy_id, lock=True)  # already held by every caller but create's
         openers = self._runs(deploy_id, openers_only=True)
         closed = rules.gate_closed_reason(openers)
         if closed:
@@ -256,7 +280,7 @@ class Store:
                                       (deploy_id,)).fetchall()
             self.db.execute("UPDATE runs SET state = 'skipped', detail = ?, ended_at = ? "
                             "WHERE deploy_id = ? AND gated = 1 AND state = 'waiting'", (why, now, deploy_id))
-            for (node,) in skipped:
+            for node in (r["node"] for r in skipped):
                 self._event(deploy_id, "node", {"node": node, "state": "skipped", "detail": why}, now)
         self._touched.add(deploy_id)
         state = rules.request_state(deploy["state"], self._run_kinds(deploy_id))
@@ -272,7 +296,7 @@ class Store:
             extra += ", ended_at = ?, detail = ?"
             bad = self.db.execute("SELECT node, state FROM runs WHERE deploy_id = ? AND state != 'ok' "
                                   "ORDER BY opens_gate DESC, gated, node LIMIT 20", (deploy_id,)).fetchall()
-            params += [now, (f"gate closed: {closed}" if closed else "; ".join(f"{n} {st}" for n, st in bad))]
+            params += [now, (f"gate closed: {closed}" if closed else "; ".join(f"{r['node']} {r['state']}" for r in bad))]
         self.db.execute(f"UPDATE deploys SET state = ?, updated_at = ?{extra} WHERE id = ?", (*params, deploy_id))
         self._event(deploy_id, state.lower(), {"detail": closed or ""}, now)
 
@@ -280,12 +304,13 @@ class Store:
         """One stand-in run per distinct (opens_gate, state) of a request: all ``rules.request_state`` reads
         (its any/all over runs do not change when duplicates are dropped)."""
         rows = self.db.execute("SELECT DISTINCT opens_gate, state FROM runs WHERE deploy_id = ?", (deploy_id,))
-        return [{"opens_gate": bool(g), "state": st} for g, st in rows]
+        return [{"opens_gate": bool(r["opens_gate"]), "state": r["state"]} for r in rows]
 
-    def _run(self, deploy: dict, node: str) -> dict:
+    def _run(self, deploy: dict, node: str, lock: bool = False) -> dict:
         if deploy.get("mode") != "pull":
             raise ApiError(409, f"deploy {deploy['id']} is not a pull request")
-        row = self.db.execute("SELECT * FROM runs WHERE deploy_id = ? AND node = ?", (deploy["id"], node)).fetchone()
+        row = self.db.execute("SELECT * FROM runs WHERE deploy_id = ? AND node = ?" + (self.db.for_update if lock else ""),
+                              (deploy["id"], node)).fetchone()
         if row is None:
             raise ApiError(404, f"node {node} is not part of deploy {deploy['id']}")
         run = dict(row)
@@ -309,16 +334,21 @@ class Store:
         """Liveness in memory only: a write per long poll would cost 1,000 commits per wake-up."""
         self.seen[(stage, node)] = self.clock()
 
-    def _node_run(self, deploy_id: int, stage: str, node: str) -> tuple[dict, dict]:
-        """A deploy of ``stage`` (404 for another stage's: a node token never sees it) and ``node``'s run."""
-        deploy = self._require(deploy_id)
+    def _node_run(self, deploy_id: int, stage: str, node: str, lock_deploy: bool = True) -> tuple[dict, dict]:
+        """A deploy of ``stage`` (404 for another stage's: a node token never sees it) and ``node``'s run.
+
+        Both rows stay locked until the write ends. Writes that apply the gate rule lock the deploy
+        (one settles a request at a time); a progress report locks only its own run.
+        Lock order, to never deadlock: a deploy before its runs, newer deploys before older ones.
+        """
+        deploy = self._require(deploy_id, lock=lock_deploy)
         if deploy["stage"] != stage:
             raise ApiError(404, f"no deploy {deploy_id}")
-        return deploy, self._run(deploy, node)
+        return deploy, self._run(deploy, node, lock=True)
 
     def start(self, deploy_id: int, stage: str, node: str) -> dict:
         """A node begins its run; 409 if it already did (a restarted agent never runs a request twice)."""
-        with self.lock, self.db:
+        with self._write():
             deploy, run = self._node_run(deploy_id, stage, node)
             if run["state"] != rules.WAITING:
                 raise ApiError(409, f"node {node} already has run {deploy_id}: it is {run['state']}")
@@ -329,9 +359,10 @@ class Store:
                             "WHERE deploy_id = ? AND node = ?", (now, now, deploy_id, node))
             # Older requests this node never started are superseded: it deploys the newest.
             older = self.db.execute("SELECT deploy_id FROM runs WHERE node = ? AND state = 'waiting' AND deploy_id < ? "
-                                    "AND deploy_id IN (SELECT id FROM deploys WHERE stage = ?)",
+                                    "AND deploy_id IN (SELECT id FROM deploys WHERE stage = ?) ORDER BY deploy_id DESC",
                                     (node, deploy_id, stage)).fetchall()
-            for (old,) in older:
+            for old in (r["deploy_id"] for r in older):
+                self._deploy(old, lock=True)
                 why = f"superseded by deploy {deploy_id}"
                 self.db.execute("UPDATE runs SET state = 'skipped', detail = ?, ended_at = ? "
                                 "WHERE deploy_id = ? AND node = ?", (why, now, old, node))
@@ -341,16 +372,16 @@ class Store:
                 self.db.execute("UPDATE deploys SET taken_by = ? WHERE id = ?", (node, deploy_id))
             self._event(deploy_id, "node", {"node": node, "state": "running"}, now)
             self._settle(deploy_id, now)
+            self._touch(deploy_id)
             run = self._run(self._deploy(deploy_id), node)
-        self._changed(deploy_id)
         return run
 
     def progress(self, deploy_id: int, stage: str, node: str, events) -> dict:
         """Step progress and output tails from a running node; also its heartbeat."""
         if not isinstance(events, list) or len(events) > MAX_EVENTS:
             raise ApiError(400, f"'events' must be a list of at most {MAX_EVENTS} events")
-        with self.lock, self.db:
-            deploy, run = self._node_run(deploy_id, stage, node)
+        with self._write():
+            deploy, run = self._node_run(deploy_id, stage, node, lock_deploy=False)
             if run["state"] != rules.RUNNING:
                 raise ApiError(409, f"node {node} is {run['state']} on deploy {deploy_id}, not running")
             now = self.clock()
@@ -378,7 +409,7 @@ class Store:
             self.db.execute("UPDATE runs SET step = ?, updated_at = ? WHERE deploy_id = ? AND node = ?",
                             (step, now, deploy_id, node))
             self._seen(stage, node)
-        self._changed(deploy_id)
+            self._touch(deploy_id)
         return {"ok": True}
 
     def finish_run(self, deploy_id: int, stage: str, node: str, body: dict) -> dict:
@@ -386,7 +417,7 @@ class Store:
         result = body.get("result")
         if result not in (rules.OK, rules.NODE_FAILED, rules.INTERRUPTED):
             raise ApiError(400, "'result' must be 'ok', 'failed' or 'interrupted'")
-        with self.lock, self.db:
+        with self._write():
             deploy, run = self._node_run(deploy_id, stage, node)
             if run["state"] in rules.NODE_FINAL:
                 if run["state"] == result:
@@ -404,17 +435,19 @@ class Store:
                                             "revision": revision}, now)
             self._settle(deploy_id, now)
             run = self._run(self._deploy(deploy_id), node)
-        self._changed(deploy_id)
         return run
 
     def hello(self, stage: str, node: str, body: dict) -> dict:
         """An agent (re)started: any run the server still shows running for it was cut short."""
-        with self.lock, self.db:
+        with self._write():
             now = self.clock()
             rows = self.db.execute("SELECT r.deploy_id, r.step FROM runs r JOIN deploys d ON d.id = r.deploy_id "
-                                   "WHERE r.node = ? AND d.stage = ? AND r.state = 'running'", (node, stage)).fetchall()
+                                   "WHERE r.node = ? AND d.stage = ? AND r.state = 'running' ORDER BY r.deploy_id DESC",
+                                   (node, stage)).fetchall()
             cut = []
-            for deploy_id, step in rows:
+            for deploy_id, step in ((r["deploy_id"], r["step"]) for r in rows):
+                if self._run(self._require(deploy_id, lock=True), node, lock=True)["state"] != rules.RUNNING:
+                    continue  # another process ended it meanwhile
                 why = _text(body.get("detail")) or f"the agent restarted during {step or 'its first step'}"
                 self.db.execute("UPDATE runs SET state = 'interrupted', detail = ?, ended_at = ?, updated_at = ? "
                                 "WHERE deploy_id = ? AND node = ?", (why, now, now, deploy_id, node))
@@ -422,8 +455,6 @@ class Store:
                 self._settle(deploy_id, now)
                 cut.append(deploy_id)
             self._seen(stage, node)
-        if cut:
-            self._changed()
         return {"node": node, "stage": stage, "interrupted": cut}
 
     def events(self, deploy_id: int, after: int, limit: int = 1000) -> list[dict]:
@@ -444,15 +475,17 @@ class Store:
         roles = body.get("roles") or []
         if not isinstance(roles, list):
             raise ApiError(400, "'roles' must be a list")
-        with self.lock, self.db:
+        with self._write():
             now = self.clock()
-            self.db.execute("INSERT OR REPLACE INTO nodes (node, stage, revision, roles, deploy_id, reported_at) "
-                            "VALUES (?, ?, ?, ?, ?, ?)", (node, body["stage"], _text(body["revision"], 64),
+            self.db.execute("INSERT INTO nodes (node, stage, revision, roles, deploy_id, reported_at) "
+                            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (node, stage) DO UPDATE SET revision = excluded.revision, "
+                            "roles = excluded.roles, deploy_id = excluded.deploy_id, reported_at = excluded.reported_at",
+                            (node, body["stage"], _text(body["revision"], 64),
                                                           ",".join(_text(r, MAX_NAME) for r in roles), deploy_id, now))
             if deploy_id is not None:
                 self._event(deploy_id, "version", {"node": node, "stage": body["stage"],
                                                    "revision": _text(body["revision"], 64)}, now)
-        self._changed(deploy_id if isinstance(deploy_id, int) else None)
+            self._touch(deploy_id)
         return {"node": node, **body, "reported_at": now}
 
     def nodes(self, stage: str | None) -> list[dict]:
@@ -469,7 +502,7 @@ class Store:
         if not isinstance(roles, list) or not all(isinstance(r, str) and 0 < len(r) <= MAX_NAME for r in roles):
             raise ApiError(400, "'roles' must be a list of role names")
         token = "pnt_" + secrets.token_urlsafe(32)
-        with self.lock, self.db:
+        with self._write():
             self.db.execute("DELETE FROM tokens WHERE stage = ? AND node = ?", (stage, node))
             self.db.execute("INSERT INTO tokens (digest, stage, node, roles, created_at) VALUES (?, ?, ?, ?, ?)",
                             (digest(token), stage, node, ",".join(roles), self.clock()))

@@ -193,7 +193,7 @@ def build_parser() -> Parser:
     p.add_argument("--subnet", default="127.0.0", type=types.subnet,
                    help="loopback subnet: hosts on SUBNET.11..., the access point on SUBNET.1 (default 127.0.0)")
 
-    p = cmd("access-point", "run the reference access point (JSON over HTTP, SQLite), or issue node tokens",
+    p = cmd("access-point", "run the reference access point (JSON over HTTP, SQLite or PostgreSQL), or issue node tokens",
             "PAMPA_AP_KEY=s3cret pampa access-point serve --port 8750; pampa access-point token production --out tokens/")
     p.add_argument("action", choices=["serve", "token"])
     p.add_argument("stage", nargs="?", help="token: the stage whose nodes get tokens")
@@ -201,7 +201,9 @@ def build_parser() -> Parser:
     p.add_argument("--out", metavar="DIR", help="token: write STAGE-NODE.token files (mode 0600) here instead of printing")
     p.add_argument("--bind", default="127.0.0.1")
     p.add_argument("--port", type=types.listen_port, default=8750, help="port to listen on (0: any free port)")
-    p.add_argument("--db", default="access-point.sqlite3", help="SQLite file (default ./access-point.sqlite3)")
+    p.add_argument("--db", "--database", dest="db", default=None, metavar="FILE|URL",
+                   help="SQLite file, or postgresql://USER@HOST/DB to share state with other access point "
+                        "processes (default $PAMPA_AP_DATABASE, else ./access-point.sqlite3)")
     p.add_argument("--api-key", default=None, help="API key (default: $PAMPA_AP_KEY)")
     p.add_argument("--stall-after", type=float, default=60.0, metavar="SECONDS",
                    help="a node silent this long is shown as stalled (default 60)")
