@@ -17,6 +17,11 @@ for tool in sshd git ruby bundle puma unshare; do
   if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$tool" ]; then need_apt=1; fi
 done
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt=1
+# The tests also run the access point on a real PostgreSQL server they start (initdb into a temp dir).
+if [ "$mode" != demo ]; then
+  APT_PACKAGES+=(postgresql)
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_apt=1
+fi
 if [ "$need_apt" = 1 ]; then
   if [ "$(id -u)" != 0 ]; then echo "setup.sh: run as root (it installs Debian packages)" >&2; exit 2; fi
   export DEBIAN_FRONTEND=noninteractive
@@ -30,7 +35,9 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[test]'
+extras=test
+[ "$mode" != demo ] && extras=test,postgres
+.venv/bin/python -m pip install -q -e ".[$extras]"
 export PATH="$PWD/.venv/bin:$PATH"
 
 case "$mode" in

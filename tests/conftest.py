@@ -120,6 +120,34 @@ class Project:
             os.chdir(old)
 
 
+@pytest.fixture(scope="session")
+def postgres():
+    """One private PostgreSQL server for the session (tests/pgserver.py), started on first use.
+
+    Skipped only where PostgreSQL is missing and this is not CI: in CI (CI=true) a missing
+    server is a failure, so a green CI always means the PostgreSQL tests ran.
+    """
+    from pgserver import PostgresServer, why_not
+    why = why_not()
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the PostgreSQL tests: {why}")
+        pytest.skip(why)
+    server = PostgresServer()
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ap_database(request, tmp_path):
+    """Where an access point under test keeps its state: each backend in turn (a file, or a fresh schema)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "ap.sqlite3")
+    return request.getfixturevalue("postgres").fresh_url()
+
+
 @pytest.fixture
 def access_point(tmp_path):
     """The reference access point on a free loopback port, key ``ap-test-key``; its URL."""

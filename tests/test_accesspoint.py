@@ -11,8 +11,8 @@ from pampa_deployer.errors import AccessPointError
 
 
 @pytest.fixture
-def server(tmp_path):
-    srv = make_server("127.0.0.1", 0, str(tmp_path / "ap.sqlite3"), "k3y-for-tests")
+def server(ap_database):
+    srv = make_server("127.0.0.1", 0, ap_database, "k3y-for-tests")
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{srv.server_address[1]}"
     srv.shutdown()

@@ -22,8 +22,8 @@ NODES = [
 
 
 @pytest.fixture
-def ap(tmp_path):
-    srv = make_server("127.0.0.1", 0, str(tmp_path / "ap.sqlite3"), KEY, stall_after=60)
+def ap(ap_database):
+    srv = make_server("127.0.0.1", 0, ap_database, KEY, stall_after=60)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{srv.server_address[1]}"
@@ -158,7 +158,7 @@ def test_node_tokens_are_scoped_to_their_stage_and_node(ap):
 def test_tokens_are_stored_as_digests(ap):
     token = ap.admin.issue_token("production", "kepler-1", ["kepler"])["token"]
     rows = ap.server.store.db.execute("SELECT digest FROM tokens").fetchall()
-    assert rows and all(token not in r[0] for r in rows)
+    assert rows and all(token not in r["digest"] for r in rows)
 
 
 def test_long_poll_returns_as_soon_as_a_request_arrives(ap):
@@ -207,9 +207,9 @@ def test_bad_pull_requests_get_400(ap):
 
 
 # -- the rules without HTTP: a fake clock for stalls -------------------------------------------------------
-def test_a_request_whose_nodes_stop_reporting_is_stalled_never_done(tmp_path):
+def test_a_request_whose_nodes_stop_reporting_is_stalled_never_done(ap_database):
     clock = [1000.0]
-    store = Store(str(tmp_path / "s.sqlite3"), stall_after=60, clock=lambda: clock[0])
+    store = Store(ap_database, stall_after=60, clock=lambda: clock[0])
     d = store.create({"stage": "p", "branch": "main", "nodes": NODES[:1] + NODES[3:]})
     store.start(d["id"], "p", "kepler-1")
     clock[0] += 30

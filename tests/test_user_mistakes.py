@@ -97,6 +97,25 @@ def test_access_point_database_that_is_a_folder(tmp_path):
     assert "cannot open the database" in one_line(result, 2)
 
 
+def test_a_postgresql_database_without_the_driver_is_one_line(tmp_path):
+    blocked = tmp_path / "blocked"
+    (blocked / "psycopg").mkdir(parents=True)
+    (blocked / "psycopg" / "__init__.py").write_text("raise ImportError('psycopg is not installed here')\n")
+    result = pampa(tmp_path, "access-point", "serve", "--port", "0", "--database", "postgresql://ap@127.0.0.1/pampa",
+                   env={"PAMPA_AP_KEY": "k" * 12, "PYTHONPATH": str(blocked)})
+    assert one_line(result, 2) == ("pampa: error: access-point serve: a postgresql:// database needs the PostgreSQL "
+                                   "driver; install it with `pip install 'pampa-deployer[postgres]'`")
+
+
+def test_an_unreachable_postgresql_database_is_one_line_without_its_password(tmp_path):
+    url = f"postgresql://ap:hunter2-secret@127.0.0.1:{free_port()}/pampa"
+    result = pampa(tmp_path, "access-point", "serve", "--port", "0", env={"PAMPA_AP_KEY": "k" * 12,
+                                                                          "PAMPA_AP_DATABASE": url})
+    line = one_line(result, 2)
+    assert line.startswith(f"pampa: error: access-point serve: cannot connect to postgresql://ap:***@127.0.0.1:")
+    assert "hunter2" not in result.stdout + result.stderr
+
+
 def test_a_port_that_is_not_ssh_gives_no_paramiko_tracebacks(tmp_path):
     """A web server where sshd was expected: one classified line per host, no library tracebacks."""
     server = socket.socket()

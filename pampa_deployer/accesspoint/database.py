@@ -122,11 +122,15 @@ class Postgres:
         self._listener: threading.Thread | None = None
 
     def _connect(self):
+        """A connection with timeouts: no statement waits on a lock or the network for ever."""
+        from psycopg.conninfo import conninfo_to_dict
         from psycopg.rows import dict_row
         try:
-            return self.psycopg.connect(
-                self.url, autocommit=True, row_factory=dict_row, connect_timeout=10,
-                options=f"-c lock_timeout={STATEMENT_TIMEOUT}s -c statement_timeout={STATEMENT_TIMEOUT}s")
+            params = conninfo_to_dict(self.url)
+            limits = f"-c lock_timeout={STATEMENT_TIMEOUT}s -c statement_timeout={STATEMENT_TIMEOUT}s"
+            params["options"] = f"{params.get('options') or ''} {limits}".strip()  # keep the URL's own options
+            params.setdefault("connect_timeout", 10)
+            return self.psycopg.connect(**params, autocommit=True, row_factory=dict_row)
         except self.psycopg.Error as e:
             raise DatabaseError(f"cannot connect to {redacted(self.url)}: {_first_line(e)}") from None
 
@@ -145,8 +149,6 @@ class Postgres:
             self.conn = self._connect()  # the server restarted: the next call works again
         try:
             return self.conn.execute(sql.replace("?", "%s"), params)
-        except self.psycopg.errors.UniqueViolation:
-            raise
         except self.psycopg.Error as e:
             raise DatabaseError(f"database {redacted(self.url)}: {_first_line(e)}") from None
 
@@ -174,16 +176,16 @@ class Postgres:
         delay = 0.5
         while not self._stop.is_set():
             try:
-                with self.psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
+                with self._connect() as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     own = self.conn.info.backend_pid
                     deliver(set(), True)  # changes made while not listening: every poll re-checks once
                     delay = 0.5
                     while not self._stop.is_set():
-                        for note in conn.notifies(timeout=1.0):
+                        for note in conn.notifies(timeout=0.25):
                             if note.pid != own:
                                 deliver(*_decode(note.payload))
-            except self.psycopg.Error:
+            except (self.psycopg.Error, DatabaseError):
                 self._stop.wait(delay)  # the database is down: retry, backing off up to 10 s
                 delay = min(delay * 2, 10.0)
 
