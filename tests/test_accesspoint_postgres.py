@@ -151,3 +151,39 @@ def test_a_kepler_failing_while_others_succeed_on_the_other_process_fails_the_re
     assert kinds.count("failed") == 1 and "allowed" not in kinds
     for name in GATED:
         assert clients[name].next_request(name) is None
+
+
+def test_a_follower_misses_no_event_when_nodes_report_to_both_processes_at_once(two_processes):
+    """Event ids follow commit order per request, so reading "after the last one I saw" skips nothing."""
+    url_a, url_b = two_processes
+    admin = AccessPointClient(url_a, KEY)
+    request = admin.create_request("production", "main", NODES, "ana")
+    clients = _keplers_started(url_a, url_b, admin, request)
+    done = threading.Event()
+    seen: list[int] = []
+
+    def follow():
+        last = 0
+        while not done.is_set():
+            got = AccessPointClient(url_a, KEY).events(request["id"], after=last)
+            seen.extend(e["seq"] for e in got["events"])
+            last = got["last"]
+
+    def report(name):
+        for i in range(25):
+            clients[name].progress(request["id"], name, [{"kind": "output", "step": "migrate", "line": f"{name} {i}"}])
+
+    follower = threading.Thread(target=follow)
+    follower.start()
+    reporters = [threading.Thread(target=report, args=(name,)) for name in KEPLERS]
+    for t in reporters:
+        t.start()
+    for t in reporters:
+        t.join(120)
+    done.set()
+    follower.join(60)
+    assert not follower.is_alive() and not any(t.is_alive() for t in reporters)
+    every = [e["seq"] for e in admin.events(request["id"])["events"]]
+    assert len(every) > 6 * 25
+    tail = AccessPointClient(url_b, KEY).events(request["id"], after=seen[-1] if seen else 0)["events"]
+    assert seen + [e["seq"] for e in tail] == every  # nothing skipped, nothing twice, in order

@@ -334,14 +334,15 @@ class Store:
         """Liveness in memory only: a write per long poll would cost 1,000 commits per wake-up."""
         self.seen[(stage, node)] = self.clock()
 
-    def _node_run(self, deploy_id: int, stage: str, node: str, lock_deploy: bool = True) -> tuple[dict, dict]:
+    def _node_run(self, deploy_id: int, stage: str, node: str) -> tuple[dict, dict]:
         """A deploy of ``stage`` (404 for another stage's: a node token never sees it) and ``node``'s run.
 
-        Both rows stay locked until the write ends. Writes that apply the gate rule lock the deploy
-        (one settles a request at a time); a progress report locks only its own run.
+        Both rows stay locked until the write ends. Every write that adds to a request locks its
+        deploy row first: one transaction settles a request at a time, and its events get their
+        ids in commit order (a follower reading "events after N" never skips one committed late).
         Lock order, to never deadlock: a deploy before its runs, newer deploys before older ones.
         """
-        deploy = self._require(deploy_id, lock=lock_deploy)
+        deploy = self._require(deploy_id, lock=True)
         if deploy["stage"] != stage:
             raise ApiError(404, f"no deploy {deploy_id}")
         return deploy, self._run(deploy, node, lock=True)
@@ -381,7 +382,7 @@ class Store:
         if not isinstance(events, list) or len(events) > MAX_EVENTS:
             raise ApiError(400, f"'events' must be a list of at most {MAX_EVENTS} events")
         with self._write():
-            deploy, run = self._node_run(deploy_id, stage, node, lock_deploy=False)
+            deploy, run = self._node_run(deploy_id, stage, node)
             if run["state"] != rules.RUNNING:
                 raise ApiError(409, f"node {node} is {run['state']} on deploy {deploy_id}, not running")
             now = self.clock()
@@ -477,6 +478,8 @@ class Store:
             raise ApiError(400, "'roles' must be a list")
         with self._write():
             now = self.clock()
+            if deploy_id is not None:
+                self._deploy(deploy_id, lock=True)  # its events stay in commit order (see _node_run)
             self.db.execute("INSERT INTO nodes (node, stage, revision, roles, deploy_id, reported_at) "
                             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (node, stage) DO UPDATE SET revision = excluded.revision, "
                             "roles = excluded.roles, deploy_id = excluded.deploy_id, reported_at = excluded.reported_at",
