@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -187,3 +188,107 @@ def test_a_follower_misses_no_event_when_nodes_report_to_both_processes_at_once(
     assert len(every) > 6 * 25
     tail = AccessPointClient(url_b, KEY).events(request["id"], after=seen[-1] if seen else 0)["events"]
     assert seen + [e["seq"] for e in tail] == every  # nothing skipped, nothing twice, in order
+
+
+# -- the recipe of docs/pull-mode.md, run as written (host, port and the sudo prefix adapted) ----------------
+DOC = Path(__file__).resolve().parent.parent / "docs" / "pull-mode.md"
+DOC_URL = "postgresql://pampa@db.internal/pampa_access_point"
+
+
+def _doc_section() -> str:
+    text = DOC.read_text()
+    return text[text.index("## Several access point processes on PostgreSQL"):text.index("## Deploying")]
+
+
+def test_the_documented_recipe_creates_the_database_and_runs_two_processes_on_it(postgres):
+    section = _doc_section()
+    assert "pip install './pampa-deployer[postgres]'" in section
+    assert 'postgres = ["psycopg[binary]' in (DOC.parent.parent / "pyproject.toml").read_text()
+    setup = [line.strip() for line in section.splitlines() if line.strip().startswith("sudo -u postgres ")]
+    assert [line.split()[3] for line in setup] == ["createuser", "createdb"]
+    where = ["-h", "127.0.0.1", "-p", str(postgres.port), "-U", postgres.user]
+    for line in setup:
+        words = line.split()[3:]
+        subprocess.run([f"{postgres.bin}/{words[0]}", *where, *words[1:]], check=True, timeout=60,
+                       capture_output=True, stdin=subprocess.DEVNULL)
+    url = f"postgresql://pampa@127.0.0.1:{postgres.port}/pampa_access_point"
+    commands = [line.strip() for line in section.splitlines() if line.strip().startswith("PAMPA_AP_KEY=s3cret")]
+    assert len(commands) == 2 and all(DOC_URL in c and "--port 875" in c for c in commands)
+    procs, urls = [], []
+    try:
+        for command in commands:
+            command = re.sub(r"--port \d+", "--port 0", command.replace(DOC_URL, url))
+            env = dict(word.split("=", 1) for word in command.split() if "=" in word and not word.startswith("-"))
+            argv = [w for w in command.split() if w not in {f"{k}={v}" for k, v in env.items()}]
+            assert argv[:3] == ["pampa", "access-point", "serve"]
+            proc, address = serve(argv[3:], env={**env, "PAMPA_AP_KEY": KEY})
+            procs.append(proc)
+            urls.append(address)
+        created = AccessPointClient(urls[0], KEY).create_request("production", "main", NODES, "ana")
+        assert AccessPointClient(urls[1], KEY).deploy(created["id"])["state"] == "PENDING"
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.communicate(timeout=30)
+
+
+# -- in one process: what happens when the database makes a write wait --------------------------------------
+@pytest.fixture
+def in_process(postgres, monkeypatch):
+    from pampa_deployer.accesspoint import database
+    from pampa_deployer.accesspoint.server import make_server
+    monkeypatch.setattr(database, "STATEMENT_TIMEOUT", 1)  # the documented 10 s, shortened for the test
+    url = postgres.fresh_url()
+    srv = make_server("127.0.0.1", 0, url, KEY)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv, url, f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+    srv.server_close()
+    thread.join(10)
+
+
+def test_a_request_row_locked_too_long_is_a_503_not_a_hang(in_process):
+    import psycopg
+
+    from pampa_deployer.errors import AccessPointError
+    srv, url, address = in_process
+    admin = AccessPointClient(address, KEY)
+    request = admin.create_request("production", "main", NODES, "ana")
+    kepler = AccessPointClient(address, admin.issue_token("production", "kepler-1", ["kepler"])["token"])
+    with psycopg.connect(url) as other:  # another process holding the request's row
+        other.execute("SELECT id FROM deploys WHERE id = %s FOR UPDATE", (request["id"],))
+        with pytest.raises(AccessPointError, match="503"):
+            kepler.start_run(request["id"], "kepler-1")
+    assert kepler.start_run(request["id"], "kepler-1")["state"] == "running"  # the lock gone: it works
+
+
+def test_a_broken_listen_connection_reconnects_and_wakes_the_polls(in_process):
+    import psycopg
+
+    from pampa_deployer.accesspoint.store import Store
+    srv, url, address = in_process
+    admin = AccessPointClient(address, KEY)
+    node = AccessPointClient(address, admin.issue_token("production", "kepler-1", ["kepler"])["token"])
+    with psycopg.connect(postgres_admin_url(url), autocommit=True) as conn:
+        killed = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN %'"
+                              ).fetchall()
+    assert killed, "no LISTEN connection to break"
+    got = []
+    started = time.monotonic()
+    poller = threading.Thread(target=lambda: got.append((node.next_request("kepler-1", wait=25),
+                                                         time.monotonic() - started)))
+    poller.start()
+    time.sleep(1.0)
+    other = Store(url)  # another process's write
+    try:
+        created = other.create({"stage": "production", "branch": "main", "nodes": NODES})
+    finally:
+        other.close()
+    poller.join(40)
+    found, waited = got[0]
+    assert found["id"] == created["id"] and waited < 20, waited
+
+
+def postgres_admin_url(url: str) -> str:
+    return url.split("?", 1)[0]

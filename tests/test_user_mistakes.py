@@ -104,7 +104,7 @@ def test_a_postgresql_database_without_the_driver_is_one_line(tmp_path):
     result = pampa(tmp_path, "access-point", "serve", "--port", "0", "--database", "postgresql://ap@127.0.0.1/pampa",
                    env={"PAMPA_AP_KEY": "k" * 12, "PYTHONPATH": str(blocked)})
     assert one_line(result, 2) == ("pampa: error: access-point serve: a postgresql:// database needs the PostgreSQL "
-                                   "driver; install it with `pip install 'pampa-deployer[postgres]'`")
+                                   "driver psycopg; install pampa-deployer with its [postgres] extra (docs/pull-mode.md)")
 
 
 def test_an_unreachable_postgresql_database_is_one_line_without_its_password(tmp_path):

@@ -103,8 +103,8 @@ def _psycopg():
     try:
         import psycopg
     except ImportError:
-        raise ConfigError("access-point serve: a postgresql:// database needs the PostgreSQL driver; "
-                          "install it with `pip install 'pampa-deployer[postgres]'`") from None
+        raise ConfigError("access-point serve: a postgresql:// database needs the PostgreSQL driver psycopg; "
+                          "install pampa-deployer with its [postgres] extra (docs/pull-mode.md)") from None
     return psycopg
 
 
