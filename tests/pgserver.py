@@ -53,7 +53,8 @@ class PostgresServer:
 
     def __init__(self):
         self.bin = binaries()
-        self.dir = tempfile.mkdtemp(prefix="pampa-pg-")
+        # As root the server runs as 'postgres', which must reach the folder: /tmp, not a root-only $TMPDIR.
+        self.dir = tempfile.mkdtemp(prefix="pampa-pg-", dir="/tmp" if os.geteuid() == 0 else None)
         self.data = os.path.join(self.dir, "data")
         self.port = free_port()
         self.user = "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
@@ -63,8 +64,12 @@ class PostgresServer:
 
     def _run(self, *argv: str, timeout: float = 120) -> None:
         prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        subprocess.run(prefix + list(argv), check=True, timeout=timeout, stdin=subprocess.DEVNULL,
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=self.dir)
+        done = subprocess.run(prefix + list(argv), timeout=timeout, stdin=subprocess.DEVNULL, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=self.dir)
+        if done.returncode:
+            log = os.path.join(self.dir, "server.log")
+            tail = open(log).read()[-1500:] if os.path.exists(log) else ""
+            raise RuntimeError(f"{os.path.basename(argv[0])} failed ({done.returncode}): {done.stdout[-1500:]}{tail}")
 
     def start(self) -> "PostgresServer":
         self._run(f"{self.bin}/initdb", "-D", self.data, "-U", self.user, "--auth=trust", "--no-sync",

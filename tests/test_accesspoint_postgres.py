@@ -292,3 +292,19 @@ def test_a_broken_listen_connection_reconnects_and_wakes_the_polls(in_process):
 
 def postgres_admin_url(url: str) -> str:
     return url.split("?", 1)[0]
+
+
+def test_a_dropped_database_connection_is_a_503_and_the_next_call_reconnects(in_process):
+    import psycopg
+
+    from pampa_deployer.errors import AccessPointError
+    srv, url, address = in_process
+    admin = AccessPointClient(address, KEY)
+    request = admin.create_request("production", "main", NODES, "ana")
+    with psycopg.connect(postgres_admin_url(url), autocommit=True) as conn:  # as if the server restarted
+        killed = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+                              "AND backend_type = 'client backend' AND query NOT LIKE 'LISTEN %%'").fetchall()
+    assert killed
+    with pytest.raises(AccessPointError, match="503"):
+        admin.deploy(request["id"])
+    assert admin.deploy(request["id"])["state"] == "PENDING"

@@ -118,6 +118,7 @@ class Postgres:
         self.url = url
         self.psycopg = _psycopg()
         self.conn = self._connect()
+        self._in_transaction = False
         self._stop = threading.Event()
         self._listener: threading.Thread | None = None
 
@@ -145,8 +146,8 @@ class Postgres:
                 self.execute(f"ALTER TABLE deploys ADD COLUMN IF NOT EXISTS {column} {decl}")
 
     def execute(self, sql: str, params=()):
-        if self.conn.broken or self.conn.closed:
-            self.conn = self._connect()  # the server restarted: the next call works again
+        if not self._in_transaction and (self.conn.broken or self.conn.closed):
+            self.conn = self._connect()  # the server restarted: the next call works again (never mid-transaction)
         try:
             return self.conn.execute(sql.replace("?", "%s"), params)
         except self.psycopg.Error as e:
@@ -156,11 +157,14 @@ class Postgres:
     def transaction(self):
         if self.conn.broken or self.conn.closed:
             self.conn = self._connect()
+        self._in_transaction = True
         try:
             with self.conn.transaction():
                 yield
         except self.psycopg.Error as e:
             raise DatabaseError(f"database {redacted(self.url)}: {_first_line(e)}") from None
+        finally:
+            self._in_transaction = False
 
     def notify(self, payload: str) -> None:
         """Sent when the transaction commits, so a woken poll in another process sees the change."""
@@ -178,12 +182,11 @@ class Postgres:
             try:
                 with self._connect() as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
-                    own = self.conn.info.backend_pid
                     deliver(set(), True)  # changes made while not listening: every poll re-checks once
                     delay = 0.5
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=0.25):
-                            if note.pid != own:
+                            if note.pid != self.conn.info.backend_pid:  # this process woke its own polls
                                 deliver(*_decode(note.payload))
             except (self.psycopg.Error, DatabaseError):
                 self._stop.wait(delay)  # the database is down: retry, backing off up to 10 s
