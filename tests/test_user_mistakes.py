@@ -205,6 +205,22 @@ def test_demo_on_taken_addresses_says_so_and_touches_nothing(tmp_path):
     assert not (tmp_path / "demo").exists()  # refused before creating anything
 
 
+def test_demo_down_with_another_dir_claims_nothing(tmp_path):
+    """`pampa demo down` where no demo was started says so instead of "stopped"."""
+    result = pampa(tmp_path, "demo", "down", "--dir", str(tmp_path / "elsewhere"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (f"no demo fleet in {tmp_path / 'elsewhere'}: nothing to stop (pass the --dir "
+                                      "the demo was started with)")
+
+
+def test_demo_hint_names_its_dir():
+    """The demo's last line must stop *this* demo: it carries --dir unless the demo is in the default one."""
+    from pampa_deployer.cli.demo import DEFAULT_DIR, next_steps
+    assert next_steps(Path(DEFAULT_DIR))[-1] == "stop it: pampa demo down"
+    assert next_steps(Path("/tmp/d")) == ["try: pampa --stages /tmp/d/stages status demo",
+                                          "stop it: pampa demo down --dir /tmp/d"]
+
+
 def test_demo_subnet_is_checked(capsys):
     assert main(["demo", "--subnet", "10.0.0"]) == 2
     assert "expected three octets of a loopback address such as 127.0.5" in capsys.readouterr().err

@@ -139,9 +139,12 @@ def _start_access_point(root: Path, fleet: Fleet) -> None:
 
 
 def _down(root: Path, console) -> int:
+    pidfile = root / "access-point.pid"
+    if not (root / "fleet.json").exists() and not pidfile.exists():
+        console.print(f"no demo fleet in {root}: nothing to stop (pass the --dir the demo was started with)")
+        return 0
     if (root / "fleet.json").exists():
         Fleet(root).stop()
-    pidfile = root / "access-point.pid"
     if pidfile.exists():
         try:
             os.killpg(int(pidfile.read_text()), signal.SIGTERM)
@@ -150,6 +153,12 @@ def _down(root: Path, console) -> int:
         pidfile.unlink()
     console.print(f"demo fleet in {root} stopped (files kept; remove the folder to start afresh)")
     return 0
+
+
+def next_steps(root: Path) -> list[str]:
+    """What to try after the demo; names --dir when it is not the default, so `down` stops this fleet."""
+    where = "" if str(root) == DEFAULT_DIR else f" --dir {root}"
+    return [f"try: pampa --stages {root / 'stages'} status demo", f"stop it: pampa demo down{where}"]
 
 
 def demo(args) -> int:
