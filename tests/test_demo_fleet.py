@@ -31,6 +31,13 @@ def test_demo_deploys_and_comes_down(tmp_path):
             assert served == revision
             assert f"revision={revision}" in urllib.request.urlopen(url, timeout=5).read().decode()
         assert "deploy of demo: 4 ok" in up.stdout
+        assert up.stdout.rstrip().endswith(f"stop it: pampa demo down --dir {folder}")  # stops this demo
+        # README: `pampa logs STAGE --roles ...`: the demo's processes log to ~/log (logs.files), no journald.
+        logs = subprocess.run([sys.executable, "-m", "pampa_deployer", "--stages", str(folder / "stages"), "logs",
+                               "demo", "--roles", "kepler", "-n", "50"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        assert logs.returncode == 0, logs.stdout + logs.stderr
+        assert re.search(r"^kepler-1 \| .*Listening on http://", logs.stdout, re.M), logs.stdout
     finally:
         down = subprocess.run([sys.executable, "-m", "pampa_deployer", "demo", "down", "--dir", str(folder)],
                               cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)

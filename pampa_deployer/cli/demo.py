@@ -60,6 +60,8 @@ def demo_stage(fleet: Fleet) -> dict:
         # Every demo host has its own checkout, so divisions and dispatchers update code as well.
         sequences={"euler": ["git_fetch", "git_reset", "bundle", "restart_puma", "report_version"],
                    "copernico": ["git_fetch", "git_reset", "bundle", "restart_processes", "report_version"]},
+        # The demo app's bin/restart appends each process's output to ~/log/NAME.log (no journald here).
+        logs={"files": ["~/log/{unit}.log"]},
         checks=DEMO_CHECKS)
     return data
 
@@ -190,7 +192,8 @@ def demo(args) -> int:
         run(deploy_args)
     finally:
         _print_urls(fleet, console)
-    console.print(f"try: pampa --stages {stages} status demo   |   pampa demo down")
+    for line in next_steps(root):
+        console.print(line)
     return 0
 
 
