@@ -154,9 +154,19 @@ def test_quickstart_as_written_plans(tmp_path, monkeypatch, capsys):
     hosts, settings = blocks[0], blocks[1]
     monkeypatch.chdir(tmp_path)
     assert main(["init", "--app", "mysaas", "--repo", "git@github.com:acme/mysaas.git"]) == 0
-    (tmp_path / "stages" / "production.yml").write_text(hosts + settings)
-    (tmp_path / "stages" / "secrets" / "config.rb").write_text("DB_PASSWORD = 'from-the-secret-store'\n")
+    stages = tmp_path / "stages"
+    production = stages / "production.yml"
+    production.write_text(production.read_text().split("hosts:")[0] + hosts)  # "Edit the hosts"
+    assert "say so once, in\n`stages/common.yml` (these lines replace its `path:` line" in doc
+    common = [line for line in (stages / "common.yml").read_text().splitlines() if not line.startswith("path:")]
+    (stages / "common.yml").write_text("\n".join(common) + "\n" + settings)
     capsys.readouterr()
+    assert main(["plan", "production"]) == 2  # until the secret file is there, with the path it looked for
+    assert "looked for stages/secrets/config.rb" in capsys.readouterr().err
+    assert "`stages/secrets/config.rb`" in doc
+    (stages / "secrets" / "config.rb").write_text("DB_PASSWORD = 'from-the-secret-store'\n")
+    assert main(["plan", "staging"]) == 0  # said once, for every stage
+    assert "sudo systemctl restart mysaas_worker" in capsys.readouterr().out
     assert main(["plan", "production"]) == 0
     out = capsys.readouterr().out
     assert "newton-20 [newton] 10.0.2.20:22 (does not wait)" in out
