@@ -6,8 +6,9 @@ Examples:
     fab -H 10.0.1.7 git-fetch git-reset --app mysaas --repo git@github.com:acme/mysaas.git
     fab -H 10.0.1.7 restart-puma --stage production
 
-Tasks: deploy, git-fetch, git-reset, secrets, migrate, bundle, restart-puma,
-restart-processes, restart-workers, report-version. ``fab --list`` shows them.
+Tasks: deploy, git-fetch, git-reset, secrets, migrate, bundle, switch-release, restart-puma,
+restart-processes, restart-workers, health-check, report-version. ``fab --list`` shows them.
+In an app's repository, these two lines in its own fabfile.py give the same tasks (docs/fab.md).
 Fabric runs the hosts one after another; the kepler gate and the lock need
 ``pampa deploy``.
 """

@@ -175,3 +175,22 @@ def test_quickstart_as_written_plans(tmp_path, monkeypatch, capsys):
                  "    source /etc/profile.d/rvm.sh && cd ~/code1/mysaas && git reset --hard origin/main"):
         assert line in out.splitlines()
     assert "from-the-secret-store" not in out
+
+
+def test_fab_in_an_apps_repository_lists_the_documented_tasks(tmp_path):
+    """docs/fab.md: the two-line fabfile.py in the app's folder gives `fab --list` exactly the tasks it names."""
+    import shutil
+    import sys
+    doc = (ROOT / "docs" / "fab.md").read_text()
+    fabfile = re.search(r"```python\n# fabfile.py\n(.*?)```", doc, re.S).group(1)
+    (tmp_path / "fabfile.py").write_text(fabfile)
+    exe = shutil.which("fab") or str(Path(sys.executable).parent / "fab")
+    listing = subprocess.run([exe, "--list"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                             stdin=subprocess.DEVNULL)
+    assert listing.returncode == 0, listing.stdout + listing.stderr
+    listed = set(re.findall(r"^  ([a-z-]+)\s", listing.stdout, re.M))
+    named = set(re.findall(r"`([a-z-]+)`", re.search(r"^Tasks: (.*?`)\.", doc, re.M | re.S).group(1)))
+    assert listed == named, (sorted(listed - named), sorted(named - listed))
+    ours = subprocess.run([exe, "-r", str(ROOT), "--list"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL)
+    assert set(re.findall(r"^  ([a-z-]+)\s", ours.stdout, re.M)) == named  # the same as the repository's own
