@@ -194,3 +194,20 @@ def test_fab_in_an_apps_repository_lists_the_documented_tasks(tmp_path):
     ours = subprocess.run([exe, "-r", str(ROOT), "--list"], cwd=tmp_path, capture_output=True, text=True,
                           timeout=120, stdin=subprocess.DEVNULL)
     assert set(re.findall(r"^  ([a-z-]+)\s", ours.stdout, re.M)) == named  # the same as the repository's own
+
+
+def test_ci_md_names_every_report_kind():
+    """docs/ci.md's report table names each `kind` a report can carry: the command that made the run."""
+    import json as _json
+    import time as _time
+
+    from pampa_deployer.engine.results import RunResult
+    from pampa_deployer.render.report import to_dict
+    row = next(line for line in (ROOT / "docs" / "ci.md").read_text().splitlines()
+               if line.startswith("| `stage`, `kind`, `branch` |"))
+    named = set(re.findall(r"`(deploy|rollback|run|[a-z]+)`", row.split("|")[3]))
+    assert {"deploy", "rollback", "run"} <= named
+    for kind in ("deploy", "rollback", "run"):  # the commands whose run writes a report; each keeps its name
+        now = _time.time()
+        result = RunResult(stage="p", kind=kind, branch="main", started=now, ended=now, hosts=())
+        assert _json.loads(_json.dumps(to_dict(result, 0)))["kind"] == kind
