@@ -79,6 +79,21 @@ def test_config_json(project, capsys):
     assert rows["app"]["from"] == "stages/production.yml"
 
 
+def test_config_shows_list_entries_that_are_mappings(project, capsys):
+    """`secrets` is a list of mappings: `pampa config` shows each entry (paths are never masked), not `{}`."""
+    (project / "stages" / "secrets").mkdir()
+    (project / "stages" / "secrets" / "config.rb").write_text("API_TOKEN = 's3cret-value-123'\n")
+    stage = project / "stages" / "production.yml"
+    stage.write_text(stage.read_text() + "secrets:\n  - {local: secrets/config.rb, remote: config.rb}\n")
+    assert main(["config", "production", "--json"]) == 0
+    rows = {r["key"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    entry = rows["secrets"]["value"][0]
+    assert entry["local"] == "secrets/config.rb" and entry["remote"] == "config.rb"
+    line = next(line for line in pampa(project, "config", "production").stdout.splitlines()
+                if line.startswith("secrets "))
+    assert '"local": "secrets/config.rb"' in line and "[{}]" not in line and "s3cret" not in line
+
+
 def test_stages_plain_and_json(project, capsys):
     out = pampa(project, "stages").stdout
     assert out.splitlines()[0].split() == ["stage", "file", "hosts", "roles"] and not BOX & set(out)

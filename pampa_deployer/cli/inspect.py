@@ -123,8 +123,8 @@ def _shown(stage, value, as_json: bool):
         return stage.redactor.show(value)
     if isinstance(value, list):
         value = [_shown(stage, v, True) for v in value]
-    elif isinstance(value, dict):  # only the empty mapping reaches here (_flatten opens the others)
-        value = {}
+    elif isinstance(value, dict):  # a mapping inside a list (secrets[]); _flatten opens the top-level ones
+        value = {k: _shown(stage, v, True) for k, v in value.items()}
     elif isinstance(value, str):
         return stage.redactor.mask(value)
     return value if as_json else stage.redactor.mask(json.dumps(value, default=str))

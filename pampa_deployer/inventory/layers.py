@@ -63,12 +63,17 @@ def substitute(text: str, environ: Mapping[str, str]) -> str:
     return _TOKEN.sub(repl, text)
 
 
+#: Keys whose names look secret but whose values are file paths, never masked (docs/operations.md#secrets).
+PATHS_NOT_SECRETS = frozenset({"secrets"})
+
+
 def expand_env(data: Any, where: str, environ: Mapping[str, str], errors: list[str],
                path: str = "", secret: bool = False) -> Any:
     """Substitute ``${VAR}`` everywhere in a parsed file; secret-ness survives as ``Secret``."""
     if isinstance(data, dict):
         return {k: expand_env(v, where, environ, errors, f"{path}{k}.",
-                              secret or looks_secret(str(k))) for k, v in data.items()}
+                              secret or (looks_secret(str(k)) and f"{path}{k}" not in PATHS_NOT_SECRETS))
+                for k, v in data.items()}
     if isinstance(data, list):
         return [expand_env(v, where, environ, errors, f"{path.rstrip('.')}[{i}].", secret)
                 for i, v in enumerate(data)]
