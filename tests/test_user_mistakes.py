@@ -80,6 +80,20 @@ def test_command_line_values_use_the_stage_files_words(capsys, args, expected):
     assert any(words in expected for words in rule_words)
 
 
+@pytest.mark.parametrize("args,expected", [
+    (["deploy", "t", "--to", "abc"], "pampa deploy: unknown option '--to' (`pampa rollback` takes it); "
+                                     "see `pampa deploy --help`"),
+    (["deploy", "t", "--follow", "3"], "pampa deploy: unknown option '--follow' (`pampa logs` and `pampa request` "
+                                       "take it); see `pampa deploy --help`"),
+    (["deploy", "t", "--brnach", "x"], "pampa deploy: unknown option '--brnach'; did you mean '--branch'?"),
+    (["status", "t", "--xyz"], "pampa status: unknown option '--xyz'; see `pampa status --help`"),
+])
+def test_an_option_of_another_command_is_named_as_such(capsys, args, expected):
+    """Never "unknown option '--to'; did you mean '--to'?": say which command takes it."""
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip() == expected
+
+
 def test_access_point_port_in_use_is_one_line(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -46,15 +46,32 @@ class Parser(argparse.ArgumentParser):
             raise UsageError(f"{self.prog}: unknown command '{m.group(1)}'{hint}")
         m = re.search(r"unrecognized arguments: (.*)", message)
         if m:
-            options = [o for a in self._actions for o in a.option_strings]
-            for sub in self._subparsers._group_actions if self._subparsers else []:
-                for p in getattr(sub, "choices", {}).values():
-                    options += [o for a in p._actions for o in a.option_strings]
-            words = m.group(1).split()
-            close = difflib.get_close_matches(words[0], options, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else f"; see `{self.prog} --help`"
-            raise UsageError(f"{self.prog}: unknown option '{words[0]}'{hint}")
+            raise UsageError(self._unknown_option(m.group(1).split()[0]))
         raise UsageError(f"{self.prog}: {message}; see `{self.prog} --help`")
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._argv = list(sys.argv[1:] if args is None else args)  # to name the command in an error
+        return super().parse_known_args(args, namespace)
+
+    def _unknown_option(self, word: str) -> str:
+        """Suggest among the options of the command given; name the commands that take it if it is theirs."""
+        commands = {}
+        for sub in self._subparsers._group_actions if self._subparsers else []:
+            commands.update(getattr(sub, "choices", {}))
+        used = next((w for w in getattr(self, "_argv", []) if w in commands), None)
+        options = [o for a in self._actions for o in a.option_strings]
+        if used is not None:
+            options += [o for a in commands[used]._actions for o in a.option_strings]
+        prog = f"{self.prog} {used}" if used else self.prog
+        owners = [name for name, p in commands.items() if name != used
+                  and any(word in a.option_strings for a in p._actions)]
+        if owners and word not in options:
+            names = [f"`{self.prog} {name}`" for name in owners]
+            takes = f"{names[0]} takes it" if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]} take it"
+            return f"{prog}: unknown option '{word}' ({takes}); see `{prog} --help`"
+        close = difflib.get_close_matches(word, options, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else f"; see `{prog} --help`"
+        return f"{prog}: unknown option '{word}'{hint}"
 
 
 def _run_options(p: argparse.ArgumentParser, kind: str = "deploy") -> None:
