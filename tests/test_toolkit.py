@@ -103,6 +103,7 @@ def test_exec_blocks_and_summary():
     assert block(bad) == ["=== n1 [newton] FAILED (exit 3, 1.00s)", "boom"]
     assert block(gone) == ["=== e1 [euler] UNREACHABLE: e1 (10.0.0.2:22): connection refused"]
     assert summary([ok, bad, gone]) == "exec on 3 hosts: 1 ok, 2 failed (n1 exit 3, e1 unreachable)"
+    assert summary([bad]) == "exec on 1 host: 0 ok, 1 failed (n1 exit 3)"  # not "1 hosts"
     assert bad.as_json()["stderr"] == "boom\n" and not bad.as_json()["ok"]
 
 

@@ -16,6 +16,7 @@ from ..commands.adhoc import adhoc_command, adhoc_script
 from ..errors import ConnectError, DeployFailed, Interrupted, UsageError
 from ..inventory import load_stage
 from ..plan import select_hosts
+from ..render.words import count
 from .channels import channel_pool
 from .interrupt import interruptible
 
@@ -54,7 +55,7 @@ def block(out: HostOutput) -> list[str]:
 
 def summary(outs: list[HostOutput]) -> str:
     bad = [o for o in outs if not o.ok]
-    text = f"exec on {len(outs)} hosts: {len(outs) - len(bad)} ok, {len(bad)} failed"
+    text = f"exec on {count(len(outs), 'host')}: {len(outs) - len(bad)} ok, {len(bad)} failed"
     if bad:
         text += " (" + ", ".join(f"{o.host} " + ("unreachable" if o.error else f"exit {o.exit_code}")
                                  for o in bad[:10]) + (" ..." if len(bad) > 10 else "") + ")"
@@ -140,7 +141,7 @@ def exec_(args) -> int:
         print(summary(outs), flush=True)
     bad = [o.host for o in outs if not o.ok]
     if bad:
-        raise DeployFailed(f"exec failed on {len(bad)} of {len(outs)} hosts: {', '.join(bad[:10])}"
+        raise DeployFailed(f"exec failed on {len(bad)} of {count(len(outs), 'host')}: {', '.join(bad[:10])}"
                            f"{' ...' if len(bad) > 10 else ''}")
     return 0
 
