@@ -291,6 +291,7 @@ def test_interruption_stops_new_steps_and_maps_to_exit_130():
     assert result.interrupted_by == signal.SIGINT and not result.ok
     failure = failure_for(result)
     assert isinstance(failure, Interrupted) and exit_code_for(failure) == 130
+    assert failure.message.startswith("deploy interrupted by SIGINT (Ctrl-C); `pampa status ")  # not "signal 2"
 
 
 def test_a_failing_preflight_runs_nothing_and_is_raised():

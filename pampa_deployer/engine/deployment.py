@@ -8,6 +8,7 @@ to it. ``pampa deploy``, ``pampa rollback`` and a pull-mode agent build the same
 """
 from __future__ import annotations
 
+import signal
 import threading
 import time
 import uuid
@@ -233,11 +234,20 @@ def with_unreported(result: RunResult, access_point: AccessPointSession | None) 
     return replace(result, notes=result.notes + (note,))
 
 
+def _signal_name(signum: int) -> str:
+    """``SIGINT (Ctrl-C)`` rather than ``signal 2``: the words an operator knows."""
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+    return f"{name} (Ctrl-C)" if signum == signal.SIGINT else name
+
+
 def failure_for(result: RunResult, lost_lock: str | None = None) -> PampaError | None:
     """The error a finished run ends with, or None when every host succeeded."""
     kind, stage = result.kind, result.stage
     if result.interrupted_by:
-        return Interrupted(f"{kind} interrupted by signal {result.interrupted_by}; "
+        return Interrupted(f"{kind} interrupted by {_signal_name(result.interrupted_by)}; "
                            f"`pampa status {stage}` shows where each host stopped", result.interrupted_by)
     if lost_lock:
         return LockLost(f"{kind} of {stage} stopped starting hosts: its deploy lock was {lost_lock}; "
