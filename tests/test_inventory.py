@@ -49,8 +49,8 @@ BAD = [
     ("wrong type", {"production.yml": GOOD + "parallel: many\n"},
      "stages/production.yml: parallel: expected an integer, got 'many'"),
     ("unknown role", {"production.yml": GOOD.replace("roles: [kepler]", "roles: [keplr]")},
-     "stages/production.yml: hosts.kepler-1.roles[0]: unknown role 'keplr' (did you mean 'kepler'?) "
-     "(known: kepler, euler, newton, copernico)"),
+     "stages/production.yml: hosts.kepler-1.roles[0]: unknown role 'keplr' (did you mean 'kepler'?); "
+     "known: kepler, euler, newton, copernico"),
     ("duplicate host key", {"production.yml": GOOD + "  kepler-1: {address: 10.0.0.9, roles: [kepler]}\n"},
      "stages/production.yml:6:3: duplicate key 'kepler-1'"),
     ("duplicate host from range", {"production.yml": GOOD + "  newton-02: {roles: [newton]}\n"},

@@ -280,7 +280,7 @@ def _hosts(settings: dict, roles: dict[str, Role], overrides: Mapping[str, Any],
         for i, role in enumerate(host_roles):
             if role not in roles:
                 errors.append(f"{where}: hosts.{entry}.roles[{i}]: unknown role '{role}'"
-                              f"{validate.suggest(role, roles)} (known: {', '.join(roles)})")
+                              f"{validate.suggest(role, roles)}; known: {', '.join(roles)}")
         for name, n in expanded:
             if name in seen:
                 errors.append(f"{where}: hosts.{entry}: duplicate host name '{name}' "
