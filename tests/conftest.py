@@ -6,10 +6,12 @@ namespace, with its own home (bind-mounted over /root), host key and processes.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import threading
 from pathlib import Path
 
@@ -233,3 +235,33 @@ def running(fleet, name: str, needle: str) -> list[str]:
         if not zombie and needle in cmdline:
             found.append(cmdline)
     return found
+
+
+# -- docs' example outputs ---------------------------------------------------------------------------------
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def doc_block(doc: str, marker: str) -> str:
+    """The fenced block right after ``<!-- marker -->`` in ``docs/DOC``, its list indentation removed."""
+    after = (DOCS / doc).read_text().split(f"<!-- {marker} -->", 1)[1]
+    return textwrap.dedent(after.split("```", 2)[1].split("\n", 1)[1])
+
+
+def doc_normal(line: str) -> str:
+    """A line without what changes from run to run: timestamps, revisions, durations, who and where."""
+    line = re.sub(r"^\d\d:\d\d:\d\d\.\d{3} ", "", line.strip())
+    line = re.sub(r"\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\b", "<time>", line)
+    line = re.sub(r"\b\d{8}-\d{6}\b", "<stamp>", line)  # run directories
+    line = re.sub(r"\b(?=[0-9a-f]*\d)[0-9a-f]{7,40}\b", "<rev>", line)
+    line = re.sub(r"\b\d+\.\d+s\b", "<t>s", line)
+    line = re.sub(r"\bby [\w.-]+@[\w.-]+ since\b", "by <who> since", line)
+    return line.lstrip("├│└─ ").strip()
+
+
+def doc_shows(doc: str, marker: str, output: str) -> None:
+    """Every line of the doc's output block (but ``$ command`` lines and ``...``) is in the real output."""
+    got = {doc_normal(line) for line in output.splitlines()}
+    for line in doc_block(doc, marker).splitlines():
+        if line.startswith("$ ") or line.strip() in ("", "..."):
+            continue
+        assert doc_normal(line) in got, f"docs/{doc} shows {line!r}; the real output was:\n{output}"

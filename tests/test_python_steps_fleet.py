@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import queue
-import re
 import shutil
 import signal
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import conftest
 from conftest import head, host_pids, running
 from pampa_deployer.sequences import DEFAULT_SEQUENCES
 
@@ -222,31 +222,12 @@ def test_the_same_task_runs_through_fab(project, fleet):
 
 
 # -- docs/python-steps.md: its example, run as written ----------------------------------------------------
-DOC = Path(__file__).resolve().parent.parent / "docs" / "python-steps.md"
-
-
 def doc_block(marker: str) -> str:
-    """The fenced block right after ``<!-- marker -->`` in the doc."""
-    text = DOC.read_text()
-    after = text.split(f"<!-- {marker} -->", 1)[1]
-    return after.split("```", 2)[1].split("\n", 1)[1]
-
-
-def normal(line: str) -> str:
-    """A line without its timestamp, tree drawing, revisions and durations."""
-    line = re.sub(r"^\d\d:\d\d:\d\d\.\d{3} ", "", line.strip())
-    line = re.sub(r"[0-9a-f]{12,40}", "<rev>", line)
-    line = re.sub(r"\(\d+\.\d+s\)", "(<t>)", line)
-    return line.lstrip("├│└─ ").strip()
+    return conftest.doc_block("python-steps.md", marker)
 
 
 def shows(doc_marker: str, output: str) -> None:
-    """Every line of the doc's output block (but ``$ command`` and ``...``) is in the real output."""
-    got = {normal(line) for line in output.splitlines()}
-    for line in doc_block(doc_marker).splitlines():
-        if line.startswith("$ pampa") or line.strip() in ("", "..."):
-            continue
-        assert normal(line) in got, f"docs/python-steps.md shows {line!r}; the real output was:\n{output}"
+    conftest.doc_shows("python-steps.md", doc_marker, output)
 
 
 def test_docs_example_reads_a_value_from_the_host_and_decides(project, fleet):

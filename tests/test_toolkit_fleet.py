@@ -181,6 +181,34 @@ def test_lock_acquire_holds_the_stage_until_unlock(project, fleet):
     assert project.pampa("lock", "acquire", "test").returncode == 2  # a reason is required
 
 
+# -- docs/operations.md's example outputs, as written ------------------------------------------------
+def test_operations_doc_examples_are_what_pampa_prints(project, fleet):
+    """The lock, exec and run examples of docs/operations.md, run on a stage named production."""
+    from conftest import doc_shows
+    project.stage("production")
+
+    def out(*args):
+        r = project.pampa(*args)
+        return r, r.stdout + r.stderr
+
+    acquire, a = out("lock", "acquire", "production", "-m", "db maintenance until 18:00")
+    try:
+        deploy, d = out("deploy", "production")
+    finally:
+        unlock, u = out("unlock", "production", "-m", "maintenance done")
+    assert (acquire.returncode, deploy.returncode, unlock.returncode) == (0, 3, 0), a + d + u
+    doc_shows("operations.md", "output: lock acquire", a + d + u)
+
+    exec_, e = out("exec", "production", "--roles", "newton,euler", "--",
+                   "git log -1 --format=%h && test $PAMPA_HOST != newton-2")
+    assert exec_.returncode == 1, e
+    doc_shows("operations.md", "output: exec", e)
+
+    run, r = out("run", "production", "restart_puma", "--roles", "euler")
+    assert run.returncode == 0, r
+    doc_shows("operations.md", "output: run", r)
+
+
 # -- check --------------------------------------------------------------------------------------------
 def test_check_passes_a_ready_fleet_and_a_fresh_host(project, fleet):
     project.stage()
