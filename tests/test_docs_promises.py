@@ -211,3 +211,20 @@ def test_ci_md_names_every_report_kind():
         now = _time.time()
         result = RunResult(stage="p", kind=kind, branch="main", started=now, ended=now, hosts=())
         assert _json.loads(_json.dumps(to_dict(result, 0)))["kind"] == kind
+
+
+def test_init_without_answers_uses_the_folder_and_its_origin(tmp_path, monkeypatch, capsys):
+    """docs/ci.md: no TTY, no --app/--repo: the folder's name and its git origin, or a placeholder it names."""
+    app = tmp_path / "shop"
+    app.mkdir()
+    monkeypatch.chdir(app)
+    assert main(["init"]) == 0
+    assert "repo: git@github.com:you/shop.git" in (app / "stages" / "common.yml").read_text()
+    assert "note: repo is a placeholder (git@github.com:you/shop.git); set `repo` in stages/common.yml" in \
+        capsys.readouterr().out
+    subprocess.run(["git", "init", "-q", str(app)], check=True)
+    subprocess.run(["git", "-C", str(app), "remote", "add", "origin", "git@github.com:acme/shop.git"], check=True)
+    assert main(["init", "--force"]) == 0
+    common = (app / "stages" / "common.yml").read_text()
+    assert "app: shop\n" in common and "repo: git@github.com:acme/shop.git\n" in common
+    assert "placeholder" not in capsys.readouterr().out

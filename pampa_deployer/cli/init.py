@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -29,8 +30,9 @@ def init(args) -> int:
     interactive = not output.is_ci(args) and sys.stdin.isatty()
     app = args.app or (_ask("application name", Path.cwd().name) if interactive else Path.cwd().name)
     app = re.sub(r"[^A-Za-z0-9_.-]", "_", app) or "app"
-    repo = args.repo or (_ask("git repository", f"git@github.com:you/{app}.git") if interactive
-                         else f"git@github.com:you/{app}.git")
+    guess = _origin_url()
+    placeholder = f"git@github.com:you/{app}.git"
+    repo = args.repo or (_ask("git repository", guess or placeholder) if interactive else guess or placeholder)
     existing = [root / f for f in FILES if (root / f).exists()]
     if existing and not args.force:
         raise UsageError(f"init: {', '.join(str(p) for p in existing)} already exist; "
@@ -49,8 +51,21 @@ def init(args) -> int:
     added = _gitignore(root)
     if added:
         console.print(f"added {', '.join(added)} to {root.parent / '.gitignore'}")
+    if repo == placeholder:
+        console.print(f"note: repo is a placeholder ({repo}); set `repo` in {root}/common.yml (or pass --repo)")
     console.print(f"next: edit the hosts in {root}/production.yml, then `pampa plan production`")
     return 0
+
+
+def _origin_url() -> str | None:
+    """The current repository's ``origin`` URL: what an app's own folder most likely deploys."""
+    try:
+        done = subprocess.run(["git", "remote", "get-url", "origin"], capture_output=True, text=True, timeout=10,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    url = done.stdout.strip()
+    return url if done.returncode == 0 and url else None
 
 
 def _gitignore(root: Path) -> list[str]:
