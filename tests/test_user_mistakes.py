@@ -253,6 +253,17 @@ def test_check_json_names_the_hosts_not_ready(tmp_path):
     assert result.stderr.strip() == "pampa: error: check t: 1 of 1 host is not ready: kepler-1"
 
 
+def test_check_names_a_missing_key_file_once_per_host(tmp_path):
+    """A `key` that does not exist: one line per host, the host named once, the key and what to fix."""
+    project(tmp_path, free_port())
+    stage = tmp_path / "stages" / "t.yml"
+    stage.write_text(stage.read_text() + "key: /nonexistent/id_ed25519\n")
+    result = pampa(tmp_path, "check", "t")
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert result.stdout.splitlines()[0] == ("kepler-1: key file /nonexistent/id_ed25519 not found; check `key` for "
+                                             "this host (or the stage)")
+
+
 def test_status_prints_plain_columns_outside_a_terminal(tmp_path):
     """docs/ci.md: outside a terminal nothing is drawn with boxes (status too); an unreachable host is named."""
     port = free_port()

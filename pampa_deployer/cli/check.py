@@ -121,7 +121,7 @@ def check(args) -> int:
                 print(f"{r.host}: ready (branch {plan.branch} at {r.facts.get('branch_head', '?')}, "
                       f"{r.facts.get('free_mb', '?')} MB free)")
             for p in r.problems:
-                print(p.line(r.host) if p.check != "connect" else f"{r.host}: {p.message}")
+                print(p.line(r.host) if p.check != "connect" else f"{r.host}: {_unprefixed(p.message, r.host)}")
         problems = sum(len(r.problems) for r in results)
         print(f"check {stage.name}: {len(results) - len(bad)} of {count(len(results), 'host')} ready"
               + (f", {count(problems, 'problem')}" if problems else ""), flush=True)
@@ -129,3 +129,8 @@ def check(args) -> int:
         raise Refused(f"check {stage.name}: {len(bad)} of {count(len(results), 'host')} "
                       f"{plural(len(bad), 'is')} not ready: " + ", ".join(r.host for r in bad[:10]))
     return 0
+
+
+def _unprefixed(message: str, host: str) -> str:
+    """A connect error's text without a leading ``HOST: `` (the line names the host once already)."""
+    return message[len(host) + 2:] if message.startswith(f"{host}: ") else message
