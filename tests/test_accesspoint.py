@@ -59,5 +59,6 @@ def test_wrong_key_bad_input_and_unknown_ids(server):
 
 
 def test_unreachable_access_point_is_one_clear_error():
-    with pytest.raises(AccessPointError, match=r"access point http://127.0.0.1:9: POST /deploys failed"):
+    with pytest.raises(AccessPointError, match=r"access point http://127.0.0.1:9: POST /deploys failed: .* \(is it "
+                                               r"running, and is the stage's `access_point.url` right\?\)$"):
         AccessPointClient("http://127.0.0.1:9", "k", timeout=2).create_deploy("s", "b", "u")

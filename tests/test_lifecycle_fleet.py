@@ -164,6 +164,8 @@ def test_unreachable_access_point_blocks_unless_optional(project, fleet, tmp_pat
                               "--report", str(report))
 
     assert blocked.returncode == 1 and "access point http://127.0.0.1:9" in blocked.stderr
+    assert blocked.stderr.strip().endswith("(is it running, and is the stage's `access_point.url` right?); nothing "
+                                           "was changed. To go on without it this once: --access-point-optional")
     assert emergency.returncode == 0, emergency.stdout + emergency.stderr
     assert "ACCESS POINT UNREACHABLE" in emergency.stdout
     notes = json.loads(report.read_text())["notes"]

@@ -51,7 +51,8 @@ class AccessPointClient:
         except (urllib.error.URLError, OSError, ValueError) as e:
             reason = getattr(e, "reason", e)
             raise AccessPointError(self.redactor.mask(
-                f"access point {self.url}: {method} {path} failed: {reason}"), unreachable=True) from None
+                f"access point {self.url}: {method} {path} failed: {reason} (is it running, and is the stage's "
+                "`access_point.url` right?)"), unreachable=True) from None
         try:
             return json.loads(raw) if raw else None
         except ValueError:

@@ -74,6 +74,9 @@ class AccessPointSession:
         except AccessPointError as e:
             if self._outage(what, e):
                 return None
+            if e.unreachable:  # the run stops before any command: say how to go on without it, this once
+                raise AccessPointError(f"{e.message}; nothing was changed. To go on without it this once: "
+                                       "--access-point-optional", e.status, e.unreachable) from None
             raise
         self.deploy_id = request["id"]
         try:
