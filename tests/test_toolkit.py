@@ -138,6 +138,17 @@ def test_hooks_get_the_run_in_env_and_a_failing_pre_hook_refuses(tmp_path):
     assert hooks.pre("rollback", env) is None
 
 
+def test_a_hook_that_is_not_executable_is_a_failed_guard_not_skipped(tmp_path):
+    """A pre-deploy hook without +x stops the deploy; its line must not say it was skipped."""
+    hooks_dir = tmp_path / "stages" / "hooks"
+    write_hook(hooks_dir, "pre-deploy", "exit 0").chmod(0o644)
+    lines = []
+    hooks = Hooks(hooks_dir, on_line=lambda name, line: lines.append(line))
+    with pytest.raises(Refused, match="pre-deploy exited 126; the deploy did not start"):
+        hooks.pre("deploy", hook_env("prod", "deploy", "main", "ana", ["k1"]))
+    assert lines == [f"{hooks_dir / 'pre-deploy'} is not executable; `chmod +x` it (it counts as failed: exit 126)"]
+
+
 def test_a_hook_that_hangs_is_stopped_with_everything_it_started(tmp_path):
     marker = tmp_path / "child-alive"
     write_hook(tmp_path, "pre-deploy", f"(sleep 30; touch {marker}) & sleep 30")

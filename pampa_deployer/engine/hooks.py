@@ -63,7 +63,8 @@ class Hooks:
         if not path.exists():
             return None
         if not os.access(path, os.X_OK):
-            self.on_line(name, f"{path} is not executable (chmod +x it); skipped")
+            # Not skipped: a pre-* hook is a guard, so one that cannot run stops the run like a failing one.
+            self.on_line(name, f"{path} is not executable; `chmod +x` it (it counts as failed: exit 126)")
             return HookResult(name, str(path), 126, 0.0)
         t0 = time.monotonic()
         try:
