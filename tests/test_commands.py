@@ -135,9 +135,20 @@ def test_every_step_has_a_timeout_longer_for_migrate_and_bundle():
 
 def test_remote_commands_run_in_their_own_process_group_and_can_be_stopped():
     from pampa_deployer.commands import procgroup
-    assert procgroup.wrap("cd ~/app && sleep 9", "t1") == (
-        'setsid -w "${SHELL:-/bin/sh}" -c \'echo $$ > "${TMPDIR:-/tmp}"/pampa-t1.pgid && cd ~/app && sleep 9\'; '
+    # A channel per command: sshd made its shell a group leader; the body runs in a subshell (a fork).
+    assert procgroup.on_channel("cd ~/app && sleep 9", "t1") == (
+        'echo $$ > "${TMPDIR:-/tmp}"/pampa-t1.pgid || exit; ( cd ~/app && sleep 9\n) </dev/null; '
         '__pampa_rc=$?; rm -f "${TMPDIR:-/tmp}"/pampa-t1.pgid; exit $__pampa_rc')
+    # The shell session: job control under bash (no process started for the group), setsid elsewhere.
+    assert procgroup.session_setup("s1", "HI") == (
+        "trap 'rm -f \"${TMPDIR:-/tmp}\"/pampa-s1.pgid' EXIT; "
+        "case ${BASH_VERSION-} in ?*) set -m; echo 'HI bash';; *) echo 'HI sh';; esac")
+    assert procgroup.in_group("cd ~/app && sleep 9", "s1", "bash") == (
+        '( echo $BASHPID > "${TMPDIR:-/tmp}"/pampa-s1.pgid || exit\ncd ~/app && sleep 9\n) </dev/null')
+    assert procgroup.in_group("cd ~/app && sleep 9", "s1", "sh") == (
+        '( exec setsid -w "${SHELL:-/bin/sh}" -c \'echo $$ > "${TMPDIR:-/tmp}"/pampa-s1.pgid || exit\n'
+        'cd ~/app && sleep 9\' ) </dev/null')
+    assert procgroup.emptied("s1") == 'printf \'\' > "${TMPDIR:-/tmp}"/pampa-s1.pgid'
     assert procgroup.kill_command("t1", 2) == (
         'f="${TMPDIR:-/tmp}"/pampa-t1.pgid; pg=$(cat "$f" 2>/dev/null); '
         'if [ -z "$pg" ] || ! kill -TERM -"$pg" 2>/dev/null; then rm -f "$f"; echo PAMPA-STOP-NONE; exit 0; fi; '

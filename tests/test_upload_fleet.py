@@ -63,19 +63,24 @@ def test_large_file_goes_over_sftp_and_a_failed_upload_is_an_error(fleet):
 
 
 @pytest.mark.parametrize("session", [True, False])
-def test_only_killable_commands_get_a_process_group_of_their_own(fleet, session):
-    """pampa's own short commands (killable=False) skip the process-group wrapper (setsid, a new shell,
-    rm: about 5 ms of CPU each); step commands still get it, so a stop can end all they started."""
+def test_step_commands_lead_the_process_group_their_pgid_file_names_and_start_no_shell(fleet, session):
+    """A step command (killable) leads a process group of its own, whose id is in its pgid file, so a
+    stop ends all it started; no construction starts a shell or a `setsid` for it (the session id
+    stays the session's). pampa's own short commands (killable=False) never write a pgid file."""
     from dataclasses import replace
-    stat = Command("cut -d' ' -f6 /proc/self/stat")  # the session id of the process running it
+    # pgrp and session id of the process running the probe, then every pgid file's content.
+    probe = Command("cut -d' ' -f5,6 /proc/self/stat; cat \"${TMPDIR:-/tmp}\"/pampa-*.pgid 2>/dev/null; true")
     backend = _backend(fleet, session)
     try:
-        own = [backend.run(replace(stat, killable=False)).stdout.strip() for _ in range(2)]
-        steps = [backend.run(stat).stdout.strip() for _ in range(2)]
+        own = [backend.run(replace(probe, killable=False)).stdout.split() for _ in range(2)]
+        steps = [backend.run(probe).stdout.split() for _ in range(2)]
     finally:
         backend.close()
-    assert all(own + steps)
-    if session:  # unwrapped, both run in the session shell's own session; wrapped, each in a new one
-        assert own[0] == own[1] and own[0] not in steps and steps[0] != steps[1]
-    else:  # a channel per command: each has a session of its own either way, and each ran
-        assert len(set(own + steps)) == 4
+    for pgrp, sid, *pgids in steps:
+        assert pgrp in pgids  # the group a stop signals is the one the command runs in
+    assert steps[0][0] != steps[1][0]  # one group per command
+    if session:  # one shell: every command in the session sshd made for it; no setsid anywhere
+        assert len({sid for _, sid, *_ in own + steps}) == 1
+        assert all(pgrp not in pgids for pgrp, _, *pgids in own)
+    else:  # a channel per command: sshd's setsid made each channel's shell lead a session and group
+        assert all(pgrp == sid for pgrp, sid, *_ in steps) and len({sid for _, sid, *_ in own + steps}) == 4

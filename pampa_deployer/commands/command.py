@@ -24,6 +24,10 @@ class Command:
     #: Run in a process group of its own so a timeout or an abort can stop it and all it started
     #: (commands/procgroup.py); the engine's quick bookkeeping commands (lock, logs) do without.
     killable: bool = True
+    #: Bookkeeping written before the body in the same round trip (the host's start record, naming the
+    #: step): shell built-ins only, run in the login directory. If it fails the body does not run and the
+    #: backend raises ``RecordFailed``. Not part of ``line()`` or ``display()``.
+    record: str | None = None
 
     def line(self) -> str:
         """The exact line sent to the host's shell."""

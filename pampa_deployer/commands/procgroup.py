@@ -1,11 +1,21 @@
 """Remote commands the engine can stop: each runs as the leader of its own process group.
 
-``setsid -w`` starts the command's shell in a new session, so its pid is the group id
-of everything it starts (unless a child detaches on purpose, as a daemon does). The
-shell writes that id to a small file named by a per-command tag before running the
-body, and the file is removed when the command ends. To stop the command, the
-engine opens a fresh channel (the original one may be stuck in a write) and runs
-``kill_command``: TERM to the whole group, then KILL after a grace period.
+The group's id is written to a small *pgid file* before the body runs; to stop the command, the
+engine opens a fresh channel (the original one may be stuck in a write) and runs ``kill_command``:
+TERM to the whole group, then KILL after a grace period. A child that detaches on purpose (a
+daemon calling setsid) leaves the group, as it should. No construction starts a process of its own
+on the command's path but the subshell a session command runs in anyway:
+
+- **a channel per command** (``on_channel``): sshd calls ``setsid()`` for the child of every exec
+  channel without a terminal, so the login shell running the line already leads its own group:
+  ``echo $$`` is the group id. The body runs in a subshell (a fork, no exec) so that an ``exit`` in it
+  still lets the shell remove the pgid file and pass on the body's exit status;
+- **the shell session** (``session_setup`` once, ``in_group`` per command): the session's shell leads the
+  group sshd made, so a command's subshell shares it. Under bash the session turns job control on
+  (``set -m``): each foreground subshell then gets a group of its own, and ``$BASHPID`` is its id.
+  Other shells (dash ignores ``set -m`` without a terminal) start the body under ``setsid -w``. The
+  session keeps one pgid file, emptied after each command by the session shell (a built-in) and
+  removed when the session's shell exits.
 """
 from __future__ import annotations
 
@@ -18,7 +28,7 @@ PGID_DIR = '"${TMPDIR:-/tmp}"'
 
 
 def new_tag() -> str:
-    """A unique name for one command run (names its pgid file)."""
+    """A unique name for one command run or one session (names its pgid file)."""
     return uuid.uuid4().hex[:16]
 
 
@@ -26,19 +36,41 @@ def pgid_file(tag: str) -> str:
     return f"{PGID_DIR}/pampa-{tag}.pgid"
 
 
-def wrap(body: str, tag: str) -> str:
-    """``body`` run in its own process group by the user's shell, its group id in ``pgid_file(tag)``."""
+def on_channel(line: str, tag: str) -> str:
+    """``line`` as an exec channel's command: the channel's shell leads the group (sshd's setsid)."""
     f = pgid_file(tag)
-    inner = f"echo $$ > {f} && {body}"
-    return (f'setsid -w "${{SHELL:-/bin/sh}}" -c {quote(inner)}; '
-            f"__pampa_rc=$?; rm -f {f}; exit $__pampa_rc")
+    return f"echo $$ > {f} || exit; ( {line}\n) </dev/null; __pampa_rc=$?; rm -f {f}; exit $__pampa_rc"
+
+
+def session_setup(tag: str, hello: str) -> str:
+    """The first line a shell session runs: job control under bash, the pgid file removed on exit.
+
+    Prints ``HELLO bash`` or ``HELLO sh`` so the engine knows which ``in_group`` form the shell takes.
+    """
+    f = pgid_file(tag)
+    return (f"trap {quote(f'rm -f {f}')} EXIT; "
+            f"case ${{BASH_VERSION-}} in ?*) set -m; echo '{hello} bash';; *) echo '{hello} sh';; esac")
+
+
+def in_group(body: str, tag: str, kind: str) -> str:
+    """``body`` in a subshell of the session leading its own process group, its id in the pgid file."""
+    f = pgid_file(tag)
+    if kind == "bash":
+        return f"( echo $BASHPID > {f} || exit\n{body}\n) </dev/null"
+    inner = f"echo $$ > {f} || exit\n{body}"
+    return f'( exec setsid -w "${{SHELL:-/bin/sh}}" -c {quote(inner)} ) </dev/null'
+
+
+def emptied(tag: str) -> str:
+    """Run by the session shell after each command: the group is gone, a stop now finds nothing."""
+    return f"printf '' > {pgid_file(tag)}"
 
 
 def kill_command(tag: str, grace: float) -> str:
     """TERM the command's process group, KILL it after ``grace`` seconds; says what it did.
 
-    Prints PAMPA-STOP-NONE when the command had already ended (no pgid file), PAMPA-STOP-TERM
-    when TERM was enough, PAMPA-STOP-KILL when KILL was needed.
+    Prints PAMPA-STOP-NONE when the command had already ended (no pgid file, or an empty one),
+    PAMPA-STOP-TERM when TERM was enough, PAMPA-STOP-KILL when KILL was needed.
     """
     f = pgid_file(tag)
     steps = max(0, int(round(grace * 10)))

@@ -1,7 +1,8 @@
 """The per-host revision log: one JSON line per deploy, appended next to the code path.
 
 Next to it, the *start record* (``PATH.deploying.json``): written before the first command of a
-deploy touches the host, rewritten as each step starts, and emptied by the same command that
+deploy touches the host, rewritten as each step starts (in the same round trip as the step's first
+command, just before its body, see ``Command.record``), and emptied by the same command that
 appends the log line at the end. A host whose start record is not empty is *incomplete*: its last
 deploy never finished (the host crashed, the deploy was SIGKILLed, the host stopped answering),
 and the record says which run and step it was at, whatever killed it.
@@ -46,11 +47,22 @@ def start_command(base: Command, record: dict) -> Command:
     return replace(base, script=script, cwd=None, prefix=None, env=())
 
 
-def step_command(base: Command, record: dict) -> Command:
-    """Rewrite the start record with the step that starts now (shell builtins only: no process)."""
+def step_record(base: Command, record: dict) -> str:
+    """The line that rewrites the start record with the step that starts now: a built-in, no process.
+
+    It becomes the ``record`` of the step's first command (one round trip for both: the session shell
+    writes it just before the body), or, when a step does not start with a command, ``step_command``.
+    A relative code path is anchored at ``~/``: the line may run in a session whose prefix moved it.
+    """
     path = state_path(base.cwd or ".")
-    return replace(base, script=f"printf '%s\\n' {quote(json.dumps(record, sort_keys=True))} > {quote(path)}",
-                   cwd=None, prefix=None, env=())
+    if not path.startswith(("/", "~")):
+        path = "~/" + path
+    return f"printf '%s\\n' {quote(json.dumps(record, sort_keys=True))} > {quote(path)}"
+
+
+def step_command(base: Command, record: dict) -> Command:
+    """``step_record`` sent on its own, for a step whose first action is not a command (e.g. an upload)."""
+    return replace(base, script=step_record(base, record), cwd=None, prefix=None, env=())
 
 
 def revision_command(base: Command) -> Command:

@@ -1,14 +1,19 @@
 """The one small execution interface every backend implements (SSH, local, dry-run, invoke Context)."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable, Protocol
 
 from ..commands.command import Command
 from ..steps.actions import Upload
-from .results import CommandResult
+from .results import CommandResult, RecordFailed
 
 #: Called with (stream, line) for each complete output line, already masked.
 OnLine = Callable[[str, str], None]
+
+#: The pseudo-stream ``on_line`` gets once, with an empty line, when a command's ``record`` (the start
+#: record) has been written on the host, before anything of the command's body.
+RECORDED = "record"
 
 #: Bytes of stdout/stderr kept in memory per command (full output goes to the run log via OnLine).
 TAIL_BYTES = 64 * 1024
@@ -61,3 +66,18 @@ def tail(text: str, lines: int = 5) -> str:
     """The last few non-empty lines of some output, for summaries."""
     kept = [line for line in text.strip().splitlines() if line.strip()]
     return "\n".join(kept[-lines:])
+
+
+def record_first(run: Callable[[Command], CommandResult], command: Command, on_line: OnLine | None) -> Command:
+    """For a path that cannot fold a command's ``record`` into it: write the record on its own first.
+
+    Returns the command without its record; raises ``RecordFailed`` when the record was not written.
+    """
+    if command.record is None:
+        return command
+    result = run(Command(script=command.record, timeout=30, killable=False))
+    if not result.ok:
+        raise RecordFailed(result)
+    if on_line is not None:
+        on_line(RECORDED, "")
+    return replace(command, record=None)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..commands.command import Command
 from ..steps.actions import Upload
-from .backend import LineSplitter, OnLine
+from .backend import LineSplitter, OnLine, record_first
 from .results import CommandResult
 
 #: After a command exits, how long its output pipes may stay open (a daemon it started may hold them).
@@ -36,6 +36,7 @@ class LocalBackend:
         Path(self.home).mkdir(parents=True, exist_ok=True)
 
     def run(self, command: Command, on_line: OnLine | None = None) -> CommandResult:
+        command = record_first(self.run, command, on_line)
         env = {**os.environ, "HOME": self.home}
         # Its own process group, so a timeout or an abort stops everything the command started.
         proc = subprocess.Popen(["bash", "-c", command.line()], cwd=self.home, env=env, start_new_session=True,

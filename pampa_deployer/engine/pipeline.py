@@ -8,22 +8,22 @@ from __future__ import annotations
 import getpass
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from ..commands import revlog
 from ..commands.command import Command
 from ..errors import ConnectError
 from ..plan import HostPlan, Plan, StepPlan
-from ..steps.actions import ReportVersion
+from ..steps.actions import HealthCheck, ReportVersion, Run
 from ..steps.releases import live_path
 from . import events as ev
 from .apsession import AccessPointSession
-from .backend import Backend, tail
+from .backend import RECORDED, Backend, tail
 from .executor import StepFailed, perform
 from .gate import Gate
 from .liveness import ConnectionLost, HostUnresponsive
-from .results import FAILED, INTERRUPTED, OK, SKIPPED, HostResult, StepResult
+from .results import FAILED, INTERRUPTED, OK, SKIPPED, HostResult, RecordFailed, StepResult
 from .stop import StopSignal
 
 
@@ -61,11 +61,32 @@ class _HostSink:
     def __init__(self, hp: HostPlan, step: str, ctx: RunContext, notes: list[str]):
         self.hp, self.step, self.ctx, self.name = hp, step, ctx, hp.host.name
         self.notes = notes
+        #: The step's first command carries the start record: the step is shown started (and its command
+        #: with it) once the host says the record is written, as when the record was a command of its own.
+        self.awaiting_record = False
+        self._held: list[str] = []
 
     def command_started(self, display: str) -> None:
+        if self.awaiting_record:
+            self._held.append(display)
+            return
         self.ctx.bus.emit(ev.CommandStarted(host=self.name, step=self.step, display=display))
 
+    def recorded(self) -> None:
+        """The start record is on the host (or the backend does not say): show the step started."""
+        if not self.awaiting_record:
+            return
+        self.awaiting_record = False
+        self.ctx.bus.emit(ev.StepStarted(host=self.name, step=self.step))
+        for display in self._held:
+            self.command_started(display)
+        self._held.clear()
+
     def output(self, stream: str, line: str) -> None:
+        if stream == RECORDED:
+            self.recorded()
+            return
+        self.recorded()  # a backend that writes the record without saying so (test doubles)
         self.ctx.bus.emit(ev.Output(host=self.name, step=self.step, stream=stream, line=line))
         if stream == "stdout" and line.startswith(NOTE_PREFIX):
             note = line[len(NOTE_PREFIX):]
@@ -176,9 +197,12 @@ class HostRun:
         sink = _HostSink(self.hp, step.name, self.ctx, self.notes)
         actions: list = list(step.actions)
         if not self.ctx.dry_run:  # the start record names the step before anything of the step happens
-            actions.insert(0, revlog.step_command(self.base, self.start_record(step.name)))
-        else:
-            self.bus.emit(ev.StepStarted(host=self.name, step=step.name))
+            actions = self.with_record(actions, step.name)
+        if not actions or not isinstance(actions[0], Command):  # else once the record is written
+            sink.awaiting_record = bool(actions) and getattr(actions[0], "command", None) is not None \
+                and actions[0].command.record is not None
+            if not sink.awaiting_record:
+                self.bus.emit(ev.StepStarted(host=self.name, step=step.name))
         try:
             for action in actions:
                 try:
@@ -187,8 +211,13 @@ class HostRun:
                         self.bus.emit(ev.StepStarted(host=self.name, step=step.name))
                     else:
                         perform(action, self.backend, sink)
+                        sink.recorded()  # a backend that never said (test doubles): the step did start
                 except StepFailed:
+                    sink.recorded()
                     raise
+                except RecordFailed as e:
+                    raise StepFailed(e.result.exit_code, tail(e.result.stderr), "could not write the start record "
+                                     f"on the host (exit code {e.result.exit_code})") from e
                 except HostUnresponsive as e:
                     self.gone = True
                     raise StepFailed(None, "", f"unresponsive during {step.name} ({e})") from e
@@ -209,6 +238,18 @@ class HostRun:
         self.steps.append(StepResult(step.name, True, s0, time.time()))
         self.bus.emit(ev.StepFinished(host=self.name, step=step.name, ok=True, started=s0))
         return True
+
+    def with_record(self, actions: list, step: str) -> list:
+        """The step's actions with the start record naming ``step`` written first.
+
+        A step that starts with a command (``Run``, ``HealthCheck``) carries the record in it: one round
+        trip, the record written by the host's shell just before the body. Otherwise it goes alone.
+        """
+        line = revlog.step_record(self.base, self.start_record(step))
+        first = actions[0] if actions else None
+        if isinstance(first, (Run, HealthCheck)) and first.command.record is None:
+            return [replace(first, command=replace(first.command, record=line)), *actions[1:]]
+        return [revlog.step_command(self.base, self.start_record(step)), *actions]
 
     def start_record(self, step: str | None = None) -> dict:
         """What the host keeps while this run is on it (commands/revlog.py: the start record)."""

@@ -17,6 +17,14 @@ class CommandResult:
         return self.exit_code == 0
 
 
+class RecordFailed(Exception):
+    """A command's ``record`` (the start record) could not be written on the host; its body did not run."""
+
+    def __init__(self, result: CommandResult):
+        super().__init__(f"exit code {result.exit_code}")
+        self.result = result
+
+
 @dataclass(frozen=True)
 class StepResult:
     name: str

@@ -25,7 +25,7 @@ from ..errors import ConnectError
 from ..inventory.model import Host
 from ..inventory.settings import SSHView, view
 from ..steps.actions import Upload
-from .backend import LineSplitter, OnLine
+from .backend import LineSplitter, OnLine, record_first
 from .hostkeys import UnknownHostKey, secure
 from .liveness import ConnectionLost, Heartbeat, HostUnresponsive
 from .results import CommandResult
@@ -247,22 +247,22 @@ class SSHBackend:
         return self._run_on_channel(command, on_line)
 
     def _run_in_session(self, session: ShellSession, command: Command, on_line: OnLine | None) -> CommandResult:
-        # Pampa's own short commands (lock, revision log, step records, uploads) are not killable: the
-        # process-group wrapper costs a setsid, a new shell and an rm (about 5 ms of CPU) per command.
-        tag = procgroup.new_tag() if command.killable else None
+        # Pampa's own short commands (lock, revision log, uploads) are not killable: they need no process
+        # group, and an upload's script must never become a process's argument (the sh form's `setsid`).
+        tag = session.tag if command.killable else None
         if tag:
             with self._lock:
                 self._running.add(tag)
         try:
-            result = session.run(command, on_line, tag=tag,
+            result = session.run(command, on_line, killable=command.killable,
                                  on_timeout=(lambda: self.stop_command(tag)) if tag else None)
         finally:
             with self._lock:
                 self._running.discard(tag)
-        if session.dead:
-            with self._lock:
-                if self._sessions.get(command.prefix) is session:
-                    del self._sessions[command.prefix]
+            if session.dead:
+                with self._lock:
+                    if self._sessions.get(command.prefix) is session:
+                        del self._sessions[command.prefix]
         return result
 
     def _transport_active(self) -> bool:
@@ -289,6 +289,7 @@ class SSHBackend:
         return session
 
     def _run_on_channel(self, command: Command, on_line: OnLine | None = None) -> CommandResult:
+        command = record_first(self._run_on_channel, command, on_line)  # a channel of its own: no shell to fold it into
         channel = self.connection.transport.open_session(timeout=self.settings.connect_timeout)
         tag = procgroup.new_tag() if command.killable else None
         with self._lock:
@@ -299,8 +300,8 @@ class SSHBackend:
         err = LineSplitter("stderr", command, on_line)
         deadline = time.monotonic() + command.timeout if command.timeout else None
         try:
-            line = procgroup.wrap(command.line(), tag) if tag else command.line()
-            channel.exec_command(line + " </dev/null")
+            line = procgroup.on_channel(command.line(), tag) if tag else command.line() + " </dev/null"
+            channel.exec_command(line)
             while True:
                 wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
                 select.select([channel], [], [], wait)
