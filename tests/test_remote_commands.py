@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from pampa_deployer.commands import git, lock, readiness, revlog
 from pampa_deployer.engine.local import LocalBackend
 
@@ -186,6 +188,62 @@ def test_start_record_marks_a_host_incomplete_until_the_log_line_in_a_real_local
     assert be.run(revlog.append_command(base, {"result": "ok"})).ok
     out = be.run(revlog.read_command(base)).stdout
     assert revlog.parse_state(out) is None and revlog.parse(out)[0] == [{"after": None, "result": "ok"}]
+
+
+def test_step_record_rides_in_the_steps_first_command():
+    base = revlog.base("~/code/shop")
+    assert revlog.step_record(base, {"run": "r1", "step": "migrate"}) == (
+        "printf '%s\\n' '{\"run\": \"r1\", \"step\": \"migrate\"}' > ~/code/shop.deploying.json")
+    # A relative code path is anchored at the home: a session's prefix may have moved its shell.
+    assert revlog.step_record(revlog.base("code/shop"), {}).endswith(" > ~/code/shop.deploying.json")
+    assert revlog.step_record(revlog.base("/srv/shop"), {}).endswith(" > /srv/shop.deploying.json")
+
+
+def test_session_script_exact():
+    """What the session shell reads per command: record, body in its own group, status marker."""
+    from pampa_deployer.engine.session import script
+    assert script("echo hi", "M") == (
+        "(\necho hi\n) </dev/null\n"
+        "__pampa_rc=$?; printf '%s %d\\n' 'M' \"$__pampa_rc\"; printf '%s\\n' 'M' >&2\n")
+    assert script("cd x && echo hi", "M", tag="s1", kind="bash", record="printf '%s\\n' '{}' > ~/a.json",
+                  ack="ACK") == (
+        "__pampa_rec=0; printf '%s\\n' '{}' > ~/a.json || __pampa_rec=$?\n"
+        "if [ \"$__pampa_rec\" = 0 ]; then echo 'ACK'; "
+        "( echo $BASHPID > \"${TMPDIR:-/tmp}\"/pampa-s1.pgid || exit\ncd x && echo hi\n) </dev/null\nfi\n"
+        "__pampa_rc=$?; printf '' > \"${TMPDIR:-/tmp}\"/pampa-s1.pgid; "
+        "printf '%s %d %d\\n' 'M' \"$__pampa_rc\" \"$__pampa_rec\"; printf '%s\\n' 'M' >&2\n")
+    # The prefix runs in the session shell itself, once.
+    assert script("source ~/env", "M", in_subshell=False).startswith("source ~/env\n__pampa_rc=$?; ")
+
+
+@pytest.mark.parametrize("shell", ["bash", "dash"])
+def test_session_commands_in_a_real_local_shell(tmp_path, shell):
+    """The session's own text run by bash and dash started as sshd starts them (setsid, no terminal):
+    each killable command leads the group its pgid file names, exit codes and `exit` stay the body's,
+    the record is written before the body (even one that fails) and a failed record keeps the body from
+    running; the pgid file is emptied after each command and removed when the shell exits."""
+    import subprocess
+
+    from pampa_deployer.commands import procgroup
+    from pampa_deployer.engine.session import script
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TMPDIR": str(tmp_path), "SHELL": f"/bin/{shell}"}
+    pgid = tmp_path / "pampa-s1.pgid"
+    rec = f"printf '%s\\n' done > {tmp_path}/rec.json"
+    probe = f"cut -d' ' -f5 /proc/self/stat > {tmp_path}/pg; cat {pgid} > {tmp_path}/file; echo body; exit 3"
+    text = (procgroup.session_setup("s1", "HI") + "\n"
+            + script(probe, "M1", tag="s1", kind=shell.replace("dash", "sh"), record=rec, ack="ACK")
+            + f"cat {pgid} > {tmp_path}/after\n"
+            + script("echo never", "M2", tag="s1", kind="sh", record=f"printf x > {tmp_path}/no/such/dir"))
+    proc = subprocess.run(["setsid", "-w", shell, "-s"], input=text, capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=30)
+    hello, ack, body, m1, m2 = proc.stdout.splitlines()
+    assert hello == f"HI {'bash' if shell == 'bash' else 'sh'}" and ack == "ACK" and body == "body"
+    assert m1 == "M1 3 0"  # the body's status; the record was written
+    assert m2.startswith("M2 0 ") and m2 != "M2 0 0" and "never" not in proc.stdout  # record failed: no body
+    assert (tmp_path / "rec.json").read_text() == "done\n"
+    assert (tmp_path / "pg").read_text().strip() == (tmp_path / "file").read_text().strip() != ""
+    assert (tmp_path / "after").read_text() == ""  # emptied once the command ended
+    assert not pgid.exists()  # removed when the shell exited
 
 
 # -- a small file through the shell session ------------------------------------------------------------
