@@ -171,3 +171,23 @@ def test_unreachable_access_point_blocks_unless_optional(project, fleet, tmp_pat
     notes = json.loads(report.read_text())["notes"]
     assert any("not reported: the deploy request" in n and "version of newton-1" in n for n in notes), notes
     assert "NOTE ACCESS POINT UNREACHABLE" in emergency.stdout
+
+
+def test_a_start_record_that_cannot_be_written_fails_the_step_before_its_command_runs(project, fleet):
+    """The record rides in the step's first command: when the host cannot write it, the command does
+    not run and the step fails saying so (a directory stands where the record goes)."""
+    record = fleet.code("newton-2").parent / f"{fleet.app}.deploying.json"
+    fetched = fleet.code("newton-2") / ".git" / "FETCH_HEAD"
+    before = fetched.stat().st_mtime_ns if fetched.exists() else None
+    project.stage()
+    record.unlink(missing_ok=True)
+    record.mkdir()
+    try:
+        result = project.pampa("deploy", "test", "--hosts", "newton-2", "--verbose")
+    finally:
+        record.rmdir()
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert "could not write the start record on the host" in out and "git_fetch" in out
+    assert (fetched.stat().st_mtime_ns if fetched.exists() else None) == before  # git fetch never ran
+    assert project.pampa("deploy", "test", "--hosts", "newton-2").returncode == 0
