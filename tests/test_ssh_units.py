@@ -21,3 +21,16 @@ def test_each_connection_has_a_fabric_config_of_its_own(tmp_path):
         connections = list(pool.map(lambda b: b._new_connection(), backends * 5))
     assert len({id(c.config) for c in connections}) == len(connections)
     assert [c.host for c in connections[:3]] == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+
+
+def test_session_preamble_lines_are_taken_out_of_stdout_in_any_chunking():
+    """The session's hello (which shell) and a record's acknowledgement precede a command's output; they
+    are taken out however the bytes arrive, and a command that ends without one releases its output."""
+    from pampa_deployer.engine.session import _Preamble
+    data = b"motd\n__HI__ bash\nbody 1\nbody 2\n"
+    for size in (1, 3, len(data)):
+        p = _Preamble("__HI__", "__M__")
+        out = b"".join(p.feed(data[i:i + size]) for i in range(0, len(data), size))
+        assert (p.said, out) == ("bash", b"motd\nbody 1\nbody 2\n")
+    p = _Preamble("__HI__", "__M__")
+    assert p.feed(b"early ") == b"" and p.feed(b"__M__ 0\n") == b"early __M__ 0\n" and p.said == ""
