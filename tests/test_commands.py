@@ -137,7 +137,7 @@ def test_remote_commands_run_in_their_own_process_group_and_can_be_stopped():
     from pampa_deployer.commands import procgroup
     # A channel per command: sshd made its shell a group leader; the body runs in a subshell (a fork).
     assert procgroup.on_channel("cd ~/app && sleep 9", "t1") == (
-        'echo $$ > "${TMPDIR:-/tmp}"/pampa-t1.pgid || exit; ( cd ~/app && sleep 9\n) </dev/null; '
+        'echo $$ > "${TMPDIR:-/tmp}"/pampa-t1.pgid || exit; ( cd ~/app && sleep 9\n); '
         '__pampa_rc=$?; rm -f "${TMPDIR:-/tmp}"/pampa-t1.pgid; exit $__pampa_rc')
     # The shell session: job control under bash (no process started for the group), setsid elsewhere.
     assert procgroup.session_setup("s1", "HI") == (

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 
 import pytest
 
@@ -62,6 +63,16 @@ def test_large_file_goes_over_sftp_and_a_failed_upload_is_an_error(fleet):
         backend.close()
 
 
+def pgid_files(fleet, session: bool) -> set[str]:
+    """The names of the pgid files on the host, listed by a command that writes none."""
+    backend = _backend(fleet, session)
+    try:
+        listing = backend.run(Command("ls \"${TMPDIR:-/tmp}\"; true", killable=False)).stdout
+    finally:
+        backend.close()
+    return {name for name in listing.split() if name.startswith("pampa-") and name.endswith(".pgid")}
+
+
 @pytest.mark.parametrize("session", [True, False])
 def test_step_commands_lead_the_process_group_their_pgid_file_names_and_start_no_shell(fleet, session):
     """A step command (killable) leads a process group of its own, whose id is in its pgid file, so a
@@ -70,6 +81,7 @@ def test_step_commands_lead_the_process_group_their_pgid_file_names_and_start_no
     from dataclasses import replace
     # pgrp and session id of the process running the probe, then every pgid file's content.
     probe = Command("cut -d' ' -f5,6 /proc/self/stat; cat \"${TMPDIR:-/tmp}\"/pampa-*.pgid 2>/dev/null; true")
+    before = pgid_files(fleet, session)  # other tests' crashed hosts may have left some
     backend = _backend(fleet, session)
     try:
         own = [backend.run(replace(probe, killable=False)).stdout.split() for _ in range(2)]
@@ -84,3 +96,8 @@ def test_step_commands_lead_the_process_group_their_pgid_file_names_and_start_no
         assert all(pgrp not in pgids for pgrp, _, *pgids in own)
     else:  # a channel per command: sshd's setsid made each channel's shell lead a session and group
         assert all(pgrp == sid for pgrp, sid, *_ in steps) and len({sid for _, sid, *_ in own + steps}) == 4
+    # No pgid file outlives its command (a channel) or its session (the shell's EXIT trap removes it).
+    deadline = time.monotonic() + 10
+    while pgid_files(fleet, session) - before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not pgid_files(fleet, session) - before

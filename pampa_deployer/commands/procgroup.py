@@ -9,7 +9,8 @@ on the command's path but the subshell a session command runs in anyway:
 - **a channel per command** (``on_channel``): sshd calls ``setsid()`` for the child of every exec
   channel without a terminal, so the login shell running the line already leads its own group:
   ``echo $$`` is the group id. The body runs in a subshell (a fork, no exec) so that an ``exit`` in it
-  still lets the shell remove the pgid file and pass on the body's exit status;
+  still lets the shell remove the pgid file and pass on the body's exit status. Its stdin stays the
+  channel's: a ``watch.stoppable`` command reads it to know when pampa lets go;
 - **the shell session** (``session_setup`` once, ``in_group`` per command): the session's shell leads the
   group sshd made, so a command's subshell shares it. Under bash the session turns job control on
   (``set -m``): each foreground subshell then gets a group of its own, and ``$BASHPID`` is its id.
@@ -39,7 +40,7 @@ def pgid_file(tag: str) -> str:
 def on_channel(line: str, tag: str) -> str:
     """``line`` as an exec channel's command: the channel's shell leads the group (sshd's setsid)."""
     f = pgid_file(tag)
-    return f"echo $$ > {f} || exit; ( {line}\n) </dev/null; __pampa_rc=$?; rm -f {f}; exit $__pampa_rc"
+    return f"echo $$ > {f} || exit; ( {line}\n); __pampa_rc=$?; rm -f {f}; exit $__pampa_rc"
 
 
 def session_setup(tag: str, hello: str) -> str:
