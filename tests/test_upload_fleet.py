@@ -74,14 +74,18 @@ def pgid_files(fleet, session: bool) -> set[str]:
 
 
 @pytest.mark.parametrize("session", [True, False])
-def test_step_commands_lead_the_process_group_their_pgid_file_names_and_start_no_shell(fleet, session):
+def test_step_commands_lead_the_process_group_their_pgid_file_names_and_start_no_shell(fleet, session,
+                                                                                     monkeypatch):
     """A step command (killable) leads a process group of its own, whose id is in its pgid file, so a
     stop ends all it started; no construction starts a shell or a `setsid` for it (the session id
     stays the session's). pampa's own short commands (killable=False) never write a pgid file."""
     from dataclasses import replace
     # pgrp and session id of the process running the probe, then every pgid file's content.
     probe = Command("cut -d' ' -f5,6 /proc/self/stat; cat \"${TMPDIR:-/tmp}\"/pampa-*.pgid 2>/dev/null; true")
-    before = pgid_files(fleet, session)  # other tests' crashed hosts may have left some
+    from pampa_deployer.commands import procgroup
+    tags: list[str] = []  # the tags of this test's sessions and commands (the hosts' /tmp is shared)
+    new_tag = procgroup.new_tag
+    monkeypatch.setattr(procgroup, "new_tag", lambda: tags.append(new_tag()) or tags[-1])
     backend = _backend(fleet, session)
     try:
         own = [backend.run(replace(probe, killable=False)).stdout.split() for _ in range(2)]
@@ -97,7 +101,9 @@ def test_step_commands_lead_the_process_group_their_pgid_file_names_and_start_no
     else:  # a channel per command: sshd's setsid made each channel's shell lead a session and group
         assert all(pgrp == sid for pgrp, sid, *_ in steps) and len({sid for _, sid, *_ in own + steps}) == 4
     # No pgid file outlives its command (a channel) or its session (the shell's EXIT trap removes it).
+    ours = {f"pampa-{tag}.pgid" for tag in tags}
+    assert ours
     deadline = time.monotonic() + 10
-    while pgid_files(fleet, session) - before and time.monotonic() < deadline:
+    while pgid_files(fleet, session) & ours and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not pgid_files(fleet, session) - before
+    assert not pgid_files(fleet, session) & ours
