@@ -213,3 +213,54 @@ def test_agent_killed_mid_release_reports_where_current_is_and_never_reruns(pull
     assert done["state"] == "DONE", pull.log("newton-1")
     assert len(releases(fleet, "newton-1")) == count + 1 and current(fleet, "newton-1").endswith(cut[:7])
     assert current(fleet, "newton-1") != now  # a new release of the same revision: the cut one was not reused
+
+
+def test_rollback_request_switches_every_node_back_to_one_release(pull, fleet):
+    pull.stage(checks={"web": WEB}, **RELEASES)
+    pull.install()
+    pull.start_all()
+    old = fleet.commit("Release A, a pull rollback goes back to")
+    assert pull.pampa("request", "test", "--wait").returncode == 0
+    new = fleet.commit("Release B, rolled back from by pull")
+    assert pull.pampa("request", "test", "--wait").returncode == 0
+    before = {h.name: releases(fleet, h.name) for h in fleet.hosts}
+    old_release = {h: next(r for r in reversed(before[h]) if r.endswith(old[:7])) for h in before}
+    assert all(current(fleet, h).endswith(new[:7]) for h in before)
+    clear_traces(fleet)
+
+    result = pull.pampa("request", "test", "--rollback", "-m", "B is broken", "--wait", "--report", "r.json")
+
+    assert result.returncode == 0, result.stdout + result.stderr + pull.log("kepler-1")
+    assert f"rollback request 3 registered at {pull.ap.url}: stage test, to {old}, 6 nodes" in result.stdout
+    for host in before:  # one switch back to the release that was live, nothing built or pruned
+        assert current(fleet, host) == f"releases/{old_release[host]}", host
+        assert releases(fleet, host) == before[host], host
+    report = json.loads((pull.project.root / "r.json").read_text())
+    assert report["kind"] == "rollback"
+    for host in report["hosts"]:
+        names = [s["name"] for s in host["steps"]]
+        assert host["result"] == "ok" and names[0] == "switch_release" and "bundle" not in names, host
+        assert "git_fetch" not in names and "migrate" not in names
+    kepler_end = max(end for h in KEPLERS for _, end in trace(fleet, h))
+    for host in GATED:  # the same gate as a deploy
+        assert min(s for s, _ in trace(fleet, host)) >= kepler_end, host
+    assert f"revision={old}" in serving(fleet, "kepler-1") and f"revision={old}" in serving(fleet, "euler-1")
+    assert {n["node"]: n["revision"] for n in pull.admin.nodes("test")} == {h: old for h in before}
+
+    # the history now ends at A (the rollback popped B): nothing earlier is known, nothing is requested
+    refused = pull.pampa("request", "test", "--rollback")
+    assert refused.returncode == 4, refused.stdout + refused.stderr
+    assert f"rollback: the access point knows no revision of stage test before {old[:12]}" in refused.stderr
+    assert len(pull.admin.deploys("test")) == 3
+
+    # a target no node holds: every node refuses before changing anything (push refuses up front: exit 4)
+    clear_traces(fleet)
+    never = fleet.commit("Never deployed anywhere")
+    missing = pull.pampa("request", "test", "--rollback", "--to", never, "--wait")
+    assert missing.returncode == 1, missing.stdout + missing.stderr
+    assert "RESULT kepler-1 [kepler] failed at rollback" in missing.stdout
+    assert f"rollback: revision {never} is not in kepler-1's mirror. Nothing was changed" in missing.stdout
+    d = pull.admin.deploy(4)
+    assert d["state"] == "FAILED" and states(d)["euler-1"] == "skipped" and states(d)["newton-1"] == "failed"
+    assert all(current(fleet, h) == f"releases/{old_release[h]}" for h in before)
+    assert all(trace(fleet, h) == [] for h in GATED)

@@ -143,7 +143,9 @@ class Agent:
             return
         self.journal.write(deploy_id=deploy_id, state="running", step=None, started=time.time())
         why = f" ({deploy['message']})" if deploy.get("message") else ""
-        self.say(f"request {deploy_id}: deploying branch {deploy['branch']} for {deploy.get('requested_by') or '?'}"
+        what = (f"rolling back to {deploy['revision']}" if deploy.get("kind") == "rollback" else
+                f"deploying branch {deploy['branch']}")
+        self.say(f"request {deploy_id}: {what} for {deploy.get('requested_by') or '?'}"
                  f"{why}")
         entry = self._run(deploy)
         self.journal.write(**entry)
@@ -166,11 +168,14 @@ class Agent:
         reporter = Reporter(self.client, deploy_id, self.node,
                             on_step=lambda step: self.journal.update(step=step))
         bus.subscribe(reporter)
+        kind = deploy.get("kind") or "deploy"
         try:
-            result = run_sequence(stage, self.node, deploy_id, self.client, bus, self.stop, self.home)
-        except ConfigError as e:
+            result = run_sequence(stage, self.node, deploy_id, self.client, bus, self.stop, self.home, kind,
+                                  deploy.get("revision"))
+        except PampaError as e:  # it could not start: bad config, or (rollback) the target is not here
             reporter.close(5)
-            return {**base, "result": "failed", "step": "config", "detail": e.message.splitlines()[0][:500]}
+            step = "config" if isinstance(e, ConfigError) else kind
+            return {**base, "result": "failed", "step": step, "detail": e.message.splitlines()[0][:500]}
         reporter.close(10 if self.stop.stopping else 30)
         host = result.hosts[0]
         if host.result == OK:
