@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from conftest import trace
+from conftest import head, trace
 from pullfleet import GATED, KEPLERS, NEWTONS, node_python, pull, starts, states  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.fleet
@@ -264,3 +264,31 @@ def test_rollback_request_switches_every_node_back_to_one_release(pull, fleet):
     assert d["state"] == "FAILED" and states(d)["euler-1"] == "skipped" and states(d)["newton-1"] == "failed"
     assert all(current(fleet, h) == f"releases/{old_release[h]}" for h in before)
     assert all(trace(fleet, h) == [] for h in GATED)
+
+
+def test_rollback_request_in_place_resets_the_nodes_that_manage_code(pull, fleet):
+    """The default strategy: keplers and newtons reset to the target; euler and copernico restart what they have."""
+    pull.stage()
+    pull.install()
+    pull.start_all()
+    old = fleet.commit("Release A, in place")
+    assert pull.pampa("request", "test", "--wait").returncode == 0
+    fleet.commit("Release B, in place, rolled back from")
+    assert pull.pampa("request", "test", "--wait").returncode == 0
+    gated = {h: head(fleet, h) for h in GATED}
+    clear_traces(fleet)
+
+    result = pull.pampa("request", "test", "--rollback", "--wait", "--report", "r.json")
+
+    assert result.returncode == 0, result.stdout + result.stderr + pull.log("kepler-1")
+    assert f"stage test, to {old}, 6 nodes" in result.stdout
+    for host in KEPLERS + NEWTONS:
+        assert head(fleet, host) == old, host
+    kepler_end = max(end for h in KEPLERS for _, end in trace(fleet, h))
+    for host in GATED:  # restarted behind the gate, on the checkout they have
+        assert head(fleet, host) == gated[host]
+        assert min(s for s, _ in trace(fleet, host)) >= kepler_end, host
+    steps = {h["name"]: [s["name"] for s in h["steps"]]
+             for h in json.loads((pull.project.root / "r.json").read_text())["hosts"]}
+    assert steps["kepler-1"][:2] == ["git_reset", "bundle"] and "migrate" not in steps["kepler-1"]
+    assert steps["euler-1"] == ["bundle", "restart_puma", "report_version"]
