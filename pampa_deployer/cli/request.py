@@ -20,10 +20,10 @@ from ..errors import ConfigError, Refused, UsageError
 from ..inventory import load_stage
 from ..plan import build_plan
 from ..render.plain import PlainRenderer
-from ..sequences import GATE_ROLE
 from ..render.report import ReportWriter
 from ..render.rundir import RunDirectory
 from ..render.summary import SummaryPrinter
+from ..sequences import GATE_ROLE
 from . import output
 
 

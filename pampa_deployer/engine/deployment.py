@@ -125,7 +125,7 @@ class Deployment:
             draft = build_plan(self.stage, r.roles, r.hosts, kind="rollback", revision="HEAD")
             if r.fleet_target and not manages_code(draft):
                 revision = r.to  # nothing here resets code: it restarts what it has, as in a fleet rollback
-            elif r.dry_run and self.backends is None:  # a dry run reads the revisions over SSH: the target must be known
+            elif r.dry_run and self.backends is None:  # a dry run reads the revisions over SSH
                 with open_pool(self.stage, accept_new=r.accept_new_host_keys) as reader:
                     revision = resolve_target(self.stage, draft, reader, r.to)
             else:
