@@ -206,13 +206,25 @@ def test_agent_killed_mid_release_reports_where_current_is_and_never_reruns(pull
     pull.stage(**RELEASES)
     pull.publish()
     pull.start("newton-1")
-    count = len(releases(fleet, "newton-1"))
+    known = set(releases(fleet, "newton-1"))
     again = pull.admin.create_request("test", "main", [{"node": "newton-1", "roles": ["newton"], "gated": False,
                                                          "opens_gate": False}], "t")
     done = pull.wait_for(again["id"], lambda d: d["state"] in ("DONE", "FAILED"), "the next request ends")
     assert done["state"] == "DONE", pull.log("newton-1")
-    assert len(releases(fleet, "newton-1")) == count + 1 and current(fleet, "newton-1").endswith(cut[:7])
-    assert current(fleet, "newton-1") != now  # a new release of the same revision: the cut one was not reused
+    (built_now,) = set(releases(fleet, "newton-1")) - known  # one new release (keep_releases prunes old ones)
+    assert current(fleet, "newton-1") == f"releases/{built_now}" and built_now.endswith(cut[:7])
+
+    # restarted after a finished request: it polls again and runs nothing of it
+    finished = (releases(fleet, "newton-1"), current(fleet, "newton-1"), starts(fleet, "newton-1"))
+    pull.stop("newton-1")
+    restarted = time.time()
+    pull.start("newton-1")
+    deadline = time.monotonic() + 60
+    while not any(n["node"] == "newton-1" and (n.get("seen_at") or 0) > restarted for n in pull.admin.nodes("test")):
+        assert time.monotonic() < deadline, pull.log("newton-1")  # its first long poll after the restart
+        time.sleep(0.2)
+    assert (releases(fleet, "newton-1"), current(fleet, "newton-1"), starts(fleet, "newton-1")) == finished
+    assert states(pull.admin.deploy(again["id"]))["newton-1"] == "ok"
 
 
 def test_rollback_request_switches_every_node_back_to_one_release(pull, fleet):
