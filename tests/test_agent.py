@@ -3,7 +3,10 @@ by agents on this machine (LocalBackend, a temp home per node) against a real ac
 from __future__ import annotations
 
 import io
+import os
+import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -87,6 +90,19 @@ def test_journal_is_private_and_atomic(tmp_path):
     assert [p.name for p in (tmp_path / "state").iterdir()] == ["j.json"]
     j.clear()
     assert j.read() is None
+
+
+def test_a_cut_short_run_says_where_current_is():
+    from pampa_deployer.agent.cutshort import detail
+    assert detail("migrate") == "the agent stopped during migrate; not run again"
+    assert detail(None) == "the agent stopped before its first step; not run again"
+    assert detail("bundle", ("releases/1-a", "releases/1-a")) == \
+        "the agent stopped during bundle; not run again; current still releases/1-a (not switched)"
+    assert detail("restart_puma", ("releases/1-a", "releases/2-b")) == (
+        "the agent stopped during restart_puma; not run again; current was switched to releases/2-b "
+        "(from releases/1-a); the steps after restart_puma did not run")
+    assert detail("bundle", (None, None)) == \
+        "the agent stopped during bundle; not run again; current still absent (not switched)"
 
 
 def test_backoff_grows_to_a_cap_and_resets():
@@ -174,7 +190,21 @@ hosts:
                 raise AssertionError(f"never happened: {what}; deploy is {d}")
             time.sleep(0.1)
 
-    w.start_agent, w.request, w.wait_for = start_agent, request, wait_for
+    def agent_process(name: str, log: Path, *extra: str) -> subprocess.Popen:
+        """A real `pampa agent` process for node ``name``, as its unit starts it: token file 0600, HOME its home."""
+        home = homes[name]
+        token = home / f"{name}.token"
+        if not token.exists():
+            token.write_text(admin.issue_token("local", name, [])["token"])
+            token.chmod(0o600)
+        env = {**os.environ, "HOME": str(home)}
+        env.pop("PAMPA_AP_KEY", None)  # the agent reads its token, nothing else
+        argv = [sys.executable, "-m", "pampa_deployer", "--stages", str(stages), "agent", "local", "--node", name,
+                "--token-file", str(token), *extra]
+        with open(log, "a") as out:
+            return subprocess.Popen(argv, env=env, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+
+    w.start_agent, w.request, w.wait_for, w.agent_process = start_agent, request, wait_for, agent_process
     yield w
     for stop, t in w.agents:
         stop.request(15)
@@ -236,21 +266,10 @@ def _sleeper(home) -> int:
 
 def test_an_agent_killed_mid_sequence_reports_honestly_and_never_reruns(world):
     """A real `pampa agent` process, SIGKILLed during bundle, then started again."""
-    import os
-    import signal
-    import sys
-
     home = world.homes["n1"]
     (home / "slow-bundle").write_text("")
-    token = home / "n1.token"
-    token.write_text(world.admin.issue_token("local", "n1", ["newton"])["token"])
-    token.chmod(0o600)
-    argv = [sys.executable, "-m", "pampa_deployer", "--stages", str(world.stages), "agent", "local", "--node", "n1",
-            "--token-file", str(token)]
-    env = {**os.environ, "HOME": str(home)}
-    env.pop("PAMPA_AP_KEY", None)
-    log = open(world.tmp / "n1-agent.log", "w")
-    first = subprocess.Popen(argv, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    log = world.tmp / "n1-agent.log"
+    first = world.agent_process("n1", log)
     try:
         d = world.request()
         world.wait_for(d["id"], lambda d: any(n["node"] == "n1" and n["step"] == "bundle" for n in d["nodes"]),
@@ -267,7 +286,7 @@ def test_an_agent_killed_mid_sequence_reports_honestly_and_never_reruns(world):
     (home / "slow-bundle").unlink()
     assert _states(world.admin.deploy(d["id"]))["n1"] == "running"  # the server cannot know yet
     bundles = (home / "bundled").read_text().count("\n")
-    second = subprocess.Popen(argv, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    second = world.agent_process("n1", log)
     try:
         run = world.wait_for(d["id"], lambda d: _states(d)["n1"] != "running", "the restarted agent reports")
         n1 = [n for n in run["nodes"] if n["node"] == "n1"][0]
@@ -284,13 +303,11 @@ def test_an_agent_killed_mid_sequence_reports_honestly_and_never_reruns(world):
     finally:
         second.send_signal(signal.SIGTERM)
         assert second.wait(60) == 143
-        log.close()
 
 
 # -- the commands the pull-mode page shows ------------------------------------------------------------------
 def _main(world, *args, env=None) -> tuple[int, str, str]:
     import contextlib
-    import os
 
     from pampa_deployer.cli import main
 
@@ -403,30 +420,18 @@ def test_local_backend_stops_a_command_and_its_children_at_the_timeout(tmp_path)
 
 
 def test_sigterm_mid_step_reports_the_run_interrupted_at_that_step(world):
-    import os
-    import signal
-    import sys
-
     home = world.homes["n1"]
     (home / "slow-bundle").write_text("")
-    token = home / "n1.token"
-    token.write_text(world.admin.issue_token("local", "n1", ["newton"])["token"])
-    token.chmod(0o600)
-    env = {**os.environ, "HOME": str(home)}
-    env.pop("PAMPA_AP_KEY", None)
-    with open(world.tmp / "n1-term.log", "w") as log:
-        agent = subprocess.Popen([sys.executable, "-m", "pampa_deployer", "--stages", str(world.stages), "agent",
-                                  "local", "--node", "n1", "--token-file", str(token), "--grace", "1"],
-                                 env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-        try:
-            d = world.request()
-            world.wait_for(d["id"], lambda d: any(n["node"] == "n1" and n["step"] == "bundle" for n in d["nodes"]),
-                           "n1 reaches bundle")
-            agent.send_signal(signal.SIGTERM)
-            assert agent.wait(60) == 143
-        finally:
-            if agent.poll() is None:
-                agent.kill()
+    agent = world.agent_process("n1", world.tmp / "n1-term.log", "--grace", "1")
+    try:
+        d = world.request()
+        world.wait_for(d["id"], lambda d: any(n["node"] == "n1" and n["step"] == "bundle" for n in d["nodes"]),
+                       "n1 reaches bundle")
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(60) == 143
+    finally:
+        if agent.poll() is None:
+            agent.kill()
     run = next(n for n in world.admin.deploy(d["id"])["nodes"] if n["node"] == "n1")
     assert run["state"] == "interrupted" and run["step"] == "bundle", run
     text = (world.tmp / "n1-term.log").read_text()
@@ -470,3 +475,12 @@ def test_reporter_keeps_progress_while_the_access_point_is_away_and_keeps_only_a
     lines = [e["line"] for e in client.received if e["kind"] == "output"]
     assert len(lines) == OUTPUT_TAIL and lines[-1] == f"line {OUTPUT_TAIL + 59}"  # the tail, in order
     assert reporter.dropped == 60 and client.calls >= 4
+
+
+def test_request_to_needs_rollback_and_an_unknown_history_is_refused(world):
+    code, _, err = _main(world, "request", "local", "--to", "abc123", env={"PAMPA_AP_KEY": KEY})
+    assert code == 2 and "request: --to REV goes with --rollback" in err
+    code, _, err = _main(world, "request", "local", "--rollback", env={"PAMPA_AP_KEY": KEY})
+    assert code == 4 and "rollback: the access point knows no revision of stage local (its history is the pull " \
+        "requests whose keplers succeeded); give one with --to REV. Nothing was requested" in err
+    assert world.admin.deploys("local") == []

@@ -116,6 +116,25 @@ def test_repeated_rollbacks_go_further_back():
     assert previous_revision(failed, "B") == "A"
 
 
+def test_pull_rollbacks_go_back_in_the_access_points_history():
+    """docs/pull-mode.md: without --to, the target is the revision before what the keplers run, among the
+    stage's pull requests whose gate opened; a rollback pops, a request that never opened its gate is no history."""
+    from pampa_deployer.engine.rollback import history_target
+
+    def request(revision, kind="deploy", state="DONE", allowed=True, mode="pull"):
+        return {"revision": revision, "kind": kind, "state": state, "allowed_at": 1.0 if allowed else None,
+                "mode": mode}
+
+    newest_first = [request("C"), request("B", state="FAILED"), request("A")]
+    assert history_target(newest_first, "C") == "B"  # B opened its gate, then a newton failed
+    assert history_target(newest_first, None) == "B"  # keplers disagree: the newest entry is current
+    assert history_target([request("B", kind="rollback")] + newest_first, "B") == "A"
+    assert history_target([request("A", kind="rollback"), request("B", kind="rollback")] + newest_first, "A") is None
+    never_opened = [request(None, state="FAILED", allowed=False), request("A")]
+    assert history_target(never_opened, "A") is None
+    assert history_target([request("B", mode="push"), request("A")], "B") is None  # push deploys are not in it
+
+
 def test_rollback_help_offers_no_branch_and_says_what_dry_run_does(capsys):
     import pytest
     with pytest.raises(SystemExit):

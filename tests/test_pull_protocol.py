@@ -289,3 +289,36 @@ def test_serve_command_takes_stall_after(tmp_path):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_a_pull_request_records_the_revision_its_keplers_reached_and_rollbacks_name_theirs(ap):
+    """The history a pull-mode rollback goes back in (docs/pull-mode.md, Rolling back)."""
+    rev = "a" * 40
+    d = ap.admin.create_request("production", "main", NODES, "ana")
+    k1, k2 = ap.node("kepler-1"), ap.node("kepler-2")
+    for name, node in (("kepler-1", k1), ("kepler-2", k2)):
+        node.start_run(d["id"], name)
+    k1.finish_run(d["id"], "kepler-1", "ok", None, "", rev)
+    assert ap.admin.deploy(d["id"])["revision"] is None  # one kepler is not the gate
+    k2.finish_run(d["id"], "kepler-2", "ok", None, "", rev)
+    opened = ap.admin.deploy(d["id"])
+    assert opened["state"] == "ALLOWED" and opened["revision"] == rev and opened["kind"] == "deploy"
+
+    back = ap.admin.create_request("production", "main", NODES, "ana", "B broke", kind="rollback", revision="b" * 40)
+    assert back["kind"] == "rollback" and back["revision"] == "b" * 40
+    assert ap.node("newton-1").next_request("newton-1")["kind"] == "rollback"  # the agent learns what to do
+    with pytest.raises(AccessPointError, match="400.*needs 'revision'"):
+        ap.admin.create_request("production", "main", NODES, "ana", kind="rollback")
+    with pytest.raises(AccessPointError, match="400.*'kind' must be one of deploy, rollback"):
+        ap.admin.create_request("production", "main", NODES, "ana", kind="restart", revision=rev)
+    with pytest.raises(AccessPointError, match="400.*a rollback request is a pull request"):
+        ap.admin._call("POST", "/deploys", {"stage": "production", "branch": "main", "kind": "rollback",
+                                            "revision": rev})
+
+
+def test_gate_revision_rule():
+    kepler = {"opens_gate": True, "revision": "r1"}
+    assert rules.gate_revision([kepler, {**kepler}, {"opens_gate": False, "revision": "other"}]) == "r1"
+    assert rules.gate_revision([kepler, {**kepler, "revision": "r2"}]) is None  # keplers disagree
+    assert rules.gate_revision([kepler, {**kepler, "revision": None}]) is None
+    assert rules.gate_revision([{"opens_gate": False, "revision": "r1"}]) is None  # no kepler, no gate

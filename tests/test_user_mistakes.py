@@ -81,8 +81,8 @@ def test_command_line_values_use_the_stage_files_words(capsys, args, expected):
 
 
 @pytest.mark.parametrize("args,expected", [
-    (["deploy", "t", "--to", "abc"], "pampa deploy: unknown option '--to' (`pampa rollback` takes it); "
-                                     "see `pampa deploy --help`"),
+    (["deploy", "t", "--to", "abc"], "pampa deploy: unknown option '--to' (`pampa rollback` and `pampa request` "
+                                     "take it); see `pampa deploy --help`"),
     (["deploy", "t", "--follow", "3"], "pampa deploy: unknown option '--follow' (`pampa logs` and `pampa request` "
                                        "take it); see `pampa deploy --help`"),
     (["deploy", "t", "--brnach", "x"], "pampa deploy: unknown option '--brnach'; did you mean '--branch'?"),

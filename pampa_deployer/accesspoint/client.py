@@ -90,10 +90,12 @@ class AccessPointClient:
 
     # -- pull mode (docs/pull-mode.md) ---------------------------------------------------------------
     def create_request(self, stage: str, branch: str, nodes: list[dict], requested_by: str,
-                       message: str | None = None) -> dict:
-        """A pull-mode deploy request: the nodes listed act on it themselves."""
-        return self._call("POST", "/deploys", {"stage": stage, "branch": branch, "nodes": nodes,
-                                               "requested_by": requested_by, "message": message})
+                       message: str | None = None, kind: str = "deploy", revision: str | None = None) -> dict:
+        """A pull-mode request: the nodes listed act on it themselves (``kind="rollback"``: to ``revision``)."""
+        body = {"stage": stage, "branch": branch, "nodes": nodes, "requested_by": requested_by, "message": message}
+        if kind != "deploy":
+            body.update(kind=kind, revision=revision)
+        return self._call("POST", "/deploys", body)
 
     def issue_token(self, stage: str, node: str, roles: list[str]) -> dict:
         return self._call("POST", "/tokens", {"stage": stage, "node": node, "roles": roles})

@@ -39,7 +39,8 @@ class Follower:
     def run(self) -> RunResult:
         d = self.deploy
         nodes = d["nodes"]
-        self.bus.emit(ev.RunStarted(stage=d["stage"], kind="deploy", branch=d["branch"], at=d["created_at"],
+        self.bus.emit(ev.RunStarted(stage=d["stage"], kind=d.get("kind") or "deploy", branch=d["branch"],
+                                    at=d["created_at"],
                                     hosts=tuple((n["node"], ",".join(n["roles"]), n["gated"]) for n in nodes)))
         if self.gate != "none":
             self.bus.emit(ev.GateChanged(state="waiting", reason="waiting for kepler"))
@@ -166,8 +167,9 @@ class Follower:
         if self.timed_out:
             notes.append("stopped following: --timeout reached; the request goes on at the access point")
         gate = {"waiting": "waiting", "open": "open", "closed": "closed", "none": "none"}[self.gate]
-        run = RunResult(stage=d["stage"], kind="deploy", branch=d["branch"], started=self.started,
-                        ended=max([h.ended for h in hosts] + [self.started]), hosts=tuple(hosts), gate=gate,
+        run = RunResult(stage=d["stage"], kind=d.get("kind") or "deploy", branch=d["branch"],
+                        started=self.started, ended=max([h.ended for h in hosts] + [self.started]),
+                        hosts=tuple(hosts), gate=gate,
                         gate_opened_at=self.gate_opened_at, interrupted_by=self.stop.signum, notes=tuple(notes),
                         revision=d.get("revision"), deploy_id=d["id"])
         from ..engine.deployment import failure_for

@@ -51,6 +51,18 @@ def gate_closed_reason(runs: Iterable[Mapping]) -> str | None:
     return None
 
 
+def gate_revision(runs: Iterable[Mapping]) -> str | None:
+    """The revision every kepler of the request reached (their finish reports agree), or None.
+
+    Recorded on the request when its gate opens: the stage's history of what ran, which a
+    pull-mode rollback without ``--to`` goes back in (docs/pull-mode.md).
+    """
+    revisions = {r.get("revision") for r in runs if r["opens_gate"]}
+    if len(revisions) != 1 or None in revisions:
+        return None
+    return next(iter(revisions))
+
+
 def actionable(run: Mapping, request_state_now: str) -> bool:
     """May this node start this request now? Gated nodes only act on ALLOWED (or later, not FAILED) ones."""
     if run["state"] != WAITING:

@@ -50,7 +50,10 @@ CREATE TABLE IF NOT EXISTS tokens (
 
 #: Columns added to ``deploys`` since the first protocol version (old databases are upgraded in place).
 DEPLOY_COLUMNS = {"mode": "TEXT NOT NULL DEFAULT 'push'", "message": "TEXT", "allowed_at": "DOUBLE PRECISION",
-                  "ended_at": "DOUBLE PRECISION"}
+                  "ended_at": "DOUBLE PRECISION", "kind": "TEXT NOT NULL DEFAULT 'deploy'"}
+
+#: What a pull request asks its nodes to do: deploy the branch, or roll back to ``revision``.
+KINDS = ("deploy", "rollback")
 
 #: state -> states it may move to, for push requests (pull requests follow rules.request_state)
 TRANSITIONS = {"PENDING": {"TAKEN", "FAILED"}, "TAKEN": {"ALLOWED", "DONE", "FAILED"},
@@ -187,14 +190,15 @@ class Store:
         nodes = body.get("nodes")
         if nodes is not None:
             nodes = self._check_nodes(nodes)
+        kind = self._check_kind(body, nodes is not None)
         with self._write():
             now = self.clock()
             mode = "pull" if nodes is not None else "push"
             deploy_id = self.db.execute(
                 "INSERT INTO deploys (stage, branch, revision, requested_by, state, created_at, updated_at, mode, "
-                "message) VALUES (?, ?, ?, ?, 'PENDING', ?, ?, ?, ?) RETURNING id",
+                "message, kind) VALUES (?, ?, ?, ?, 'PENDING', ?, ?, ?, ?, ?) RETURNING id",
                 (stage, branch, _text(body.get("revision"), 64) or None, _text(body.get("requested_by"), 128) or None,
-                 now, now, mode, _text(body.get("message")) or None)).fetchone()["id"]
+                 now, now, mode, _text(body.get("message")) or None, kind)).fetchone()["id"]
             for n in nodes or []:
                 self.db.execute("INSERT INTO runs (deploy_id, node, roles, gated, opens_gate, state) "
                                 "VALUES (?, ?, ?, ?, ?, 'waiting')",
@@ -206,6 +210,19 @@ class Store:
             self._touch(deploy_id, moved=True)
             deploy = self._deploy(deploy_id)
         return self.view(deploy)
+
+    @staticmethod
+    def _check_kind(body: dict, pull: bool) -> str:
+        """``kind`` of a request: a rollback is a pull request that names its one target ``revision``."""
+        kind = body.get("kind") or "deploy"
+        if kind not in KINDS:
+            raise ApiError(400, f"'kind' must be one of {', '.join(KINDS)}")
+        if kind == "rollback" and not pull:
+            raise ApiError(400, "a rollback request is a pull request: it needs 'nodes'")
+        revision = body.get("revision")
+        if kind == "rollback" and (not isinstance(revision, str) or not revision or len(revision) > 64):
+            raise ApiError(400, "a rollback request needs 'revision': the one target of every node")
+        return kind
 
     @staticmethod
     def _check_nodes(nodes) -> list[dict]:
@@ -292,6 +309,10 @@ class Store:
         if state == rules.ALLOWED:
             extra += ", allowed_at = ?"
             params.append(now)
+        reached = rules.gate_revision(openers) if not deploy.get("revision") else None
+        if reached is not None and state in (rules.ALLOWED, rules.DONE):
+            extra += ", revision = ?"  # the history a pull-mode rollback goes back in
+            params.append(reached)
         if state in rules.TERMINAL_REQUEST:
             extra += ", ended_at = ?, detail = ?"
             bad = self.db.execute("SELECT node, state FROM runs WHERE deploy_id = ? AND state != 'ok' "

@@ -16,6 +16,7 @@ from ..engine import events as ev
 from ..engine.results import INTERRUPTED, OK, SKIPPED
 from ..errors import AccessPointError, ConfigError, PampaError
 from ..render.plain import PlainRenderer, stamp
+from . import cutshort
 from .backoff import Backoff
 from .journal import Journal
 from .nodelock import NodeLock
@@ -86,9 +87,7 @@ class Agent:
         try:
             if entry is not None:
                 if entry.get("state") == "running":
-                    step = entry.get("step")
-                    detail = (f"the agent stopped during {step}" if step else
-                              "the agent stopped before its first step") + "; not run again"
+                    detail = self._cut_short(entry)
                     entry = {**entry, "state": "finished", "result": INTERRUPTED, "detail": detail}
                     self.journal.write(**entry)
                     self.say(f"request {entry['deploy_id']} was cut short ({detail}); reporting it as interrupted")
@@ -101,6 +100,12 @@ class Agent:
             return
         except AccessPointError as e:
             self._unreachable(e)
+
+    def _cut_short(self, entry: dict) -> str:
+        """The detail of a run a previous agent did not finish: its step, and where ``current`` is now."""
+        root = entry.get("release_root")
+        release = (entry.get("current_before"), cutshort.read_current(self.node, self.home, root)) if root else None
+        return cutshort.detail(entry.get("step"), release)
 
     def _send_finish(self, entry: dict) -> None:
         try:
@@ -138,7 +143,9 @@ class Agent:
             return
         self.journal.write(deploy_id=deploy_id, state="running", step=None, started=time.time())
         why = f" ({deploy['message']})" if deploy.get("message") else ""
-        self.say(f"request {deploy_id}: deploying branch {deploy['branch']} for {deploy.get('requested_by') or '?'}"
+        what = (f"rolling back to {deploy['revision']}" if deploy.get("kind") == "rollback" else
+                f"deploying branch {deploy['branch']}")
+        self.say(f"request {deploy_id}: {what} for {deploy.get('requested_by') or '?'}"
                  f"{why}")
         entry = self._run(deploy)
         self.journal.write(**entry)
@@ -153,16 +160,22 @@ class Agent:
             stage = self.load_stage(deploy.get("branch"))
         except PampaError as e:
             return {**base, "result": "failed", "step": "config", "detail": e.message.splitlines()[0][:500]}
+        root = cutshort.release_root(stage, self.node)
+        if root is not None:  # before anything runs: a restart compares it with where current is then
+            self.journal.update(release_root=root, current_before=cutshort.read_current(self.node, self.home, root))
         bus = ev.EventBus()
         bus.subscribe(PlainRenderer(self.out))
         reporter = Reporter(self.client, deploy_id, self.node,
                             on_step=lambda step: self.journal.update(step=step))
         bus.subscribe(reporter)
+        kind = deploy.get("kind") or "deploy"
         try:
-            result = run_sequence(stage, self.node, deploy_id, self.client, bus, self.stop, self.home)
-        except ConfigError as e:
+            result = run_sequence(stage, self.node, deploy_id, self.client, bus, self.stop, self.home, kind,
+                                  deploy.get("revision"))
+        except PampaError as e:  # it could not start: bad config, or (rollback) the target is not here
             reporter.close(5)
-            return {**base, "result": "failed", "step": "config", "detail": e.message.splitlines()[0][:500]}
+            step = "config" if isinstance(e, ConfigError) else kind
+            return {**base, "result": "failed", "step": step, "detail": e.message.splitlines()[0][:500]}
         reporter.close(10 if self.stop.stopping else 30)
         host = result.hosts[0]
         if host.result == OK:

@@ -35,9 +35,16 @@ class NodeSession:
         """As ``finish``: the agent's journal and ``finish_run`` say how the run ended."""
 
 
-def run_sequence(stage, node: str, deploy_id: int, client, bus, stop, home: str | None = None):
-    """Deploy this node; returns the engine's RunResult (one host)."""
-    request = DeployRequest(stage=stage, hosts=(node,), lock=False, handle_signals=False)
+def run_sequence(stage, node: str, deploy_id: int, client, bus, stop, home: str | None = None,
+                 kind: str = "deploy", revision: str | None = None):
+    """Deploy this node (or roll it back to ``revision``); returns the engine's RunResult (one host).
+
+    A rollback's target was chosen for the whole fleet when it was requested; the engine
+    only checks that this node holds it (an intact release, or the commit) before changing
+    anything, exactly as ``pampa rollback --to`` checks each host.
+    """
+    request = DeployRequest(stage=stage, kind=kind, to=revision, fleet_target=kind == "rollback",
+                            hosts=(node,), lock=False, handle_signals=False)
     deployment = Deployment(request, bus, stop, backends=lambda host: LocalBackend(host.name, home),
                             access_point=NodeSession(client, deploy_id))
     return deployment.run().result

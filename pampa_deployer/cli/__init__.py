@@ -232,6 +232,9 @@ def build_parser() -> Parser:
     p.add_argument("--message", "-m", help="why; shown to every node and in the request")
     p.add_argument("--wait", action="store_true", help="follow the request to the end, like `pampa deploy`")
     p.add_argument("--follow", type=int, metavar="ID", help="follow an existing request instead of creating one")
+    p.add_argument("--rollback", action="store_true",
+                   help="request a rollback: every node goes back to one revision (the previous one, or --to)")
+    p.add_argument("--to", metavar="REV", help="with --rollback: the revision to go back to")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop following after this long (exit 1)")
     p.add_argument("--report", metavar="FILE.json", help="write the JSON report here too")
     p.add_argument("--junit", metavar="FILE.xml", help="write a JUnit XML report, one test case per node")

@@ -15,13 +15,15 @@ from ..accesspoint.client import AccessPointClient
 from ..accesspoint.follow import Follower
 from ..engine import events as ev
 from ..engine import stop as stopping
-from ..errors import ConfigError
+from ..engine.rollback import history_target
+from ..errors import ConfigError, Refused, UsageError
 from ..inventory import load_stage
 from ..plan import build_plan
 from ..render.plain import PlainRenderer
 from ..render.report import ReportWriter
 from ..render.rundir import RunDirectory
 from ..render.summary import SummaryPrinter
+from ..sequences import GATE_ROLE
 from . import output
 
 
@@ -37,6 +39,24 @@ def nodes_of(plan) -> list[dict]:
     """What the access point needs to keep the gate: each node, its roles, gated or opening the gate."""
     return [{"node": hp.host.name, "roles": list(hp.roles), "gated": hp.gated, "opens_gate": hp.opens_gate}
             for hp in plan.hosts]
+
+
+def rollback_target(client, stage, to: str | None) -> str:
+    """The one revision every node of a pull-mode rollback goes back to: ``--to``, or the access point's history.
+
+    Nobody reaches every node from here, so the previous revision is the one before what the
+    keplers report now, in the stage's pull requests that opened their gate (engine/rollback.py).
+    """
+    if to:
+        return to
+    keplers = {n["revision"] for n in client.nodes(stage.name) if GATE_ROLE in (n.get("roles") or "").split(",")}
+    current = keplers.pop() if len(keplers) == 1 else None
+    target = history_target(client.deploys(stage.name), current)
+    if target is None:
+        now = f" before {current[:12]}" if current else ""
+        raise Refused(f"rollback: the access point knows no revision of stage {stage.name}{now} (its history is "
+                      "the pull requests whose keplers succeeded); give one with --to REV. Nothing was requested")
+    return target
 
 
 def requester() -> str:
@@ -58,10 +78,15 @@ def request(args) -> int:
         if deploy.get("mode") != "pull" or deploy["stage"] != stage.name:
             raise ConfigError(f"--follow: deploy {args.follow} is not a pull request of stage {stage.name}")
     else:
+        if args.to and not args.rollback:
+            raise UsageError("request: --to REV goes with --rollback (`pampa request STAGE --rollback --to REV`)")
         plan = build_plan(stage)
-        deploy = client.create_request(stage.name, plan.branch, nodes_of(plan), requester(), args.message)
-        line = (f"deploy request {deploy['id']} registered at {client.url}: stage {stage.name}, branch "
-                f"{deploy['branch']}, {len(deploy['nodes'])} nodes")
+        target = rollback_target(client, stage, args.to) if args.rollback else None
+        deploy = client.create_request(stage.name, plan.branch, nodes_of(plan), requester(), args.message,
+                                       "rollback" if args.rollback else "deploy", target)
+        what = f"to {target}" if target else f"branch {deploy['branch']}"
+        line = (f"{'rollback' if target else 'deploy'} request {deploy['id']} registered at {client.url}: "
+                f"stage {stage.name}, {what}, {len(deploy['nodes'])} nodes")
         print(line, flush=True) if ci else console.print(line)
         if not args.wait:
             hint = f"follow it: pampa request {stage.name} --follow {deploy['id']}"

@@ -29,7 +29,7 @@ from .gate import OPEN, Gate
 from .pipeline import RunContext, run_host
 from .pool import BackendPool, open_pool
 from .results import INTERRUPTED, SKIPPED, HostResult, RunResult
-from .rollback import resolve_target
+from .rollback import manages_code, resolve_target
 from .scheduler import Scheduler, parse_count
 from .stop import StopSignal
 
@@ -61,6 +61,7 @@ class DeployRequest:
     steps: tuple[str, ...] | None = None   # only these steps (`pampa run STAGE STEP...`)
     skip: tuple[str, ...] | None = None    # without these steps (`--skip`)
     access_point_optional: bool = False    # go on when the access point is unreachable (else: the stage's setting)
+    fleet_target: bool = False             # rollback: `to` was chosen for the whole fleet elsewhere (a pull request)
 
 
 @dataclass
@@ -122,7 +123,9 @@ class Deployment:
         revision = None
         if r.kind == "rollback":
             draft = build_plan(self.stage, r.roles, r.hosts, kind="rollback", revision="HEAD")
-            if r.dry_run and self.backends is None:  # a dry run reads the revisions over SSH: the target must be known
+            if r.fleet_target and not manages_code(draft):
+                revision = r.to  # nothing here resets code: it restarts what it has, as in a fleet rollback
+            elif r.dry_run and self.backends is None:  # a dry run reads the revisions over SSH
                 with open_pool(self.stage, accept_new=r.accept_new_host_keys) as reader:
                     revision = resolve_target(self.stage, draft, reader, r.to)
             else:

@@ -50,25 +50,11 @@ def resolve_target(stage, plan, reader, to: str | None) -> str:
     """
     if any(hp.layout is not None for hp in plan.hosts):
         return resolve_release_target(stage, plan, reader, to)
-    lock_host = stage.lock_host
     # Only hosts whose role manages code are reset; the others just restart on what they have.
     hosts = [hp.host for hp in plan.hosts if any(step.name == "git_reset" for step in hp.steps)]
     if not hosts:
         raise Refused("rollback: no targeted host resets code (no git_reset in their sequences)")
-    try:
-        backend = reader.connect(lock_host)
-    except ConnectError as e:
-        raise Refused(f"rollback: cannot read revisions from {lock_host.name}: {e.message}") from None
-    entries, head, _ = revlog.parse(backend.run(revlog.read_command(revlog.base(lock_host.path), 200)).stdout)
-    wanted = to
-    if wanted is None:
-        wanted = previous_revision(entries, head)
-        if wanted is None:
-            out = backend.run(git.parent_revision(lock_host.path))
-            if not out.ok:
-                raise Refused(f"rollback: no previous revision found on {lock_host.name} "
-                              f"(no revision log entry and no HEAD~1); give one with --to REV")
-            wanted = out.stdout.strip()
+    wanted = to if to is not None else previous_on_lock_host(stage.lock_host, reader)
 
     def verify(host, be):
         out = be.run(git.verify_commit(host.path, wanted))
@@ -85,6 +71,43 @@ def resolve_target(stage, plan, reader, to: str | None) -> str:
     if len(resolved) != 1:
         raise Refused(f"rollback: {wanted} resolves to different commits on different hosts: {sorted(resolved)}")
     return resolved.pop()
+
+
+def previous_on_lock_host(lock_host, reader) -> str:
+    """The revision the lock host ran before its current one: its revision log, else ``HEAD~1``."""
+    try:
+        backend = reader.connect(lock_host)
+    except ConnectError as e:
+        raise Refused(f"rollback: cannot read revisions from {lock_host.name}: {e.message}") from None
+    entries, head, _ = revlog.parse(backend.run(revlog.read_command(revlog.base(lock_host.path), 200)).stdout)
+    wanted = previous_revision(entries, head)
+    if wanted is None:
+        out = backend.run(git.parent_revision(lock_host.path))
+        if not out.ok:
+            raise Refused(f"rollback: no previous revision found on {lock_host.name} "
+                          f"(no revision log entry and no HEAD~1); give one with --to REV")
+        wanted = out.stdout.strip()
+    return wanted
+
+
+def manages_code(plan) -> bool:
+    """Does any host of ``plan`` reset or switch its code (the hosts a rollback target must exist on)?"""
+    return any(step.name in ("git_reset", "switch_release") for hp in plan.hosts for step in hp.steps)
+
+
+def history_target(deploys: list[dict], current: str | None) -> str | None:
+    """Pull mode: the revision before ``current`` in the access point's history of a stage.
+
+    ``deploys`` are the stage's requests, newest first, as the access point lists them. A pull
+    request records the revision its keplers reached when its gate opened (a rollback request
+    names it from the start); those that got that far are the history, a rollback popping back
+    as in ``release_history``. ``current`` is what the keplers report now (None: the newest entry).
+    """
+    entries = [{"after": d["revision"], "result": "ok", "kind": d.get("kind") or "deploy"}
+               for d in reversed(deploys) if d.get("mode") == "pull" and d.get("revision")
+               and (d.get("allowed_at") or d.get("state") == "DONE")]
+    stack = release_history(entries)
+    return previous_revision(entries, current if current is not None else (stack[-1] if stack else None))
 
 
 def resolve_release_target(stage, plan, reader, to: str | None) -> str:
