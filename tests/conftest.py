@@ -5,14 +5,17 @@ namespace, with its own home (bind-mounted over /root), host key and processes.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import shutil
 import sqlite3
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -265,3 +268,98 @@ def doc_shows(doc: str, marker: str, output: str) -> None:
         if line.startswith("$ ") or line.strip() in ("", "..."):
             continue
         assert doc_normal(line) in got, f"docs/{doc} shows {line!r}; the real output was:\n{output}"
+
+
+def kill_leftovers(fleet, name: str, needle: str) -> None:
+    """SIGKILL the host's processes whose command line contains ``needle`` (a test's own cleanup)."""
+    for pid in host_pids(fleet, name):
+        try:
+            if needle in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode():
+                os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def read_until(proc: subprocess.Popen, needle: str, seen: list[str]) -> None:
+    """Read ``proc``'s stdout into ``seen`` up to the first line containing ``needle``."""
+    for line in proc.stdout:
+        seen.append(line)
+        if needle in line:
+            return
+    raise AssertionError(f"never saw {needle!r}: {''.join(seen)}")
+
+
+@contextlib.contextmanager
+def frozen(fleet, name: str):
+    """SIGSTOP every process of the host (it accepts TCP but answers nothing); always SIGCONT them again."""
+    pids = host_pids(fleet, name)
+    try:
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGSTOP)
+        yield pids
+    finally:
+        for pid in host_pids(fleet, name):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGCONT)
+
+
+class Background:
+    """A pampa command running in the background: what it printed so far, signals, and how it ended.
+
+    ``took`` is measured from ``mark()`` (or the first ``interrupt()``) to the end: a generous bound
+    on it tells "ended" from "hung"; it is never a timing to meet.
+    """
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+        self.seen: list[str] = []
+        self.out = self.err = ""
+        self.t0: float | None = None
+        self.took: float | None = None
+
+    def read_until(self, needle: str) -> None:
+        read_until(self.proc, needle, self.seen)
+
+    def mark(self) -> None:
+        self.t0 = time.monotonic()
+
+    def interrupt(self, times: int = 1) -> None:
+        """SIGINT, ``times`` times (0.3 s apart: the operator pressing Ctrl-C again)."""
+        if self.t0 is None:
+            self.mark()
+        for n in range(times):
+            if n:
+                time.sleep(0.3)
+            self.proc.send_signal(signal.SIGINT)
+
+    def finish(self, timeout: float = 60) -> str:
+        """Wait for the end (a hang fails the test); returns everything it printed on stdout."""
+        self.out, self.err = self.proc.communicate(timeout=timeout)
+        if self.t0 is not None:
+            self.took = time.monotonic() - self.t0
+        return self.output
+
+    @property
+    def output(self) -> str:
+        return "".join(self.seen) + self.out
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+
+@contextlib.contextmanager
+def in_background(project, fleet, *args: str, until: str, leftovers: tuple[str, str] | None = None):
+    """``pampa ARGS`` started and read up to the line containing ``until``; on the way out it is killed
+    if still running, and the host's ``leftovers`` (host, command-line needle) are killed too."""
+    run = Background(project.popen(*args))
+    try:
+        run.read_until(until)
+        yield run
+    finally:
+        if run.proc.poll() is None:
+            run.proc.kill()
+            run.proc.communicate()
+        if leftovers is not None:
+            kill_leftovers(fleet, *leftovers)

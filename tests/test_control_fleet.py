@@ -7,53 +7,18 @@ pampa's outputs; the only times are generous bounds that tell "ended" from "hung
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
-import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import head, host_pids, running
+from conftest import frozen, head, in_background, kill_leftovers, running
 
 pytestmark = pytest.mark.fleet
-
-
-@contextlib.contextmanager
-def frozen(fleet, name: str):
-    """SIGSTOP every process of the host; always SIGCONT them again."""
-    pids = host_pids(fleet, name)
-    try:
-        for pid in pids:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGSTOP)
-        yield pids
-    finally:
-        for pid in host_pids(fleet, name):
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGCONT)
-
-
-def kill_leftovers(fleet, name: str, needle: str) -> None:
-    for pid in host_pids(fleet, name):
-        try:
-            if needle in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode():
-                os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-
-
-def read_until(proc: subprocess.Popen, needle: str, seen: list[str]) -> None:
-    for line in proc.stdout:
-        seen.append(line)
-        if needle in line:
-            return
-    raise AssertionError(f"never saw {needle!r}: {''.join(seen)}")
 
 
 def lock_dir(fleet) -> Path:
@@ -70,20 +35,13 @@ def sleeper_stage(project, seconds: int, **step):
 def test_host_frozen_mid_step_fails_unresponsive_and_the_others_finish(project, fleet):
     sleeper_stage(project, 4101)
     new = fleet.commit("Release while newton-1 hangs")
-    proc = project.popen("deploy", "test", "--hosts", "kepler-*,euler-1,copernico-1,newton-1")
-    seen: list[str] = []
-    try:
-        read_until(proc, "newton-1 slow start", seen)
+    with in_background(project, fleet, "deploy", "test", "--hosts", "kepler-*,euler-1,copernico-1,newton-1",
+                       until="newton-1 slow start", leftovers=("newton-1", "sleep 4101")) as run:
         with frozen(fleet, "newton-1"):
-            t0 = time.monotonic()
-            out, err = proc.communicate(timeout=120)
-            ended_after = time.monotonic() - t0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        kill_leftovers(fleet, "newton-1", "sleep 4101")
-    output = "".join(seen) + out
-    assert proc.returncode == 1, output + err
+            run.mark()
+            output = run.finish(timeout=120)
+    err, ended_after = run.err, run.took
+    assert run.returncode == 1, output + err
     assert "RESULT newton-1 [newton] failed at slow" in output and "unresponsive" in output
     assert "Traceback" not in err and "No existing session" not in output + err
     assert "RESULT newton-1 [newton] failed at slow" in output
@@ -165,87 +123,54 @@ def test_timed_out_step_leaves_no_process_on_the_host(project, fleet, shell_sess
 
 def test_second_sigint_stops_the_command_on_the_host(project, fleet):
     sleeper_stage(project, 4104)
-    proc = project.popen("deploy", "test", "--hosts", "newton-1")
-    seen: list[str] = []
-    try:
-        read_until(proc, "newton-1 slow start", seen)
-        proc.send_signal(signal.SIGINT)
-        time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
+    with in_background(project, fleet, "deploy", "test", "--hosts", "newton-1", until="newton-1 slow start",
+                       leftovers=("newton-1", "sleep 4104")) as run:
+        run.interrupt(times=2)
+        run.finish()
         left = running(fleet, "newton-1", "sleep 4104")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        kill_leftovers(fleet, "newton-1", "sleep 4104")
-    assert proc.returncode == 130, "".join(seen) + out
+    assert run.returncode == 130, run.output
     assert left == []
     assert not lock_dir(fleet).exists()
 
 
 def test_ctrl_c_while_a_host_is_frozen_exits_130_with_the_lock_free(project, fleet):
     sleeper_stage(project, 4105)
-    proc = project.popen("deploy", "test", "--hosts", "kepler-1,newton-1", "--grace", "1")
-    seen: list[str] = []
-    try:
-        read_until(proc, "newton-1 slow start", seen)
+    with in_background(project, fleet, "deploy", "test", "--hosts", "kepler-1,newton-1", "--grace", "1",
+                       until="newton-1 slow start", leftovers=("newton-1", "sleep 4105")) as run:
         with frozen(fleet, "newton-1"):
-            t0 = time.monotonic()
-            proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=60)
-            took = time.monotonic() - t0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        kill_leftovers(fleet, "newton-1", "sleep 4105")
-    output = "".join(seen) + out
-    assert proc.returncode == 130, output + err
+            run.interrupt()
+            output = run.finish()
+    assert run.returncode == 130, output + run.err
     assert "SIGINT: starting no new steps" in output
     assert not lock_dir(fleet).exists()
-    assert took < 45  # seconds, not "when the host comes back"
+    assert run.took < 45  # seconds, not "when the host comes back"
 
 
 def test_second_ctrl_c_while_a_host_is_frozen_abandons_at_once(project, fleet):
     sleeper_stage(project, 4106)
-    proc = project.popen("deploy", "test", "--hosts", "kepler-1,newton-1")
-    seen: list[str] = []
-    try:
-        read_until(proc, "newton-1 slow start", seen)
+    with in_background(project, fleet, "deploy", "test", "--hosts", "kepler-1,newton-1",
+                       until="newton-1 slow start", leftovers=("newton-1", "sleep 4106")) as run:
         with frozen(fleet, "newton-1"):
             time.sleep(3)  # the host has been silent a while when the operator gives up
-            t0 = time.monotonic()
-            proc.send_signal(signal.SIGINT)
-            time.sleep(0.3)
-            proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=60)
-            took = time.monotonic() - t0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        kill_leftovers(fleet, "newton-1", "sleep 4106")
-    assert proc.returncode == 130, "".join(seen) + out + err
+            run.interrupt(times=2)
+            run.finish()
+    assert run.returncode == 130, run.output + run.err
     assert not lock_dir(fleet).exists()
-    assert took < 30
+    assert run.took < 30
 
 
 # -- live output ---------------------------------------------------------------------------------------------
 def test_line_before_a_long_sleep_reaches_verbose_output_while_it_sleeps(project, fleet):
     project.stage(steps={"slow": {"run": "echo early-line-4107; sleep 4107", "roles": ["newton"],
                                   "after": "git_reset"}})
-    proc = project.popen("deploy", "test", "-v", "--hosts", "newton-1")
-    seen: list[str] = []
-    try:
-        read_until(proc, "newton-1 slow | early-line-4107", seen)
+    with in_background(project, fleet, "deploy", "test", "-v", "--hosts", "newton-1",
+                       until="newton-1 slow | early-line-4107", leftovers=("newton-1", "sleep 4107")) as run:
         still_sleeping = running(fleet, "newton-1", "sleep 4107")
-        proc.send_signal(signal.SIGINT)
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        kill_leftovers(fleet, "newton-1", "sleep 4107")
+        run.proc.send_signal(signal.SIGINT)
+        run.proc.send_signal(signal.SIGINT)
+        run.finish()
     assert still_sleeping, "the line arrived only after the command ended"
-    assert any(" newton-1 slow | early-line-4107" in line for line in seen)
+    assert any(" newton-1 slow | early-line-4107" in line for line in run.seen)
 
 
 # -- the stage's repo is the truth ------------------------------------------------------------------------

@@ -13,21 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import head
+from conftest import head, read_until
 
 pytestmark = pytest.mark.fleet
 
 
 def lock_dir(fleet) -> Path:
     return fleet.home("kepler-1") / ".pampa" / "locks" / "test.lock"
-
-
-def read_until(proc, needle: str, seen: list[str]) -> None:
-    for line in proc.stdout:
-        seen.append(line)
-        if needle in line:
-            return
-    raise AssertionError(f"never saw {needle!r}: {''.join(seen)}")
 
 
 def status(project, *extra, env=None):

@@ -3,7 +3,6 @@ one that times out, one that prints, and the same task through ``fab -H``."""
 from __future__ import annotations
 
 import importlib.util
-import os
 import queue
 import shutil
 import signal
@@ -18,7 +17,7 @@ import pytest
 import yaml
 
 import conftest
-from conftest import head, host_pids, running
+from conftest import head, kill_leftovers, running
 from pampa_deployer.sequences import DEFAULT_SEQUENCES
 
 pytestmark = pytest.mark.fleet
@@ -75,15 +74,6 @@ def write_tasks(project, name: str = "deploy/tasks.py", extra: str = "") -> None
 
 
 # -- what is on the hosts ---------------------------------------------------------------------------------
-
-
-def kill_leftovers(fleet, name: str, needle: str) -> None:
-    for pid in host_pids(fleet, name):
-        try:
-            if needle in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode():
-                os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
 
 
 def marker(fleet, name: str) -> str | None:
