@@ -321,6 +321,16 @@ class Background:
     def read_until(self, needle: str) -> None:
         read_until(self.proc, needle, self.seen)
 
+    def read_until_all(self, needles: set[str]) -> None:
+        """Read on until every one of ``needles`` has appeared in a line, in any order."""
+        missing = set(needles)
+        for line in self.proc.stdout:
+            self.seen.append(line)
+            missing -= {n for n in missing if n in line}
+            if not missing:
+                return
+        raise AssertionError(f"never saw {sorted(missing)}: {''.join(self.seen)}")
+
     def mark(self) -> None:
         self.t0 = time.monotonic()
 
