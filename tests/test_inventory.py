@@ -98,6 +98,14 @@ BAD = [
      "stages/production.yml: port: expected a port number from 1 to 65535, got 70000"),
     ("host port zero", {"production.yml": GOOD.replace("roles: [kepler]", "roles: [kepler], port: 0")},
      "hosts.kepler-1.port: expected a port number from 1 to 65535, got 0"),
+    ("code path is the home folder", {"production.yml": GOOD + "path: '~'\n"},
+     "stages/production.yml: path: expected a folder of its own such as ~/code/{app}, not ~, / or . "
+     "(the revision log is written next to it, as PATH.revisions.jsonl), got '~'"),
+    ("host code path ends in the home folder's slash",
+     {"production.yml": GOOD.replace("roles: [kepler]", "roles: [kepler], path: '~/'")},
+     "stages/production.yml: hosts.kepler-1.path: expected a folder of its own such as ~/code/{app}"),
+    ("code path is the root", {"production.yml": GOOD + "path: /\n"}, "path: expected a folder of its own"),
+    ("code path is the current folder", {"production.yml": GOOD + "path: ./\n"}, "path: expected a folder of its own"),
     ("env key not a shell name", {"production.yml": GOOD + "env: {'RACK-ENV': production}\n"},
      "stages/production.yml: env: 'RACK-ENV' is not a valid environment variable name"),
     ("host env key", {"production.yml": GOOD.replace("roles: [kepler]", "roles: [kepler], env: {'a b': 1}")},
@@ -326,3 +334,16 @@ def test_dates_in_vars_print_in_config(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["config", "production"]) == 0
     assert '"2024-01-01"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("path", ["~/code/shop", "~/code/shop/", "/srv/shop", "shop", "~/.shop", "~/code/{app}"])
+def test_code_paths_that_name_a_folder_of_their_own_are_accepted(path):
+    from pampa_deployer.inventory.validate import rule_problem
+    assert rule_problem("code_path", path, "path") is None
+
+
+def test_yaml_null_code_path_means_the_default(tmp_path, monkeypatch):
+    """`path: ~` is YAML's null, not the home folder: the default code path applies."""
+    write(tmp_path, {"production.yml": GOOD + "path: ~\n"})
+    monkeypatch.chdir(tmp_path)
+    assert load_stage("production").hosts[0].path == "~/code/shop"

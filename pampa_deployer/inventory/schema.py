@@ -69,7 +69,7 @@ HOST = {
     "port": Key("int", None, "SSH port (default: stage `port`).", "22", rule="port"),
     "user": Key("str", None, "SSH user (default: stage `user`).", "deploy"),
     "key": Key("str", None, "Private key file (default: stage `key`).", "~/.ssh/id_ed25519"),
-    "path": Key("str", None, "Code path on this host (default: stage `path`).", "~/code2/{app}"),
+    "path": Key("str", None, "Code path on this host (default: stage `path`).", "~/code2/{app}", rule="code_path"),
     "branch": Key("str", None, "Branch for this host (default: stage `branch`).", "main"),
     "prefix": Key("str", None, "Shell line run before each command on this host.", "source /etc/profile.d/rvm.sh"),
     "vars": Key("map[any]", {}, "Variables for command templates on this host.", "{port: 3000}"),
@@ -87,7 +87,8 @@ TOP: dict[str, Key] = {
     "repo": Key("str", None, "Git URL every host fetches from.", "git@github.com:acme/mysaas.git"),
     "branch": Key("str", "main", "Branch deployed (`--branch` overrides).", "main"),
     "path": Key("str", "~/code/{app}", "Code path on the servers (Pampa's convention); with `strategy: releases`, "
-                "the folder that holds `releases/`, `shared/`, `repo.git` and `current`.", "~/code1/{app}"),
+                "the folder that holds `releases/`, `shared/`, `repo.git` and `current`.", "~/code1/{app}",
+                rule="code_path"),
     "strategy": Key("str", "in_place", "`in_place`: one checkout, `git reset --hard` (how Pampa servers run). "
                     "`releases`: each deploy builds `releases/<time>-<rev>/` and switches the `current` symlink "
                     "atomically after migrate; rollback is one switch.", "releases"),

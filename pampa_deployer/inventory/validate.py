@@ -40,7 +40,18 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
              "an octal mode in quotes such as '0600' (unquoted, YAML reads 0600 as the number 384)"),
     "shell_names": (lambda v: isinstance(v, dict) and all(SHELL_NAME.match(str(k)) for k in v),
                     "names made of letters, digits and _ that do not start with a digit"),
+    "code_path": (lambda v: _own_folder(str(v)),
+                  "a folder of its own such as ~/code/{app}, not ~, / or . (the revision log is written "
+                  "next to it, as PATH.revisions.jsonl)"),
 }
+
+
+def _own_folder(path: str) -> bool:
+    """A code path names a folder with a name: ``git reset --hard`` runs in it and its revision log is
+    ``PATH.revisions.jsonl`` next to it, so ``~``, ``~/``, ``~bob``, ``/``, ``.`` and ``..`` are refused."""
+    trimmed = path.rstrip("/")
+    last = trimmed.rsplit("/", 1)[-1]
+    return last not in ("", ".", "..") and not (trimmed.startswith("~") and "/" not in trimmed)
 
 
 def rule_problem(rule: str, value: Any, name: str) -> str | None:
