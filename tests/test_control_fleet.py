@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -157,6 +159,39 @@ def test_second_ctrl_c_while_a_host_is_frozen_abandons_at_once(project, fleet):
     assert run.returncode == 130, run.output + run.err
     assert not lock_dir(fleet).exists()
     assert run.took < 30
+    # What the frozen host was left in is said, on its own result line.
+    assert re.search(r"RESULT newton-1 \[newton\] interrupted at slow .*the host did not answer the stop: "
+                     r"its command may still be running there, and `pampa status` shows the host incomplete",
+                     run.output), run.output
+
+
+def test_second_ctrl_c_with_the_lock_host_frozen_too_ends_and_says_the_lock_was_not_released(project, fleet):
+    """Both hosts frozen mid-step, the lock host among them: nothing more is asked of a host that did not
+    answer the stop, so the lock release does not wait out the 40 s connect timeout; the output says the
+    lock was left, how it ends, and what each host was left in."""
+    sleeper_stage(project, 4108, roles=["kepler", "newton"])
+    project.edit("test", lambda d: d.setdefault("ssh", {}).update(connect_timeout=40, server_alive_interval=20))
+    try:
+        with in_background(project, fleet, "deploy", "test", "--hosts", "kepler-1,newton-1",
+                           until="kepler-1 slow start", leftovers=("newton-1", "sleep 4108")) as run:
+            if "newton-1 slow start" not in run.output:
+                run.read_until("newton-1 slow start")
+            with frozen(fleet, "kepler-1"), frozen(fleet, "newton-1"):
+                run.interrupt(times=2)
+                run.finish(timeout=120)
+        held = lock_dir(fleet).exists()
+    finally:
+        kill_leftovers(fleet, "kepler-1", "sleep 4108")
+        shutil.rmtree(lock_dir(fleet), ignore_errors=True)
+    assert run.returncode == 130, run.output + run.err
+    assert held  # it could not be released, and that is what pampa says:
+    assert ("could not release the lock on kepler-1: the host did not answer when the run was aborted; it is "
+            "no longer renewed, so it goes stale 90s after its last renewal and the next deploy takes it over, "
+            "or run `pampa unlock test`") in run.output, run.output
+    for host in ("kepler-1 [kepler]", "newton-1 [newton]"):
+        assert re.search(rf"RESULT {re.escape(host)} interrupted at slow .*the host did not answer the stop: its "
+                         r"command may still be running there", run.output), run.output
+    assert run.took < 30  # it ended: not the 40 s connect timeout of a channel to a frozen host
 
 
 # -- live output ---------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from pampa_deployer.engine.results import FAILED, INTERRUPTED, OK, SKIPPED, Comm
 from pampa_deployer.engine.scheduler import Scheduler, parse_count
 from pampa_deployer.engine.session import _MarkedStream
 from pampa_deployer.engine.stop import StopSignal
-from pampa_deployer.errors import ConnectError, DeployFailed, Interrupted, LockHeld, Refused, UsageError, exit_code_for
+from pampa_deployer.errors import ConnectError, DeployFailed, Interrupted, LockHeld, PampaError, Refused, UsageError, exit_code_for
 from pampa_deployer.inventory import stage_from_mapping
 from pampa_deployer.plan import build_plan
 from pampa_deployer.steps.actions import OpenGate, ReportVersion, Run, Upload
@@ -520,6 +520,25 @@ def test_deploy_lock_held_without_wait_raises_lock_held_naming_the_holder():
 
     with pytest.raises(LockHeld, match=r"stage prod is locked on k1: held by bo@ci .*pampa unlock prod"):
         DeployLock(Held(), "~/.pampa/locks", "prod", {}, 90).acquire()
+
+
+def test_deploy_lock_release_that_did_not_complete_is_an_error_not_a_silent_false():
+    """A release command that timed out (exit 124, no marker) must not pass for "released"."""
+    from pampa_deployer.engine.lock import DeployLock
+
+    class Stalls:
+        name = "k1"
+
+        def run(self, command, on_line=None):
+            if "PAMPA-LOCK-RELEASED" in command.script:
+                return CommandResult(124, "", "\n[pampa] timed out after 30s")
+            return CommandResult(0, "PAMPA-LOCK-ACQUIRED\n")
+
+    lock = DeployLock(Stalls(), "~/.pampa/locks", "prod", {}, 90)
+    lock.acquire()
+    with pytest.raises(PampaError, match=r"the release command did not complete \(exit code 124: "
+                                         r"\[pampa\] timed out after 30s\)"):
+        lock.release()
 
 
 def test_batches_are_announced_at_their_boundaries():

@@ -31,7 +31,11 @@ class Backend(Protocol):
     def put(self, upload: Upload) -> None: ...
 
     def abort(self) -> None:
-        """Stop the running command at once (second Ctrl-C); the connection stays usable."""
+        """Stop the running command at once (second Ctrl-C); the connection stays usable.
+
+        A backend may then say what that left on the host in an ``abort_outcome`` string
+        (``pipeline.abort_outcome``): stopped, already ended, or not answering.
+        """
 
     def close(self) -> None: ...
 

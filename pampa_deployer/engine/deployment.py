@@ -26,7 +26,7 @@ from . import stop as stopping
 from .apsession import AccessPointSession
 from .backend import Backend
 from .gate import OPEN, Gate
-from .pipeline import RunContext, run_host
+from .pipeline import RunContext, abort_outcome, run_host
 from .pool import BackendPool, open_pool
 from .results import INTERRUPTED, SKIPPED, HostResult, RunResult
 from .rollback import manages_code, resolve_target
@@ -223,8 +223,9 @@ class Deployment:
         try:
             lock.release()
         except Exception as e:  # noqa: BLE001 - report, never mask the run's own outcome
-            self.warn(f"could not release the lock on {lock.backend.name}: {e}; "
-                      f"run `pampa unlock {self.stage.name}`")
+            self.warn(f"could not release the lock on {lock.backend.name}: {e}; it is no longer renewed, so "
+                      f"it goes stale {lock.lease}s after its last renewal and the next deploy takes it over, "
+                      f"or run `pampa unlock {self.stage.name}`")
 
 
 def with_unreported(result: RunResult, access_point: AccessPointSession | None) -> RunResult:
@@ -329,9 +330,12 @@ class _Execution:
 
     def abandoned(self, hp: HostPlan, started: float) -> HostResult:
         """The result of a host whose thread is still blocked on it when the run stops waiting."""
+        backend = self.pool.backends.get(hp.host.name)
+        left = abort_outcome(backend) if backend is not None else None
         result = HostResult(host=hp.host.name, roles=",".join(hp.roles), result=INTERRUPTED, started=started,
-                            ended=time.time(), reason="abandoned after the abort: the host did not answer",
-                            gated=hp.gated)
+                            ended=time.time(), gated=hp.gated,
+                            reason="abandoned after the abort: " + (left or "the host did not answer; what it "
+                                                                     "was doing may still be running there"))
         self.bus.emit(ev.HostFinished(host=hp.host.name, result=result))
         return result
 

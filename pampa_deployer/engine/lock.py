@@ -88,5 +88,9 @@ class DeployLock:
         if not self.held:
             return False
         out = self.backend.run(release_command(self.root, self.stage, self.token))
+        if "PAMPA-LOCK-RELEASED" not in out.stdout and "PAMPA-LOCK-NOT-OURS" not in out.stdout:
+            # e.g. timed out on a host that stopped answering: say so, never "released" by omission
+            raise PampaError(f"the release command did not complete (exit code {out.exit_code}: "
+                             f"{out.stderr.strip()[-200:] or 'no output'})")
         self.held = False
         return "PAMPA-LOCK-RELEASED" in out.stdout

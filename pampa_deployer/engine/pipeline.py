@@ -110,6 +110,11 @@ class _HostSink:
         return self.ctx.stop.hard.is_set()
 
 
+def abort_outcome(backend: Backend) -> str | None:
+    """What the abort left on the host, in words (SSH backends say it; others have nothing to add)."""
+    return getattr(backend, "abort_outcome", None)
+
+
 def run_host(hp: HostPlan, backend: Backend, ctx: RunContext, connect: Callable[[], None]) -> HostResult:
     """Carry out one host's plan; always returns a result, never raises for host failures."""
     return HostRun(hp, backend, ctx).run(connect)
@@ -233,7 +238,7 @@ class HostRun:
             self.bus.emit(ev.StepFinished(host=self.name, step=step.name, ok=False, started=s0,
                                           exit_code=e.exit_code, stderr_tail=e.stderr, message=e.message))
             self.end(INTERRUPTED if interrupted else FAILED, step=step.name, exit_code=e.exit_code, stderr=e.stderr,
-                     reason=("interrupted during " + step.name) if interrupted else e.message)
+                     reason=self.interrupted_during(step.name) if interrupted else e.message)
             return False
         self.steps.append(StepResult(step.name, True, s0, time.time()))
         self.bus.emit(ev.StepFinished(host=self.name, step=step.name, ok=True, started=s0))
@@ -250,6 +255,11 @@ class HostRun:
         if isinstance(first, (Run, HealthCheck)) and first.command.record is None:
             return [replace(first, command=replace(first.command, record=line)), *actions[1:]]
         return [revlog.step_command(self.base, self.start_record(step)), *actions]
+
+    def interrupted_during(self, step: str) -> str:
+        """Why the host stopped in ``step``, with what the abort (second Ctrl-C) left on the host, if it ran."""
+        left = abort_outcome(self.backend) if self.ctx.stop.hard.is_set() else None
+        return f"interrupted during {step}" + (f"; {left}" if left else "")
 
     def start_record(self, step: str | None = None) -> dict:
         """What the host keeps while this run is on it (commands/revlog.py: the start record)."""

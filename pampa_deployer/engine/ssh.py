@@ -35,8 +35,13 @@ from .session import SessionBroken, ShellSession
 SFTP_TIMEOUT = 60.0
 
 #: Seconds an abort waits for a host to open the channel that stops its command: a live host opens one
-#: in milliseconds, and a frozen one must not hold up the operator's second Ctrl-C.
+#: in milliseconds, and a frozen one must not hold up the operator's second Ctrl-C. After the abort,
+#: every later channel to the host (its revision-log line, the lock release) gets the same bound.
 ABORT_OPEN_TIMEOUT = 3.0
+
+#: What an abort says of a host whose running command it could not reach.
+NOT_ANSWERING = ("the host did not answer the stop: its command may still be running there, and "
+                 "`pampa status` shows the host incomplete")
 
 
 class SSHSettings:
@@ -160,6 +165,8 @@ class SSHBackend:
         self._broken: set[str | None] = set()
         self._running: set[str] = set()  # tags of the commands running now (see procgroup)
         self._aborted = False
+        self._silent = False  # the abort found the host not answering: nothing more is sent to it
+        self.abort_outcome: str | None = None  # what the abort left on the host, in words (None: nothing ran)
         self._closing = False
 
     # -- connecting -------------------------------------------------------------------------
@@ -270,6 +277,8 @@ class SSHBackend:
         return bool(transport is not None and transport.is_active())
 
     def _check_alive(self) -> None:
+        if self._silent:
+            raise ConnectionLost("the host did not answer when the run was aborted")
         if self.heartbeat is not None and (self.heartbeat.dead or self.heartbeat.check()):
             raise HostUnresponsive(f"no answer to keepalives for {self.heartbeat.dead_after:g}s")
         if not self._transport_active() and not self._closing:
@@ -288,9 +297,15 @@ class SSHBackend:
                 self._sessions[prefix] = session
         return session
 
+    def _open_timeout(self) -> float:
+        """How long a channel open may wait: the connect timeout, or the abort's short bound once aborted."""
+        if self._aborted:
+            return min(ABORT_OPEN_TIMEOUT, self.settings.connect_timeout)
+        return self.settings.connect_timeout
+
     def _run_on_channel(self, command: Command, on_line: OnLine | None = None) -> CommandResult:
         command = record_first(self._run_on_channel, command, on_line)  # a channel of its own: no shell to fold it into
-        channel = self.connection.transport.open_session(timeout=self.settings.connect_timeout)
+        channel = self.connection.transport.open_session(timeout=self._open_timeout())
         tag = procgroup.new_tag() if command.killable else None
         with self._lock:
             self._channel = channel
@@ -329,15 +344,15 @@ class SSHBackend:
         """Stop one running command's whole process group over a fresh channel; says what happened."""
         grace = self.settings.stop_grace if grace is None else grace
         try:
-            result = self._run_on_fresh_channel(procgroup.kill_command(tag, grace), timeout=grace + 15,
-                                                open_timeout=open_timeout)
+            result = self._kill(tag, grace, open_timeout)
         except Exception as e:  # noqa: BLE001 - report it; the caller's own result stands
             return f"could not stop it on the host ({type(e).__name__}: {e})"
-        said = result.stdout.strip().splitlines()[-1:] or [""]
-        return {"PAMPA-STOP-NONE": "it had already ended on the host",
-                "PAMPA-STOP-TERM": "its processes on the host were stopped (TERM)",
-                "PAMPA-STOP-KILL": f"its processes on the host were killed (KILL after {grace:g}s)"}.get(
-            said[0], f"stopping it on the host said: {result.stdout.strip() or result.stderr.strip()}")
+        return _stopped(result, grace)
+
+    def _kill(self, tag: str, grace: float, open_timeout: float | None = None) -> CommandResult:
+        """Run ``procgroup.kill_command`` on a fresh channel; raises when no channel opens in time."""
+        return self._run_on_fresh_channel(procgroup.kill_command(tag, grace), timeout=grace + 15,
+                                          open_timeout=open_timeout)
 
     def _run_on_fresh_channel(self, script: str, timeout: float, open_timeout: float | None = None) -> CommandResult:
         """A bookkeeping command on a channel of its own, bounded by ``timeout``; never a shell session."""
@@ -379,13 +394,17 @@ class SSHBackend:
             raise ConnectionLost(f"upload to {upload.remote}: {type(e).__name__}: {e}") from e
 
     def abort(self) -> None:
-        """Stop what runs now: its process groups on the host (TERM, KILL after the grace), then its channels."""
+        """Stop what runs now: its process groups on the host (TERM, KILL after the grace), then its channels.
+
+        ``abort_outcome`` says what that left on the host, before the channels close (which is what
+        ends the host's step): a host that does not answer is marked silent, so its pipeline and the
+        lock release fail at once instead of each waiting for it again.
+        """
         with self._lock:
             self._aborted = True
             running = list(self._running)
-        if self._transport_active() and self._answering():
-            for tag in running:
-                self.stop_command(tag, open_timeout=min(ABORT_OPEN_TIMEOUT, self.settings.connect_timeout))
+        if running:
+            self.abort_outcome = self._stop_all(running)
         with self._lock:
             channel = self._channel
             sessions = list(self._sessions.values())
@@ -396,6 +415,21 @@ class SSHBackend:
                 session.close()
             except Exception:  # noqa: BLE001
                 pass
+
+    def _stop_all(self, tags: list[str]) -> str:
+        """Stop each running command; says what that left on the host."""
+        if not (self._transport_active() and self._answering()):
+            self._silent = True
+            return NOT_ANSWERING
+        said = []
+        for tag in tags:
+            try:
+                result = self._kill(tag, self.settings.stop_grace, open_timeout=self._open_timeout())
+            except Exception:  # noqa: BLE001 - no channel within the bound: the host does not answer
+                self._silent = True
+                return NOT_ANSWERING
+            said.append(_stopped(result, self.settings.stop_grace))
+        return "; ".join(dict.fromkeys(said))
 
     def close(self) -> None:
         self._closing = True
@@ -409,3 +443,12 @@ class SSHBackend:
             self._sftp.close()
         if self.connection is not None:
             self.connection.close()
+
+
+def _stopped(result: CommandResult, grace: float) -> str:
+    """What ``procgroup.kill_command`` printed, in words."""
+    said = result.stdout.strip().splitlines()[-1:] or [""]
+    return {"PAMPA-STOP-NONE": "it had already ended on the host",
+            "PAMPA-STOP-TERM": "its processes on the host were stopped (TERM)",
+            "PAMPA-STOP-KILL": f"its processes on the host were killed (KILL after {grace:g}s)"}.get(
+        said[0], f"stopping it on the host said: {result.stdout.strip() or result.stderr.strip()}")
