@@ -247,6 +247,7 @@ def test_check_probe_exact_string():
     s = stage(units={"restart": "sudo systemctl restart {unit}"}, sequences={"newton": ["git_fetch", "restart_workers"]})
     hp = next(h for h in build_plan(s).hosts if h.host.name == "n1")
     assert readiness.probe_command(hp, "git@example.com:shop.git").line() == (
+        "echo probe=started ; "
         'out=$(GIT_TERMINAL_PROMPT=0 GIT_SSH_COMMAND="${GIT_SSH_COMMAND:-ssh -o BatchMode=yes}" timeout 30 '
         "git ls-remote --exit-code --heads git@example.com:shop.git refs/heads/main 2>&1); rc=$?; "
         'if [ $rc -eq 0 ]; then echo git=ok:$(echo "$out" | cut -c1-12); elif [ $rc -eq 2 ]; then echo git=no-branch; '

@@ -267,6 +267,32 @@ def test_check_finds_every_problem_one_line_each_with_host_and_fix(project, flee
     assert all(p["fix"] and p["line"].startswith(h + ": ") for h, v in by_host.items() for p in v["problems"])
 
 
+def test_check_says_when_a_step_could_not_start(project, fleet):
+    """A host whose setsid is BusyBox's (no -w) could start no step: check says so, and only that (it
+    observed nothing else); the deploy then fails as foreseen. The others are ready."""
+    fakebin = fleet.home("euler-1") / "fakebin"
+    fakebin.mkdir(exist_ok=True)
+    (fakebin / "setsid").write_text("#!/bin/sh\necho \"setsid: unrecognized option: w\" >&2\nexit 1\n")
+    (fakebin / "setsid").chmod(0o755)
+    project.stage()
+    project.edit("test", lambda d: d["hosts"]["euler-1"].update(prefix="export PATH=/root/fakebin:$PATH"))
+    try:
+        r = project.pampa("check", "test", "--hosts", "euler-1,newton-1")
+        deploy = project.pampa("deploy", "test", "--hosts", "euler-1")
+    finally:
+        (fakebin / "setsid").unlink()
+    assert r.returncode == 4, r.stdout + r.stderr
+    euler = [line for line in r.stdout.splitlines() if line.startswith("euler-1: ")]
+    assert euler == ["euler-1: the probe could not start (exit code 1: setsid: unrecognized option: w), and "
+                     "neither could a deploy step: each runs the same way, after the prefix, in a process group "
+                     "of its own (`setsid -w`); install util-linux if setsid failed (BusyBox's setsid has no -w), "
+                     "else fix the stage's `prefix`"], r.stdout
+    assert "newton-1: ready (branch main at" in r.stdout
+    assert deploy.returncode == 1  # what check foresaw
+    assert "RESULT euler-1 [euler] failed at " in deploy.stdout, deploy.stdout
+    assert "euler-1 stderr: setsid: unrecognized option: w" in deploy.stdout
+
+
 def test_check_unreachable_repository_and_low_disk(project, fleet):
     project.stage(repo="/nonexistent/repo.git", check={"min_free_mb": 10 ** 9})
     r = project.pampa("check", "test", "--hosts", "kepler-1")

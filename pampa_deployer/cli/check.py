@@ -85,6 +85,15 @@ def judge(stage, hp, found: dict[str, str], min_free_mb: int) -> HostReadiness:
     return out
 
 
+def not_started(host: str, result) -> HostReadiness:
+    """The probe never started: nothing else was observed, and a deploy step would not start either."""
+    said = (result.stderr.strip().splitlines() or ["no output"])[-1][:200]
+    return HostReadiness(host, [Problem(
+        "probe", f"the probe could not start (exit code {result.exit_code}: {said}), and neither could a deploy "
+                 "step: each runs the same way, after the prefix, in a process group of its own (`setsid -w`)",
+        "install util-linux if setsid failed (BusyBox's setsid has no -w), else fix the stage's `prefix`")])
+
+
 def _folder(out: HostReadiness, check: str, value: str, what: str, fix: str) -> None:
     if value in ("ok", "creatable"):
         return
@@ -103,7 +112,11 @@ def check(args) -> int:
     def probe(host, backend):
         hp = plans[host.name]
         command = readiness.probe_command(hp, str(stage.setting("repo")), stage.secret_files, stage.redactor)
-        return judge(stage, hp, readiness.parse(backend.run(command).stdout), min_free)
+        result = backend.run(command)
+        found = readiness.parse(result.stdout)
+        if "probe" not in found:
+            return not_started(host.name, result)
+        return judge(stage, hp, found, min_free)
 
     with open_pool(stage, accept_new=args.accept_new_host_keys) as pool:
         found = each_host(pool, [hp.host for hp in plan.hosts], probe)

@@ -14,6 +14,9 @@ from ..steps.actions import Run
 from .command import Command
 from ..steps.secrets import remote_path
 
+#: The probe's first line: without it, the probe (and so every deploy step) could not start on the host.
+STARTED = "probe=started"
+
 #: First words that are not programs to look for.
 _NOT_PROGRAMS = {"cd", "export", "source", ".", "if", "then", "else", "fi", "test", "[", "[[", "true", "false",
                  "echo", "printf", "sudo", "exec", "exit", "set", "do", "done", "for", "while", "!", "{", "}",
@@ -83,6 +86,9 @@ def probe_command(hp: HostPlan, repo: str, secret_files=(), redactor=None) -> Co
     host = hp.host
     path = quote(host.path)
     parts = [
+        # Printed only when the probe started at all: it runs like every deploy step, after the prefix and
+        # as a stoppable command (procgroup.wrap, today `setsid -w`), so a host that cannot start one is seen.
+        f"echo {STARTED}",
         # git: the repository answers from this host and has the branch (exit 2: no such ref).
         f"out=$(GIT_TERMINAL_PROMPT=0 GIT_SSH_COMMAND=\"${{GIT_SSH_COMMAND:-ssh -o BatchMode=yes}}\" "
         f"timeout 30 git ls-remote --exit-code --heads {quote(repo)} {quote('refs/heads/' + host.branch)} 2>&1); "
