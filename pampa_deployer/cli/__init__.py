@@ -110,6 +110,8 @@ def _csv(text: str) -> list[str]:
 
 
 def build_parser() -> Parser:
+    """The whole command line: global options, then each command's arguments, declared by its own
+    function in ``COMMANDS`` (the order of `pampa --help`)."""
     parser = Parser(prog="pampa", description="Deploy a fleet of Pampa servers over SSH.", epilog=EPILOG,
                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"pampa {__version__}")
@@ -130,6 +132,13 @@ def build_parser() -> Parser:
                               formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
                               parents=[common])
 
+    for declare in COMMANDS:
+        declare(cmd)
+    return parser
+
+
+def _deploy_command(cmd) -> None:
+    """The arguments of ``pampa deploy``."""
     p = cmd("deploy", "deploy a stage: every host, in parallel, kepler gating the rest",
             "pampa deploy production --roles newton --report deploy.json")
     p.add_argument("stage")
@@ -137,18 +146,27 @@ def build_parser() -> Parser:
                    help="leave these steps out of this deploy (repeatable)")
     _run_options(p)
 
+
+def _run_command(cmd) -> None:
+    """The arguments of ``pampa run``."""
     p = cmd("run", "run chosen steps fleet-wide with the lock, gate and reports of a deploy",
             "pampa run production restart_puma --roles euler")
     p.add_argument("stage")
     p.add_argument("steps", nargs="+", metavar="STEP", help="steps to run, in the stage's order")
     _run_options(p)
 
+
+def _rollback_command(cmd) -> None:
+    """The arguments of ``pampa rollback``."""
     p = cmd("rollback", "roll every host back to one revision (default: the one before the current)",
             "pampa rollback production --to 3f2a9c1 --dry-run")
     p.add_argument("stage")
     p.add_argument("--to", metavar="REV", help="target revision (must be present on every targeted host)")
     _run_options(p, "rollback")
 
+
+def _plan_command(cmd) -> None:
+    """The arguments of ``pampa plan``."""
     p = cmd("plan", "show the phases, the gate and each host's resolved commands", "pampa plan production")
     p.add_argument("stage")
     p.add_argument("--roles", type=_csv)
@@ -156,6 +174,9 @@ def build_parser() -> Parser:
     p.add_argument("--branch")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
 
+
+def _check_command(cmd) -> None:
+    """The arguments of ``pampa check``."""
     p = cmd("check", "will a deploy succeed? repository and branch from each host, code path, sudo, disk, "
                      "secret folders, commands; one line per problem with its fix",
             "pampa check production --json   # exit 0 ready, 4 a host is not ready")
@@ -166,6 +187,9 @@ def build_parser() -> Parser:
     p.add_argument("--json", action="store_true", help="print every host's problems and facts as JSON")
     p.add_argument("--accept-new-host-keys", action="store_true")
 
+
+def _status_command(cmd) -> None:
+    """The arguments of ``pampa status``."""
     p = cmd("status", "what each host runs, its last deploy, drift and interrupted deploys",
             "pampa status production")
     p.add_argument("stage")
@@ -173,12 +197,18 @@ def build_parser() -> Parser:
     p.add_argument("--roles", type=_csv)
     p.add_argument("--json", action="store_true", help="print the status as JSON")
 
+
+def _lock_command(cmd) -> None:
+    """The arguments of ``pampa lock``."""
     p = cmd("lock", "inspect the stage lock, or hold it for maintenance until `pampa unlock`",
             "pampa lock acquire production -m 'db maintenance until 18:00'")
     p.add_argument("action", choices=["status", "acquire"])
     p.add_argument("stage")
     p.add_argument("--message", "-m", help="acquire: why; shown to every deploy refused meanwhile")
 
+
+def _unlock_command(cmd) -> None:
+    """The arguments of ``pampa unlock``."""
     p = cmd("unlock", "remove a stage lock by hand (recorded on the lock host)",
             "pampa unlock production -m 'deploy host died'")
     p.add_argument("stage")
@@ -186,23 +216,38 @@ def build_parser() -> Parser:
     p.add_argument("--force", action="store_true",
                    help="remove the lock even though its holder looks alive (its lease is being renewed)")
 
+
+def _stages_command(cmd) -> None:
+    """The arguments of ``pampa stages``."""
     p = cmd("stages", "list the stages", "pampa stages")
     p.add_argument("--json", action="store_true", help="print the list as JSON")
 
+
+def _toolkit_commands(cmd) -> None:
+    """``exec`` and ``logs``: declared with their code, in ``cli/toolkit.py``."""
     from .toolkit import add_commands
     add_commands(cmd, _csv)
 
+
+def _config_command(cmd) -> None:
+    """The arguments of ``pampa config``."""
     p = cmd("config", "print a stage's merged configuration (secrets masked) and where each value came from",
             "pampa config production")
     p.add_argument("stage")
     p.add_argument("--json", action="store_true", help="print the settings as JSON")
 
+
+def _init_command(cmd) -> None:
+    """The arguments of ``pampa init``."""
     p = cmd("init", "scaffold stages/ for a new app (asks nothing without a TTY)",
             "pampa init --app mysaas --repo git@github.com:acme/mysaas.git")
     p.add_argument("--app", help="application name")
     p.add_argument("--repo", help="git URL of the app")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
 
+
+def _demo_command(cmd) -> None:
+    """The arguments of ``pampa demo``."""
     p = cmd("demo", "run a real deploy to a local fleet of sshd hosts (root, Debian)", "pampa demo; pampa demo down")
     p.add_argument("action", nargs="?", default="up", choices=["up", "down"])
     p.add_argument("--dir", default="/tmp/pampa-demo", help="where the demo fleet lives (default /tmp/pampa-demo)")
@@ -210,6 +255,9 @@ def build_parser() -> Parser:
     p.add_argument("--subnet", default="127.0.0", type=types.subnet,
                    help="loopback subnet: hosts on SUBNET.11..., the access point on SUBNET.1 (default 127.0.0)")
 
+
+def _access_point_command(cmd) -> None:
+    """The arguments of ``pampa access-point``."""
     p = cmd("access-point", "run the reference access point (JSON over HTTP, SQLite or PostgreSQL), or issue node tokens",
             "PAMPA_AP_KEY=s3cret pampa access-point serve --port 8750; pampa access-point token production --out tokens/")
     p.add_argument("action", choices=["serve", "token"])
@@ -225,6 +273,9 @@ def build_parser() -> Parser:
     p.add_argument("--stall-after", type=float, default=60.0, metavar="SECONDS",
                    help="a node silent this long is shown as stalled (default 60)")
 
+
+def _request_command(cmd) -> None:
+    """The arguments of ``pampa request``."""
     p = cmd("request", "pull mode: register a deploy request at the access point; nodes' agents deploy it",
             "pampa request production --branch hotfix -m 'fix login' --wait")
     p.add_argument("stage")
@@ -241,6 +292,9 @@ def build_parser() -> Parser:
     p.add_argument("-v", "--verbose", action="store_true", help="stream every output line the nodes send")
     p.set_defaults(dry_run=False)
 
+
+def _agent_command(cmd) -> None:
+    """The arguments of ``pampa agent``."""
     p = cmd("agent", "pull mode: run this node's agent (`pampa agent STAGE`), or write its systemd unit "
             "(`pampa agent install STAGE`)", "pampa agent install production --node kepler-1")
     p.add_argument("words", nargs="+", metavar="[install] STAGE")
@@ -252,7 +306,15 @@ def build_parser() -> Parser:
                    help="after SIGTERM/Ctrl-C, time running commands get to finish (default 30)")
     p.add_argument("--unit-dir", default="/etc/systemd/system", help="install: where the unit goes")
     p.add_argument("--print", action="store_true", help="install: print the unit instead of writing it")
-    return parser
+    
+
+
+#: Each command's declaration, in the order `pampa --help` lists them.
+COMMANDS = (
+    _deploy_command, _run_command, _rollback_command, _plan_command, _check_command, _status_command,
+    _lock_command, _unlock_command, _stages_command, _toolkit_commands, _config_command, _init_command,
+    _demo_command, _access_point_command, _request_command, _agent_command,
+)
 
 
 def _dispatch(args) -> int:
