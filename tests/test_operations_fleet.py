@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import SECRET, head, trace
+from conftest import SECRET, head, read_until, trace
 
 pytestmark = pytest.mark.fleet
 
@@ -23,15 +22,6 @@ def revlog(fleet, host) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def wait_for_line(proc: subprocess.Popen, needle: str, seen: list[str]) -> None:
-    """Read the deploy's CI output until ``needle`` appears (it is mid-step then)."""
-    for line in proc.stdout:
-        seen.append(line)
-        if needle in line:
-            return
-    raise AssertionError(f"never saw {needle!r}: {''.join(seen)}")
-
-
 def slow_stage(project, seconds: int = 4):
     project.stage(steps={"slow": {"run": f"sleep {seconds}", "roles": ["newton"], "after": "git_reset"}})
 
@@ -41,7 +31,7 @@ def test_second_deploy_refuses_while_first_holds_the_lock(project, fleet):
     slow_stage(project, 6)
     first = project.popen("deploy", "test", "-m", "first deploy")
     seen: list[str] = []
-    wait_for_line(first, "newton-1 slow start", seen)
+    read_until(first, "newton-1 slow start", seen)
 
     second = project.pampa("deploy", "test")
     status = project.pampa("lock", "status", "test")
@@ -63,7 +53,7 @@ def test_second_deploy_refuses_while_first_holds_the_lock(project, fleet):
 def test_lock_wait_waits_for_the_holder(project, fleet):
     slow_stage(project, 3)
     first = project.popen("deploy", "test")
-    wait_for_line(first, "newton-1 slow start", [])
+    read_until(first, "newton-1 slow start", [])
     second = project.pampa("deploy", "test", "--lock-wait", "120")
     first.communicate(timeout=120)
     assert first.returncode == 0
@@ -117,7 +107,7 @@ def test_signal_mid_step_finishes_running_commands_then_stops(project, fleet, si
     fleet.commit(f"Release interrupted by {signum.name}")
     proc = project.popen("deploy", "test")
     seen: list[str] = []
-    wait_for_line(proc, "newton-1 slow start", seen)
+    read_until(proc, "newton-1 slow start", seen)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
     output = "".join(seen) + out
@@ -142,7 +132,7 @@ def test_second_sigint_aborts_at_once_and_still_unlocks(project, fleet):
     slow_stage(project, 60)
     proc = project.popen("deploy", "test")
     seen: list[str] = []
-    wait_for_line(proc, "newton-1 slow start", seen)
+    read_until(proc, "newton-1 slow start", seen)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
