@@ -1,8 +1,11 @@
 """Pull mode at scale: one access point process, N agents long-polling it (not part of the test suite).
 
     bench/run pull [--agents 1000] [--keplers 10] [--requests 3] [--step-seconds 0.5]
+    bench/run pull --postgres --servers 2     # two access point processes sharing one PostgreSQL
 
-The access point runs as its own process (`pampa access-point serve`, SQLite). The agents are
+The access point runs as its own process (`pampa access-point serve`, SQLite), or as `--servers K`
+processes on a throwaway PostgreSQL (`--postgres`, the test suite's tests/pgserver.py), the agents
+spread over them round-robin, so wake-ups cross processes (LISTEN/NOTIFY). The agents are
 simulated in this process with asyncio, one keep-alive connection each, speaking the real protocol:
 long-poll `next`, `start`, a few `progress` events, `finish ok`. Their sequences are not run
 (that is the fleet tests' job): each "step" is a sleep, so what is measured is the coordinator.
@@ -109,6 +112,43 @@ async def agent(name: str, token: str, port: int, step_seconds: float, log: dict
     conn.close()
 
 
+def start_postgres():
+    """A throwaway PostgreSQL server, the one the test suite uses (tests/pgserver.py)."""
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    import pgserver
+    why = pgserver.why_not()
+    if why:
+        sys.exit(f"--postgres: {why}")
+    return pgserver.PostgresServer().start()
+
+
+def postgres_cpu(server) -> float:
+    """CPU seconds of every process of the PostgreSQL server (its postmaster and backends)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if b"postgres" in stat.read_bytes().split(b"\0")[0]:
+                total += cpu_seconds(int(stat.parent.name))
+        except (OSError, ValueError):
+            pass
+    return total
+
+
+def total_cpu(servers) -> float:
+    return sum(cpu_seconds(s.pid) for s in servers)
+
+
+async def wait_until_up(conn: "Conn") -> None:
+    for _ in range(100):
+        try:
+            await conn.call("GET", "/deploys")
+            conn.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.1)
+    sys.exit("an access point process did not start")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -124,31 +164,34 @@ async def run(args) -> None:
     role = {n: n.split("-")[0] for n in names}
     nodes = [{"node": n, "roles": [role[n]], "gated": role[n] in ("euler", "copernico"),
               "opens_gate": role[n] == "kepler"} for n in names]
-    port = free_port()
     tmp = Path(tempfile.mkdtemp(prefix="pampa-pull-bench-"))
+    database, postgres = str(tmp / "ap.sqlite3"), None
+    if args.postgres:
+        postgres = start_postgres()
+        database = postgres.fresh_url()
+    ports = [free_port() for _ in range(args.servers)]
     profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
-    server = subprocess.Popen([sys.executable, *profile, "-m", "pampa_deployer", "access-point", "serve", "--port", str(port),
-                               "--db", str(tmp / "ap.sqlite3")], env={**os.environ, "PAMPA_AP_KEY": KEY},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    peaks: dict = {}
+    servers = [subprocess.Popen([sys.executable, *(profile if i == 0 else []), "-m", "pampa_deployer", "access-point",
+                                 "serve", "--port", str(p), "--database", database],
+                                env={**os.environ, "PAMPA_AP_KEY": KEY},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i, p in enumerate(ports)]
+    peaks: list[dict] = [{} for _ in servers]
     stop_sampling = threading.Event()
     try:
-        admin = Conn("127.0.0.1", port, KEY)
-        for _ in range(100):
-            try:
-                await admin.call("GET", "/deploys")
-                break
-            except OSError:
-                await asyncio.sleep(0.1)
+        admin = Conn("127.0.0.1", ports[0], KEY)
+        for port in ports:
+            await wait_until_up(Conn("127.0.0.1", port, KEY))
         tokens = {}
         for n in names:
             tokens[n] = (await admin.call("POST", "/tokens", {"stage": "bench", "node": n, "roles": [role[n]]}))["token"]
-        threading.Thread(target=sample, args=(server.pid, peaks, stop_sampling), daemon=True).start()
+        for server, peak in zip(servers, peaks):
+            threading.Thread(target=sample, args=(server.pid, peak, stop_sampling), daemon=True).start()
         log: dict = {}
         stop = asyncio.Event()
-        tasks = [asyncio.create_task(agent(n, tokens[n], port, args.step_seconds, log, stop)) for n in names]
+        tasks = [asyncio.create_task(agent(n, tokens[n], ports[i % len(ports)], args.step_seconds, log, stop))
+                 for i, n in enumerate(names)]
         await asyncio.sleep(3)  # every agent parked in its long poll
-        cpu0, t0 = cpu_seconds(server.pid), time.monotonic()
+        cpu0, t0 = total_cpu(servers), time.monotonic()
         rows = []
         for _ in range(args.requests):
             created = await admin.call("POST", "/deploys", {"stage": "bench", "branch": "main", "nodes": nodes,
@@ -170,24 +213,32 @@ async def run(args) -> None:
                          "ALLOWED->gated started": gated_started - allowed,
                          "request->DONE": d["ended_at"] - d["created_at"], "state": d["state"]})
             await asyncio.sleep(2)
-        wall, cpu = time.monotonic() - t0, cpu_seconds(server.pid) - cpu0
+        wall, cpu = time.monotonic() - t0, total_cpu(servers) - cpu0
         stop.set()
         print(f"pull mode: {args.agents} agents ({args.keplers} keplers, {newtons} newtons, {eulers} eulers, "
-              f"{rest - newtons - eulers} copernicos), one access point process (SQLite)")
+              f"{rest - newtons - eulers} copernicos), {len(servers)} access point process(es) on "
+              f"{'PostgreSQL' if postgres else 'SQLite'}")
         for i, r in enumerate(rows, 1):
             print(f"  request {i}: " + ", ".join(f"{k} {v:.2f}s" if isinstance(v, float) else f"{k} {v}"
                                                 for k, v in r.items()))
         for key in ("request->keplers started", "request->newtons started", "ALLOWED->gated started"):
             print(f"  median {key}: {statistics.median(r[key] for r in rows):.2f}s")
-        print(f"  server CPU: {cpu:.1f}s over {wall:.1f}s ({100 * cpu / wall:.0f}% of one core); "
-              f"peak RSS {peaks.get('rss_mb', 0):.0f} MB; peak threads {peaks.get('threads', 0)}")
+        print(f"  server CPU (all processes): {cpu:.1f}s over {wall:.1f}s ({100 * cpu / wall:.0f}% of one core); "
+              f"per process peak RSS {max(p.get('rss_mb', 0) for p in peaks):.0f} MB, "
+              f"peak threads {max(p.get('threads', 0) for p in peaks)}")
+        if postgres:
+            print(f"  PostgreSQL's own processes: {postgres_cpu(postgres):.1f} CPU-s since it started")
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         stop_sampling.set()
-        server.send_signal(signal.SIGINT if args.profile else signal.SIGTERM)  # cProfile writes its file on SIGINT
-        server.wait(30)
+        for server in servers:
+            server.send_signal(signal.SIGINT if args.profile else signal.SIGTERM)  # cProfile writes on SIGINT
+        for server in servers:
+            server.wait(30)
+        if postgres:
+            postgres.stop()
 
 
 def main() -> None:
@@ -196,8 +247,13 @@ def main() -> None:
     p.add_argument("--keplers", type=int, default=10)
     p.add_argument("--requests", type=int, default=3)
     p.add_argument("--step-seconds", type=float, default=0.5)
+    p.add_argument("--servers", type=int, default=1, help="access point processes sharing one database "
+                   "(agents spread over them; more than one needs --postgres)")
+    p.add_argument("--postgres", action="store_true", help="start a throwaway PostgreSQL and use it as the store")
     p.add_argument("--profile", metavar="FILE", help="run the server under cProfile and write its stats to FILE")
     args = p.parse_args()
+    if args.servers > 1 and not args.postgres:
+        p.error("--servers above 1 needs --postgres (several processes on one SQLite file are not supported)")
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4 * args.agents + 256)), hard))
