@@ -94,13 +94,18 @@ def test_one_host_down_others_finish(project, fleet):
     new = fleet.commit("Release with newton-2 down")
     fleet.stop_host("newton-2")
     try:
-        result = project.pampa("deploy", "test")
+        result = project.pampa("deploy", "test", "--report", "r.json")
     finally:
         fleet.start_host("newton-2")
 
     assert result.returncode == 1
     assert "RESULT newton-2 [newton] failed at connect" in result.stdout
     assert "connection refused" in result.stdout
+    # newton-2 printed nothing: no stderr line is made up from the connect failure's reason.
+    assert "newton-2 stderr:" not in result.stdout
+    import json
+    down = next(h for h in json.loads((project.root / "r.json").read_text())["hosts"] if h["name"] == "newton-2")
+    assert down["stderr_tail"] is None and "connection refused" in down["reason"]
     for host in ["kepler-1", "kepler-2", "newton-1"]:
         assert head(fleet, host) == new
     assert "RESULT euler-1 [euler] ok" in result.stdout

@@ -269,7 +269,9 @@ def test_an_unreachable_host_fails_at_connect_and_the_rest_deploy():
     fleet = Fleet(unreachable={"n1"})
     result, _ = run_plan(fleet)
     n1 = host(result, "n1")
-    assert (n1.result, n1.failed_step, n1.stderr_tail) == (FAILED, "connect", "refused")
+    # The host printed nothing: the reason is in the failure's detail, never presented as its stderr.
+    assert (n1.result, n1.failed_step, n1.stderr_tail) == (FAILED, "connect", "")
+    assert n1.reason == "n1: connection refused"
     assert host(result, "k1").ok and host(result, "e1").ok
     assert "n1" not in {name for name, _ in fleet.log}
 

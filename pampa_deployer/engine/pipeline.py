@@ -168,7 +168,7 @@ class HostRun:
         try:
             connect()
         except ConnectError as e:
-            self.end(FAILED, step="connect", reason=e.message, stderr=e.reason)
+            self.end(FAILED, step="connect", reason=e.message)  # the host printed nothing: no stderr
             return False
         self.bus.emit(ev.HostConnected(host=self.name, seconds=time.time() - t0))
         return True
