@@ -232,6 +232,26 @@ def test_ci_md_names_every_report_kind():
         assert _json.loads(_json.dumps(to_dict(result, 0)))["kind"] == kind
 
 
+def test_ci_md_names_every_report_result():
+    """docs/ci.md's report table names each top-level `result` a report can carry, and no other."""
+    import time as _time
+
+    from pampa_deployer.engine.results import FAILED, OK, HostResult, RunResult
+    from pampa_deployer.render.report import to_dict
+    row = next(line for line in (ROOT / "docs" / "ci.md").read_text().splitlines()
+               if line.startswith("| `result` |"))
+    named = set(re.findall(r"`([a-z]+)`", row.split("|")[3]))
+    now = _time.time()
+    bad = HostResult(host="h", roles="r", result=FAILED, started=now, ended=now)
+    good = HostResult(host="h", roles="r", result=OK, started=now, ended=now)
+    runs = [RunResult(stage="p", kind="deploy", branch="main", started=now, ended=now, hosts=hosts, **extra)
+            for hosts, extra in [((good,), {}), ((bad,), {}), ((good,), {"interrupted_by": 2}),
+                                 ((), {"refused": "stage p is locked"})]]
+    reports = [to_dict(run, 0) for run in runs]
+    assert {r["result"] for r in reports} == named == {"ok", "failed", "interrupted", "refused"}
+    assert [r["reason"] for r in reports] == [None, None, None, "stage p is locked"]
+
+
 def test_init_without_answers_uses_the_folder_and_its_origin(tmp_path, monkeypatch, capsys):
     """docs/ci.md: no TTY, no --app/--repo: the folder's name and its git origin, or a placeholder it names."""
     app = tmp_path / "shop"

@@ -621,3 +621,27 @@ def test_a_refusing_pre_hook_contacts_no_host_and_a_refused_lock_is_announced():
     dry = Around(Fleet())
     Deployment(DeployRequest(stage=stage(), handle_signals=False, dry_run=True), around=dry).run()
     assert dry.calls == []  # a dry run announces nothing
+
+
+def test_a_refused_run_still_finishes_with_every_host_untouched_and_the_reason():
+    """Lock held, lock host unreachable, pre-deploy hook: the run is refused, and RunFinished still carries a
+    result (report, JUnit, run directory), each host skipped and not touched; the refusal is raised as before."""
+    cases = [(Fleet(lock_output='PAMPA-LOCK-HELD\n{"user": "bo"}\n200 100\n'), None, LockHeld, 3),
+             (Fleet(unreachable={"k1"}), None, Refused, 4),
+             (Fleet(), "hook", Refused, 4)]
+    for fleet, hook, error, code in cases:
+        events: list = []
+        bus = ev.EventBus()
+        bus.subscribe(events.append)
+        around = Around(fleet, refuse=True) if hook else None
+        with pytest.raises(error) as refused:
+            Deployment(DeployRequest(stage=stage(), handle_signals=False), bus, backends=fleet.backend,
+                       around=around).run()
+        finished = [e for e in events if isinstance(e, ev.RunFinished)]
+        assert len(finished) == 1 and finished[0].exit_code == code == exit_code_for(refused.value)
+        result = finished[0].result
+        assert result.refused == refused.value.message and not result.ok
+        assert sorted(h.host for h in result.hosts) == ["e1", "e2", "k1", "n1"]
+        assert all(h.result == SKIPPED and h.steps == () and "refused" in h.reason for h in result.hosts)
+        assert "refused" in result.headline()
+        assert not any("PAMPA-LOCK" not in s for _, s in fleet.log)  # nothing but the lock attempt ran

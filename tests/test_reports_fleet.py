@@ -105,3 +105,40 @@ def test_straggler_does_not_hold_back_other_hosts(project, fleet):
     migration_end = max(trace(fleet, "newton-1"), key=lambda span: span[1] - span[0])[1]
     for name in others:
         assert trace(fleet, name)[-1][1] < migration_end, f"{name} finished after the straggler's migration"
+
+
+def test_a_refused_deploy_and_rollback_still_write_report_junit_and_run_directory(project, fleet):
+    """docs/ci.md: the lock is held, so the deploy is refused (exit 3) before it touches a host; the CI
+    artifacts exist anyway, saying `refused`, the reason, and that no host was touched."""
+    project.stage()
+    before = {h.name: head(fleet, h.name) for h in fleet.hosts}
+    missing = project.pampa("rollback", "test", "--to", "0" * 40, "--report", "missing.json")
+    assert missing.returncode == 4 and len(missing.stderr.strip().splitlines()) == 1, missing.stderr
+    report = json.loads((project.root / "missing.json").read_text())
+    assert report["result"] == "refused" and "is not present on" in report["reason"] and report["revision"] is None
+    assert {h["result"] for h in report["hosts"]} == {"skipped"}
+    held = project.pampa("lock", "acquire", "test", "-m", "db maintenance")
+    assert held.returncode == 0, held.stdout + held.stderr
+    try:
+        for command in ("deploy", "rollback"):
+            runs = project.root / ".pampa" / "runs"
+            seen = set(runs.iterdir()) if runs.is_dir() else set()
+            target = ("--to", before["kepler-1"]) if command == "rollback" else ()  # a target every host has
+            result = project.pampa(command, "test", *target, "--report", f"{command}.json", "--junit",
+                                   f"{command}.xml")
+            assert result.returncode == 3, result.stdout + result.stderr
+            lines = [line for line in result.stderr.splitlines() if line.strip()]
+            assert len(lines) == 1 and "locked" in lines[0] and "Traceback" not in result.stderr, result.stderr
+            report = json.loads((project.root / f"{command}.json").read_text())
+            assert (report["result"], report["exit_code"], report["kind"]) == ("refused", 3, command)
+            assert "locked" in report["reason"] and "db maintenance" in report["reason"]
+            assert sorted(h["name"] for h in report["hosts"]) == sorted(h.name for h in fleet.hosts)
+            assert all(h["result"] == "skipped" and h["steps"] == [] and h["revision_after"] is None
+                       for h in report["hosts"])
+            suite = ET.parse(project.root / f"{command}.xml").getroot().find("testsuite")
+            assert suite.get("tests") == str(len(fleet.hosts)) and suite.get("skipped") == suite.get("tests")
+            new = [p for p in runs.iterdir() if p not in seen]
+            assert len(new) == 1 and json.loads((new[0] / "report.json").read_text())["result"] == "refused"
+    finally:
+        project.pampa("unlock", "test", "--force", "-m", "test cleanup")
+    assert {h.name: head(fleet, h.name) for h in fleet.hosts} == before  # nothing was touched

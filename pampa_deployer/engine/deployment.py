@@ -15,8 +15,8 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from ..errors import (ConnectError, DeployFailed, ExitCode, Interrupted, LockLost, PampaError, Refused, UsageError,
-                      exit_code_for)
+from ..errors import (ConfigError, ConnectError, DeployFailed, ExitCode, Interrupted, LockLost, PampaError, Refused,
+                      UsageError, exit_code_for)
 from ..inventory.model import Host, Stage
 from ..narrow import narrow
 from ..plan import HostPlan, Plan, build_plan
@@ -113,6 +113,7 @@ class Deployment:
         self.lock: locking.DeployLock | None = None
         self.lost_lock: str | None = None  # why the lock stopped being ours during the run, if it did
         self.access_point: AccessPointSession | None = None
+        self.draft: Plan | None = None
 
     def warn(self, message: str) -> None:
         self.bus.emit(ev.Notice(message=message, level="warning"))
@@ -123,6 +124,7 @@ class Deployment:
         revision = None
         if r.kind == "rollback":
             draft = build_plan(self.stage, r.roles, r.hosts, kind="rollback", revision="HEAD")
+            self.draft = draft  # the hosts a refused rollback reports as untouched (its target is unknown)
             if r.fleet_target and not manages_code(draft):
                 revision = r.to  # nothing here resets code: it restarts what it has, as in a fleet rollback
             elif r.dry_run and self.backends is None:  # a dry run reads the revisions over SSH
@@ -138,7 +140,7 @@ class Deployment:
         pool = BackendPool(self.backends) if self.backends is not None else \
             open_pool(self.stage, accept_new=r.accept_new_host_keys, dry_run=r.dry_run)
         restore = lambda: None  # noqa: E731
-        announced, error = False, None
+        announced, error, plan, started = False, None, None, time.time()
         try:
             plan = self.plan(pool)
             options = RunOptions.for_request(r, len(plan.hosts))
@@ -163,6 +165,10 @@ class Deployment:
             self.release_lock()
             pool.close_all()
             restore()
+            planned = plan if plan is not None else self.draft
+            if planned is not None and is_refusal(error):  # the CI artifacts exist for a refused run too
+                self.bus.emit(ev.RunFinished(result=refused_result(planned, started, error, r.dry_run),
+                                             exit_code=exit_code_for(error)))
             if announced and error is not None:
                 self.around.after(plan, None, error)
         result = with_unreported(result, self.access_point)
@@ -236,6 +242,23 @@ def with_unreported(result: RunResult, access_point: AccessPointSession | None) 
     note = (f"ACCESS POINT UNREACHABLE ({access_point.down}); not reported: "
             + "; ".join(dict.fromkeys(unreported)))
     return replace(result, notes=result.notes + (note,))
+
+
+def is_refusal(error: BaseException | None) -> bool:
+    """A run stopped before it touched any host by a safety check (lock held, lock host unreachable, a
+    failing pre-deploy hook, the access point): not a mistake in the command line or the inventory."""
+    return isinstance(error, PampaError) and not isinstance(error, (ConfigError, Interrupted))
+
+
+def refused_result(plan: Plan, started: float, error: PampaError, dry_run: bool = False) -> RunResult:
+    """The result of a refused run: every planned host skipped and untouched, the refusal as the reason."""
+    now = time.time()
+    why = "not started: the run was refused before any command ran"
+    hosts = tuple(HostResult(host=hp.host.name, roles=",".join(hp.roles), result=SKIPPED, started=started,
+                             ended=now, reason=why, gated=hp.gated) for hp in plan.hosts)
+    return RunResult(stage=plan.stage.name, kind=plan.kind, branch=plan.branch, started=started, ended=now,
+                     hosts=hosts, gate="closed" if plan.has_gate else "none", notes=tuple(plan.notes),
+                     dry_run=dry_run, refused=error.message)  # no revision: none was deployed, none was read
 
 
 def _signal_name(signum: int) -> str:

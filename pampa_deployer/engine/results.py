@@ -85,16 +85,19 @@ class RunResult:
     revision: str | None = None
     dry_run: bool = False
     deploy_id: int | None = None
+    refused: str | None = None  # why the run was refused before it touched any host (lock, hook...)
 
     @property
     def ok(self) -> bool:
-        return self.interrupted_by is None and all(h.ok for h in self.hosts)
+        return self.refused is None and self.interrupted_by is None and all(h.ok for h in self.hosts)
 
     def by_result(self, result: str) -> list[HostResult]:
         return [h for h in self.hosts if h.result == result]
 
     def headline(self) -> str:
         """One line: what ran, how each host ended, how long, the gate (summary, access point detail)."""
+        if self.refused is not None:
+            return f"{self.kind} of {self.stage} refused, no host was touched: {self.refused}"
         known = (OK, FAILED, SKIPPED, INTERRUPTED)
         others = sorted({h.result for h in self.hosts} - set(known))  # pull mode: stalled, waiting, running
         counts = {k: len(self.by_result(k)) for k in (*known, *others)}

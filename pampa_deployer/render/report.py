@@ -27,6 +27,13 @@ def deployed_revision(result: RunResult) -> str | None:
     return revs.most_common(1)[0][0] if revs else None
 
 
+def outcome(result: RunResult) -> str:
+    """The report's top-level ``result``: ``refused`` means no host was touched (lock held, hook failed...)."""
+    if result.refused is not None:
+        return "refused"
+    return "ok" if result.ok else ("interrupted" if result.interrupted_by else "failed")
+
+
 def to_dict(result: RunResult, exit_code: int) -> dict:
     return {
         "schema": SCHEMA_VERSION,
@@ -38,7 +45,8 @@ def to_dict(result: RunResult, exit_code: int) -> dict:
         "started": _iso(result.started),
         "ended": _iso(result.ended),
         "duration": round(result.ended - result.started, 3),
-        "result": "ok" if result.ok else ("interrupted" if result.interrupted_by else "failed"),
+        "result": outcome(result),
+        "reason": result.refused,
         "exit_code": exit_code,
         "gate": {"state": result.gate, "opened": _iso(result.gate_opened_at)},
         "notes": list(result.notes),
