@@ -97,7 +97,8 @@ class RunResult:
     def headline(self) -> str:
         """One line: what ran, how each host ended, how long, the gate (summary, access point detail)."""
         if self.refused is not None:
-            return f"{self.kind} of {self.stage} refused, no host was touched: {self.refused}"
+            # The reason is the run's one error line (stderr) and the report's `reason`: said once, not twice.
+            return f"{self.kind} of {self.stage} refused: no host was touched"
         known = (OK, FAILED, SKIPPED, INTERRUPTED)
         others = sorted({h.result for h in self.hosts} - set(known))  # pull mode: stalled, waiting, running
         counts = {k: len(self.by_result(k)) for k in (*known, *others)}
