@@ -90,8 +90,9 @@ def not_started(host: str, result) -> HostReadiness:
     said = (result.stderr.strip().splitlines() or ["no output"])[-1][:200]
     return HostReadiness(host, [Problem(
         "probe", f"the probe could not start (exit code {result.exit_code}: {said}), and neither could a deploy "
-                 "step: each runs the same way, after the prefix, in a process group of its own (`setsid -w`)",
-        "install util-linux if setsid failed (BusyBox's setsid has no -w), else fix the stage's `prefix`")])
+                 "step: each runs the same way, after the prefix, in a process group of its own",
+        "fix the stage's `prefix`; if setsid failed (login shells other than bash use `setsid -w`), install "
+        "util-linux (BusyBox's setsid has no -w)")])
 
 
 def _folder(out: HostReadiness, check: str, value: str, what: str, fix: str) -> None:
