@@ -38,7 +38,7 @@ def stage_data(fleet: Fleet, hosts, workload: str, parallel: int) -> dict:
     common = {"roles": {"bench": {"sequence": SEQUENCE}}, "parallel": parallel, "bundler": {"before_migrate": False}}
     if workload == "light":
         data = fleet.stage_data(
-            path="~", env={}, units={"puma": [], "workers": []},
+            path="~/bench-app", env={}, units={"puma": [], "workers": []},  # a folder of its own (no ~)
             secrets=[{"local": "secrets/config.rb", "remote": "~/bench/config.rb"}],
             steps={name: {"run": cmd} for name, cmd in LIGHT_STEPS.items()}, **common)
     else:
@@ -88,6 +88,7 @@ def reset(fleet: Fleet, hosts, workload: str) -> str | None:
         import shutil
         for h in hosts:
             shutil.rmtree(fleet.home(h.name) / "bench", ignore_errors=True)
+            (fleet.home(h.name) / "bench-app").mkdir(exist_ok=True)  # the code path the commands run in
         return None
     return fleet.commit("bench release")
 

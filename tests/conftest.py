@@ -280,6 +280,20 @@ def kill_leftovers(fleet, name: str, needle: str) -> None:
             pass
 
 
+def ended_or_say_where_it_waits(proc: subprocess.Popen, timeout: float) -> int:
+    """Wait for a pampa process to end; if it has not after ``timeout`` (hung, not slow), fail with where
+    every thread of it waits (``kill -USR1``: cli.dump_stacks_on_usr1) instead of a bare timeout."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        proc.kill()
+        proc.wait(10)
+        stacks = proc.stderr.read() if proc.stderr else ""
+        raise AssertionError(f"pampa had not ended {timeout:g}s later; its threads were at:\n{stacks[-6000:]}")
+
+
 def read_until(proc: subprocess.Popen, needle: str, seen: list[str]) -> None:
     """Read ``proc``'s stdout into ``seen`` up to the first line containing ``needle``."""
     for line in proc.stdout:

@@ -236,3 +236,32 @@ def test_run_finished_stops_the_live_view_then_the_summary_prints_below_it(tmp_p
     assert "slowest step" in text
     assert json.loads((tmp_path / "r.json").read_text())["exit_code"] == 1
     assert 'failures="1"' in (tmp_path / "r.xml").read_text()
+
+
+def test_usr1_prints_where_every_thread_waits_and_pampa_goes_on(tmp_path):
+    """docs/operations.md: `kill -USR1 PID` shows where a stuck pampa waits, without stopping it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def catches_usr1(pid: int) -> bool:
+        caught = next(line for line in open(f"/proc/{pid}/status") if line.startswith("SigCgt:"))
+        return bool(int(caught.split()[1], 16) & (1 << (signal.SIGUSR1 - 1)))
+
+    proc = subprocess.Popen([sys.executable, "-m", "pampa_deployer", "access-point", "serve", "--port", "0",
+                             "--db", str(tmp_path / "ap.sqlite3")], env={**os.environ, "PAMPA_AP_KEY": "k" * 24},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        limit = time.monotonic() + 60
+        while not catches_usr1(proc.pid) and time.monotonic() < limit:  # a USR1 before that would end it
+            time.sleep(0.05)
+        time.sleep(1)  # into its serving loop
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(1)
+        assert proc.poll() is None  # it goes on
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert "most recent call first" in err and "serve_forever" in err, err

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 import conftest
-from conftest import head, kill_leftovers, running
+from conftest import ended_or_say_where_it_waits, head, kill_leftovers, running
 from pampa_deployer.sequences import DEFAULT_SEQUENCES
 
 pytestmark = pytest.mark.fleet
@@ -173,7 +173,7 @@ def test_python_step_output_is_streamed_live(project, fleet):
                 remote_while_sleeping = any(remote_line in line for line in seen)
         proc.send_signal(signal.SIGINT)
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=120)  # ended, not hung (a loaded machine is slow to stop)
+        ended_or_say_where_it_waits(proc, 120)  # ended, not hung (a loaded machine is slow to stop)
     finally:
         if proc.poll() is None:
             proc.kill()

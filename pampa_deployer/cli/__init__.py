@@ -411,4 +411,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
+    dump_stacks_on_usr1()
     sys.exit(main())
+
+
+def dump_stacks_on_usr1() -> None:
+    """``kill -USR1 PID`` prints every thread's stack to stderr and pampa goes on: how an operator (or a
+    test that saw a run not end) finds where a stuck pampa waits, without killing it."""
+    import faulthandler
+    import signal
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
