@@ -10,39 +10,19 @@ import json
 import os
 import signal
 import time
-import urllib.request
 
 import pytest
 
 from conftest import head, trace
 from pullfleet import GATED, KEPLERS, NEWTONS, node_python, pull, starts, states  # noqa: F401 - fixtures
+from releasefleet import ROOT, WEB, current, releases, root, serving
 
 pytestmark = pytest.mark.fleet
 
-ROOT = "rel"  # ~/rel/APP: apart from the in-place checkout the other tests use
-WEB = {"roles": ["kepler", "euler"], "url": "http://{address}:9292/", "contains": "revision={revision}",
-       "retries": 20, "interval": 0.5, "timeout": 3}
 #: Gated roles build releases too (the seed's euler/copernico run what they have, and have no release).
 RELEASES = dict(path=f"~/{ROOT}/{{app}}", strategy="releases", shared_files=["db/app.sqlite3"],
                 sequences={"euler": ["git_fetch", "git_reset", "bundle", "restart_puma", "report_version"],
                            "copernico": ["git_fetch", "git_reset", "bundle", "restart_processes", "report_version"]})
-
-
-def root(fleet, name: str):
-    return fleet.home(name) / ROOT / fleet.app
-
-
-def current(fleet, name: str) -> str:
-    return os.readlink(root(fleet, name) / "current")
-
-
-def releases(fleet, name: str) -> list[str]:
-    return sorted(os.listdir(root(fleet, name) / "releases"))
-
-
-def serving(fleet, name: str) -> str:
-    with urllib.request.urlopen(f"http://{fleet.host(name).address}:9292/", timeout=10) as answer:
-        return answer.read().decode()
 
 
 def clear_traces(fleet) -> None:

@@ -5,18 +5,15 @@ import os
 import signal
 import stat
 import subprocess
-import urllib.request
 
 import pytest
 
 from conftest import SECRET
+from releasefleet import ROOT, WEB, current, releases, root, serving
 
 pytestmark = pytest.mark.fleet
 
-ROOT = "rel"  # ~/rel/APP on each host: apart from the in-place checkout the other tests use
 BUILDERS = ["kepler-1", "kepler-2", "newton-1", "newton-2"]
-WEB = {"roles": ["kepler", "euler"], "url": "http://{address}:9292/", "contains": "revision={revision}",
-       "retries": 20, "interval": 0.5, "timeout": 3}
 
 
 def releases_stage(project, **extra):
@@ -26,23 +23,6 @@ def releases_stage(project, **extra):
                    "copernico": ["git_fetch", "git_reset", "bundle", "restart_processes", "report_version"]})
     settings.update(extra)
     return project.stage(**settings)
-
-
-def root(fleet, name: str):
-    return fleet.home(name) / ROOT / fleet.app
-
-
-def current(fleet, name: str) -> str:
-    return os.readlink(root(fleet, name) / "current")
-
-
-def releases(fleet, name: str) -> list[str]:
-    return sorted(os.listdir(root(fleet, name) / "releases"))
-
-
-def serving(fleet, name: str) -> str:
-    with urllib.request.urlopen(f"http://{fleet.host(name).address}:9292/", timeout=10) as answer:
-        return answer.read().decode()
 
 
 def wait_for_line(proc, text: str, seen: list[str]) -> None:
