@@ -13,7 +13,7 @@ from collections import Counter
 
 import paramiko
 
-from pampa_deployer.engine import session as session_module
+from pampa_deployer.engine.backends import session as session_module
 
 counts: Counter = Counter()
 trips: Counter = Counter()

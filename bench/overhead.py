@@ -16,7 +16,7 @@ sys.path.insert(0, str(HERE.parent))
 
 import paramiko  # noqa: E402
 
-from pampa_deployer.engine.ssh import SSHBackend, SSHSettings  # noqa: E402
+from pampa_deployer.engine.backends.ssh import SSHBackend, SSHSettings  # noqa: E402
 from pampa_deployer.fleet import Fleet  # noqa: E402
 from pampa_deployer.steps.actions import Command  # noqa: E402
 

@@ -21,7 +21,7 @@ from dataclasses import replace
 from invoke import Collection, Context, Task, task
 from invoke.exceptions import CommandTimedOut, Exit
 
-from .engine.backend import LineSplitter
+from .engine.backends.base import LineSplitter
 from .engine.executor import StepFailed, perform
 from .engine.results import CommandResult
 from .errors import ConfigError, PampaError, UsageError, quiet_libraries
@@ -57,10 +57,10 @@ class ContextBackend:
 
     def put(self, upload: Upload) -> None:
         if hasattr(self.c, "sftp"):
-            from .engine.ssh import sftp_put
+            from .engine.backends.ssh import sftp_put
             sftp_put(self.c.sftp(), upload)
         else:
-            from .engine.local import LocalBackend
+            from .engine.backends.local import LocalBackend
             LocalBackend(self.name).put(upload)
 
     def abort(self) -> None:
@@ -119,12 +119,12 @@ def _connection(c, host: Host, matched: bool):
 def _secure(c, stage):
     """Replace Fabric's AutoAddPolicy on a not-yet-open connection: known_hosts is enforced here too."""
     import os
-    from .engine.ssh import SSHSettings
+    from .engine.backends.ssh import SSHSettings
     trust = True if os.environ.get("PAMPA_ACCEPT_NEW_HOST_KEYS") == "1" else None
     settings = SSHSettings.from_stage(stage, accept_new=trust)
     if getattr(c, "client", None) is None or getattr(c, "is_connected", True):
         return settings
-    from .engine.hostkeys import secure
+    from .engine.backends.hostkeys import secure
     secure(c, settings.known_hosts, settings.accept_new)
     return settings
 
@@ -133,7 +133,7 @@ def _open(c, host: Host, settings) -> None:
     """Connect now, so a refused port or an unknown host key is one classified line, not a traceback."""
     if getattr(c, "is_connected", True):
         return
-    from .engine.ssh import classify
+    from .engine.backends.ssh import classify
     try:
         c.open()
     except Exception as e:  # noqa: BLE001 - classified into one line
@@ -141,7 +141,7 @@ def _open(c, host: Host, settings) -> None:
 
 
 def _say(text: str) -> None:
-    from .engine import capture
+    from .engine.tasks import capture
     with capture.direct():  # also when said from a Python step's thread: never captured as its output
         print(text, flush=True)
 
@@ -183,7 +183,7 @@ def run_steps(c, names, stage=None, stages="stages", app=None, repo=None, branch
     Otherwise ``c`` must be a Fabric ``Connection``: a plain invoke ``Context`` (``fab`` without ``-H``)
     would run the steps, code resets and service restarts included, on this very machine; it is refused.
     """
-    from .engine.taskcontext import TaskContext
+    from .engine.tasks.context import TaskContext
     if isinstance(c, TaskContext):
         if names is None:
             raise TypeError("deploy(c) cannot run inside a step; call the steps you need, e.g. migrate(c)")

@@ -156,7 +156,7 @@ def ap_database(request, tmp_path):
 @pytest.fixture
 def access_point(tmp_path):
     """The reference access point on a free loopback port, key ``ap-test-key``; its URL."""
-    from pampa_deployer.accesspoint.server import make_server
+    from pampa_deployer.server.app import make_server
     server = make_server("127.0.0.1", 0, str(tmp_path / "ap.sqlite3"), "ap-test-key")
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

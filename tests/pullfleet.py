@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from pampa_deployer.accesspoint.client import AccessPointClient
-from pampa_deployer.accesspoint.server import make_server
+from pampa_deployer.server.app import make_server
 from pampa_deployer.errors import AccessPointError
 from pampa_deployer.fleet import HOST_HOME
 

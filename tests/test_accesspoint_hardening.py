@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from pampa_deployer.accesspoint import server as ap_server
-from pampa_deployer.accesspoint.http import Limits
-from pampa_deployer.accesspoint.server import make_server
+from pampa_deployer.server import app as ap_server
+from pampa_deployer.server.http import Limits
+from pampa_deployer.server.app import make_server
 
 KEY = "k3y-for-hardening"
 

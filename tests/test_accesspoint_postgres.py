@@ -235,8 +235,8 @@ def test_the_documented_recipe_creates_the_database_and_runs_two_processes_on_it
 # -- in one process: what happens when the database makes a write wait --------------------------------------
 @pytest.fixture
 def in_process(postgres, monkeypatch):
-    from pampa_deployer.accesspoint import database
-    from pampa_deployer.accesspoint.server import make_server
+    from pampa_deployer.server import database
+    from pampa_deployer.server.app import make_server
     monkeypatch.setattr(database, "STATEMENT_TIMEOUT", 1)  # the documented 10 s, shortened for the test
     url = postgres.fresh_url()
     srv = make_server("127.0.0.1", 0, url, KEY)
@@ -266,7 +266,7 @@ def test_a_request_row_locked_too_long_is_a_503_not_a_hang(in_process):
 def test_a_broken_listen_connection_reconnects_and_wakes_the_polls(in_process):
     import psycopg
 
-    from pampa_deployer.accesspoint.store import Store
+    from pampa_deployer.server.store import Store
     srv, url, address = in_process
     admin = AccessPointClient(address, KEY)
     node = AccessPointClient(address, admin.issue_token("production", "kepler-1", ["kepler"])["token"])

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pampa_deployer.accesspoint.client import AccessPointClient
-from pampa_deployer.accesspoint.server import make_server
+from pampa_deployer.server.app import make_server
 from pampa_deployer.agent.backoff import Backoff
 from pampa_deployer.agent.journal import Journal
 from pampa_deployer.agent.loop import Agent
@@ -406,7 +406,7 @@ def test_request_wait_follows_agents_and_ends_like_deploy(world, tmp_path, monke
 
 
 def test_local_backend_stops_a_command_and_its_children_at_the_timeout(tmp_path):
-    from pampa_deployer.engine.local import LocalBackend
+    from pampa_deployer.engine.backends.local import LocalBackend
     from pampa_deployer.steps.actions import Command
 
     backend = LocalBackend("n1", str(tmp_path))

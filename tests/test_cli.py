@@ -169,8 +169,8 @@ def test_connect_failures_are_classified_and_only_transient_ones_retried():
 
     import paramiko
 
-    from pampa_deployer.engine.hostkeys import UnknownHostKey
-    from pampa_deployer.engine.ssh import SSHSettings, classify
+    from pampa_deployer.engine.backends.hostkeys import UnknownHostKey
+    from pampa_deployer.engine.backends.ssh import SSHSettings, classify
     from pampa_deployer.inventory.model import Host
     host = Host("k1", "10.0.0.1", ("kepler",), 22, "root", None, "~/code/x", "main", None)
     key = paramiko.ECDSAKey.generate()

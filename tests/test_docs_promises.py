@@ -99,7 +99,7 @@ def test_exit_codes_in_help_match_the_table(capsys):
 def test_repeated_rollbacks_go_further_back():
     """docs/operations.md: the default target is the revision before the current one, so rollback after
     rollback walks back through the releases instead of flipping between the last two."""
-    from pampa_deployer.cli.rollback import previous_revision
+    from pampa_deployer.engine.rollback import previous_revision
 
     def entry(kind, before, after, result="ok"):
         return {"kind": kind, "before": before, "after": after, "result": result}

@@ -16,10 +16,10 @@ from pampa_deployer.engine import stop as stopping
 from pampa_deployer.engine.deployment import Deployment, DeployRequest, RunOptions, execute, failure_for
 from pampa_deployer.engine.executor import StepFailed, perform
 from pampa_deployer.engine.gate import CLOSED, OPEN, WAITING, Gate
-from pampa_deployer.engine.pool import BackendPool
+from pampa_deployer.engine.backends.pool import BackendPool
 from pampa_deployer.engine.results import FAILED, INTERRUPTED, OK, SKIPPED, CommandResult
 from pampa_deployer.engine.scheduler import Scheduler, parse_count
-from pampa_deployer.engine.session import _MarkedStream
+from pampa_deployer.engine.backends.session import _MarkedStream
 from pampa_deployer.engine.stop import StopSignal
 from pampa_deployer.errors import ConnectError, DeployFailed, Interrupted, LockHeld, PampaError, Refused, UsageError, exit_code_for
 from pampa_deployer.inventory import stage_from_mapping

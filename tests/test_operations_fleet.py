@@ -222,7 +222,7 @@ def test_changed_host_key_is_always_refused(project, fleet, tmp_path):
 
 
 def test_proxyjump_through_a_fleet_host(project, fleet, tmp_path):
-    from pampa_deployer.engine.ssh import SSHBackend, SSHSettings
+    from pampa_deployer.engine.backends.ssh import SSHBackend, SSHSettings
     from pampa_deployer.inventory import load_stage
 
     bastion, target = fleet.host("kepler-1"), fleet.host("newton-2")

@@ -8,8 +8,8 @@ import pytest
 
 from pampa_deployer.accesspoint import rules
 from pampa_deployer.accesspoint.client import AccessPointClient
-from pampa_deployer.accesspoint.server import make_server
-from pampa_deployer.accesspoint.store import Store
+from pampa_deployer.server.app import make_server
+from pampa_deployer.server.store import Store
 from pampa_deployer.errors import AccessPointError
 
 KEY = "admin-k3y-pull"

@@ -17,11 +17,11 @@ from pampa_deployer.cli import main
 from pampa_deployer.commands import Command
 from pampa_deployer.engine import events as ev
 from pampa_deployer.engine.deployment import Deployment, DeployRequest
-from pampa_deployer.engine.dryrun import DryRunBackend
+from pampa_deployer.engine.backends.dryrun import DryRunBackend
 from pampa_deployer.engine.executor import StepFailed, perform
-from pampa_deployer.engine.local import LocalBackend
+from pampa_deployer.engine.backends.local import LocalBackend
 from pampa_deployer.engine.results import CommandResult
-from pampa_deployer.engine.taskcontext import TaskContext
+from pampa_deployer.engine.tasks.context import TaskContext
 from pampa_deployer.errors import ConfigErrors
 from pampa_deployer.inventory import load_stage
 from pampa_deployer.plan import build_plan, known_steps

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from pampa_deployer.commands import git, lock, readiness, revlog
-from pampa_deployer.engine.local import LocalBackend
+from pampa_deployer.engine.backends.local import LocalBackend
 
 ROOT, STAGE = "~/.pampa/locks", "production"
 D = "~/.pampa/locks/production.lock"
@@ -201,7 +201,7 @@ def test_step_record_rides_in_the_steps_first_command():
 
 def test_session_script_exact():
     """What the session shell reads per command: record, body in its own group, status marker."""
-    from pampa_deployer.engine.session import script
+    from pampa_deployer.engine.backends.session import script
     assert script("echo hi", "M") == (
         "(\necho hi\n) </dev/null\n"
         "__pampa_rc=$?; printf '%s %d\\n' 'M' \"$__pampa_rc\"; printf '%s\\n' 'M' >&2\n")
@@ -225,7 +225,7 @@ def test_session_commands_in_a_real_local_shell(tmp_path, shell):
     import subprocess
 
     from pampa_deployer.commands import procgroup
-    from pampa_deployer.engine.session import script
+    from pampa_deployer.engine.backends.session import script
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TMPDIR": str(tmp_path), "SHELL": f"/bin/{shell}"}
     pgid = tmp_path / "pampa-s1.pgid"
     rec = f"printf '%s\\n' done > {tmp_path}/rec.json"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from pampa_deployer.engine.ssh import SSHBackend, SSHSettings
+from pampa_deployer.engine.backends.ssh import SSHBackend, SSHSettings
 from pampa_deployer.inventory import stage_from_mapping
 
 
@@ -26,7 +26,7 @@ def test_each_connection_has_a_fabric_config_of_its_own(tmp_path):
 def test_session_preamble_lines_are_taken_out_of_stdout_in_any_chunking():
     """The session's hello (which shell) and a record's acknowledgement precede a command's output; they
     are taken out however the bytes arrive, and a command that ends without one releases its output."""
-    from pampa_deployer.engine.session import _Preamble
+    from pampa_deployer.engine.backends.session import _Preamble
     data = b"motd\n__HI__ bash\nbody 1\nbody 2\n"
     for size in (1, 3, len(data)):
         p = _Preamble("__HI__", "__M__")

@@ -15,8 +15,8 @@ from pampa_deployer.commands import logs as logcmds
 from pampa_deployer.commands import readiness
 from pampa_deployer.commands.adhoc import adhoc_command
 from pampa_deployer.commands.watch import stoppable
-from pampa_deployer.engine.hooks import Hooks, hook_env
-from pampa_deployer.engine.notify import Notifier, finished_payload, started_payload
+from pampa_deployer.engine.around.hooks import Hooks, hook_env
+from pampa_deployer.engine.around.notify import Notifier, finished_payload, started_payload
 from pampa_deployer.errors import Refused
 from pampa_deployer.inventory import stage_from_mapping
 from pampa_deployer.plan import build_plan

@@ -9,7 +9,7 @@ import pytest
 
 from pampa_deployer.commands.command import Command
 from pampa_deployer.commands.upload import MAX_BYTES
-from pampa_deployer.engine.ssh import SSHBackend, SSHSettings
+from pampa_deployer.engine.backends.ssh import SSHBackend, SSHSettings
 from pampa_deployer.inventory import stage_from_mapping
 from pampa_deployer.steps.actions import Upload
 

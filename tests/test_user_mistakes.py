@@ -61,7 +61,7 @@ def test_help_shows_percent_signs_once(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert "--batch 25% " in out and "%%" not in out
-    deploy = build_parser()._subparsers._group_actions[0].choices["deploy"].format_help()
+    deploy = build_parser().commands["deploy"].format_help()
     assert "%%" not in deploy and "N%" in deploy
 
 

@@ -1,1 +1,2 @@
-"""The access point: a JSON-over-HTTP API for deploy requests and node versions (docs/access-point.md)."""
+"""The access point protocol as its clients speak it: the HTTP client, the gate rule and the wire codec of progress
+events. The server that answers it is ``server/``."""

@@ -8,7 +8,7 @@ in its journal before it runs anything, and the next agent reads it again and sa
 from __future__ import annotations
 
 from ..commands.releases import current_name
-from ..engine.local import LocalBackend
+from ..engine.backends.local import LocalBackend
 from ..steps.releases import layout_of
 
 

@@ -17,6 +17,21 @@ from ..errors import ConfigError, Interrupted, UsageError
 from ..inventory import load_stage
 from .request import client_for
 
+
+def declare(cmd) -> None:
+    p = cmd("agent", "pull mode: run this node's agent (`pampa agent STAGE`), or write its systemd unit "
+            "(`pampa agent install STAGE`)", "pampa agent install production --node kepler-1")
+    p.add_argument("words", nargs="+", metavar="[install] STAGE")
+    p.add_argument("--node", help="this node's host name in the stage (default: this machine's host name)")
+    p.add_argument("--token-file", metavar="FILE",
+                   help="node token, mode 0600 (default ~/.pampa/agent/STAGE-NODE.token, or $PAMPA_AGENT_TOKEN)")
+    p.add_argument("--state-dir", metavar="DIR", help="lock and journal folder (default ~/.pampa/agent)")
+    p.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
+                   help="after SIGTERM/Ctrl-C, time running commands get to finish (default 30)")
+    p.add_argument("--unit-dir", default="/etc/systemd/system", help="install: where the unit goes")
+    p.add_argument("--print", action="store_true", help="install: print the unit instead of writing it")
+    p.set_defaults(handler=agent)
+
 #: Where the agent keeps its lock, journal and (by default) its token, under the node user's home.
 STATE_DIR = "~/.pampa/agent"
 TOKEN_ENV = "PAMPA_AGENT_TOKEN"
@@ -24,7 +39,7 @@ TOKEN_ENV = "PAMPA_AGENT_TOKEN"
 PLACEHOLDER = "pampa-agent-token-not-read-yet"
 
 
-def _node_of(stage, node: str | None):
+def node_of(stage, node: str | None):
     name = node or socket.gethostname()
     host = next((h for h in stage.hosts if h.name == name), None)
     if host is None:
@@ -70,7 +85,7 @@ def agent(args) -> int:
         raise UsageError("agent: expected `pampa agent STAGE` or `pampa agent install STAGE`")
     stage_name = words[0]
     first = load_stage(stage_name, args.stages, environ=_agent_environ(os.environ.get(TOKEN_ENV) or PLACEHOLDER))
-    host = _node_of(first, args.node)
+    host = node_of(first, args.node)
     token = read_token(args.token_file, stage_name, host.name)
     environ = _agent_environ(token)
     ap = AccessPointClient.from_stage(load_stage(stage_name, args.stages, environ=environ))
@@ -101,7 +116,7 @@ def install(args, words: list[str]) -> int:
         raise UsageError("agent install: expected `pampa agent install STAGE --node NAME`")
     stage_name = words[0]
     stage = load_stage(stage_name, args.stages, environ=_agent_environ(PLACEHOLDER))
-    host = _node_of(stage, args.node)
+    host = node_of(stage, args.node)
     client_for(stage)
     token_file = os.path.abspath(os.path.expanduser(args.token_file or default_token_file(stage_name, host.name)))
     read_token(token_file, stage_name, host.name)  # refuse to install an agent that cannot authenticate
@@ -126,30 +141,4 @@ def install(args, words: list[str]) -> int:
     target.write_text(text)
     print(f"wrote {target}\nstart it with: systemctl daemon-reload && systemctl enable --now {unit.name}\n"
           f"its log: journalctl -u {unit.name} -f", flush=True)
-    return 0
-
-
-def token(args) -> int:
-    """Issue node tokens with the stage's API key: printed, or written 0600 to --out DIR."""
-    if not args.stage:
-        raise UsageError("access-point token: expected `pampa access-point token STAGE [NODE ...]`")
-    stage = load_stage(args.stage, args.stages)
-    client = client_for(stage)
-    hosts = [_node_of(stage, n) for n in args.nodes] if args.nodes else list(stage.hosts)
-    out = Path(args.out) if args.out else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for host in hosts:
-        issued = client.issue_token(stage.name, host.name, list(host.roles))
-        if out is None:
-            print(f"{host.name} {issued['token']}", flush=True)
-            continue
-        path = out / f"{stage.name}-{host.name}.token"
-        tmp = path.with_name(f".{path.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(issued["token"] + "\n")
-        os.replace(tmp, path)
-        print(f"{host.name}: token written to {path} (mode 0600); copy it to the node as "
-              f"{default_token_file(stage.name, host.name)}", flush=True)
     return 0

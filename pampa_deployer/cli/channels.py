@@ -6,8 +6,8 @@ stoppable command watches its channel's stdin (see ``commands/watch.py``).
 """
 from __future__ import annotations
 
-from ..engine.pool import BackendPool
-from ..engine.ssh import SSHBackend, SSHSettings
+from ..engine.backends.pool import BackendPool
+from ..engine.backends.ssh import SSHBackend, SSHSettings
 
 
 def channel_pool(stage, args) -> BackendPool:

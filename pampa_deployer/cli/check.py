@@ -5,11 +5,26 @@ import json
 from dataclasses import dataclass, field
 
 from ..commands import readiness
-from ..engine.pool import each_host, open_pool
+from ..engine.backends.pool import each_host, open_pool
 from ..errors import ConnectError, Refused
 from ..inventory import load_stage
 from ..plan import build_plan
 from ..render.words import count, plural
+from .parser import csv
+
+
+def declare(cmd) -> None:
+    p = cmd("check", "will a deploy succeed? repository and branch from each host, code path, sudo, disk, "
+                     "secret folders, commands; one line per problem with its fix",
+            "pampa check production --json   # exit 0 ready, 4 a host is not ready")
+    p.add_argument("stage")
+    p.add_argument("--hosts", type=csv, help="only these hosts (names or shell globs), comma-separated")
+    p.add_argument("--roles", type=csv, help="only hosts of these roles, comma-separated")
+    p.add_argument("--branch", help="check this branch instead of the stage's")
+    p.add_argument("--json", action="store_true", help="print every host's problems and facts as JSON")
+    p.add_argument("--accept-new-host-keys", action="store_true",
+                   help="trust and save unknown host keys (changed keys are always refused)")
+    p.set_defaults(handler=check)
 
 
 @dataclass

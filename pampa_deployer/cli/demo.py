@@ -15,7 +15,17 @@ import yaml
 
 from ..errors import Refused
 from ..fleet import AddressTaken, Fleet, listening
-from . import output
+from . import output, types
+
+
+def declare(cmd) -> None:
+    p = cmd("demo", "run a real deploy to a local fleet of sshd hosts (root, Debian)", "pampa demo; pampa demo down")
+    p.add_argument("action", nargs="?", default="up", choices=["up", "down"])
+    p.add_argument("--dir", default="/tmp/pampa-demo", help="where the demo fleet lives (default /tmp/pampa-demo)")
+    p.add_argument("--per-role", type=types.positive_int, default=1, help="hosts per role (default 1)")
+    p.add_argument("--subnet", default="127.0.0", type=types.subnet,
+                   help="loopback subnet: hosts on SUBNET.11..., the access point on SUBNET.1 (default 127.0.0)")
+    p.set_defaults(handler=demo)
 
 NEEDED = {"sshd": "openssh-server", "git": "git", "ruby": "ruby", "puma": "puma", "bundle": "ruby-bundler",
           "unshare": "util-linux"}

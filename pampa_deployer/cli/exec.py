@@ -19,6 +19,25 @@ from ..plan import select_hosts
 from ..render.words import count
 from .channels import channel_pool
 from .interrupt import interruptible
+from .parser import csv
+
+
+def declare(cmd) -> None:
+    p = cmd("exec", "run one command on many hosts at once: output grouped per host, per-host exit codes",
+            "pampa exec production --roles newton -- 'tail -n 3 log/worker.log'\n"
+            "  pampa exec production --json -- git rev-parse HEAD")
+    p.add_argument("stage")
+    p.add_argument("argv", nargs="*", metavar="-- COMMAND",
+                   help="the command, run in each host's code path with the stage's prefix and env")
+    p.add_argument("--roles", type=csv, help="only hosts of these roles, comma-separated")
+    p.add_argument("--hosts", type=csv, help="only these hosts (names or shell globs), comma-separated")
+    p.add_argument("--parallel", type=int, help="hosts at once (default: stage `parallel`)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="stop the command on a host after this long (it fails with exit 124)")
+    p.add_argument("--json", action="store_true", help="print every host's exit code and output as JSON")
+    p.add_argument("--accept-new-host-keys", action="store_true",
+                   help="trust and save unknown host keys (changed keys are always refused)")
+    p.set_defaults(handler=exec_)
 
 
 @dataclass

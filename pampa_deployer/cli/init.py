@@ -9,6 +9,15 @@ from pathlib import Path
 from ..errors import UsageError
 from . import output
 
+
+def declare(cmd) -> None:
+    p = cmd("init", "scaffold stages/ for a new app (asks nothing without a TTY)",
+            "pampa init --app mysaas --repo git@github.com:acme/mysaas.git")
+    p.add_argument("--app", help="application name")
+    p.add_argument("--repo", help="git URL of the app")
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.set_defaults(handler=init)
+
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 FILES = ("common.yml", "production.yml", "staging.yml")
 GITIGNORE_LINES = (".pampa/", "{stages}/secrets/*", "!{stages}/secrets/*.example")

@@ -11,6 +11,31 @@ from ..inventory.yamlfile import Secret
 from ..plan import Plan, build_plan
 from ..render import tables
 from . import output
+from .parser import csv
+
+
+def declare_plan(cmd) -> None:
+    p = cmd("plan", "show the phases, the gate and each host's resolved commands", "pampa plan production")
+    p.add_argument("stage")
+    p.add_argument("--roles", type=csv, help="only hosts (and steps) of these roles, comma-separated")
+    p.add_argument("--hosts", type=csv, help="only these hosts (names or shell globs), comma-separated")
+    p.add_argument("--branch", help="plan this branch instead of the stage's")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.set_defaults(handler=plan)
+
+
+def declare_stages(cmd) -> None:
+    p = cmd("stages", "list the stages", "pampa stages")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+    p.set_defaults(handler=stages)
+
+
+def declare_config(cmd) -> None:
+    p = cmd("config", "print a stage's merged configuration (secrets masked) and where each value came from",
+            "pampa config production")
+    p.add_argument("stage")
+    p.add_argument("--json", action="store_true", help="print the settings as JSON")
+    p.set_defaults(handler=config)
 
 
 def _where(hp) -> str:

@@ -8,10 +8,29 @@ import time
 
 from ..commands import lock as locking
 from ..engine.lock import MAINTENANCE_LEASE, DeployLock, holder_info
-from ..engine.pool import open_pool
+from ..engine.backends.pool import open_pool
 from ..errors import LockHeld, PampaError, UsageError
 from ..inventory import load_stage
 from . import output
+
+
+def declare_lock(cmd) -> None:
+    p = cmd("lock", "inspect the stage lock, or hold it for maintenance until `pampa unlock`",
+            "pampa lock acquire production -m 'db maintenance until 18:00'")
+    p.add_argument("action", choices=["status", "acquire"])
+    p.add_argument("stage")
+    p.add_argument("--message", "-m", help="acquire: why; shown to every deploy refused meanwhile")
+    p.set_defaults(handler=lambda args: lock_acquire(args) if args.action == "acquire" else lock_status(args))
+
+
+def declare_unlock(cmd) -> None:
+    p = cmd("unlock", "remove a stage lock by hand (recorded on the lock host)",
+            "pampa unlock production -m 'deploy host died'")
+    p.add_argument("stage")
+    p.add_argument("--message", "-m", help="why; recorded with who did it")
+    p.add_argument("--force", action="store_true",
+                   help="remove the lock even though its holder looks alive (its lease is being renewed)")
+    p.set_defaults(handler=unlock)
 
 
 @contextlib.contextmanager

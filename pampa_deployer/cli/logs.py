@@ -10,6 +10,23 @@ from ..inventory import load_stage
 from ..plan import select_hosts
 from .channels import channel_pool
 from .interrupt import interruptible
+from .parser import csv
+
+
+def declare(cmd) -> None:
+    p = cmd("logs", "the last lines of each host's logs (journald units, or the stage's log files), "
+                    "prefixed by host; -f follows until Ctrl-C",
+            "pampa logs production --roles newton -n 50 -f")
+    p.add_argument("stage")
+    p.add_argument("--roles", type=csv, help="only hosts of these roles, comma-separated")
+    p.add_argument("--hosts", type=csv, help="only these hosts (names or shell globs), comma-separated")
+    p.add_argument("--unit", "-u", action="append", metavar="UNIT",
+                   help="only this unit (repeatable); default: the units the host's roles restart")
+    p.add_argument("-n", "--lines", type=int, default=20, metavar="N", help="lines per log (default 20)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until Ctrl-C")
+    p.add_argument("--accept-new-host-keys", action="store_true",
+                   help="trust and save unknown host keys (changed keys are always refused)")
+    p.set_defaults(handler=logs)
 
 
 def _targets(stage, hosts, args) -> list[tuple]:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from ..accesspoint.client import AccessPointClient
-from ..accesspoint.follow import Follower
+from ..engine.follow import Follower
 from ..engine import events as ev
 from ..engine import stop as stopping
 from ..engine.rollback import history_target
@@ -25,6 +25,24 @@ from ..render.rundir import RunDirectory
 from ..render.summary import SummaryPrinter
 from ..sequences import GATE_ROLE
 from . import output
+
+
+def declare(cmd) -> None:
+    p = cmd("request", "pull mode: register a deploy request at the access point; nodes' agents deploy it",
+            "pampa request production --branch hotfix -m 'fix login' --wait")
+    p.add_argument("stage")
+    p.add_argument("--branch", help="deploy this branch instead of the stage's")
+    p.add_argument("--message", "-m", help="why; shown to every node and in the request")
+    p.add_argument("--wait", action="store_true", help="follow the request to the end, like `pampa deploy`")
+    p.add_argument("--follow", type=int, metavar="ID", help="follow an existing request instead of creating one")
+    p.add_argument("--rollback", action="store_true",
+                   help="request a rollback: every node goes back to one revision (the previous one, or --to)")
+    p.add_argument("--to", metavar="REV", help="with --rollback: the revision to go back to")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop following after this long (exit 1)")
+    p.add_argument("--report", metavar="FILE.json", help="write the JSON report here too")
+    p.add_argument("--junit", metavar="FILE.xml", help="write a JUnit XML report, one test case per node")
+    p.add_argument("-v", "--verbose", action="store_true", help="stream every output line the nodes send")
+    p.set_defaults(dry_run=False, handler=request)
 
 
 def client_for(stage) -> AccessPointClient:

@@ -10,20 +10,43 @@ import sys
 from pathlib import Path
 
 from ..engine import events as ev
-from ..engine.announce import Announcer
+from ..engine.around.announce import Announcer
 from ..engine.deployment import Deployment, DeployRequest
-from ..engine.pool import BackendPool, open_pool
 from ..inventory import load_stage
 from ..render.plain import PlainRenderer
 from ..render.report import ReportWriter
 from ..render.rundir import RunDirectory
 from ..render.summary import SummaryPrinter
 from . import output
+from .parser import add_run_options, csv
 
 
-def pool_for(stage, args, dry_run: bool = False) -> BackendPool:
-    """Kept for old callers: ``engine.pool.open_pool`` with the command line's host-key choice."""
-    return open_pool(stage, accept_new=bool(getattr(args, "accept_new_host_keys", False)), dry_run=dry_run)
+def declare_deploy(cmd) -> None:
+    p = cmd("deploy", "deploy a stage: every host, in parallel, kepler gating the rest",
+            "pampa deploy production --roles newton --report deploy.json")
+    p.add_argument("stage")
+    p.add_argument("--skip", type=csv, action="extend", metavar="STEP[,STEP]",
+                   help="leave these steps out of this deploy (repeatable)")
+    add_run_options(p)
+    p.set_defaults(handler=run)
+
+
+def declare_run(cmd) -> None:
+    p = cmd("run", "run chosen steps fleet-wide with the lock, gate and reports of a deploy",
+            "pampa run production restart_puma --roles euler")
+    p.add_argument("stage")
+    p.add_argument("steps", nargs="+", metavar="STEP", help="steps to run, in the stage's order")
+    add_run_options(p)
+    p.set_defaults(handler=run)
+
+
+def declare_rollback(cmd) -> None:
+    p = cmd("rollback", "roll every host back to one revision (default: the one before the current)",
+            "pampa rollback production --to 3f2a9c1 --dry-run")
+    p.add_argument("stage")
+    p.add_argument("--to", metavar="REV", help="target revision (must be present on every targeted host)")
+    add_run_options(p, "rollback")
+    p.set_defaults(handler=run)
 
 
 def request_from(args, stage) -> DeployRequest:

@@ -14,13 +14,24 @@ from collections import Counter
 
 from ..accesspoint.client import AccessPointClient
 from ..commands import releases, revlog
-from ..engine.pool import each_host, open_pool
+from ..engine.backends.pool import each_host, open_pool
 from ..errors import AccessPointError, ConnectError, NotInAgreement
 from ..inventory import load_stage
 from ..plan import select_hosts
 from ..steps.releases import layout_of, live_path
 from ..render import tables
 from . import output
+from .parser import csv
+
+
+def declare(cmd) -> None:
+    p = cmd("status", "what each host runs, its last deploy, drift and interrupted deploys",
+            "pampa status production")
+    p.add_argument("stage")
+    p.add_argument("--hosts", type=csv, help="only these hosts (names or shell globs), comma-separated")
+    p.add_argument("--roles", type=csv, help="only hosts of these roles, comma-separated")
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
+    p.set_defaults(handler=status)
 
 
 def collect(stage, hosts, pool) -> dict[str, dict]:

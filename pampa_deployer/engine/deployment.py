@@ -24,10 +24,10 @@ from . import events as ev
 from . import lock as locking
 from . import stop as stopping
 from .apsession import AccessPointSession
-from .backend import Backend
+from .backends.base import Backend
 from .gate import OPEN, Gate
 from .pipeline import RunContext, abort_outcome, run_host
-from .pool import BackendPool, open_pool
+from .backends.pool import BackendPool, open_pool
 from .results import INTERRUPTED, SKIPPED, HostResult, RunResult
 from .rollback import manages_code, resolve_target
 from .scheduler import Scheduler, parse_count

@@ -11,7 +11,7 @@ from typing import Callable, Protocol
 
 from ..errors import AccessPointError
 from ..steps.actions import CallTask, HealthCheck, OpenGate, ReportVersion, Run, Upload
-from .backend import Backend, tail
+from .backends.base import Backend, tail
 
 
 class StepFailed(Exception):
@@ -80,7 +80,7 @@ def _open_gate(action: OpenGate, backend: Backend, sink: Sink) -> None:
 
 
 def _call_task(action: CallTask, backend: Backend, sink: Sink) -> None:
-    from .taskcall import call_task  # imported here: taskcall raises this module's StepFailed
+    from .tasks.call import call_task  # imported here: taskcall raises this module's StepFailed
     call_task(action, backend, sink)
 
 

@@ -19,10 +19,10 @@ from ..steps.actions import HealthCheck, ReportVersion, Run
 from ..steps.releases import live_path
 from . import events as ev
 from .apsession import AccessPointSession
-from .backend import RECORDED, Backend, tail
+from .backends.base import RECORDED, Backend, tail
 from .executor import StepFailed, perform
 from .gate import Gate
-from .liveness import ConnectionLost, HostUnresponsive
+from .backends.liveness import ConnectionLost, HostUnresponsive
 from .results import FAILED, INTERRUPTED, OK, SKIPPED, HostResult, RecordFailed, StepResult
 from .stop import StopSignal
 

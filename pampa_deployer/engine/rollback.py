@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ..commands import git, releases, revlog
 from ..errors import ConnectError, Refused
-from .pool import each_host
+from .backends.pool import each_host
 
 
 def release_history(entries: list[dict]) -> list[str]:

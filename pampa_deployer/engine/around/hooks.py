@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
-from ..errors import Refused
+from ...errors import Refused
 
 NAMES = ("pre-deploy", "post-deploy", "pre-rollback", "post-rollback", "on-failure")
 

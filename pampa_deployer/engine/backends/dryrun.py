@@ -1,10 +1,10 @@
 """The dry-run backend: shows each action as a line of output and touches nothing (sshkit's Printer)."""
 from __future__ import annotations
 
-from ..commands.command import Command
-from ..steps.actions import Upload
-from .backend import OnLine
-from .results import CommandResult
+from ...commands.command import Command
+from ...steps.actions import Upload
+from .base import OnLine
+from ..results import CommandResult
 
 
 class DryRunBackend:

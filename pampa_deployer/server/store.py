@@ -23,7 +23,7 @@ import time
 from contextlib import contextmanager
 from typing import Callable
 
-from . import rules
+from ..accesspoint import rules
 from .database import encode, open_database
 
 SCHEMA = """

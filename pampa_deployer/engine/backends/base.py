@@ -4,9 +4,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable, Protocol
 
-from ..commands.command import Command
-from ..steps.actions import Upload
-from .results import CommandResult, RecordFailed
+from ...commands.command import Command
+from ...steps.actions import Upload
+from ..results import CommandResult, RecordFailed
 
 #: Called with (stream, line) for each complete output line, already masked.
 OnLine = Callable[[str, str], None]

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import time
 
-from ..engine import events as ev
-from ..engine.results import FAILED, INTERRUPTED, OK, SKIPPED, HostResult, RunResult, StepResult
+from . import events as ev
+from .results import FAILED, INTERRUPTED, OK, SKIPPED, HostResult, RunResult, StepResult
 from ..errors import AccessPointError, ExitCode, exit_code_for
-from .client import Stopped, interruptible
+from ..accesspoint.client import Stopped, interruptible
 
 STALLED = "stalled"
 _FINAL = {"ok": OK, "failed": FAILED, "interrupted": INTERRUPTED, "skipped": SKIPPED}
@@ -172,7 +172,7 @@ class Follower:
                         hosts=tuple(hosts), gate=gate,
                         gate_opened_at=self.gate_opened_at, interrupted_by=self.stop.signum, notes=tuple(notes),
                         revision=d.get("revision"), deploy_id=d["id"])
-        from ..engine.deployment import failure_for
+        from .deployment import failure_for
         failure = failure_for(run)
         self.failure = failure
         self.bus.emit(ev.RunFinished(result=run, exit_code=exit_code_for(failure) if failure else int(ExitCode.OK)))

@@ -23,10 +23,10 @@ from invoke import Config, Context
 from invoke.exceptions import CommandTimedOut, UnexpectedExit
 from invoke.runners import Result
 
-from ..commands.command import Command
-from ..shell import quote
-from ..steps.actions import CallTask, Run, Upload
-from ..steps.secrets import remote_path
+from ...commands.command import Command
+from ...shell import quote
+from ...steps.actions import CallTask, Run, Upload
+from ...steps.secrets import remote_path
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -137,7 +137,7 @@ class TaskContext(Context):
 
     def run_step(self, name: str) -> None:
         """Run a built-in (or custom, or task) step of the stage on this host, as ``pampa deploy`` would."""
-        from ..plan import build_step, known_steps, step_context
+        from ...plan import build_step, known_steps, step_context
         stage = self.action.stage
         if name not in known_steps(stage):
             raise ValueError(f"c.run_step({name!r}): unknown step; steps of stage {stage.name}: "
@@ -153,7 +153,7 @@ class TaskContext(Context):
 
     def perform(self, action) -> None:
         """Carry out one action (``steps/actions.py``) with the engine's executor; raises ``StepFailed``."""
-        from .executor import perform
+        from ..executor import perform
         if not isinstance(action, CallTask):
             self._enter()
             try:

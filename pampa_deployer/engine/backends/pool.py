@@ -11,9 +11,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, TypeVar
 
-from ..errors import ConnectError
-from ..inventory.model import Host, Stage
-from .backend import Backend
+from ...errors import ConnectError
+from ...inventory.model import Host, Stage
+from .base import Backend
 
 
 class BackendPool:

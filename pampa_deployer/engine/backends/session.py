@@ -22,10 +22,10 @@ from typing import Callable
 
 import paramiko
 
-from ..commands import procgroup
-from ..commands.command import Command
-from .backend import RECORDED, LineSplitter, OnLine
-from .results import CommandResult, RecordFailed
+from ...commands import procgroup
+from ...commands.command import Command
+from .base import RECORDED, LineSplitter, OnLine
+from ..results import CommandResult, RecordFailed
 
 
 class SessionBroken(Exception):

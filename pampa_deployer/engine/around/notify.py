@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Callable
 
-from ..redact import Redactor
+from ...redact import Redactor
 
 
 def started_payload(stage: str, kind: str, branch: str, user: str, hosts: list[str],

@@ -18,17 +18,17 @@ import uuid
 import paramiko
 from fabric import Config, Connection
 
-from ..commands import procgroup
-from ..commands import upload as via_session
-from ..commands.command import Command
-from ..errors import ConnectError
-from ..inventory.model import Host
-from ..inventory.settings import SSHView, view
-from ..steps.actions import Upload
-from .backend import LineSplitter, OnLine, record_first
+from ...commands import procgroup
+from ...commands import upload as via_session
+from ...commands.command import Command
+from ...errors import ConnectError
+from ...inventory.model import Host
+from ...inventory.settings import SSHView, view
+from ...steps.actions import Upload
+from .base import LineSplitter, OnLine, record_first
 from .hostkeys import UnknownHostKey, secure
 from .liveness import ConnectionLost, Heartbeat, HostUnresponsive
-from .results import CommandResult
+from ..results import CommandResult
 from .session import SessionBroken, ShellSession
 
 #: Seconds an SFTP read or write may wait for the host (the dead-peer rule usually ends it first).

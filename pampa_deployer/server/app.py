@@ -9,17 +9,14 @@ in constant time and never logged.
 from __future__ import annotations
 
 import asyncio
-import errno
 import hmac
 import json
-import os
 import re
 import sys
 import time
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ..errors import UsageError
 from .database import DatabaseError, redacted
 from .http import AsyncHTTPServer, HttpError, Limits, Request, Response
 from .store import ApiError, Store
@@ -277,32 +274,4 @@ def _in_loop(server: AsyncHTTPServer, wake) -> None:
         pass
 
 
-def database_of(args) -> str:
-    """--db/--database, else $PAMPA_AP_DATABASE (a systemd unit's Environment=), else the SQLite default."""
-    return args.db or os.environ.get("PAMPA_AP_DATABASE") or "access-point.sqlite3"
-
-
-def serve_cli(args) -> int:
-    api_key = args.api_key or os.environ.get("PAMPA_AP_KEY")
-    if not api_key:
-        raise UsageError("access-point serve: set an API key with --api-key or PAMPA_AP_KEY")
-    db = database_of(args)
-    try:
-        server = make_server(args.bind, args.port, db, api_key, stall_after=getattr(args, "stall_after", 60.0))
-    except DatabaseError as e:
-        raise UsageError(f"access-point serve: {e}") from None
-    except OSError as e:
-        why = "the address is taken (another access point?); pick another --port" \
-            if e.errno == errno.EADDRINUSE else e.strerror or str(e)
-        raise UsageError(f"access-point serve: cannot listen on {args.bind}:{args.port}: {why}") from None
-    print(f"pampa access point on http://{args.bind}:{server.server_address[1]} (db {redacted(db)})", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    return 0
-
-
-__all__ = ["App", "HttpError", "Limits", "Principal", "make_server", "serve_cli"]
+__all__ = ["App", "HttpError", "Limits", "Principal", "make_server"]

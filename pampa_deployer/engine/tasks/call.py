@@ -16,11 +16,11 @@ from dataclasses import replace
 
 from invoke.exceptions import CommandTimedOut, Exit, UnexpectedExit
 
-from ..steps.actions import CallTask
+from ...steps.actions import CallTask
 from . import capture
-from .backend import tail
-from .executor import StepFailed
-from .taskcontext import TaskContext, TaskStopped
+from ..backends.base import tail
+from ..executor import StepFailed
+from .context import TaskContext, TaskStopped
 
 #: After the deadline, how long a command still in flight gets to return (its own timeout is the same
 #: deadline; this covers stopping it on the host). A task still inside a command after that is left behind.
