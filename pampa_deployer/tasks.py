@@ -22,15 +22,16 @@ from invoke import Collection, Context, Task, task
 from invoke.exceptions import CommandTimedOut, Exit
 
 from .engine.backends.base import LineSplitter
-from .engine.executor import StepFailed, perform
-from .engine.results import CommandResult
+from .engine.executor import perform
+from .engine.results import CommandResult, StepFailed
 from .errors import ConfigError, PampaError, UsageError, quiet_libraries
 from .inventory import load_stage, stage_from_mapping
 from .inventory.model import Host
 from .plan import host_steps, release_stamp, step_context
 from .sequences import STEP_ORDER
 from .steps.actions import Command, ReportVersion, Upload
-from .steps.python import PyTask, call_task
+from .inventory.tasks import PyTask
+from .steps.python import call_task
 from .steps.releases import layout_of
 
 

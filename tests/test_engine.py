@@ -14,7 +14,8 @@ from pampa_deployer.commands import Command
 from pampa_deployer.engine import events as ev
 from pampa_deployer.engine import stop as stopping
 from pampa_deployer.engine.deployment import Deployment, DeployRequest, RunOptions, execute, failure_for
-from pampa_deployer.engine.executor import StepFailed, perform
+from pampa_deployer.engine.executor import perform
+from pampa_deployer.engine.results import StepFailed
 from pampa_deployer.engine.gate import CLOSED, OPEN, WAITING, Gate
 from pampa_deployer.engine.backends.pool import BackendPool
 from pampa_deployer.engine.results import FAILED, INTERRUPTED, OK, SKIPPED, CommandResult

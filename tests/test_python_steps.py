@@ -18,7 +18,8 @@ from pampa_deployer.commands import Command
 from pampa_deployer.engine import events as ev
 from pampa_deployer.engine.deployment import Deployment, DeployRequest
 from pampa_deployer.engine.backends.dryrun import DryRunBackend
-from pampa_deployer.engine.executor import StepFailed, perform
+from pampa_deployer.engine.executor import perform
+from pampa_deployer.engine.results import StepFailed
 from pampa_deployer.engine.backends.local import LocalBackend
 from pampa_deployer.engine.results import CommandResult
 from pampa_deployer.engine.tasks.context import TaskContext
@@ -207,7 +208,7 @@ def action_for(tmp_path, name, **settings):
 def test_c_run_builds_the_hosts_command_with_cd_prefix_env_and_the_deadline(tmp_path):
     action = action_for(tmp_path, "stamp")
     backend = Recorder()
-    c = TaskContext(action, backend, Sink(), deadline=time.monotonic() + 50, revision="f00d")
+    c = TaskContext(action, backend, Sink(), perform, deadline=time.monotonic() + 50, revision="f00d")
     with c.cd("db"), c.prefix("ulimit -n 4096"):
         c.run("ls", env={"LANG": "C"}, timeout=10)
     c.run("pwd")
@@ -226,7 +227,7 @@ def test_c_run_builds_the_hosts_command_with_cd_prefix_env_and_the_deadline(tmp_
 
 def test_c_run_raises_like_fabric_and_warn_returns_the_result(tmp_path):
     from invoke.exceptions import UnexpectedExit
-    c = TaskContext(action_for(tmp_path, "stamp"), Recorder(fail="false"), Sink())
+    c = TaskContext(action_for(tmp_path, "stamp"), Recorder(fail="false"), Sink(), perform)
     assert c.run("true").stdout == "out\n"
     result = c.run("false", warn=True)
     assert (result.exited, result.ok, result.stderr) == (3, False, "it broke")
@@ -236,7 +237,7 @@ def test_c_run_raises_like_fabric_and_warn_returns_the_result(tmp_path):
 
 def test_c_put_uploads_bytes_into_the_code_path(tmp_path):
     backend = Recorder()
-    c = TaskContext(action_for(tmp_path, "stamp"), backend, Sink())
+    c = TaskContext(action_for(tmp_path, "stamp"), backend, Sink(), perform)
     c.put(b"hello", "public/robots.txt", mode=0o640)
     assert backend.sent[-1].script == "put ~/code/public/robots.txt 640 b'hello'"
 
@@ -346,7 +347,7 @@ def test_the_working_directory_is_left_alone(tmp_path):
 
 def test_c_sudo_never_prompts_and_c_run_step_runs_a_step_of_the_stage(tmp_path):
     backend = Recorder()
-    c = TaskContext(action_for(tmp_path, "stamp"), backend, Sink())
+    c = TaskContext(action_for(tmp_path, "stamp"), backend, Sink(), perform)
     c.sudo("systemctl restart shop_app", user="deploy")
     c.run_step("migrate")
     assert [cmd.script for cmd in backend.sent] == ["sudo -n -u deploy -- sh -c 'systemctl restart shop_app'",
@@ -368,7 +369,7 @@ class Slow(Recorder):
 
 def test_a_command_timeout_raises_command_timed_out_in_the_task(tmp_path):
     from invoke.exceptions import CommandTimedOut
-    c = TaskContext(action_for(tmp_path, "stamp"), Slow(), Sink())
+    c = TaskContext(action_for(tmp_path, "stamp"), Slow(), Sink(), perform)
     with pytest.raises(CommandTimedOut):
         c.run("sleep 5", timeout=0.3)
 

@@ -19,7 +19,8 @@ from pampa_deployer.engine.around.hooks import Hooks, hook_env
 from pampa_deployer.engine.around.notify import Notifier, finished_payload, started_payload
 from pampa_deployer.errors import Refused
 from pampa_deployer.inventory import stage_from_mapping
-from pampa_deployer.plan import build_plan
+from pampa_deployer.plan import build_plan, template_variables
+from pampa_deployer.readiness import probe_for, sudo_commands
 from pampa_deployer.redact import MASK, Redactor
 from pampa_deployer.steps.actions import Command
 
@@ -53,8 +54,8 @@ def test_adhoc_command_runs_like_a_deploy_step_and_masks():
 
 def test_log_commands_and_sources():
     s = stage()
-    assert logcmds.host_units(s, s.host("k1")) == ["shop_app", "shop_dispatcher", "shop_jobs", "shop_planner"]
-    assert logcmds.host_units(s, s.host("n1")) == ["shop_worker"]
+    assert logcmds.host_units(s, s.host("k1"), template_variables(s, s.host("k1"))) == ["shop_app", "shop_dispatcher", "shop_jobs", "shop_planner"]
+    assert logcmds.host_units(s, s.host("n1"), template_variables(s, s.host("n1"))) == ["shop_worker"]
     assert logcmds.journal_command(["shop_worker"], 20, False).script == \
         "journalctl --no-pager --output=short-iso -n 20 -u shop_worker"
     assert logcmds.journal_command(["a b"], 5, True).script == stoppable(
@@ -63,7 +64,7 @@ def test_log_commands_and_sources():
         "tail -n 3 ~/log/x.log '/var/log/a b'"
     assert logcmds.tail_command(["/l"], 3, True).script == stoppable(Command("tail -n 3 -F /l")).script
     files = stage(logs={"files": ["log/{unit}.log", "/var/log/shop.log"]})
-    assert logcmds.log_files(files, files.host("n1"), ["shop_worker"]) == \
+    assert logcmds.log_files(files, files.host("n1"), template_variables(files, files.host("n1")), ["shop_worker"]) == \
         ["~/code/shop/log/shop_worker.log", "/var/log/shop.log"]
 
 
@@ -73,12 +74,12 @@ def test_check_probe_lists_programs_but_not_paths_or_app_scripts():
     hp = next(h for h in build_plan(s).hosts if h.host.name == "k1")
     assert readiness.programs_used(c for st in hp.steps for a in st.actions for c in a.commands()) == \
         ["git", "bundle", "frobnicate", "grep"]
-    assert readiness.sudo_commands(hp) == []
+    assert sudo_commands(hp) == []
     sudo = next(h for h in build_plan(stage()).hosts if h.host.name == "k1")
-    assert readiness.sudo_commands(sudo)[0] == "sudo systemctl restart shop_app"
+    assert sudo_commands(sudo)[0] == "sudo systemctl restart shop_app"
     assert readiness.parse("git=ok:abc\npath=creatable\nnoise\ndisk=100:/root") == \
         {"git": "ok:abc", "path": "creatable", "disk": "100:/root"}
-    probe = readiness.probe_command(sudo, "git@example.com:shop.git")
+    probe = probe_for(stage(), sudo)
     assert "git ls-remote --exit-code --heads git@example.com:shop.git refs/heads/main" in probe.script
     assert "sudo -n true" in probe.script and "mkdir" not in probe.script  # a check creates nothing
 
@@ -246,7 +247,10 @@ def test_webhook_urls_are_masked_in_config(tmp_path, monkeypatch, capsys):
 def test_check_probe_exact_string():
     s = stage(units={"restart": "sudo systemctl restart {unit}"}, sequences={"newton": ["git_fetch", "restart_workers"]})
     hp = next(h for h in build_plan(s).hosts if h.host.name == "n1")
-    assert readiness.probe_command(hp, "git@example.com:shop.git").line() == (
+    # The plan's walk gives the builder its plain data: the same probe as with the data written out.
+    plain = readiness.probe_command(hp.host, "git@example.com:shop.git", sudo=True, programs=["git", "systemctl"])
+    assert probe_for(s, hp).line() == plain.line()
+    assert plain.line() == (
         "echo probe=started ; "
         'out=$(GIT_TERMINAL_PROMPT=0 GIT_SSH_COMMAND="${GIT_SSH_COMMAND:-ssh -o BatchMode=yes}" timeout 30 '
         "git ls-remote --exit-code --heads git@example.com:shop.git refs/heads/main 2>&1); rc=$?; "

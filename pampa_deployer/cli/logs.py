@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from ..commands.logs import host_units, log_command
 from ..errors import ConnectError, DeployFailed, Interrupted, UsageError
 from ..inventory import load_stage
-from ..plan import select_hosts
+from ..plan import select_hosts, template_variables
 from .channels import channel_pool
 from .interrupt import interruptible
 from .parser import csv
@@ -35,8 +35,9 @@ def _targets(stage, hosts, args) -> list[tuple]:
     found = []
     for host in hosts:
         roles = tuple(r for r in host.roles if not wanted or r in wanted)
-        units = list(args.unit) if args.unit else host_units(stage, host, roles)
-        command = log_command(stage, host, units, args.lines, args.follow)
+        variables = template_variables(stage, host)
+        units = list(args.unit) if args.unit else host_units(stage, host, variables, roles)
+        command = log_command(stage, host, variables, units, args.lines, args.follow)
         if command is not None:
             found.append((host, command))
     if not found:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import posixpath
 
 from ..inventory.model import Host, Stage
-from ..plan import template_variables
 from ..shell import fill_plain, quote
 from .command import Command
 from .watch import stoppable
@@ -18,10 +17,10 @@ from .watch import stoppable
 UNIT_GROUPS = {"restart_puma": "puma", "restart_processes": "processes", "restart_workers": "workers"}
 
 
-def host_units(stage: Stage, host: Host, roles: tuple[str, ...] | None = None) -> list[str]:
-    """The units the host's roles restart during a deploy, names filled (``{app}_worker`` -> ``shop_worker``)."""
+def host_units(stage: Stage, host: Host, variables: dict, roles: tuple[str, ...] | None = None) -> list[str]:
+    """The units the host's roles restart during a deploy, names filled with the host's template ``variables``
+    (``{app}_worker`` -> ``shop_worker``)."""
     steps = {s for r in (roles or host.roles) for s in stage.roles[r].sequence}
-    variables = template_variables(stage, host)
     found: list[str] = []
     for step, group in UNIT_GROUPS.items():
         if step in steps:
@@ -32,9 +31,8 @@ def host_units(stage: Stage, host: Host, roles: tuple[str, ...] | None = None) -
     return found
 
 
-def log_files(stage: Stage, host: Host, units: list[str]) -> list[str]:
+def log_files(stage: Stage, host: Host, variables: dict, units: list[str]) -> list[str]:
     """``logs.files`` filled for each unit; relative paths are inside the code path."""
-    variables = template_variables(stage, host)
     files: list[str] = []
     for template in stage.setting("logs.files") or []:
         for unit in units if "{unit}" in str(template) else [None]:
@@ -62,9 +60,10 @@ def _finish(command: Command, follow: bool) -> Command:
     return stoppable(command) if follow else Command(script=command.script, timeout=60)
 
 
-def log_command(stage: Stage, host: Host, units: list[str], lines: int, follow: bool) -> Command | None:
+def log_command(stage: Stage, host: Host, variables: dict, units: list[str], lines: int,
+                follow: bool) -> Command | None:
     """The command for this host, or None when it has no log to show."""
     if stage.setting("logs.files"):
-        files = log_files(stage, host, units)
+        files = log_files(stage, host, variables, units)
         return tail_command(files, lines, follow) if files else None
     return journal_command(units, lines, follow) if units else None

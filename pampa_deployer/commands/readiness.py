@@ -5,14 +5,11 @@ them back. The judgement (thresholds, messages, fixes) lives in ``cli/check.py``
 """
 from __future__ import annotations
 
-import posixpath
 from typing import Iterable
 
-from ..plan import HostPlan
+from ..inventory.model import Host
 from ..shell import quote
-from ..steps.actions import Run
 from .command import Command
-from ..steps.secrets import remote_path
 
 #: The probe's first line: without it, the probe (and so every deploy step) could not start on the host.
 STARTED = "probe=started"
@@ -57,21 +54,6 @@ def _program(words: list[str]) -> str | None:
     return word
 
 
-def sudo_commands(hp: HostPlan) -> list[str]:
-    """The scripts of the host's restart steps that call sudo (they must not prompt for a password)."""
-    return [a.command.script for s in hp.steps if s.name.startswith("restart") for a in s.actions
-            if isinstance(a, Run) and "sudo" in a.command.script.split()]
-
-
-def secret_folders(hp: HostPlan, secret_files) -> list[str]:
-    folders: list[str] = []
-    for f in secret_files:
-        folder = posixpath.dirname(remote_path(hp.host.path, f.remote)) or hp.host.path
-        if folder not in folders:
-            folders.append(folder)
-    return folders
-
-
 def _creatable(key: str, path: str) -> str:
     """Print ``key=ok`` when ``path`` is a writable folder, ``key=creatable`` when its nearest existing
     ancestor is one, else ``key=blocked:ANCESTOR``. Creates nothing."""
@@ -81,9 +63,11 @@ def _creatable(key: str, path: str) -> str:
             f"if [ -d \"$d\" ] && [ -w \"$d\" ]; then echo {key}=creatable; else echo {key}=blocked:\"$d\"; fi; fi")
 
 
-def probe_command(hp: HostPlan, repo: str, secret_files=(), redactor=None) -> Command:
-    """The host's whole readiness probe, run with its prefix and env like a deploy step."""
-    host = hp.host
+def probe_command(host: Host, repo: str, secret_folders: Iterable[str] = (), sudo: bool = False,
+                  programs: Iterable[str] = (), redactor=None) -> Command:
+    """The host's whole readiness probe, run with its prefix and env like a deploy step: the repository and
+    branch, the code path, free disk, each secret folder, sudo without a password (when a restart uses it),
+    and each program the steps call."""
     path = quote(host.path)
     parts = [
         # Printed only when the probe started at all: it runs like every deploy step, after the prefix and
@@ -102,12 +86,12 @@ def probe_command(hp: HostPlan, repo: str, secret_files=(), redactor=None) -> Co
         f"d={path}; while [ ! -e \"$d\" ] && [ \"$d\" != / ]; do d=$(dirname \"$d\"); done; "
         "echo disk=$(df -Pk \"$d\" 2>/dev/null | awk 'NR==2 {print $4}'):\"$d\"",
     ]
-    for i, folder in enumerate(secret_folders(hp, secret_files)):
+    for i, folder in enumerate(secret_folders):
         parts.append(_creatable(f"secret:{i}", folder))
-    if sudo_commands(hp):
+    if sudo:
         parts.append("if command -v sudo >/dev/null; then e=$(sudo -n true 2>&1) && echo sudo=ok || "
                      "echo sudo=needs-password:$(echo \"$e\" | head -n 1); else echo sudo=not-installed; fi")
-    for program in programs_used(c for step in hp.steps for action in step.actions for c in action.commands()):
+    for program in programs:
         parts.append(f"command -v {quote(program)} >/dev/null 2>&1 && echo cmd:{program}=ok "
                      f"|| echo cmd:{program}=missing")
     kwargs = {"redactor": redactor} if redactor is not None else {}

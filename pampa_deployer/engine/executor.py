@@ -12,14 +12,8 @@ from typing import Callable, Protocol
 from ..errors import AccessPointError
 from ..steps.actions import CallTask, HealthCheck, OpenGate, ReportVersion, Run, Upload
 from .backends.base import Backend, tail
-
-
-class StepFailed(Exception):
-    """The action failed; the step (and its host) fails with this exit code, stderr tail and message."""
-
-    def __init__(self, exit_code: int | None, stderr: str, message: str = ""):
-        super().__init__(message)
-        self.exit_code, self.stderr, self.message = exit_code, stderr, message
+from .results import StepFailed
+from .tasks.call import call_task
 
 
 class Sink(Protocol):
@@ -80,8 +74,7 @@ def _open_gate(action: OpenGate, backend: Backend, sink: Sink) -> None:
 
 
 def _call_task(action: CallTask, backend: Backend, sink: Sink) -> None:
-    from .tasks.call import call_task  # imported here: taskcall raises this module's StepFailed
-    call_task(action, backend, sink)
+    call_task(action, backend, sink, perform)  # the task's c.put and c.run_step come back to this executor
 
 
 EXECUTORS: dict[type, Callable[[object, Backend, Sink], None]] = {

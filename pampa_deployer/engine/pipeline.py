@@ -20,10 +20,10 @@ from ..steps.releases import live_path
 from . import events as ev
 from .apsession import AccessPointSession
 from .backends.base import RECORDED, Backend, tail
-from .executor import StepFailed, perform
+from .executor import perform
 from .gate import Gate
 from .backends.liveness import ConnectionLost, HostUnresponsive
-from .results import FAILED, INTERRUPTED, OK, SKIPPED, HostResult, RecordFailed, StepResult
+from .results import FAILED, INTERRUPTED, OK, SKIPPED, HostResult, RecordFailed, StepFailed, StepResult
 from .stop import StopSignal
 
 

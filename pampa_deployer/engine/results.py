@@ -25,6 +25,14 @@ class RecordFailed(Exception):
         self.result = result
 
 
+class StepFailed(Exception):
+    """The action failed; the step (and its host) fails with this exit code, stderr tail and message."""
+
+    def __init__(self, exit_code: int | None, stderr: str, message: str = ""):
+        super().__init__(message)
+        self.exit_code, self.stderr, self.message = exit_code, stderr, message
+
+
 @dataclass(frozen=True)
 class StepResult:
     name: str

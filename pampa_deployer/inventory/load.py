@@ -13,10 +13,10 @@ from typing import Any, Mapping
 from ..errors import ConfigError, ConfigErrors
 from ..redact import Redactor, secret_fragments
 from ..sequences import DEFAULT_GATED, DEFAULT_SEQUENCES, STEP_ORDER
-from ..steps.releases import STRATEGIES
 from ..shell import fill_plain
 from . import layers, schema, validate, yamlfile
 from .model import Host, Role, SecretFile, Stage, frozen
+from .tasks import load_tasks
 
 COMMON = "common"
 """``stages/common.yml`` holds the settings shared by every stage; it is not a stage itself."""
@@ -165,8 +165,7 @@ def _roles(settings: dict, where_of, errors: list[str]) -> dict[str, Role]:
 
 
 def _tasks(settings: dict, root: Path, where_of, errors: list[str]) -> dict:
-    """The steps written in Python, from the ``tasks`` modules beside stages/ (steps/python.py)."""
-    from ..steps.python import load_tasks
+    """The steps written in Python, from the ``tasks`` modules beside stages/ (inventory/tasks.py)."""
     try:
         return load_tasks(settings.get("tasks"), root.parent, STEP_ORDER, where_of("tasks"))
     except ConfigError as e:
@@ -225,10 +224,6 @@ def _check_checks(settings: dict, roles: dict[str, Role], where_of, errors: list
 
 
 def _check_strategy(settings: dict, where_of, errors: list[str]) -> None:
-    strategy = settings.get("strategy")
-    if strategy is not None and strategy not in STRATEGIES:
-        errors.append(f"{where_of('strategy')}: strategy: unknown strategy '{strategy}'"
-                      f"{validate.suggest(strategy, STRATEGIES)}; use one of: {', '.join(STRATEGIES)}")
     keep = settings.get("keep_releases")
     if isinstance(keep, int) and keep < 2:
         errors.append(f"{where_of('keep_releases')}: keep_releases: must be at least 2 (the current release and "

@@ -59,7 +59,7 @@ class Stage:
     roles: Mapping[str, Role]
     secret_files: tuple[SecretFile, ...]
     redactor: Redactor
-    tasks: Mapping[str, Any] = field(default_factory=dict)  # steps written in Python (steps/python.PyTask)
+    tasks: Mapping[str, Any] = field(default_factory=dict)  # steps written in Python (inventory/tasks.PyTask)
 
     def setting(self, dotted: str, default: Any = None) -> Any:
         """Read a merged setting by dotted path, e.g. ``ssh.known_hosts``."""

@@ -21,6 +21,8 @@ def table() -> str:
         secret = " Masked in all output." if key.secret else ""
         if key.rule:
             secret = f" Expects {rule_text(key.rule)}.{secret}".replace("|", "\\|")
+        if key.choices:
+            secret = f" One of: {', '.join(f'`{c}`' for c in key.choices)}.{secret}"
         lines.append(f"| `{path}` | `{key.type.replace('|', chr(92) + '|')}` | {_default(key.default)} | "
                      f"{key.doc}{secret} | {example} |")
     return "\n".join(lines) + "\n"

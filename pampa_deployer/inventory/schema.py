@@ -24,6 +24,8 @@ class Key:
     secret: bool = False
     rule: str | None = None
     """A constraint beyond the type, named in ``validate.RULES`` (e.g. ``positive``, ``port``)."""
+    choices: tuple[str, ...] = ()
+    """The only values the key takes (an enumeration), checked by the generic validator."""
 
 
 STEP = {
@@ -91,7 +93,8 @@ TOP: dict[str, Key] = {
                 rule="code_path"),
     "strategy": Key("str", "in_place", "`in_place`: one checkout, `git reset --hard` (how Pampa servers run). "
                     "`releases`: each deploy builds `releases/<time>-<rev>/` and switches the `current` symlink "
-                    "atomically after migrate; rollback is one switch.", "releases"),
+                    "atomically after migrate; rollback is one switch.", "releases",
+                    choices=("in_place", "releases")),
     "keep_releases": Key("int", 5, "Releases strategy: releases kept on each host (never pruned: current and "
                          "previous).", "5"),
     "shared_dirs": Key("list[str]", ["log", "tmp/pids", "public/uploads"], "Releases strategy: folders kept in "

@@ -65,6 +65,14 @@ def rule_problem(rule: str, value: Any, name: str) -> str | None:
     return f"{name}: expected {expected}, got {_describe(value)}"
 
 
+def choice_problem(key: Key, value: Any, name: str) -> str | None:
+    """``"NAME: unknown NAME 'x' (did you mean 'y'?); use one of: ..."`` for a value outside ``key.choices``."""
+    if not key.choices or value in key.choices:
+        return None
+    return (f"{name}: unknown {name.rsplit('.', 1)[-1]} '{value}'{suggest(value, key.choices)}; "
+            f"use one of: {', '.join(key.choices)}")
+
+
 def rule_text(rule: str) -> str:
     """What a rule expects, for the generated reference."""
     return RULES[rule][1]
@@ -130,7 +138,7 @@ def check_mapping(data: dict, keys: dict[str, Key], where: str, path: str, error
         if not _check_type(value, key.type):
             errors.append(f"{where}: {full}: expected {_TYPE_NAMES[key.type]}, got {_describe(value)}")
             continue
-        problem = rule_problem(key.rule, value, full) if key.rule else None
+        problem = rule_problem(key.rule, value, full) if key.rule else choice_problem(key, value, full)
         if problem:
             errors.append(f"{where}: {problem}")
             continue

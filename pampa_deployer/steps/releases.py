@@ -23,8 +23,8 @@ from ..commands.releases import LIVE_MARK, PREVIOUS, find_live
 from ..shell import quote
 from .actions import Run, StepContext
 
+#: Two of the strategies the schema names (``inventory/schema.py``: ``strategy``).
 IN_PLACE, RELEASES = "in_place", "releases"
-STRATEGIES = (IN_PLACE, RELEASES)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from invoke.exceptions import CommandTimedOut, Exit, UnexpectedExit
 from ...steps.actions import CallTask
 from . import capture
 from ..backends.base import tail
-from ..executor import StepFailed
+from ..results import StepFailed
 from .context import TaskContext, TaskStopped
 
 #: After the deadline, how long a command still in flight gets to return (its own timeout is the same
@@ -114,13 +114,16 @@ def _revision(action: CallTask, backend) -> str | None:
     return (result.stdout.strip() or None) if result.ok else None
 
 
-def call_task(action: CallTask, backend, sink) -> None:
-    """The executor's handler: call the task on this host (or, in a dry run, say that it would)."""
+def call_task(action: CallTask, backend, sink, perform) -> None:
+    """The executor's handler: call the task on this host (or, in a dry run, say that it would).
+
+    ``perform`` is the executor itself, handed down so the task's ``c.put`` and ``c.run_step`` run
+    through it without this package importing the executor that imports it."""
     if getattr(backend, "dry_run", False):
         sink.command_started(f"would call {action.display()}")
         return
     sink.command_started(f"call {action.display()}")
     deadline = time.monotonic() + action.timeout if action.timeout else None
-    c = TaskContext(action, backend, sink, deadline, _revision(action, backend))
+    c = TaskContext(action, backend, sink, perform, deadline, _revision(action, backend))
     with capture.installed():
         _Call(action, c, sink).wait()

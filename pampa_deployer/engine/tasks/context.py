@@ -24,6 +24,7 @@ from invoke.exceptions import CommandTimedOut, UnexpectedExit
 from invoke.runners import Result
 
 from ...commands.command import Command
+from ...plan import build_step, known_steps, step_context
 from ...shell import quote
 from ...steps.actions import CallTask, Run, Upload
 from ...steps.secrets import remote_path
@@ -38,11 +39,11 @@ class TaskStopped(Exception):
 class TaskContext(Context):
     """``c`` for one call of one task on one host (see the module docstring)."""
 
-    def __init__(self, action: CallTask, backend, sink, deadline: float | None = None,
+    def __init__(self, action: CallTask, backend, sink, perform, deadline: float | None = None,
                  revision: str | None = None):
         super().__init__(Config(overrides={"pampa": {**action.info, "revision": revision}}, lazy=True))
         host = action.host
-        self._set(action=action, backend=backend, sink=sink, deadline=deadline, _guard=threading.Lock(),
+        self._set(action=action, backend=backend, sink=sink, executor=perform, deadline=deadline, _guard=threading.Lock(),
                   _stopped=None, busy=False, backend_error=None, host=host.address, user=host.user, port=host.port)
 
     # -- running commands ----------------------------------------------------------------------
@@ -137,7 +138,6 @@ class TaskContext(Context):
 
     def run_step(self, name: str) -> None:
         """Run a built-in (or custom, or task) step of the stage on this host, as ``pampa deploy`` would."""
-        from ...plan import build_step, known_steps, step_context
         stage = self.action.stage
         if name not in known_steps(stage):
             raise ValueError(f"c.run_step({name!r}): unknown step; steps of stage {stage.name}: "
@@ -153,11 +153,10 @@ class TaskContext(Context):
 
     def perform(self, action) -> None:
         """Carry out one action (``steps/actions.py``) with the engine's executor; raises ``StepFailed``."""
-        from ..executor import perform
         if not isinstance(action, CallTask):
             self._enter()
             try:
-                return perform(action, self.backend, self.sink)
+                return self.executor(action, self.backend, self.sink)
             finally:
                 self._leave()
-        return perform(action, self.backend, self.sink)
+        return self.executor(action, self.backend, self.sink)
