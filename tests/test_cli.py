@@ -15,7 +15,7 @@ from pampa_deployer.engine import events as ev
 from pampa_deployer.engine.results import HostResult, RunResult, StepResult
 from pampa_deployer.errors import (ConfigError, ConnectError, DeployFailed, ExitCode, Interrupted, LockHeld,
                                    Refused, UsageError, exit_code_for)
-from pampa_deployer.inventory import schema
+from pampa_deployer.inventory import reference, schema
 from pampa_deployer.render import summary, timeline
 from pampa_deployer.render.live import LiveView
 
@@ -157,6 +157,8 @@ def test_configuration_reference_lists_every_key():
         row = re.search(rf"^\| `{re.escape(path)}` \| `((?:[^`])+)` \|", text, re.M)
         assert row, path
         assert row.group(1).replace("\\|", "|") == key.type, path
+    # The table is generated (python -m pampa_deployer.inventory.reference): rules and choices included.
+    assert reference.table() in text, "regenerate the table: python -m pampa_deployer.inventory.reference"
 
 
 def test_committed_demo_stage_is_what_pampa_demo_writes():
