@@ -13,7 +13,8 @@ import pytest
 from pampa_deployer.commands import Command
 from pampa_deployer.engine import events as ev
 from pampa_deployer.engine import stop as stopping
-from pampa_deployer.engine.deployment import Deployment, DeployRequest, RunOptions, execute, failure_for
+from pampa_deployer.engine.deployment import Deployment, DeployRequest
+from pampa_deployer.engine.results import failure_for
 from pampa_deployer.engine.executor import perform
 from pampa_deployer.engine.results import StepFailed
 from pampa_deployer.engine.gate import CLOSED, OPEN, WAITING, Gate
@@ -93,14 +94,16 @@ def stage(**extra):
 
 
 def run_plan(fleet: Fleet, st=None, options=None, preflight=None, stop=None, bus=None):
-    st = st or stage()
-    plan = build_plan(st)
+    """A whole Deployment over the fake backend, without the lock (or with ``preflight`` in its place);
+    ``options`` are the DeployRequest's run options (parallel, batch, max_fail, dry_run)."""
     events: list = []
     bus = bus or ev.EventBus()
     bus.subscribe(events.append)
-    result = execute(plan, BackendPool(fleet.backend), bus, options or RunOptions(parallel=8), stop or StopSignal(),
-                     preflight=preflight)
-    return result, events
+    request = DeployRequest(stage=st or stage(), lock=False, handle_signals=False, **{"parallel": 8, **(options or {})})
+    deployment = Deployment(request, bus, stop or StopSignal(), backends=fleet.backend)
+    if preflight is not None:
+        deployment.preflight = lambda plan, pool: preflight()
+    return deployment.run().result, events
 
 
 def host(result, name):
@@ -259,7 +262,7 @@ def test_a_failed_kepler_closes_the_gate_and_gated_hosts_are_not_touched():
 def test_max_fail_skips_the_hosts_not_yet_started():
     st = stage(hosts={f"n{i}": {"roles": ["newton"]} for i in range(1, 6)})
     fleet = Fleet(fail={f"n{i}": "git fetch" for i in range(1, 6)})
-    result, events = run_plan(fleet, st, RunOptions(parallel=1, max_fail=2))
+    result, events = run_plan(fleet, st, dict(parallel=1, max_fail=2))
     assert [h.result for h in result.hosts] == [FAILED, FAILED, SKIPPED, SKIPPED, SKIPPED]
     assert "max-fail reached (2 failed hosts)" in result.notes[-1]
     assert sum(1 for e in events if isinstance(e, ev.Notice) and "max-fail" in e.message) == 1
@@ -311,7 +314,7 @@ def test_a_failing_preflight_runs_nothing_and_is_raised():
 
 def test_dry_run_reads_and_logs_nothing():
     fleet = Fleet()
-    result, _ = run_plan(fleet, options=RunOptions(parallel=4, dry_run=True))
+    result, _ = run_plan(fleet, options=dict(parallel=4, dry_run=True))
     assert result.ok and result.dry_run
     assert not any("revisions.jsonl" in s or "rev-parse HEAD 2>" in s for _, s in fleet.log)
 
@@ -383,7 +386,7 @@ def test_deployment_failure_maps_to_exit_1_and_rejects_bad_options():
                          backends=fleet.backend).run()
     assert outcome.exit_code == 1 and isinstance(outcome.failure, DeployFailed)
     assert not any("PAMPA-LOCK" in s for _, s in fleet.log)
-    with pytest.raises(UsageError, match="--max-fail"):
+    with pytest.raises(UsageError, match="max_fail: expected a positive count"):
         Deployment(DeployRequest(stage=stage(), handle_signals=False, max_fail="none"),
                    backends=Fleet().backend).run()
 

@@ -81,6 +81,18 @@ def test_command_line_values_use_the_stage_files_words(capsys, args, expected):
 
 
 @pytest.mark.parametrize("args,expected", [
+    (["deploy", "t", "--max-fail", "none"], "argument --max-fail: expected a positive count or a percentage like "
+                                            "25%, got 'none'"),
+    (["rollback", "t", "--batch", "150%"], "argument --batch: expected a positive count or a percentage like 25%, "
+                                           "got '150%'"),
+])
+def test_counts_of_hosts_are_checked_on_the_command_line(capsys, args, expected):
+    """The engine checks them too, in the request's words (an agent has no flags); the CLI names the flag."""
+    assert main(args) == 2
+    assert expected in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,expected", [
     (["deploy", "t", "--to", "abc"], "pampa deploy: unknown option '--to' (`pampa rollback` and `pampa request` "
                                      "take it); see `pampa deploy --help`"),
     (["deploy", "t", "--follow", "3"], "pampa deploy: unknown option '--follow' (`pampa logs` and `pampa request` "

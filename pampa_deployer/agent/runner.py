@@ -12,10 +12,12 @@ from ..engine.backends.local import LocalBackend
 
 
 class NodeSession:
-    """The engine's access point session for one node of one pull request (see engine/apsession.py)."""
+    """The engine's access point session (``engine.apsession.Session``) for one node of one pull request."""
 
     def __init__(self, client, deploy_id: int):
         self.client, self.deploy_id = client, deploy_id
+        self.down: str | None = None  # a node never goes on without the access point: its errors fail the step
+        self.unreported: list[str] = []
 
     def register(self, stage: str, branch: str, revision, requested_by: str, node: str,
                  lock_held: bool = False) -> int:

@@ -96,9 +96,10 @@ def add_run_options(p: Parser, kind: str = "deploy") -> None:
                        help="read the target revision from the hosts (read-only) and print what would run; "
                             "change nothing")
     p.add_argument("--parallel", type=types.positive_int, help="hosts deployed at once (default: stage `parallel`, 32)")
-    p.add_argument("--batch", help="rolling batches: N hosts or N%% at a time")
+    p.add_argument("--batch", type=types.count, help="rolling batches: N hosts or N%% at a time")
     p.add_argument("--batch-wait", type=types.non_negative, default=0.0, metavar="SECONDS", help="pause between batches")
-    p.add_argument("--max-fail", metavar="N|%", help="stop starting new hosts after N (or N%%) failures")
+    p.add_argument("--max-fail", type=types.count, metavar="N|%",
+                   help="stop starting new hosts after N (or N%%) failures")
     p.add_argument("--message", "-m", help="note recorded in the lock and the revision logs")
     p.add_argument("--lock-wait", type=types.non_negative, default=0.0, metavar="SECONDS",
                    help="wait this long for a held lock instead of failing at once")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..engine.scheduler import COUNT_WORDS, count_of
 from ..inventory.validate import RULES
 
 
@@ -26,6 +27,15 @@ def _ruled(rule: str, convert):
 positive_int = _ruled("positive", int)
 non_negative = _ruled("non_negative", float)
 port = _ruled("port", int)
+
+
+def count(text: str) -> str:
+    """A number of hosts or a percentage of them (``--batch``, ``--max-fail``); resolved against the plan later."""
+    try:
+        count_of(text, 100)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {COUNT_WORDS}, got {text!r}") from None
+    return text.strip()
 
 
 def listen_port(text: str) -> int:

@@ -11,10 +11,30 @@ An access point that answers with an error (a wrong key) still fails as usual: t
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Protocol
 
 from ..accesspoint.client import AccessPointClient
 from ..errors import AccessPointError
+
+
+class Session(Protocol):
+    """What a run asks of its access point: the stage's own (``AccessPointSession``), or a pull-mode
+    node's (``agent/runner.NodeSession``), which reports into a request the developer registered."""
+
+    deploy_id: int | None
+    down: str | None         # why the access point could not be reached (optional mode), or None
+    unreported: list[str]    # what it was never told, for the summary and the report
+
+    def register(self, stage: str, branch: str, revision: str | None, requested_by: str, node: str,
+                 lock_held: bool = False) -> int | None: ...
+
+    def allow(self) -> None: ...
+
+    def report(self, node: str, stage: str, revision: str, roles: tuple[str, ...]) -> None: ...
+
+    def finish(self, ok: bool, detail: str = "") -> None: ...
+
+    def abandon(self, detail: str) -> None: ...
 
 
 class AccessPointSession:

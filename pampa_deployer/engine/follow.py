@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from . import events as ev
-from .results import FAILED, INTERRUPTED, OK, SKIPPED, HostResult, RunResult, StepResult
+from .results import FAILED, INTERRUPTED, OK, SKIPPED, HostResult, RunResult, StepResult, failure_for
 from ..errors import AccessPointError, ExitCode, exit_code_for
 from ..accesspoint.client import Stopped, interruptible
 
@@ -172,7 +172,6 @@ class Follower:
                         hosts=tuple(hosts), gate=gate,
                         gate_opened_at=self.gate_opened_at, interrupted_by=self.stop.signum, notes=tuple(notes),
                         revision=d.get("revision"), deploy_id=d["id"])
-        from .deployment import failure_for
         failure = failure_for(run)
         self.failure = failure
         self.bus.emit(ev.RunFinished(result=run, exit_code=exit_code_for(failure) if failure else int(ExitCode.OK)))

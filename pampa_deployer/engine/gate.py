@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Callable, Iterable
 
 WAITING, OPEN, CLOSED = "waiting", "open", "closed"
@@ -16,9 +17,12 @@ class Gate:
         self._on_change = on_change
         self.reason = ""
         self.state = OPEN if not self._pending else WAITING
+        self.opened_at: float | None = None  # when the last kepler arrived (None: never opened by one)
 
     def _set(self, state: str, reason: str) -> None:
         self.state, self.reason = state, reason
+        if state == OPEN:
+            self.opened_at = time.time()
         self._cond.notify_all()
         if self._on_change:
             self._on_change(state, reason)

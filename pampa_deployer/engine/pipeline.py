@@ -6,7 +6,6 @@ before the first command, the run's preflight: the lock and the access point reg
 from __future__ import annotations
 
 import getpass
-import threading
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -18,10 +17,11 @@ from ..plan import HostPlan, Plan, StepPlan
 from ..steps.actions import HealthCheck, ReportVersion, Run
 from ..steps.releases import live_path
 from . import events as ev
-from .apsession import AccessPointSession
+from .apsession import Session
 from .backends.base import RECORDED, Backend, tail
 from .executor import perform
 from .gate import Gate
+from .preflight import Preflight
 from .backends.liveness import ConnectionLost, HostUnresponsive
 from .results import FAILED, INTERRUPTED, OK, SKIPPED, HostResult, RecordFailed, StepFailed, StepResult
 from .stop import StopSignal
@@ -35,13 +35,12 @@ class RunContext:
     bus: ev.EventBus
     gate: Gate
     stop: StopSignal
-    access_point: AccessPointSession | None = None
+    preflight: Preflight
+    access_point: Session | None = None
     dry_run: bool = False
     run_id: str = ""
-    message: str | None = None  # --message: recorded in the lock and in every revision-log line
+    message: str | None = None  # the run's message: recorded in the lock and in every revision-log line
     user: str = field(default_factory=lambda: _whoami())
-    ready: threading.Event = field(default_factory=threading.Event)
-    refused: BaseException | None = None
 
 
 def _whoami() -> str:
@@ -176,15 +175,12 @@ class HostRun:
     def wait_for_preflight(self) -> bool:
         """Connecting changes nothing; every command waits until the run's preflight (the lock) is done."""
         ctx = self.ctx
-        while not ctx.ready.wait(0.2):
-            if ctx.stop.stopping:
-                break
-        if ctx.refused is not None or ctx.stop.stopping:
-            # The refusal itself is reported once, as the run's error; each host only points at it.
-            self.end(SKIPPED, reason="not started: " + ("the run was refused before any command ran"
-                                                         if ctx.refused is not None else "interrupted"))
-            return False
-        return True
+        if ctx.preflight.wait(lambda: ctx.stop.stopping) and not ctx.stop.stopping:
+            return True
+        # The refusal itself is reported once, as the run's error; each host only points at it.
+        self.end(SKIPPED, reason="not started: " + ("the run was refused before any command ran"
+                                                     if ctx.preflight.error is not None else "interrupted"))
+        return False
 
     def wait_for_gate(self) -> bool:
         if not self.hp.gated:

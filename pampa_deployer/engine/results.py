@@ -1,7 +1,10 @@
 """Per-step, per-host and per-run results (like Fabric's GroupResult: every host is accounted for)."""
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass, field
+
+from ..errors import DeployFailed, Interrupted, LockLost, PampaError
 
 
 @dataclass(frozen=True)
@@ -117,3 +120,29 @@ class RunResult:
         parts = [f"{n} {k}" for k, n in counts.items() if n]
         what = "dry run" if self.dry_run else self.kind
         return f"{what} of {self.stage}: {', '.join(parts)} in {self.ended - self.started:.1f}s; gate {self.gate}"
+
+
+def _signal_name(signum: int) -> str:
+    """``SIGINT (Ctrl-C)`` rather than ``signal 2``: the words an operator knows."""
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+    return f"{name} (Ctrl-C)" if signum == signal.SIGINT else name
+
+
+def failure_for(result: RunResult, lost_lock: str | None = None) -> PampaError | None:
+    """The error a finished run ends with, or None when every host succeeded."""
+    kind, stage = result.kind, result.stage
+    if result.interrupted_by:
+        return Interrupted(f"{kind} interrupted by {_signal_name(result.interrupted_by)}; "
+                           f"`pampa status {stage}` shows where each host stopped", result.interrupted_by)
+    if lost_lock:
+        return LockLost(f"{kind} of {stage} stopped starting hosts: its deploy lock was {lost_lock}; "
+                        f"`pampa status {stage}` shows where each host is")
+    if not result.ok:
+        bad = [h.host for h in result.hosts if not h.ok]
+        total = f"{len(result.hosts)} {'host' if len(result.hosts) == 1 else 'hosts'}"
+        return DeployFailed(f"{kind} of {stage} did not succeed on {len(bad)} of {total}: "
+                            f"{', '.join(bad[:10])}{' ...' if len(bad) > 10 else ''}")
+    return None

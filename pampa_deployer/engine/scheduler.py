@@ -11,28 +11,38 @@ import threading
 import time
 from typing import Callable, Sequence, TypeVar
 
+from ..errors import UsageError
+
 T = TypeVar("T")
 R = TypeVar("R")
 
 
+#: What a count of hosts may be, in the words every message about one uses.
+COUNT_WORDS = "a positive count or a percentage like 25%"
+
+
+def count_of(value: int | str, total: int) -> int:
+    """``5`` or ``"25%"`` of ``total`` (at least 1) -> a count; ValueError for anything else."""
+    text = str(value).strip()
+    if text.endswith("%"):
+        pct = float(text[:-1])
+        if not 0 < pct <= 100:
+            raise ValueError(text)
+        return max(1, math.ceil(total * pct / 100))
+    count = int(text)
+    if count < 1:
+        raise ValueError(text)
+    return count
+
+
 def parse_count(value: int | str | None, total: int, what: str) -> int | None:
-    """``5`` or ``"25%"`` of ``total`` (at least 1) -> a count; None stays None."""
+    """``count_of`` for the request's setting ``what``; None stays None."""
     if value is None:
         return None
-    text = str(value).strip()
     try:
-        if text.endswith("%"):
-            pct = float(text[:-1])
-            if not 0 < pct <= 100:
-                raise ValueError
-            return max(1, math.ceil(total * pct / 100))
-        count = int(text)
-        if count < 1:
-            raise ValueError
-        return count
+        return count_of(value, total)
     except ValueError:
-        from ..errors import UsageError
-        raise UsageError(f"{what}: expected a positive count or a percentage like 25%, got {value!r}") from None
+        raise UsageError(f"{what}: expected {COUNT_WORDS}, got {value!r}") from None
 
 
 class Scheduler:

@@ -1,0 +1,78 @@
+"""The rollout of a plan over the fleet: every host under the scheduler, each one's work, and what a host
+that could not run (or did not answer after an abort) is reported as.
+
+``Deployment`` owns the run and builds the ``RunContext`` (plan, gate, preflight, access point
+session...); a ``Rollout`` only walks the hosts through it and returns one result per host.
+"""
+from __future__ import annotations
+
+import time
+
+from ..plan import HostPlan
+from . import events as ev
+from .backends.pool import BackendPool
+from .pipeline import RunContext, abort_outcome, run_host
+from .results import INTERRUPTED, SKIPPED, HostResult
+from .scheduler import Scheduler
+
+#: Seconds the run still waits for host threads once the abort has done what it could.
+ABANDON_AFTER = 1.0
+
+
+class Rollout:
+    """Every host of the context's plan, under the scheduler: parallel, batches, max-fail, the abort."""
+
+    def __init__(self, ctx: RunContext, pool: BackendPool, scheduler: Scheduler):
+        self.ctx, self.pool, self.scheduler = ctx, pool, scheduler
+        self.abandoned_at: float | None = None
+        self.halted_told = False
+
+    def run(self) -> list[HostResult]:
+        """One result per host of the plan, in plan order, whatever happened to it."""
+        ctx, hosts = self.ctx, list(self.ctx.plan.hosts)
+        started = time.time()
+        results = self.scheduler.run(hosts, self.work, self.abandon, on_batch=lambda number, total, batch: ctx.bus.emit(
+            ev.BatchStarted(number=number, total=total, hosts=tuple(hp.host.name for hp in batch))))
+        return [r if r is not None else self.abandoned(hp, started) for hp, r in zip(hosts, results)]
+
+    def work(self, hp: HostPlan) -> HostResult:
+        why_not = self.scheduler.should_start()
+        if why_not:
+            return self.skip(hp, why_not)
+        try:
+            result = run_host(hp, self.pool.get(hp.host), self.ctx, lambda: self.pool.connect(hp.host))
+        finally:
+            self.pool.done(hp.host)
+        self.scheduler.record(not result.ok)
+        return result
+
+    def abandon(self) -> bool:
+        """After the abort has stopped what it could, give hosts a moment, then stop waiting for them."""
+        if not self.ctx.stop.aborted.is_set():
+            return False
+        if self.abandoned_at is None:
+            self.abandoned_at = time.monotonic()
+        return time.monotonic() - self.abandoned_at > ABANDON_AFTER
+
+    def abandoned(self, hp: HostPlan, started: float) -> HostResult:
+        """The result of a host whose thread is still blocked on it when the run stops waiting."""
+        backend = self.pool.backends.get(hp.host.name)
+        left = abort_outcome(backend) if backend is not None else None
+        result = HostResult(host=hp.host.name, roles=",".join(hp.roles), result=INTERRUPTED, started=started,
+                            ended=time.time(), gated=hp.gated,
+                            reason="abandoned after the abort: " + (left or "the host did not answer; what it "
+                                                                     "was doing may still be running there"))
+        self.ctx.bus.emit(ev.HostFinished(host=hp.host.name, result=result))
+        return result
+
+    def skip(self, hp: HostPlan, why_not: str) -> HostResult:
+        if self.scheduler.halted_reason and not self.halted_told:
+            self.halted_told = True
+            self.ctx.bus.emit(ev.Notice(message=self.scheduler.halted_reason, level="error"))
+        if hp.opens_gate:
+            self.ctx.gate.fail(hp.host.name, "not started")
+        now = time.time()
+        result = HostResult(host=hp.host.name, roles=",".join(hp.roles), result=SKIPPED, started=now,
+                            ended=now, reason=why_not, gated=hp.gated)
+        self.ctx.bus.emit(ev.HostFinished(host=hp.host.name, result=result))
+        return result
