@@ -12,12 +12,17 @@ from typing import Callable, Protocol
 from ..errors import AccessPointError
 from ..steps.actions import CallTask, HealthCheck, OpenGate, ReportVersion, Run, Upload
 from .backends.base import Backend, tail
+from . import startrecord
 from .results import StepFailed
+from .startrecord import StartRecord
 from .tasks.call import call_task
 
 
 class Sink(Protocol):
     """What the executor reports to, and the two things it cannot do alone (gate, access point)."""
+
+    def step_started(self) -> None:
+        """The host holds the start record naming the step: the step is under way there."""
 
     def command_started(self, display: str) -> None: ...
 
@@ -77,7 +82,12 @@ def _call_task(action: CallTask, backend: Backend, sink: Sink) -> None:
     call_task(action, backend, sink, perform)  # the task's c.put and c.run_step come back to this executor
 
 
+def _start_record(action: StartRecord, backend: Backend, sink: Sink) -> None:
+    startrecord.perform(action, backend, sink, perform)  # the step's first command comes back to this executor
+
+
 EXECUTORS: dict[type, Callable[[object, Backend, Sink], None]] = {
+    StartRecord: _start_record,
     Run: _run,
     HealthCheck: _health_check,
     Upload: _upload,

@@ -7,23 +7,23 @@ from __future__ import annotations
 
 import getpass
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable
 
 from ..commands import revlog
-from ..commands.command import Command
 from ..errors import ConnectError
 from ..plan import HostPlan, Plan, StepPlan
-from ..steps.actions import HealthCheck, ReportVersion, Run
+from ..steps.actions import ReportVersion
 from ..steps.releases import live_path
 from . import events as ev
 from .apsession import Session
-from .backends.base import RECORDED, Backend, tail
+from . import startrecord
+from .backends.base import Backend
 from .executor import perform
 from .gate import Gate
 from .preflight import Preflight
 from .backends.liveness import ConnectionLost, HostUnresponsive
-from .results import FAILED, INTERRUPTED, OK, SKIPPED, HostResult, RecordFailed, StepFailed, StepResult
+from .results import FAILED, INTERRUPTED, OK, SKIPPED, HostResult, StepFailed, StepResult
 from .stop import StopSignal
 
 
@@ -60,32 +60,14 @@ class _HostSink:
     def __init__(self, hp: HostPlan, step: str, ctx: RunContext, notes: list[str]):
         self.hp, self.step, self.ctx, self.name = hp, step, ctx, hp.host.name
         self.notes = notes
-        #: The step's first command carries the start record: the step is shown started (and its command
-        #: with it) once the host says the record is written, as when the record was a command of its own.
-        self.awaiting_record = False
-        self._held: list[str] = []
+
+    def step_started(self) -> None:
+        self.ctx.bus.emit(ev.StepStarted(host=self.name, step=self.step))
 
     def command_started(self, display: str) -> None:
-        if self.awaiting_record:
-            self._held.append(display)
-            return
         self.ctx.bus.emit(ev.CommandStarted(host=self.name, step=self.step, display=display))
 
-    def recorded(self) -> None:
-        """The start record is on the host (or the backend does not say): show the step started."""
-        if not self.awaiting_record:
-            return
-        self.awaiting_record = False
-        self.ctx.bus.emit(ev.StepStarted(host=self.name, step=self.step))
-        for display in self._held:
-            self.command_started(display)
-        self._held.clear()
-
     def output(self, stream: str, line: str) -> None:
-        if stream == RECORDED:
-            self.recorded()
-            return
-        self.recorded()  # a backend that writes the record without saying so (test doubles)
         self.ctx.bus.emit(ev.Output(host=self.name, step=self.step, stream=stream, line=line))
         if stream == "stdout" and line.startswith(NOTE_PREFIX):
             note = line[len(NOTE_PREFIX):]
@@ -197,37 +179,13 @@ class HostRun:
         s0 = time.time()
         sink = _HostSink(self.hp, step.name, self.ctx, self.notes)
         actions: list = list(step.actions)
-        if not self.ctx.dry_run:  # the start record names the step before anything of the step happens
-            actions = self.with_record(actions, step.name)
-        if not actions or not isinstance(actions[0], Command):  # else once the record is written
-            sink.awaiting_record = bool(actions) and getattr(actions[0], "command", None) is not None \
-                and actions[0].command.record is not None
-            if not sink.awaiting_record:
-                self.bus.emit(ev.StepStarted(host=self.name, step=step.name))
+        if self.ctx.dry_run:
+            sink.step_started()  # nothing is written on a host in a dry run
+        else:  # the start record names the step before anything of the step happens; it says when it started
+            actions = startrecord.for_step(actions, self.base, self.start_record(step.name))
         try:
             for action in actions:
-                try:
-                    if isinstance(action, Command):
-                        self.bookkeeping(action)
-                        self.bus.emit(ev.StepStarted(host=self.name, step=step.name))
-                    else:
-                        perform(action, self.backend, sink)
-                        sink.recorded()  # a backend that never said (test doubles): the step did start
-                except StepFailed:
-                    sink.recorded()
-                    raise
-                except RecordFailed as e:
-                    raise StepFailed(e.result.exit_code, tail(e.result.stderr), "could not write the start record "
-                                     f"on the host (exit code {e.result.exit_code})") from e
-                except HostUnresponsive as e:
-                    self.gone = True
-                    raise StepFailed(None, "", f"unresponsive during {step.name} ({e})") from e
-                except ConnectionLost as e:
-                    self.gone = True
-                    raise StepFailed(None, str(e), f"host crashed or connection lost during {step.name}") from e
-                except Exception as e:  # noqa: BLE001 - e.g. the connection dropped: this host fails, not the run
-                    raise StepFailed(None, f"{type(e).__name__}: {e}",
-                                     f"connection lost or SSH error: {type(e).__name__}: {e}") from e
+                self.perform(action, sink, step.name)
         except StepFailed as e:
             interrupted = self.ctx.stop.stopping and not self.gone
             self.steps.append(StepResult(step.name, False, s0, time.time(), e.exit_code, e.stderr, e.message))
@@ -240,17 +198,21 @@ class HostRun:
         self.bus.emit(ev.StepFinished(host=self.name, step=step.name, ok=True, started=s0))
         return True
 
-    def with_record(self, actions: list, step: str) -> list:
-        """The step's actions with the start record naming ``step`` written first.
-
-        A step that starts with a command (``Run``, ``HealthCheck``) carries the record in it: one round
-        trip, the record written by the host's shell just before the body. Otherwise it goes alone.
-        """
-        line = revlog.step_record(self.base, self.start_record(step))
-        first = actions[0] if actions else None
-        if isinstance(first, (Run, HealthCheck)) and first.command.record is None:
-            return [replace(first, command=replace(first.command, record=line)), *actions[1:]]
-        return [revlog.step_command(self.base, self.start_record(step)), *actions]
+    def perform(self, action, sink: _HostSink, step: str) -> None:
+        """One action through the executor; what goes wrong with the host (not the step) fails the step too."""
+        try:
+            perform(action, self.backend, sink)
+        except StepFailed:
+            raise
+        except HostUnresponsive as e:
+            self.gone = True
+            raise StepFailed(None, "", f"unresponsive during {step} ({e})") from e
+        except ConnectionLost as e:
+            self.gone = True
+            raise StepFailed(None, str(e), f"host crashed or connection lost during {step}") from e
+        except Exception as e:  # noqa: BLE001 - e.g. the connection dropped: this host fails, not the run
+            raise StepFailed(None, f"{type(e).__name__}: {e}",
+                             f"connection lost or SSH error: {type(e).__name__}: {e}") from e
 
     def interrupted_during(self, step: str) -> str:
         """Why the host stopped in ``step``, with what the abort (second Ctrl-C) left on the host, if it ran."""
@@ -270,13 +232,6 @@ class HostRun:
             return self.backend.run(revlog.start_command(self.base, self.start_record())).stdout.strip() or None
         except Exception:  # noqa: BLE001 - the first step meets the same problem and reports it
             return None
-
-    def bookkeeping(self, command: Command) -> None:
-        """An engine command of a step (the start record); failing to run it fails the step."""
-        result = self.backend.run(command)
-        if not result.ok:
-            raise StepFailed(result.exit_code, tail(result.stderr),
-                             f"could not write the start record on the host (exit code {result.exit_code})")
 
     def log_revision(self) -> None:
         ctx = self.ctx
