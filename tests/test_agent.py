@@ -21,6 +21,7 @@ from pampa_deployer.agent.loop import Agent
 from pampa_deployer.agent.nodelock import NodeLock
 from pampa_deployer.agent.unit import AgentUnit, systemd_quote
 from pampa_deployer.cli.request import nodes_of
+from pampa_deployer.engine.results import StepResult
 from pampa_deployer.engine.stop import StopSignal
 from pampa_deployer.errors import LockHeld
 from pampa_deployer.inventory import load_stage
@@ -468,7 +469,7 @@ def test_reporter_keeps_progress_while_the_access_point_is_away_and_keeps_only_a
     reporter(ev.StepStarted(host="n1", step="bundle"))
     for i in range(OUTPUT_TAIL + 60):
         reporter(ev.Output(host="n1", step="bundle", stream="stdout", line=f"line {i}"))
-    reporter(ev.StepFinished(host="n1", step="bundle", ok=True, started=0.0))
+    reporter(ev.StepFinished(host="n1", result=StepResult("bundle", True, 0.0, 0.0)))
     assert reporter.close(timeout=60)  # delivered once the access point answered
     kinds = [e["kind"] for e in client.received]
     assert kinds[0] == "step_started" and kinds[-1] == "step_finished" and steps == ["bundle"]

@@ -151,7 +151,7 @@ def test_dry_run_lines_claim_nothing_ran():
     import io
 
     from pampa_deployer.engine import events as ev
-    from pampa_deployer.engine.results import HostResult
+    from pampa_deployer.engine.results import HostResult, StepResult
     from pampa_deployer.render.plain import PlainRenderer
     out = io.StringIO()
     plain = PlainRenderer(out, verbose=True)
@@ -159,7 +159,7 @@ def test_dry_run_lines_claim_nothing_ran():
                         dry_run=True))
     plain(ev.HostConnected(at=0.0, host="k", seconds=0.0))
     plain(ev.StepStarted(at=0.0, host="k", step="bundle"))
-    plain(ev.StepFinished(at=0.0, host="k", step="bundle", ok=True, started=0.0))
+    plain(ev.StepFinished(at=0.0, host="k", result=StepResult("bundle", True, 0.0, 0.0)))
     plain(ev.HostFinished(at=0.0, host="k", result=HostResult("k", "kepler", "ok", 0.0, 0.0)))
     text = out.getvalue()
     assert "connect" not in text and " ok" not in text and "OK" not in text

@@ -227,10 +227,9 @@ def test_settings_views_have_exactly_the_schema_keys_and_defaults():
     from dataclasses import fields
 
     from pampa_deployer.inventory import schema, stage_from_mapping
-    from pampa_deployer.inventory.settings import AccessPointView, LockView, SSHView, UnitsView
+    from pampa_deployer.inventory.settings import VIEWS
 
-    for section, cls in (("ssh", SSHView), ("lock", LockView), ("access_point", AccessPointView),
-                         ("units", UnitsView)):
+    for section, cls in VIEWS.items():
         assert [f.name for f in fields(cls)] == list(schema.TOP[section].children), section
     st = stage_from_mapping({"app": "a", "repo": "r", "hosts": {"e1": {"roles": ["euler"]},
                                                                  "k1": {"roles": ["kepler"]}},
@@ -239,6 +238,10 @@ def test_settings_views_have_exactly_the_schema_keys_and_defaults():
     assert st.ssh.connect_timeout == schema.TOP["ssh"].children["connect_timeout"].default
     assert st.access_point.url is None and st.access_point.timeout == 5.0
     assert st.parallel == 32 and st.lock_host.name == "k1"
+    for section, cls in VIEWS.items():  # each section's view is a property of the stage, defaults from the schema
+        for f in fields(cls):
+            if section != "lock" or f.name != "lease":
+                assert getattr(getattr(st, section), f.name) == schema.TOP[section].children[f.name].default
 
 
 def test_yaml_merge_keys_and_x_anchors(tmp_path, monkeypatch):

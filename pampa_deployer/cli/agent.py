@@ -2,13 +2,13 @@
 ``pampa access-point token`` (issue node tokens). See docs/pull-mode.md."""
 from __future__ import annotations
 
-import getpass
 import os
 import socket
 import stat
 import sys
 from pathlib import Path
 
+from .. import provenance
 from ..accesspoint.client import AccessPointClient
 from ..agent.loop import Agent
 from ..agent.unit import AgentUnit
@@ -125,11 +125,7 @@ def install(args, words: list[str]) -> int:
             "--token-file", token_file, "--grace", f"{args.grace:g}"]
     if args.state_dir:
         argv += ["--state-dir", os.path.abspath(os.path.expanduser(args.state_dir))]
-    try:
-        user = getpass.getuser()
-    except Exception:  # noqa: BLE001 - no passwd entry
-        user = "root"
-    unit = AgentUnit(stage=stage_name, node=host.name, argv=tuple(argv), user=user,
+    unit = AgentUnit(stage=stage_name, node=host.name, argv=tuple(argv), user=provenance.user(fallback="root"),
                      home=os.path.expanduser("~"), workdir=os.path.dirname(stages),
                      env_file=f"/etc/pampa/agent-{stage_name}.env", grace=args.grace)
     text = unit.render()

@@ -30,7 +30,7 @@ def declare(cmd) -> None:
 def check(args) -> int:
     stage = load_stage(args.stage, args.stages, overrides={"branch": args.branch} if args.branch else None)
     plan = build_plan(stage, args.roles, args.hosts)
-    min_free = int(stage.setting("check.min_free_mb") or 0)
+    min_free = stage.check.min_free_mb
     plans = {hp.host.name: hp for hp in plan.hosts}
 
     def probe(host, backend):

@@ -135,7 +135,7 @@ def exec_(args) -> int:
         raise UsageError("--timeout: expected a positive number of seconds")
     stage = load_stage(args.stage, args.stages)
     hosts = select_hosts(stage, args.roles, args.hosts)
-    parallel = args.parallel if args.parallel is not None else int(stage.setting("parallel") or 32)
+    parallel = args.parallel if args.parallel is not None else stage.parallel
     pool = channel_pool(stage, args)
 
     def show(out: HostOutput) -> None:

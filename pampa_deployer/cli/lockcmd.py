@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import contextlib
-import getpass
-import socket
-import time
 
+from .. import provenance
 from ..commands import lock as locking
 from ..engine.lock import MAINTENANCE_LEASE, DeployLock, holder_info
 from ..engine.backends.pool import open_pool
@@ -69,8 +67,8 @@ def lock_acquire(args) -> int:
 
 def unlock(args) -> int:
     stage = load_stage(args.stage, args.stages)
-    record = {"unlocked_by": getpass.getuser(), "machine": socket.gethostname(),
-              "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "message": args.message or ""}
+    record = {"unlocked_by": provenance.user(), "machine": provenance.machine(), "at": provenance.utc(),
+              "message": args.message or ""}
     with _lock_host(stage) as backend:
         out = backend.run(locking.unlock_command(stage.lock.path, stage.name, record,
                                                  force=bool(getattr(args, "force", False)))).stdout

@@ -6,11 +6,10 @@ as ``pampa deploy``: the hosts are nodes reporting in through the access point.
 from __future__ import annotations
 
 import contextlib
-import getpass
-import socket
 import sys
 from pathlib import Path
 
+from .. import provenance
 from ..accesspoint.client import AccessPointClient
 from ..engine.follow import Follower
 from ..engine import events as ev
@@ -77,14 +76,6 @@ def rollback_target(client, stage, to: str | None) -> str:
     return target
 
 
-def requester() -> str:
-    try:
-        user = getpass.getuser()
-    except Exception:  # noqa: BLE001 - no passwd entry in some containers
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
-
-
 def request(args) -> int:
     overrides = {"branch": args.branch} if args.branch else None
     stage = load_stage(args.stage, args.stages, overrides=overrides)
@@ -100,7 +91,7 @@ def request(args) -> int:
             raise UsageError("request: --to REV goes with --rollback (`pampa request STAGE --rollback --to REV`)")
         plan = build_plan(stage)
         target = rollback_target(client, stage, args.to) if args.rollback else None
-        deploy = client.create_request(stage.name, plan.branch, nodes_of(plan), requester(), args.message,
+        deploy = client.create_request(stage.name, plan.branch, nodes_of(plan), provenance.who(), args.message,
                                        "rollback" if args.rollback else "deploy", target)
         what = f"to {target}" if target else f"branch {deploy['branch']}"
         line = (f"{'rollback' if target else 'deploy'} request {deploy['id']} registered at {client.url}: "

@@ -80,7 +80,7 @@ def run(args) -> int:
         live = LiveView(console, verbose=args.verbose)
         bus.subscribe(live)
     rundir = None if args.dry_run else RunDirectory(Path(".pampa") / "runs", stage.name, args.command,
-                                                    keep=int(stage.setting("runs.keep") or 50))
+                                                    keep=stage.runs.keep)
     if rundir is not None:
         bus.subscribe(rundir)
     bus.subscribe(SummaryPrinter(console, plain=plain, rundir=rundir))

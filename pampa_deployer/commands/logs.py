@@ -24,7 +24,7 @@ def host_units(stage: Stage, host: Host, variables: dict, roles: tuple[str, ...]
     found: list[str] = []
     for step, group in UNIT_GROUPS.items():
         if step in steps:
-            for template in stage.setting(f"units.{group}") or []:
+            for template in getattr(stage.units, group) or []:
                 name = fill_plain(str(template), variables)
                 if name not in found:
                     found.append(name)
@@ -34,7 +34,7 @@ def host_units(stage: Stage, host: Host, variables: dict, roles: tuple[str, ...]
 def log_files(stage: Stage, host: Host, variables: dict, units: list[str]) -> list[str]:
     """``logs.files`` filled for each unit; relative paths are inside the code path."""
     files: list[str] = []
-    for template in stage.setting("logs.files") or []:
+    for template in stage.logs.files or []:
         for unit in units if "{unit}" in str(template) else [None]:
             path = fill_plain(str(template), {**variables, "unit": unit or ""})
             if not (path.startswith("/") or path.startswith("~")):
@@ -63,7 +63,7 @@ def _finish(command: Command, follow: bool) -> Command:
 def log_command(stage: Stage, host: Host, variables: dict, units: list[str], lines: int,
                 follow: bool) -> Command | None:
     """The command for this host, or None when it has no log to show."""
-    if stage.setting("logs.files"):
+    if stage.logs.files:
         files = log_files(stage, host, variables, units)
         return tail_command(files, lines, follow) if files else None
     return journal_command(units, lines, follow) if units else None

@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .results import StepResult
+
 
 def now() -> float:
     return time.time()
@@ -70,12 +72,33 @@ class Output(HostEvent):
 
 @dataclass(frozen=True)
 class StepFinished(HostEvent):
-    step: str
-    ok: bool
-    started: float
-    exit_code: int | None = None
-    stderr_tail: str = ""
-    message: str = ""
+    """A step ended on a host; ``result`` is the very record the host's result keeps."""
+
+    result: StepResult
+
+    @property
+    def step(self) -> str:
+        return self.result.name
+
+    @property
+    def ok(self) -> bool:
+        return self.result.ok
+
+    @property
+    def started(self) -> float:
+        return self.result.started
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.result.exit_code
+
+    @property
+    def stderr_tail(self) -> str:
+        return self.result.stderr_tail
+
+    @property
+    def message(self) -> str:
+        return self.result.message
 
 
 @dataclass(frozen=True)

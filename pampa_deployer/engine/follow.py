@@ -106,8 +106,7 @@ class Follower:
             result = StepResult(step, bool(e.get("ok")), started, at, e.get("exit_code"),
                                 e.get("stderr_tail") or "", e.get("message") or "")
             self.steps.setdefault(node, []).append(result)
-            bus.emit(ev.StepFinished(host=node, step=step, ok=result.ok, started=started, exit_code=result.exit_code,
-                                     stderr_tail=result.stderr_tail, message=result.message, at=at))
+            bus.emit(ev.StepFinished(host=node, result=result, at=at))
         elif kind == "allowed":
             if self.gate == "waiting":
                 self.gate, self.gate_opened_at = "open", at

@@ -5,16 +5,15 @@ out is *stale*: the next deploy takes it over, and ``pampa lock status`` shows i
 """
 from __future__ import annotations
 
-import getpass
 import os
-import socket
 import threading
 import time
 import uuid
 
-from ..commands.lock import (  # noqa: F401 - the state names and builders are re-exported for old imports
-    FREE, HELD, STALE, LockState, acquire_command, parse_acquired, parse_lost, parse_state, release_command,
-    renew_command, status_command, unlock_command)
+from .. import provenance
+from ..commands.lock import (
+    acquire_command, parse_acquired, parse_lost, parse_state, release_command,
+    renew_command)
 from ..errors import LockHeld, PampaError
 
 #: Lease of a maintenance lock (``pampa lock acquire``): it never goes stale; ``pampa unlock`` ends it.
@@ -22,12 +21,8 @@ MAINTENANCE_LEASE = 100 * 365 * 86400
 
 
 def holder_info(stage: str, branch: str, message: str | None, lease: int) -> dict:
-    try:
-        user = getpass.getuser()
-    except Exception:  # noqa: BLE001
-        user = "unknown"
-    return {"user": user, "machine": socket.gethostname(), "pid": os.getpid(), "stage": stage, "branch": branch,
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "message": message or "",
+    return {"user": provenance.user(), "machine": provenance.machine(), "pid": os.getpid(), "stage": stage,
+            "branch": branch, "started_at": provenance.utc(), "message": message or "",
             "lease_seconds": lease, "ci_job": os.environ.get("CI_JOB_URL") or os.environ.get("GITHUB_RUN_ID") or ""}
 
 

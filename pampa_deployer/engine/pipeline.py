@@ -5,11 +5,11 @@ before the first command, the run's preflight: the lock and the access point reg
 """
 from __future__ import annotations
 
-import getpass
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .. import provenance
 from ..commands import revlog
 from ..errors import ConnectError
 from ..plan import HostPlan, Plan, StepPlan
@@ -40,14 +40,7 @@ class RunContext:
     dry_run: bool = False
     run_id: str = ""
     message: str | None = None  # the run's message: recorded in the lock and in every revision-log line
-    user: str = field(default_factory=lambda: _whoami())
-
-
-def _whoami() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no passwd entry in some containers
-        return "unknown"
+    user: str = field(default_factory=provenance.user)
 
 
 #: A line a built-in step prints to tell the operator something worth the summary (steps/git.py).
@@ -189,13 +182,12 @@ class HostRun:
         except StepFailed as e:
             interrupted = self.ctx.stop.stopping and not self.gone
             self.steps.append(StepResult(step.name, False, s0, time.time(), e.exit_code, e.stderr, e.message))
-            self.bus.emit(ev.StepFinished(host=self.name, step=step.name, ok=False, started=s0,
-                                          exit_code=e.exit_code, stderr_tail=e.stderr, message=e.message))
+            self.bus.emit(ev.StepFinished(host=self.name, result=self.steps[-1]))
             self.end(INTERRUPTED if interrupted else FAILED, step=step.name, exit_code=e.exit_code, stderr=e.stderr,
                      reason=self.interrupted_during(step.name) if interrupted else e.message)
             return False
         self.steps.append(StepResult(step.name, True, s0, time.time()))
-        self.bus.emit(ev.StepFinished(host=self.name, step=step.name, ok=True, started=s0))
+        self.bus.emit(ev.StepFinished(host=self.name, result=self.steps[-1]))
         return True
 
     def perform(self, action, sink: _HostSink, step: str) -> None:
@@ -223,7 +215,7 @@ class HostRun:
         """What the host keeps while this run is on it (commands/revlog.py: the start record)."""
         ctx = self.ctx
         return {"run": ctx.run_id, "stage": ctx.plan.stage.name, "kind": ctx.plan.kind, "branch": self.hp.host.branch,
-                "user": ctx.user, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
+                "user": ctx.user, "started": provenance.utc(self.started),
                 "step": step}
 
     def start(self) -> str | None:
@@ -235,7 +227,7 @@ class HostRun:
 
     def log_revision(self) -> None:
         ctx = self.ctx
-        entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "stage": ctx.plan.stage.name,
+        entry = {"time": provenance.utc(), "stage": ctx.plan.stage.name,
                  "kind": ctx.plan.kind, "branch": self.hp.host.branch, "before": self.before,
                  "user": ctx.user, "result": self.result, "step": self.failed_step, "run": ctx.run_id,
                  "message": ctx.message}

@@ -9,7 +9,9 @@ from typing import Any, Mapping
 
 from ..redact import Redactor
 from ..sequences import GATE_ROLE
-from .settings import AccessPointView, LockView, SSHView, view
+from .schema import TOP
+from .settings import (AccessPointView, CheckView, HooksView, LockView, LogsView, NotifyView, RunsView,
+                       SSHView, UnitsView, view)
 
 
 @dataclass(frozen=True)
@@ -30,13 +32,17 @@ class Host:
 
 
 @dataclass(frozen=True)
-class SecretFile:
-    """A secret file's content, read (and filled) locally before any SSH."""
+class FileToPut:
+    """A local file's bytes bound for a path on a host, with a mode."""
 
     source: str
     remote: str
     mode: int
     content: bytes = field(repr=False)
+
+
+#: A secret file of the stage: its content read (and filled) locally before any SSH; ``remote`` as written.
+SecretFile = FileToPut
 
 
 @dataclass(frozen=True)
@@ -97,14 +103,33 @@ class Stage:
     def access_point(self) -> AccessPointView:
         return view(self.settings, "access_point", AccessPointView)
 
+    @cached_property
+    def units(self) -> UnitsView:
+        return view(self.settings, "units", UnitsView)
+
+    @cached_property
+    def check(self) -> CheckView:
+        return view(self.settings, "check", CheckView)
+
+    @cached_property
+    def notify(self) -> NotifyView:
+        return view(self.settings, "notify", NotifyView)
+
+    @cached_property
+    def hooks(self) -> HooksView:
+        return view(self.settings, "hooks", HooksView)
+
+    @cached_property
+    def logs(self) -> LogsView:
+        return view(self.settings, "logs", LogsView)
+
+    @cached_property
+    def runs(self) -> RunsView:
+        return view(self.settings, "runs", RunsView)
+
     @property
     def parallel(self) -> int:
-        return int(self.setting("parallel", schema_default("parallel")))
-
-
-def schema_default(key: str) -> Any:
-    from .schema import TOP
-    return TOP[key].default
+        return int(self.setting("parallel", TOP["parallel"].default))
 
 
 def frozen(mapping: dict) -> Mapping:

@@ -48,6 +48,36 @@ class UnitsView:
     restart: str
 
 
+@dataclass(frozen=True)
+class CheckView:
+    min_free_mb: int
+
+
+@dataclass(frozen=True)
+class NotifyView:
+    webhooks: list
+    timeout: float
+
+
+@dataclass(frozen=True)
+class HooksView:
+    timeout: float
+
+
+@dataclass(frozen=True)
+class LogsView:
+    files: list | None
+
+
+@dataclass(frozen=True)
+class RunsView:
+    keep: int
+
+
+#: Section -> its view; ``Stage`` has one property per section (a test checks fields against the schema).
+VIEWS = {"ssh": SSHView, "lock": LockView, "access_point": AccessPointView, "units": UnitsView,
+         "check": CheckView, "notify": NotifyView, "hooks": HooksView, "logs": LogsView, "runs": RunsView}
+
 _CASTS = {"int": int, "number": float, "bool": bool, "str": str}
 
 

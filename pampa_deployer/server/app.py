@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from .database import DatabaseError, redacted
+from .database import DatabaseError
 from .http import AsyncHTTPServer, HttpError, Limits, Request, Response
 from .store import ApiError, Store
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from ..commands.command import Command
+from ..inventory.model import FileToPut
 from ..redact import Redactor
 
 
@@ -29,13 +30,9 @@ class Run:
 
 
 @dataclass(frozen=True)
-class Upload:
-    """Upload ``content`` to ``remote`` with ``mode``, atomically (temp file, then rename)."""
-
-    source: str
-    remote: str
-    mode: int
-    content: bytes = field(repr=False)
+class Upload(FileToPut):
+    """Upload ``content`` to ``remote`` with ``mode``, atomically (temp file, then rename): the same record as
+    a configured secret file, its ``remote`` resolved on the host (a task's ``c.put`` makes one too)."""
 
     def display(self) -> str:
         return (f"upload {self.source} -> {self.remote} (mode {self.mode:04o}, "

@@ -6,12 +6,12 @@ runs ``post-KIND`` or ``on-failure``. Hook and webhook failures after the run ar
 """
 from __future__ import annotations
 
-import getpass
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Callable
 
+from ... import provenance
 from .hooks import Hooks, hook_env
 from .notify import Notifier, finished_payload, started_payload
 
@@ -19,22 +19,15 @@ from .notify import Notifier, finished_payload, started_payload
 HOOK_KIND = {"deploy": "deploy", "run": "deploy", "rollback": "rollback"}
 
 
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no passwd entry in some containers
-        return "unknown"
-
-
 class Announcer:
     """Hooks and webhooks around the runs of one stage; ``rundir`` (optional) names the report for hooks."""
 
     def __init__(self, stage, warn: Callable[[str], None], hook_line: Callable[[str, str], None], rundir=None):
         self.stage = stage
-        self.user = _user()
+        self.user = provenance.user()
         self.warn = warn
         self.rundir = rundir
-        self.hooks = Hooks(Path(stage.root) / "hooks", float(stage.setting("hooks.timeout") or 300), hook_line)
+        self.hooks = Hooks(Path(stage.root) / "hooks", stage.hooks.timeout, hook_line)
         self.notifier = Notifier.from_stage(stage, warn)
         self.started = time.time()
 

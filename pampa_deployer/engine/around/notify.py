@@ -44,10 +44,9 @@ class Notifier:
 
     @classmethod
     def from_stage(cls, stage, warn=None) -> "Notifier | None":
-        urls = stage.setting("notify.webhooks") or []
-        if not urls:
+        if not stage.notify.webhooks:
             return None
-        return cls(list(urls), float(stage.setting("notify.timeout") or 5.0), stage.redactor, warn)
+        return cls(list(stage.notify.webhooks), stage.notify.timeout, stage.redactor, warn)
 
     def send(self, payload: dict) -> list[str]:
         """POST ``payload`` to each URL (bounded by ``timeout``); the warnings, one per failed URL."""
