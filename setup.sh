@@ -48,6 +48,7 @@ case "$mode" in
     exit 0
     ;;
   test)
+    ruff check --no-cache . || { echo "setup.sh: ruff found problems (see above); nothing was tested" >&2; exit 1; }
     set +e
     python -m pytest -q -p no:cacheprovider "$@"
     code=$?

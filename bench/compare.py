@@ -32,8 +32,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from pampa_deployer.fleet import Fleet  # noqa: E402
 import workload as wl  # noqa: E402
+
+from pampa_deployer.fleet import Fleet  # noqa: E402
 
 PEER_PY = HERE / ".venv" / "bin" / "python"
 TOOLS = ["floor", "connect_only", "openssh_cm", "pampa", "threadinggroup", "naive_fabric", "pyinfra", "ansible"]

@@ -25,6 +25,7 @@ sys.path.insert(0, str(HERE))
 
 import workload as wl  # noqa: E402
 from compare import command, make_fleet, precompile, stop_fleet  # noqa: E402
+
 from pampa_deployer.commands.command import Command  # noqa: E402
 from pampa_deployer.engine.backends.ssh import SSHBackend, SSHSettings  # noqa: E402
 from pampa_deployer.inventory import load_stage  # noqa: E402

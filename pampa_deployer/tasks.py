@@ -27,10 +27,10 @@ from .engine.results import CommandResult, StepFailed
 from .errors import ConfigError, PampaError, UsageError, quiet_libraries
 from .inventory import load_stage, stage_from_mapping
 from .inventory.model import Host
+from .inventory.tasks import PyTask
 from .plan import host_steps, release_stamp, step_context
 from .sequences import STEP_ORDER
 from .steps.actions import Command, ReportVersion, Upload
-from .inventory.tasks import PyTask
 from .steps.python import call_task
 from .steps.releases import layout_of
 
@@ -120,6 +120,7 @@ def _connection(c, host: Host, matched: bool):
 def _secure(c, stage):
     """Replace Fabric's AutoAddPolicy on a not-yet-open connection: known_hosts is enforced here too."""
     import os
+
     from .engine.backends.ssh import SSHSettings
     trust = True if os.environ.get("PAMPA_ACCEPT_NEW_HOST_KEYS") == "1" else None
     settings = SSHSettings.from_stage(stage, accept_new=trust)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -23,6 +23,9 @@ import yaml
 
 from pampa_deployer.cli import main
 from pampa_deployer.fleet import Fleet, _pids_in_namespace
+
+#: The pull-mode fixtures (``pull``, ``node_python``), for the tests that use them.
+pytest_plugins = ["pullfleet"]
 
 HOSTS = [
     ("kepler-1", ("kepler",)),
@@ -55,6 +58,11 @@ def _can_run_fleet() -> str | None:
 
 
 def pytest_collection_modifyitems(config, items):
+    # `-m 'not fleet'` must leave out every test that needs root and sshd (README: Tests).
+    unmarked = [item.nodeid for item in items if "fleet" in getattr(item, "fixturenames", ())
+                and "fleet" not in item.keywords]
+    if unmarked:
+        raise pytest.UsageError(f"tests using the fleet fixture must be marked fleet: {', '.join(unmarked)}")
     why = _can_run_fleet()
     if why and not os.environ.get("CI"):
         skip = pytest.mark.skip(reason=why)
@@ -143,6 +151,16 @@ def postgres():
         yield server.start()
     finally:
         server.stop()
+
+
+@pytest.fixture
+def psycopg_driver():
+    """The PostgreSQL driver, for a test that needs it but no server: skipped without it, except in CI."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        why = "psycopg is not installed (./setup.sh test installs pampa-deployer[postgres])"
+        pytest.fail(f"CI must run the PostgreSQL tests: {why}") if os.environ.get("CI") else pytest.skip(why)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from pampa_deployer.accesspoint.client import AccessPointClient
-from pampa_deployer.server.app import make_server
 from pampa_deployer.errors import AccessPointError
 from pampa_deployer.fleet import HOST_HOME
+from pampa_deployer.server.app import make_server
 
 KEY = "pull-admin-k3y-fleet"
 KEPLERS = ["kepler-1", "kepler-2"]

@@ -6,8 +6,8 @@ import threading
 import pytest
 
 from pampa_deployer.accesspoint.client import AccessPointClient
-from pampa_deployer.server.app import make_server
 from pampa_deployer.errors import AccessPointError
+from pampa_deployer.server.app import make_server
 
 
 @pytest.fixture

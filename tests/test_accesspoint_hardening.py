@@ -11,8 +11,8 @@ import time
 import pytest
 
 from pampa_deployer.server import app as ap_server
-from pampa_deployer.server.http import Limits
 from pampa_deployer.server.app import make_server
+from pampa_deployer.server.http import Limits
 
 KEY = "k3y-for-hardening"
 

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from pampa_deployer.accesspoint.client import AccessPointClient
-from pampa_deployer.server.app import make_server
 from pampa_deployer.agent.backoff import Backoff
 from pampa_deployer.agent.journal import Journal
 from pampa_deployer.agent.loop import Agent
@@ -26,6 +25,7 @@ from pampa_deployer.engine.stop import StopSignal
 from pampa_deployer.errors import LockHeld
 from pampa_deployer.inventory import load_stage
 from pampa_deployer.plan import build_plan
+from pampa_deployer.server.app import make_server
 
 KEY = "admin-k3y-agent"
 SECRET = "s3cr3t-Agent-4711"

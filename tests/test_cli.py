@@ -13,8 +13,17 @@ from rich.console import Console
 from pampa_deployer.cli import main
 from pampa_deployer.engine import events as ev
 from pampa_deployer.engine.results import HostResult, RunResult, StepResult
-from pampa_deployer.errors import (ConfigError, ConnectError, DeployFailed, ExitCode, Interrupted, LockHeld,
-                                   Refused, UsageError, exit_code_for)
+from pampa_deployer.errors import (
+    ConfigError,
+    ConnectError,
+    DeployFailed,
+    ExitCode,
+    Interrupted,
+    LockHeld,
+    Refused,
+    UsageError,
+    exit_code_for,
+)
 from pampa_deployer.inventory import reference, schema
 from pampa_deployer.render import summary, timeline
 from pampa_deployer.render.live import LiveView

@@ -15,9 +15,9 @@ import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
-
 from conftest import frozen, head, in_background, kill_leftovers, running
 
 pytestmark = pytest.mark.fleet

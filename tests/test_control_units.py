@@ -5,8 +5,8 @@ import threading
 import time
 
 from pampa_deployer.engine.backends.liveness import Heartbeat
-from pampa_deployer.engine.scheduler import Scheduler
 from pampa_deployer.engine.backends.session import _MarkedStream, _partial_marker
+from pampa_deployer.engine.scheduler import Scheduler
 from pampa_deployer.steps.actions import Command
 
 

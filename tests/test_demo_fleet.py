@@ -29,7 +29,7 @@ def test_demo_deploys_and_comes_down(tmp_path):
         assert {name for name, _, _ in urls} == {"kepler-1", "euler-1"}, up.stdout[-2000:]
         for _, url, served in urls:
             assert served == revision
-            assert f"revision={revision}" in urllib.request.urlopen(url, timeout=5).read().decode()
+            assert f"revision={revision}" in urllib.request.urlopen(url, timeout=5).read().decode()  # noqa: S310
         assert "deploy of demo: 4 ok" in up.stdout
         assert up.stdout.rstrip().endswith(f"stop it: pampa demo down --dir {folder}")  # stops this demo
         # README: `pampa logs STAGE --roles ...`: the demo's processes log to ~/log (logs.files), no journald.

@@ -5,7 +5,6 @@ import json
 import stat
 
 import pytest
-
 from conftest import SECRET, alive, head, migrations, pid, trace
 
 pytestmark = pytest.mark.fleet

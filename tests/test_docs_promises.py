@@ -86,8 +86,9 @@ def test_secret_looking_keys_the_docs_name_are_masked(tmp_path, monkeypatch):
 
 
 def test_exit_codes_in_help_match_the_table(capsys):
-    from pampa_deployer.errors import ExitCode
     import pytest
+
+    from pampa_deployer.errors import ExitCode
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out

@@ -13,19 +13,24 @@ import pytest
 from pampa_deployer.commands import Command
 from pampa_deployer.engine import events as ev
 from pampa_deployer.engine import stop as stopping
-from pampa_deployer.engine.deployment import Deployment, DeployRequest
-from pampa_deployer.engine.results import failure_for
-from pampa_deployer.engine.executor import perform
-from pampa_deployer.engine.results import StepFailed
-from pampa_deployer.engine.gate import CLOSED, OPEN, WAITING, Gate
-from pampa_deployer.engine.backends.pool import BackendPool
-from pampa_deployer.engine.results import FAILED, INTERRUPTED, OK, SKIPPED, CommandResult
-from pampa_deployer.engine.scheduler import Scheduler, parse_count
 from pampa_deployer.engine.backends.session import _MarkedStream
+from pampa_deployer.engine.deployment import Deployment, DeployRequest
+from pampa_deployer.engine.executor import perform
+from pampa_deployer.engine.gate import CLOSED, OPEN, WAITING, Gate
+from pampa_deployer.engine.results import FAILED, INTERRUPTED, OK, SKIPPED, CommandResult, StepFailed, failure_for
+from pampa_deployer.engine.scheduler import Scheduler, parse_count
 from pampa_deployer.engine.stop import StopSignal
-from pampa_deployer.errors import ConnectError, DeployFailed, Interrupted, LockHeld, PampaError, Refused, UsageError, exit_code_for
+from pampa_deployer.errors import (
+    ConnectError,
+    DeployFailed,
+    Interrupted,
+    LockHeld,
+    PampaError,
+    Refused,
+    UsageError,
+    exit_code_for,
+)
 from pampa_deployer.inventory import stage_from_mapping
-from pampa_deployer.plan import build_plan
 from pampa_deployer.steps.actions import OpenGate, ReportVersion, Run, Upload
 
 
@@ -581,7 +586,7 @@ def test_host_waiting_is_never_told_after_the_gate_opened():
     assert opened.wait(on_wait=lambda: (_ for _ in ()).throw(AssertionError("an open gate never waits")))
 
 
-# -- what runs around a Deployment: hooks and webhooks (engine/announce.py) --------------------------
+# -- what runs around a Deployment: hooks and webhooks (engine/around/announce.py) --------------------------
 
 class Around:
     """Records the Deployment's calls to its ``around`` (the Announcer's interface)."""

@@ -6,8 +6,8 @@ import urllib.request
 import xml.etree.ElementTree as ET
 
 import pytest
-
 from conftest import alive, head, pid, trace
+
 from pampa_deployer.cli.demo import DEMO_CHECKS
 
 pytestmark = pytest.mark.fleet

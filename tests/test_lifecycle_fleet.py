@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from pathlib import Path
 
 import pytest
-
 from conftest import head, read_until
 
 pytestmark = pytest.mark.fleet

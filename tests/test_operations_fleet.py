@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import SECRET, head, read_until, trace
 
 pytestmark = pytest.mark.fleet

@@ -14,9 +14,8 @@ import signal
 import time
 
 import pytest
-
 from conftest import head, trace
-from pullfleet import GATED, KEPLERS, NEWTONS, node_python, pull, starts, states  # noqa: F401 - fixtures
+from pullfleet import GATED, KEPLERS, NEWTONS, starts, states
 
 from pampa_deployer.accesspoint.client import AccessPointClient
 from pampa_deployer.errors import AccessPointError

@@ -8,9 +8,9 @@ import pytest
 
 from pampa_deployer.accesspoint import rules
 from pampa_deployer.accesspoint.client import AccessPointClient
+from pampa_deployer.errors import AccessPointError
 from pampa_deployer.server.app import make_server
 from pampa_deployer.server.store import Store
-from pampa_deployer.errors import AccessPointError
 
 KEY = "admin-k3y-pull"
 NODES = [

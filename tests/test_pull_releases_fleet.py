@@ -12,9 +12,8 @@ import signal
 import time
 
 import pytest
-
 from conftest import head, trace
-from pullfleet import GATED, KEPLERS, NEWTONS, node_python, pull, starts, states  # noqa: F401 - fixtures
+from pullfleet import GATED, KEPLERS, NEWTONS, starts, states
 from releasefleet import ROOT, WEB, current, releases, root, serving
 
 pytestmark = pytest.mark.fleet

@@ -16,12 +16,11 @@ import yaml
 from pampa_deployer.cli import main
 from pampa_deployer.commands import Command
 from pampa_deployer.engine import events as ev
-from pampa_deployer.engine.deployment import Deployment, DeployRequest
 from pampa_deployer.engine.backends.dryrun import DryRunBackend
-from pampa_deployer.engine.executor import perform
-from pampa_deployer.engine.results import StepFailed
 from pampa_deployer.engine.backends.local import LocalBackend
-from pampa_deployer.engine.results import CommandResult
+from pampa_deployer.engine.deployment import Deployment, DeployRequest
+from pampa_deployer.engine.executor import perform
+from pampa_deployer.engine.results import CommandResult, StepFailed
 from pampa_deployer.engine.tasks.context import TaskContext
 from pampa_deployer.errors import ConfigErrors
 from pampa_deployer.inventory import load_stage

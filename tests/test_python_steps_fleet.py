@@ -13,11 +13,11 @@ import threading
 import time
 from pathlib import Path
 
+import conftest
 import pytest
 import yaml
-
-import conftest
 from conftest import ended_or_say_where_it_waits, head, kill_leftovers, running
+
 from pampa_deployer.sequences import DEFAULT_SEQUENCES
 
 pytestmark = pytest.mark.fleet
@@ -120,7 +120,7 @@ def test_python_step_that_raises_fails_only_its_host_and_the_gate_stays_closed(p
     assert result.returncode == 1
     out = result.stdout
     reason = "task explode raised RuntimeError: release refused on kepler-1 (traceback in the host's log)"
-    assert f"RESULT kepler-1 [kepler] failed at explode" in out and reason in out
+    assert "RESULT kepler-1 [kepler] failed at explode" in out and reason in out
     assert "Traceback" not in out  # one line in the summary ...
     rundir = Path(out.split("run directory: ")[1].split()[0])
     log = (project.root / rundir / "hosts" / "kepler-1.log").read_text()

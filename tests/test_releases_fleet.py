@@ -4,10 +4,8 @@ from __future__ import annotations
 import os
 import signal
 import stat
-import subprocess
 
 import pytest
-
 from conftest import SECRET
 from releasefleet import ROOT, WEB, current, releases, root, serving
 

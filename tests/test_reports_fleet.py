@@ -6,7 +6,6 @@ import re
 import xml.etree.ElementTree as ET
 
 import pytest
-
 from conftest import head, in_background, running, trace
 
 pytestmark = pytest.mark.fleet

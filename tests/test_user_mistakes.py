@@ -133,12 +133,12 @@ def test_a_postgresql_database_without_the_driver_is_one_line(tmp_path):
                                    "driver psycopg; install pampa-deployer with its [postgres] extra (docs/pull-mode.md)")
 
 
-def test_an_unreachable_postgresql_database_is_one_line_without_its_password(tmp_path):
+def test_an_unreachable_postgresql_database_is_one_line_without_its_password(tmp_path, psycopg_driver):
     url = f"postgresql://ap:hunter2-secret@127.0.0.1:{free_port()}/pampa"
     result = pampa(tmp_path, "access-point", "serve", "--port", "0", env={"PAMPA_AP_KEY": "k" * 12,
                                                                           "PAMPA_AP_DATABASE": url})
     line = one_line(result, 2)
-    assert line.startswith(f"pampa: error: access-point serve: cannot connect to postgresql://ap:***@127.0.0.1:")
+    assert line.startswith("pampa: error: access-point serve: cannot connect to postgresql://ap:***@127.0.0.1:")
     assert "hunter2" not in result.stdout + result.stderr
 
 
@@ -209,6 +209,7 @@ def test_fab_host_named_like_a_stage_host_uses_its_address_and_port(tmp_path):
 def test_demo_on_taken_addresses_says_so_and_touches_nothing(tmp_path):
     """Another demo (or fleet) answers on SUBNET.11:2222: `pampa demo` refuses instead of meeting its host key."""
     from conftest import FLEET_SUBNET, _can_run_fleet
+
     from pampa_deployer.fleet import listening
     why = _can_run_fleet()
     if why:

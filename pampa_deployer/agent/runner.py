@@ -7,8 +7,8 @@ session reports into the existing pull request with the node's own token.
 """
 from __future__ import annotations
 
-from ..engine.deployment import Deployment, DeployRequest
 from ..engine.backends.local import LocalBackend
+from ..engine.deployment import Deployment, DeployRequest
 
 
 class NodeSession:

@@ -12,7 +12,8 @@ import traceback
 from .. import __version__
 from ..errors import ConfigErrors, ExitCode, PampaError, UsageError, exit_code_for, quiet_libraries
 from . import accesspoint, agent, check, demo, exec, init, inspect, lockcmd, logs, request, run, status
-from .parser import Parser, build_parser as _build
+from .parser import Parser
+from .parser import build_parser as _build
 
 EPILOG = """examples:
   pampa plan production                 show every host's steps and commands, touch nothing

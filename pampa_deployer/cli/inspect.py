@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 from ..errors import PampaError
-
 from ..inventory import load_stage, stage_files
 from ..inventory.yamlfile import Secret
 from ..plan import Plan, build_plan

@@ -5,8 +5,8 @@ import contextlib
 
 from .. import provenance
 from ..commands import lock as locking
-from ..engine.lock import MAINTENANCE_LEASE, DeployLock, holder_info
 from ..engine.backends.pool import open_pool
+from ..engine.lock import MAINTENANCE_LEASE, DeployLock, holder_info
 from ..errors import LockHeld, PampaError, UsageError
 from ..inventory import load_stage
 from . import output

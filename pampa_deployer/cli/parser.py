@@ -31,7 +31,7 @@ class Parser(argparse.ArgumentParser):
         self.options.extend(n for n in names if n.startswith("-"))
         return super().add_argument(*names, **kwargs)
 
-    def error(self, message: str):  # noqa: D401 - argparse API
+    def error(self, message: str):
         m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
         if m:
             choices = re.findall(r"'([^']*)'", m.group(2))

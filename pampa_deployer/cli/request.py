@@ -11,9 +11,9 @@ from pathlib import Path
 
 from .. import provenance
 from ..accesspoint.client import AccessPointClient
-from ..engine.follow import Follower
 from ..engine import events as ev
 from ..engine import stop as stopping
+from ..engine.follow import Follower
 from ..engine.rollback import history_target
 from ..errors import ConfigError, Refused, UsageError
 from ..inventory import load_stage

@@ -11,15 +11,14 @@ import json
 import posixpath
 from collections import Counter
 
-
 from ..accesspoint.client import AccessPointClient
 from ..commands import releases, revlog
 from ..engine.backends.pool import each_host, open_pool
 from ..errors import AccessPointError, ConnectError, NotInAgreement
 from ..inventory import load_stage
 from ..plan import select_hosts
-from ..steps.releases import layout_of, live_path
 from ..render import tables
+from ..steps.releases import layout_of, live_path
 from . import output
 from .parser import csv
 

@@ -14,7 +14,7 @@ session it is one command. Every property of the SFTP path is kept:
   nothing, and its redactor masks the content should any of it be echoed;
 - paths mean what they mean over SFTP: relative to the login directory (``cd`` first, in
   case a stage prefix moved the session), ``~/`` too; a directory in the way is an error.
-Larger files still go over SFTP (see ``engine/ssh.py``): a shell reads a script from a pipe one
+Larger files still go over SFTP (see ``engine/backends/ssh.py``): a shell reads a script from a pipe one
 byte at a time (a read(2) per byte, so that commands can share its stdin), which makes the session
 dearer than SFTP's fixed cost once the escaped content passes a few KiB (``MAX_BYTES``).
 """

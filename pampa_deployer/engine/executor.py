@@ -11,8 +11,8 @@ from typing import Callable, Protocol
 
 from ..errors import AccessPointError
 from ..steps.actions import CallTask, HealthCheck, OpenGate, ReportVersion, Run, Upload
-from .backends.base import Backend, tail
 from . import startrecord
+from .backends.base import Backend, tail
 from .results import StepFailed
 from .startrecord import StartRecord
 from .tasks.call import call_task

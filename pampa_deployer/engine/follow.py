@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import time
 
+from ..accesspoint.client import Stopped, interruptible
+from ..errors import AccessPointError, ExitCode, exit_code_for
 from . import events as ev
 from .results import FAILED, INTERRUPTED, OK, SKIPPED, HostResult, RunResult, StepResult, failure_for
-from ..errors import AccessPointError, ExitCode, exit_code_for
-from ..accesspoint.client import Stopped, interruptible
 
 STALLED = "stalled"
 _FINAL = {"ok": OK, "failed": FAILED, "interrupted": INTERRUPTED, "skipped": SKIPPED}

@@ -11,9 +11,7 @@ import time
 import uuid
 
 from .. import provenance
-from ..commands.lock import (
-    acquire_command, parse_acquired, parse_lost, parse_state, release_command,
-    renew_command)
+from ..commands.lock import acquire_command, parse_acquired, parse_lost, parse_state, release_command, renew_command
 from ..errors import LockHeld, PampaError
 
 #: Lease of a maintenance lock (``pampa lock acquire``): it never goes stale; ``pampa unlock`` ends it.

@@ -16,13 +16,13 @@ from ..plan import HostPlan, Plan, StepPlan
 from ..steps.actions import ReportVersion
 from ..steps.releases import live_path
 from . import events as ev
-from .apsession import Session
 from . import startrecord
+from .apsession import Session
 from .backends.base import Backend
+from .backends.liveness import ConnectionLost, HostUnresponsive
 from .executor import perform
 from .gate import Gate
 from .preflight import Preflight
-from .backends.liveness import ConnectionLost, HostUnresponsive
 from .results import FAILED, INTERRUPTED, OK, SKIPPED, HostResult, StepFailed, StepResult
 from .stop import StopSignal
 

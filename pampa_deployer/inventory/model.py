@@ -10,8 +10,18 @@ from typing import Any, Mapping
 from ..redact import Redactor
 from ..sequences import GATE_ROLE
 from .schema import TOP
-from .settings import (AccessPointView, CheckView, HooksView, LockView, LogsView, NotifyView, RunsView,
-                       SSHView, UnitsView, view)
+from .settings import (
+    AccessPointView,
+    CheckView,
+    HooksView,
+    LockView,
+    LogsView,
+    NotifyView,
+    RunsView,
+    SSHView,
+    UnitsView,
+    view,
+)
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ class _Loader(_BASE):  # type: ignore[misc, valid-type]
     win over merged ones, and only keys written twice in the same mapping are an error.
     """
 
-    def construct_mapping(self, node, deep=False):  # noqa: D401 - yaml API
+    def construct_mapping(self, node, deep=False):
         seen: dict[Any, Any] = {}
         for key_node, _ in node.value:
             if key_node.tag == _MERGE_TAG:

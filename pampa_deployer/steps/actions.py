@@ -94,7 +94,7 @@ class CallTask:
 
     ``base`` carries what every ``c.run`` inherits (code path, prefix, env, masking);
     ``info`` is ``c.config.pampa``; ``stage``/``host``/``roles`` let the task call the
-    built-in steps. The engine's executor runs it (``engine/taskcall.py``).
+    built-in steps. The engine's executor runs it (``engine/tasks/call.py``).
     """
 
     name: str

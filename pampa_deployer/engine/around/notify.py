@@ -55,7 +55,7 @@ class Notifier:
         warnings = []
         body = json.dumps(payload).encode()
         for url in self.urls:
-            request = urllib.request.Request(url, data=body, method="POST",
+            request = urllib.request.Request(url, data=body, method="POST",  # noqa: S310 - URL from config
                                              headers={"Content-Type": "application/json"})
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - URL from config

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from ...commands.command import Command
 from ...steps.actions import Upload
-from .base import OnLine
 from ..results import CommandResult
+from .base import OnLine
 
 
 class DryRunBackend:

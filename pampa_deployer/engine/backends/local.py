@@ -14,8 +14,8 @@ from pathlib import Path
 
 from ...commands.command import Command
 from ...steps.actions import Upload
-from .base import LineSplitter, OnLine, record_first
 from ..results import CommandResult
+from .base import LineSplitter, OnLine, record_first
 
 #: After a command exits, how long its output pipes may stay open (a daemon it started may hold them).
 DRAIN_SECONDS = 2.0

@@ -24,8 +24,8 @@ import paramiko
 
 from ...commands import procgroup
 from ...commands.command import Command
-from .base import RECORDED, LineSplitter, OnLine
 from ..results import CommandResult, RecordFailed
+from .base import RECORDED, LineSplitter, OnLine
 
 
 class SessionBroken(Exception):

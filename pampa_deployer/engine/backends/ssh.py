@@ -25,10 +25,10 @@ from ...errors import ConnectError
 from ...inventory.model import Host
 from ...inventory.settings import SSHView, view
 from ...steps.actions import Upload
+from ..results import CommandResult
 from .base import LineSplitter, OnLine, record_first
 from .hostkeys import UnknownHostKey, secure
 from .liveness import ConnectionLost, Heartbeat, HostUnresponsive
-from ..results import CommandResult
 from .session import SessionBroken, ShellSession
 
 #: Seconds an SFTP read or write may wait for the host (the dead-peer rule usually ends it first).

@@ -17,9 +17,9 @@ from dataclasses import replace
 from invoke.exceptions import CommandTimedOut, Exit, UnexpectedExit
 
 from ...steps.actions import CallTask
-from . import capture
 from ..backends.base import tail
 from ..results import StepFailed
+from . import capture
 from .context import TaskContext, TaskStopped
 
 #: After the deadline, how long a command still in flight gets to return (its own timeout is the same
