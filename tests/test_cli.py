@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import re
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -276,3 +278,23 @@ def test_usr1_prints_where_every_thread_waits_and_pampa_goes_on(tmp_path):
         proc.terminate()
         _, err = proc.communicate(timeout=30)
     assert "most recent call first" in err and "serve_forever" in err, err
+
+
+def test_each_command_is_declared_by_the_function_its_entry_names():
+    """COMMANDS names each command's module and declaring function; that function declares that command only."""
+    from pampa_deployer.cli import COMMANDS, build_parser
+    for name in COMMANDS:
+        parser = build_parser(only=name)
+        assert list(parser.commands) == [name], name
+        assert callable(parser.commands[name].get_default("handler")), name
+    assert list(build_parser().commands) == list(COMMANDS)  # `pampa --help` lists them in this order
+
+
+def test_a_light_command_imports_only_its_own_module(tmp_path):
+    """`pampa stages` starts without the SSH, server, agent, engine and Invoke modules (start-up time)."""
+    code = ("import sys; from pampa_deployer.cli import main; main(['stages']); "
+            "print('LOADED', *(m for m in sys.modules if m.startswith(('paramiko', 'fabric', 'pampa_deployer.server', "
+            "'pampa_deployer.agent', 'pampa_deployer.engine.deployment', 'invoke'))))")
+    (tmp_path / "stages").mkdir()
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip().splitlines()[-1] == "LOADED", done.stdout + done.stderr

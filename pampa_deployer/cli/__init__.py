@@ -1,17 +1,18 @@
 """The ``pampa`` command. ``main`` is the only place that maps errors to exit codes.
 
 Each command's arguments and handler are declared together, in its own module; ``COMMANDS``
-lists those declarations once, in the order `pampa --help` shows them.
+names those declarations once, in the order `pampa --help` shows them. Only the module of the
+command given is imported: `pampa plan` does not pay for the SSH, server and agent modules.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import traceback
 
 from .. import __version__
 from ..errors import ConfigErrors, ExitCode, PampaError, UsageError, exit_code_for, quiet_libraries
-from . import accesspoint, agent, check, demo, exec, init, inspect, lockcmd, logs, request, run, status
 from .parser import Parser
 from .parser import build_parser as _build
 
@@ -36,17 +37,43 @@ exit codes: 0 ok, 1 deploy failed on some hosts, 2 config or usage error, 3 lock
             143 terminated (SIGTERM)
 """
 
-#: Each command's declaration (arguments and handler), in the order `pampa --help` lists them.
-COMMANDS = (
-    run.declare_deploy, run.declare_run, run.declare_rollback, inspect.declare_plan, check.declare,
-    status.declare, lockcmd.declare_lock, lockcmd.declare_unlock, inspect.declare_stages, exec.declare,
-    logs.declare, inspect.declare_config, init.declare, demo.declare, accesspoint.declare, request.declare,
-    agent.declare,
-)
+#: Each command -> (the module of this package that declares it, its declaring function), in the order
+#: `pampa --help` lists them.
+COMMANDS = {
+    "deploy": ("run", "declare_deploy"), "run": ("run", "declare_run"), "rollback": ("run", "declare_rollback"),
+    "plan": ("inspect", "declare_plan"), "check": ("check", "declare"), "status": ("status", "declare"),
+    "lock": ("lockcmd", "declare_lock"), "unlock": ("lockcmd", "declare_unlock"),
+    "stages": ("inspect", "declare_stages"), "exec": ("exec", "declare"), "logs": ("logs", "declare"),
+    "config": ("inspect", "declare_config"), "init": ("init", "declare"), "demo": ("demo", "declare"),
+    "access-point": ("accesspoint", "declare"), "request": ("request", "declare"), "agent": ("agent", "declare"),
+}
 
 
-def build_parser() -> Parser:
-    return _build(COMMANDS, "Deploy a fleet of Pampa servers over SSH.", EPILOG, __version__)
+def declaration(name: str):
+    """The function that declares command ``name``'s arguments and handler (its module imported now)."""
+    module, function = COMMANDS[name]
+    return getattr(importlib.import_module(f"{__name__}.{module}"), function)
+
+
+def build_parser(only: str | None = None) -> Parser:
+    """The command line; with ``only``, just that command is declared (the others are on call, for the
+    suggestions of an error message)."""
+    names = [only] if only in COMMANDS else list(COMMANDS)
+    parser = _build([declaration(n) for n in names], "Deploy a fleet of Pampa servers over SSH.", EPILOG, __version__)
+    if len(names) == 1:
+        parser.complete = lambda: [declaration(n)(parser.declare) for n in COMMANDS if n not in names]
+    return parser
+
+
+def command_word(argv: list[str]) -> str | None:
+    """The command named in ``argv`` (the first word that is not a global option or its value)."""
+    words = iter(argv)
+    for word in words:
+        if word == "--stages":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
 
 
 def _parse(parser: Parser, argv: list[str]):
@@ -71,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     quiet_libraries(debug)
     try:
-        args = _parse(build_parser(), list(sys.argv[1:] if argv is None else argv))
+        argv = list(sys.argv[1:] if argv is None else argv)
+        args = _parse(build_parser(only=command_word(argv)), argv)
         return args.handler(args)
     except ConfigErrors as e:
         for message in e.messages:

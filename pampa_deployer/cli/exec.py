@@ -13,11 +13,11 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from ..commands.adhoc import adhoc_command, adhoc_script
+from ..engine.backends.pool import open_pool
 from ..errors import ConnectError, DeployFailed, Interrupted, UsageError
 from ..inventory import load_stage
 from ..plan import select_hosts
 from ..render.words import count
-from .channels import channel_pool
 from .interrupt import interruptible
 from .parser import csv
 
@@ -136,7 +136,7 @@ def exec_(args) -> int:
     stage = load_stage(args.stage, args.stages)
     hosts = select_hosts(stage, args.roles, args.hosts)
     parallel = args.parallel if args.parallel is not None else stage.parallel
-    pool = channel_pool(stage, args)
+    pool = open_pool(stage, accept_new=args.accept_new_host_keys, channels=True)
 
     def show(out: HostOutput) -> None:
         if not args.json:

@@ -5,10 +5,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 
 from ..commands.logs import host_units, log_command
+from ..engine.backends.pool import open_pool
 from ..errors import ConnectError, DeployFailed, Interrupted, UsageError
 from ..inventory import load_stage
 from ..plan import select_hosts, template_variables
-from .channels import channel_pool
 from .interrupt import interruptible
 from .parser import csv
 
@@ -52,7 +52,7 @@ def logs(args) -> int:
     stage = load_stage(args.stage, args.stages)
     targets = _targets(stage, select_hosts(stage, args.roles, args.hosts), args)
     width = max(len(h.name) for h, _ in targets)
-    pool = channel_pool(stage, args)
+    pool = open_pool(stage, accept_new=args.accept_new_host_keys, channels=True)
     printing = threading.Lock()
     failed: dict[str, str] = {}
 

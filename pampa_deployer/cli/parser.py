@@ -25,6 +25,8 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         self.options: list[str] = []  # before argparse's own __init__, which adds -h
         self.commands: dict[str, "Parser"] = {}
+        self.complete = lambda: None  # declares the commands left out of a one-command parser (error messages)
+        self.declare = None  # cmd(name, help, example): how a declaration adds its command
         super().__init__(*args, **kwargs)
 
     def add_argument(self, *names, **kwargs):
@@ -49,6 +51,7 @@ class Parser(argparse.ArgumentParser):
 
     def _unknown_option(self, word: str) -> str:
         """Suggest among the options of the command given; name the commands that take it if it is theirs."""
+        self.complete()
         used = next((w for w in getattr(self, "_argv", []) if w in self.commands), None)
         options = list(self.options) + (self.commands[used].options if used is not None else [])
         prog = f"{self.prog} {used}" if used else self.prog
@@ -132,6 +135,7 @@ def build_parser(declarations, description: str, epilog: str, version: str) -> P
         parser.commands[name] = p
         return p
 
+    parser.declare = cmd
     for declare in declarations:
         declare(cmd)
     return parser

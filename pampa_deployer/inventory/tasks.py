@@ -13,11 +13,12 @@ import inspect
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
-
-from invoke import Collection, Task
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from invoke import Task
 
 
 @dataclass(frozen=True)
@@ -57,9 +58,10 @@ def _import(path: Path, source: str, where: str):
     return module
 
 
-def _tasks_of(module) -> list[Task]:
+def _tasks_of(module) -> list["Task"]:
     """The module's top-level tasks (its ``ns`` collection if it has one), minus pampa's own built-ins."""
     found = []
+    from invoke import Collection  # only a stage with `tasks` needs Invoke: the rest start without it
     for task in Collection.from_module(module).tasks.values():
         if getattr(task, "pampa_builtin", False):
             continue  # a fabfile that includes pampa's collection: those are the built-in steps
@@ -67,7 +69,7 @@ def _tasks_of(module) -> list[Task]:
     return found
 
 
-def _check_signature(task: Task, source: str, where: str) -> None:
+def _check_signature(task: "Task", source: str, where: str) -> None:
     params = list(inspect.signature(task.body).parameters.values())[1:]
     required = [p.name for p in params if p.default is inspect.Parameter.empty
                 and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]

@@ -93,13 +93,21 @@ class BackendPool:
         self.close_all()
 
 
-def open_pool(stage: Stage, accept_new: bool = False, dry_run: bool = False) -> BackendPool:
-    """SSH backends for ``stage`` (``accept_new``: trust unknown host keys), or dry-run ones."""
+def open_pool(stage: Stage, accept_new: bool = False, dry_run: bool = False, channels: bool = False) -> BackendPool:
+    """SSH backends for ``stage`` (``accept_new``: trust unknown host keys), or dry-run ones.
+
+    ``channels``: each command gets an SSH channel of its own instead of the host's shell session, so a
+    stoppable command can watch its channel's stdin (``commands/watch.py``: ``exec``, ``logs -f``).
+    The SSH modules (paramiko, Fabric) are imported here, when a command really connects: `pampa plan`,
+    `pampa --help` and a dry run never pay for them.
+    """
     if dry_run:
         from .dryrun import DryRunBackend
         return BackendPool(lambda host: DryRunBackend(host.name))
     from .ssh import SSHBackend, SSHSettings
     settings = SSHSettings.from_stage(stage, accept_new=True if accept_new else None)
+    if channels:
+        settings.shell_session = False
     return BackendPool(lambda host: SSHBackend(host, settings))
 
 
