@@ -90,9 +90,8 @@ class Reporter:
                         self._queue.popleft()
 
     def _told(self, answer) -> None:
-        why = cancelled(answer)
-        if why is not None and self.on_cancel is not None:
-            self.on_cancel(why)
+        if cancelled(answer) and self.on_cancel is not None:
+            self.on_cancel()
 
     def close(self, timeout: float = 30.0) -> bool:
         """Flush what is queued (at most ``timeout`` seconds); True if everything was delivered."""
