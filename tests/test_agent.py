@@ -630,6 +630,7 @@ def test_a_401_makes_the_agent_read_its_token_file_again(tmp_path):
     file.chmod(0o644)
     with pytest.raises(Exception, match="readable by others"):
         token.changed(force=True)
+    assert TokenFile(None, "local", "n1", "pnt_from-env").changed(force=True) is None  # $PAMPA_AGENT_TOKEN: read once
 
 
 def _hold_n1_in_migrate(world, log: Path, agent: subprocess.Popen, **request) -> dict:

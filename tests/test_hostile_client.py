@@ -325,3 +325,25 @@ def test_pampa_request_warns_once_when_its_key_goes_over_plain_http(tmp_path):
     assert followed.returncode == 0, followed.stdout + followed.stderr
     assert followed.stderr.count("over plain http") == 1, followed.stderr  # said once, for several calls
     assert len(hostile.received) >= 2
+
+
+def test_status_shows_what_the_access_point_says_without_control_sequences_or_a_crash(tmp_path):
+    """`pampa status` prints the stage's last pull request and open requests, from the access point."""
+    evil = "\x1b]0;pwned\x07ana\x1b[2J"
+    answers = {
+        "/api/v1/nodes?stage=local": {"nodes": [{"node": ["k1"]}, {"node": "k1", "revision": "abc\x1b[31m"}, 7]},
+        "/api/v1/deploys?stage=local": {"deploys": [
+            {"id": 3, "mode": "pull"}, {"id": 2, "state": "TAKEN", "taken_by": evil}, {"state": "TAKEN"}]},
+        "/api/v1/deploys/3": {**_request("TAKEN", requested_by=evil), "id": 3, "branch": "ma\rin",
+                              "nodes": [{"node": "k1", "roles": ["kepler"], "state": "running",
+                                         "stalled": evil}, {"node": "e1", "state": {"x": 1}}]},
+    }
+    hostile = Hostile(lambda method, path, headers, body: (200, answers.get(path, {"error": "no"}), {}))
+    try:
+        shown = pampa(tmp_path, hostile.url, "status", "local")
+    finally:
+        hostile.close()
+    assert shown.returncode == 1, shown.stdout + shown.stderr  # the hosts are unreachable: status cannot vouch
+    assert_printable(shown.stdout + shown.stderr)
+    assert "last pull request 3 (branch ma in)" in shown.stdout and "stalled: k1 (ana)" in shown.stdout
+    assert "access point: deploy request 2 TAKEN (taken by ana)" in shown.stdout
