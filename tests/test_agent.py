@@ -18,10 +18,10 @@ from pampa_deployer.agent.backoff import Backoff
 from pampa_deployer.agent.journal import Journal
 from pampa_deployer.agent.loop import Agent
 from pampa_deployer.agent.nodelock import NodeLock
+from pampa_deployer.agent.runstop import AgentStop
 from pampa_deployer.agent.unit import AgentUnit, systemd_quote
 from pampa_deployer.cli.request import nodes_of
 from pampa_deployer.engine.results import StepResult
-from pampa_deployer.engine.stop import StopSignal
 from pampa_deployer.errors import LockHeld
 from pampa_deployer.inventory import load_stage
 from pampa_deployer.plan import build_plan
@@ -116,13 +116,31 @@ def test_backoff_grows_to_a_cap_and_resets():
 
 
 # -- whole requests, agents in threads on this machine ---------------------------------------------------
+STAGE = """
+app: demo
+repo: {origin}
+access_point: {{url: "{url}", api_key: "${{PAMPA_AP_KEY}}"{extra}}}
+secrets: [{{local: secrets/config.rb, remote: config.rb}}]
+units: {{restart: "echo restart {{unit}} >> ~/restarts.log", puma: [puma], processes: [dispatcher], workers: [worker]}}
+steps:
+  migrate: {{run: "if [ -e ~/fail-migrate ]; then printf 'migration \\\\033]0;pwned\\\\007broke\\\\r\\\\n' >&2; exit 3; fi; while [ -e ~/hold-migrate ]; do sleep 0.1; done; date +%s.%N > ~/migrated"}}
+  bundle: {{run: "date +%s.%N >> ~/bundled; if [ -e ~/slow-bundle ]; then sleep 120 & echo $! > ~/sleep.pid; wait; fi"}}
+hosts:
+  k1: {{roles: [kepler]}}
+  e1: {{roles: [euler]}}
+  n1: {{roles: [newton]}}
+"""
+
+
 @pytest.fixture
 def world(tmp_path):
     """An access point, an origin repo, a stage (kepler, euler, newton) and a home per node."""
-    srv = make_server("127.0.0.1", 0, str(tmp_path / "ap.sqlite3"), KEY, stall_after=60)
+    db = str(tmp_path / "ap.sqlite3")
+    srv = make_server("127.0.0.1", 0, db, KEY, stall_after=60)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
-    url = f"http://127.0.0.1:{srv.server_address[1]}"
+    port = srv.server_address[1]
+    url = f"http://127.0.0.1:{port}"
     origin = tmp_path / "origin.git"
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], check=True)
     work = tmp_path / "work"
@@ -135,20 +153,7 @@ def world(tmp_path):
     stages = tmp_path / "stages"
     (stages / "secrets").mkdir(parents=True)
     (stages / "secrets" / "config.rb").write_text(f"PASSWORD = '{SECRET}'\n")
-    (stages / "local.yml").write_text(f"""
-app: demo
-repo: {origin}
-access_point: {{url: "{url}", api_key: "${{PAMPA_AP_KEY}}"}}
-secrets: [{{local: secrets/config.rb, remote: config.rb}}]
-units: {{restart: "echo restart {{unit}} >> ~/restarts.log", puma: [puma], processes: [dispatcher], workers: [worker]}}
-steps:
-  migrate: {{run: "if [ -e ~/fail-migrate ]; then echo migration broke >&2; exit 3; fi; date +%s.%N > ~/migrated"}}
-  bundle: {{run: "date +%s.%N >> ~/bundled; if [ -e ~/slow-bundle ]; then sleep 120 & echo $! > ~/sleep.pid; wait; fi"}}
-hosts:
-  k1: {{roles: [kepler]}}
-  e1: {{roles: [euler]}}
-  n1: {{roles: [newton]}}
-""")
+    (stages / "local.yml").write_text(STAGE.format(origin=origin, url=url, extra=""))
     admin = AccessPointClient(url, KEY)
     homes = {n: tmp_path / "homes" / n for n in ("k1", "e1", "n1")}
     for name, home in homes.items():
@@ -164,11 +169,24 @@ hosts:
     w.url, w.admin, w.homes, w.stages, w.tmp, w.server = url, admin, homes, stages, tmp_path, srv
     w.agents = []
 
+    def stage(name: str, url: str = url, **access_point):
+        """Another stage like ``local``: its access point at ``url``, more ``access_point`` settings."""
+        extra = "".join(f", {k}: {v}" for k, v in access_point.items())
+        (stages / f"{name}.yml").write_text(STAGE.format(origin=origin, url=url, extra=extra))
+
+    def stop_server():
+        w.server.shutdown()
+        w.server.server_close()
+
+    def start_server():
+        w.server = make_server("127.0.0.1", port, db, KEY, stall_after=60)  # same port, same database
+        threading.Thread(target=w.server.serve_forever, daemon=True).start()
+
     def start_agent(name: str):
         token = admin.issue_token("local", name, [])["token"]
         client = AccessPointClient(url, token)
         env = {"PAMPA_AP_KEY": token}
-        stop = StopSignal()
+        stop = AgentStop()
         out = io.StringIO()
         agent = Agent(name, "local", lambda branch: load_stage("local", stages, environ=env), client, stop,
                       tmp_path / "state" / name, out=out, poll_wait=5, home=str(homes[name]))
@@ -177,9 +195,12 @@ hosts:
         w.agents.append((stop, t))
         return agent, stop, t, out
 
-    def request():
-        stage = load_stage("local", stages, environ={"PAMPA_AP_KEY": KEY})
-        return admin.create_request("local", "main", nodes_of(build_plan(stage)), "tester", "test")
+    def request(stage: str = "local", requested_by: str = "tester", message: str = "test", nodes=None):
+        loaded = load_stage(stage, stages, environ={"PAMPA_AP_KEY": KEY})
+        plan_nodes = nodes_of(build_plan(loaded))
+        if nodes is not None:
+            plan_nodes = [n for n in plan_nodes if n["node"] in nodes]
+        return admin.create_request(stage, "main", plan_nodes, requested_by, message)
 
     def wait_for(deploy_id, pred, what, bound=60.0):
         deadline = time.monotonic() + bound
@@ -191,29 +212,39 @@ hosts:
                 raise AssertionError(f"never happened: {what}; deploy is {d}")
             time.sleep(0.1)
 
-    def agent_process(name: str, log: Path, *extra: str) -> subprocess.Popen:
+    def agent_process(name: str, log: Path, *extra: str, stage: str = "local") -> subprocess.Popen:
         """A real `pampa agent` process for node ``name``, as its unit starts it: token file 0600, HOME its home."""
         home = homes[name]
-        token = home / f"{name}.token"
+        token = home / f"{stage}-{name}.token"
         if not token.exists():
-            token.write_text(admin.issue_token("local", name, [])["token"])
+            token.write_text(admin.issue_token(stage, name, [])["token"])
             token.chmod(0o600)
         env = {**os.environ, "HOME": str(home)}
         env.pop("PAMPA_AP_KEY", None)  # the agent reads its token, nothing else
-        argv = [sys.executable, "-m", "pampa_deployer", "--stages", str(stages), "agent", "local", "--node", name,
+        argv = [sys.executable, "-m", "pampa_deployer", "--stages", str(stages), "agent", stage, "--node", name,
                 "--token-file", str(token), *extra]
         with open(log, "a") as out:
-            return subprocess.Popen(argv, env=env, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+            proc = subprocess.Popen(argv, env=env, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+        w.processes.append(proc)
+        return proc
 
     w.start_agent, w.request, w.wait_for, w.agent_process = start_agent, request, wait_for, agent_process
+    w.stage, w.stop_server, w.start_server, w.processes = stage, stop_server, start_server, []
     yield w
     for stop, t in w.agents:
         stop.request(15)
         stop.abort()
     for stop, t in w.agents:
         t.join(30)
-    srv.shutdown()
-    srv.server_close()
+    for proc in w.processes:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    try:
+        w.server.shutdown()
+        w.server.server_close()
+    except Exception:  # noqa: BLE001 - a test may have stopped it
+        pass
 
 
 def _states(d):
@@ -265,6 +296,14 @@ def _sleeper(home) -> int:
     raise AssertionError("the slow bundle never wrote ~/sleep.pid")
 
 
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie waiting to be reaped."""
+    try:
+        return "Z" not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+
+
 def test_an_agent_killed_mid_sequence_reports_honestly_and_never_reruns(world):
     """A real `pampa agent` process, SIGKILLed during bundle, then started again."""
     home = world.homes["n1"]
@@ -282,8 +321,9 @@ def test_an_agent_killed_mid_sequence_reports_honestly_and_never_reruns(world):
     finally:
         if first.poll() is None:
             first.kill()
-    # the bundle command it started is still sleeping, in its own process group: stop it like systemd would
-    os.kill(_sleeper(home), signal.SIGKILL)
+    # the bundle command it started is still sleeping, in its own process group, after its agent died...
+    sleeper = _sleeper(home)
+    assert _alive(sleeper)
     (home / "slow-bundle").unlink()
     assert _states(world.admin.deploy(d["id"]))["n1"] == "running"  # the server cannot know yet
     bundles = (home / "bundled").read_text().count("\n")
@@ -292,7 +332,10 @@ def test_an_agent_killed_mid_sequence_reports_honestly_and_never_reruns(world):
         run = world.wait_for(d["id"], lambda d: _states(d)["n1"] != "running", "the restarted agent reports")
         n1 = [n for n in run["nodes"] if n["node"] == "n1"][0]
         assert n1["state"] == "interrupted"
-        assert n1["detail"] == "the agent stopped during bundle; not run again"
+        assert n1["detail"] == ("the agent stopped during bundle; not run again; its command was still running "
+                                "and was stopped")
+        assert not _alive(sleeper)  # ...and the restarted agent stopped it (the pgid file named its group)
+        assert "a command the previous agent started was still running (process group" in log.read_text()
         deadline = time.monotonic() + 30
         while journal.read() is not None:  # cleared once the access point acknowledged the outcome
             assert time.monotonic() < deadline, journal.read()
@@ -365,7 +408,7 @@ def test_a_second_agent_for_the_node_exits_3(world, tmp_path):
 
 
 def test_a_refused_token_is_retried_slowly_with_the_servers_answer(world):
-    stop = StopSignal()
+    stop = AgentStop()
     out = io.StringIO()
     agent = Agent("k1", "local", lambda b: None, AccessPointClient(world.url, "pnt_revoked"), stop,
                   world.tmp / "state-bad", out=out, poll_wait=1)
@@ -485,3 +528,271 @@ def test_request_to_needs_rollback_and_an_unknown_history_is_refused(world):
     assert code == 4 and "rollback: the access point knows no revision of stage local (its history is the pull " \
         "requests whose keplers succeeded); give one with --to REV. Nothing was requested" in err
     assert world.admin.deploys("local") == []
+
+
+# -- a hostile or failing access point, real `pampa agent` processes (issue 20, class 8) ----------------------
+def _wait_log(log: Path, needle: str, proc: subprocess.Popen, bound: float = 60.0) -> str:
+    deadline = time.monotonic() + bound
+    while True:
+        text = log.read_text() if log.exists() else ""
+        if needle in text:
+            return text
+        assert proc.poll() is None, f"the agent exited ({proc.returncode}) before '{needle}': {text[-3000:]}"
+        assert time.monotonic() < deadline, f"never logged '{needle}': {text[-3000:]}"
+        time.sleep(0.1)
+
+
+UNEXPECTED = [{}, None, [], "not an object", {"deploy": {}}, {"deploy": {"id": "7"}}, {"deploy": {"id": True}},
+              {"deploy": {"id": 7, "kind": "nuke"}}, {"deploy": {"id": 7, "kind": "rollback"}}, {"deploy": []},
+              {"deploy": {"id": 10 ** 30, "branch": ["main"]}}]
+
+
+def test_unexpected_answers_are_one_log_line_and_a_back_off_never_a_crash(world):
+    from hostileap import Hostile
+    calls = iter(UNEXPECTED)
+    hostile = Hostile(lambda method, path, headers, body: (200, next(calls, {}) if "/next" in path else {"ok": 1}, {}))
+    world.stage("hostile", hostile.url)
+    log = world.tmp / "hostile-agent.log"
+    agent = world.agent_process("n1", log, stage="hostile")
+    try:
+        _wait_log(log, "answered something unexpected", agent)
+        deadline = time.monotonic() + 120
+        while sum("/next" in p for p in hostile.paths()) < 5:  # backing off: 1, 2, 4... seconds apart
+            assert agent.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(60) == 143
+    finally:
+        hostile.close()
+    text = log.read_text()
+    assert "Traceback" not in text and "internal error" not in text
+    assert text.count("answered something unexpected") == 1, text  # one line, then quiet back-off
+    assert "retrying in 1s" in text
+
+
+def test_polls_are_a_second_apart_however_fast_the_server_answers(world):
+    """An access point that answers every long poll at once (today: 22,216 requests in 20 s)."""
+    from hostileap import Hostile
+    hostile = Hostile(lambda method, path, headers, body: (200, {"deploy": None} if "/next" in path else {}, {}))
+    world.stage("eager", hostile.url)
+    log = world.tmp / "eager-agent.log"
+    agent = world.agent_process("n1", log, stage="eager")
+    try:
+        deadline = time.monotonic() + 60
+        while not any("/next" in p for p in hostile.paths()):
+            assert agent.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        start, first = time.monotonic(), sum("/next" in p for p in hostile.paths())
+        time.sleep(4)
+        polls = sum("/next" in p for p in hostile.paths()) - first
+        elapsed = time.monotonic() - start
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(60) == 143
+    finally:
+        hostile.close()
+    # MIN_POLL is 1 s: at most one poll per second (+1 for the edge); a loaded machine polls less, never more
+    assert 1 <= polls <= elapsed + 1, (polls, elapsed)
+
+
+def test_a_rotated_token_file_is_read_again_without_a_restart(world):
+    log = world.tmp / "rotate-agent.log"
+    agent = world.agent_process("n1", log)
+    token_file = world.homes["n1"] / "local-n1.token"
+    try:
+        _wait_log(log, "started for stage local", agent)
+        new = world.admin.issue_token("local", "n1", [])["token"]  # revokes the token the agent holds
+        staged = token_file.with_name("new.token")
+        staged.write_text(new + "\n")
+        staged.chmod(0o600)
+        staged.replace(token_file)  # as an operator (or a config manager) rotates it: a new file in place
+        _wait_log(log, f"token file {token_file} changed: using the new token", agent)
+        d = world.request(nodes=("n1",))
+        done = world.wait_for(d["id"], lambda d: _states(d)["n1"] not in ("waiting", "running"), "n1 deploys")
+        assert _states(done)["n1"] == "ok", log.read_text()
+        assert new not in log.read_text()
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(60)
+
+
+def test_a_401_makes_the_agent_read_its_token_file_again(tmp_path):
+    """The file changed without its signature changing (same size, mtime put back): a 401 makes it look."""
+    from pampa_deployer.agent.token import TokenFile
+    file = tmp_path / "t.token"
+    file.write_text("pnt_old-token\n")
+    file.chmod(0o600)
+    token = TokenFile(file, "local", "n1")
+    stat = file.stat()
+    file.write_text("pnt_new-token\n")
+    os.utime(file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert token.changed() is None  # looks the same
+    assert token.changed(force=True) == "pnt_new-token" and token.token == "pnt_new-token"
+    file.chmod(0o644)
+    with pytest.raises(Exception, match="readable by others"):
+        token.changed(force=True)
+    assert TokenFile(None, "local", "n1", "pnt_from-env").changed(force=True) is None  # $PAMPA_AGENT_TOKEN: read once
+
+
+def _hold_n1_in_migrate(world, log: Path, agent: subprocess.Popen, **request) -> dict:
+    (world.homes["n1"] / "hold-migrate").write_text("")
+    d = world.request(nodes=("n1",), **request)
+    world.wait_for(d["id"], lambda d: d["nodes"][0]["step"] == "migrate", "n1 reaches migrate")
+    return d
+
+
+def test_a_short_outage_at_report_version_does_not_fail_a_deployed_node(world):
+    log = world.tmp / "outage-agent.log"
+    agent = world.agent_process("n1", log)
+    try:
+        d = _hold_n1_in_migrate(world, log, agent)
+        world.stop_server()
+        (world.homes["n1"] / "hold-migrate").unlink()
+        _wait_log(log, "n1 report_version start", agent)
+        time.sleep(2)  # a few tries fail while it is away
+        world.start_server()
+        done = world.wait_for(d["id"], lambda d: _states(d)["n1"] not in ("waiting", "running"), "n1 ends")
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(60)
+    assert _states(done)["n1"] == "ok", log.read_text()  # today: failed at report_version, connection refused
+    revision = subprocess.run(["git", "-C", str(world.homes["n1"] / "code" / "demo"), "rev-parse", "HEAD"],
+                              capture_output=True, text=True).stdout.strip()
+    assert {n["node"]: n["revision"] for n in world.admin.nodes("local")} == {"n1": revision}
+    assert "UNREACHABLE" not in log.read_text()  # delivered within its retry period: nothing to say
+
+
+def test_a_version_report_that_cannot_wait_is_delivered_later_and_the_node_is_ok(world):
+    world.stage("brief", world.url, report_retry=1)
+    log = world.tmp / "brief-agent.log"
+    agent = world.agent_process("n1", log, stage="brief")
+    try:
+        (world.homes["n1"] / "hold-migrate").write_text("")
+        d = world.request("brief", nodes=("n1",))
+        world.wait_for(d["id"], lambda d: d["nodes"][0]["step"] == "migrate", "n1 reaches migrate")
+        world.stop_server()
+        (world.homes["n1"] / "hold-migrate").unlink()
+        _wait_log(log, "ACCESS POINT UNREACHABLE", agent)
+        journal = Journal(world.homes["n1"] / ".pampa" / "agent" / "brief-n1.json")
+        deadline = time.monotonic() + 60
+        while (journal.read() or {}).get("state") != "finished":
+            assert time.monotonic() < deadline, journal.read()
+            time.sleep(0.1)
+        assert journal.read()["result"] == "ok" and journal.read()["unsent"]["node"] == "n1"
+        world.start_server()
+        done = world.wait_for(d["id"], lambda d: _states(d)["n1"] not in ("waiting", "running"), "n1 ends")
+        _wait_log(log, "reported (late)", agent)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(60)
+    text = log.read_text()
+    assert _states(done)["n1"] == "ok", text
+    assert "n1 is deployed; its version report" in text
+    assert [n["node"] for n in world.admin.nodes("brief")] == ["n1"]
+
+
+def test_a_cancelled_request_stops_the_agent_at_its_next_step(world):
+    """The access point's answers say ``cancelled: true`` (a relay in front of the real one adds it, as the
+    server's cancel endpoint does): the running step finishes, no other starts, the run is interrupted."""
+    from hostileap import Relay
+    cancelled: set[int] = set()
+
+    def rewrite(method, path, status, answer):
+        """What the access point answers once the request is cancelled (server/requests.py, issue 20)."""
+        ids = [i for i in cancelled if path.startswith(f"/api/v1/deploys/{i}")]
+        if ids and isinstance(answer, dict) and path.endswith(("/progress", "/finish")):
+            answer = {**answer, "cancelled": True}
+        elif ids and isinstance(answer, dict) and path == f"/api/v1/deploys/{ids[0]}":
+            answer = {**answer, "state": "CANCELLED", "detail": "cancelled by ana@laptop: wrong branch"}
+        return status, answer
+
+    relay = Relay(world.url, rewrite)
+    world.stage("relayed", relay.url)
+    log = world.tmp / "cancel-agent.log"
+    agent = world.agent_process("n1", log, stage="relayed")
+    home = world.homes["n1"]
+    try:
+        (home / "hold-migrate").write_text("")
+        d = world.request("relayed", nodes=("n1",))
+        world.wait_for(d["id"], lambda d: d["nodes"][0]["step"] == "migrate", "n1 reaches migrate")
+        cancelled.add(d["id"])
+        _wait_log(log, f"request {d['id']}: cancelled by ana@laptop: wrong branch: starting no new step; the "
+                       "running command gets 30s to finish", agent)  # within a heartbeat (10 s)
+        (home / "hold-migrate").unlink()  # the running step finishes...
+        done = world.wait_for(d["id"], lambda d: _states(d)["n1"] not in ("waiting", "running"), "n1 ends")
+        run = done["nodes"][0]
+        assert run["state"] == "interrupted", run
+        assert run["detail"] == "cancelled by ana@laptop: wrong branch; interrupted before restart_workers", run
+        assert (home / "migrated").exists() and not (home / "restarts.log").exists()  # ...and nothing after it
+        again = world.request("relayed", nodes=("n1",))  # the agent goes on with the next request
+        world.wait_for(again["id"], lambda d: _states(d)["n1"] == "ok", "n1 deploys the next request")
+        assert agent.poll() is None
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(60)
+        relay.close()
+
+
+def test_nothing_a_request_or_a_command_says_reaches_the_agents_log_as_a_control_sequence(world):
+    (world.homes["n1"] / "fail-migrate").write_text("")
+    log = world.tmp / "escape-agent.log"
+    agent = world.agent_process("n1", log)
+    try:
+        d = world.request(nodes=("n1",), requested_by="ana\x1b]0;owned\x07", message="fix\rforged line\x1b[2J")
+        world.wait_for(d["id"], lambda d: _states(d)["n1"] == "failed", "n1 fails at migrate")
+        _wait_log(log, f"request {d['id']}: failed at migrate", agent)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(60)
+    text = log.read_text()
+    assert "for ana (fix forged line)" in text and "migration broke" in text
+    for c in ("\x1b", "\x07", "\r"):
+        assert c not in text, (c, text)
+
+
+@pytest.mark.skipif(not hasattr(__import__("pampa_deployer.accesspoint.rules", fromlist=["x"]), "CANCELLED"),
+                    reason="the access point's cancel endpoint (issue 20, its server side) is not in this tree yet")
+def test_cancel_through_the_access_point_stops_the_agent_and_the_follower_says_so(world, tmp_path, monkeypatch):
+    """`pampa request --cancel ID --wait` against the real access point, a real agent in its running step."""
+    monkeypatch.chdir(tmp_path)
+    log = world.tmp / "cancelled-agent.log"
+    agent = world.agent_process("n1", log, "--grace", "1")
+    try:
+        (world.homes["n1"] / "hold-migrate").write_text("")
+        d = world.request(nodes=("n1", "e1"))  # no kepler: e1 may start, but has no agent: it waits
+        world.wait_for(d["id"], lambda d: _states(d)["n1"] == "running" and
+                       next(n for n in d["nodes"] if n["node"] == "n1")["step"] == "migrate", "n1 reaches migrate")
+        code, out, err = _main(world, "request", "local", "--cancel", str(d["id"]), "-m", "wrong branch", "--wait",
+                               "--ci", env={"PAMPA_AP_KEY": KEY})
+        assert agent.poll() is None  # the agent goes on
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(60)
+    assert code == 1, out + err
+    assert f"request {d['id']} CANCELLED: 1 waiting node(s) will not start it; 1 running node(s)" in out
+    assert "RESULT n1 [newton] interrupted at migrate" in out and "RESULT e1 [euler] skipped" in out
+    n1 = next(n for n in world.admin.deploy(d["id"])["nodes"] if n["node"] == "n1")
+    assert n1["state"] == "interrupted" and n1["detail"].startswith("cancelled by ") and "wrong branch" in n1["detail"]
+    assert not (world.homes["n1"] / "migrated").exists() and not (world.homes["n1"] / "restarts.log").exists()
+
+
+def test_a_left_behind_group_is_stopped_and_a_reused_number_is_not(tmp_path):
+    """The pgid file names a group and its leader's start time: a group still there is stopped; a process
+    that got the number later (another start time) is left alone; a file that says nothing stops nothing."""
+    from pampa_deployer.engine.backends.local import _start_time, stop_left_behind
+    file = tmp_path / "n1.pgid"
+    group = subprocess.Popen(["bash", "-c", "sleep 60 & wait"], start_new_session=True)
+    bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        file.write_text(f"{bystander.pid} 1\n")  # its number, but not its start time: not ours
+        assert stop_left_behind(file, grace=1) is None and bystander.poll() is None and not file.exists()
+        for junk in ("", "1 1", "abc def", f"{group.pid}"):
+            file.write_text(junk)
+            assert stop_left_behind(file, grace=1) is None and group.poll() is None
+        file.write_text(f"{group.pid} {_start_time(group.pid)}\n")
+        assert stop_left_behind(file, grace=5) == group.pid
+        assert group.wait(30) is not None  # TERM reached the group
+    finally:
+        for proc in (group, bystander):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(30)

@@ -268,3 +268,36 @@ def test_init_without_answers_uses_the_folder_and_its_origin(tmp_path, monkeypat
     common = (app / "stages" / "common.yml").read_text()
     assert "app: shop\n" in common and "repo: git@github.com:acme/shop.git\n" in common
     assert "placeholder" not in capsys.readouterr().out
+
+
+def test_client_and_agent_numbers_in_the_docs_are_the_codes():
+    """docs/pull-mode.md and docs/access-point.md quote the agent's and the codec's bounds: they are the code's.
+    (The behaviour behind each is proved in tests/test_agent.py, test_hostile_client.py, test_report_retry.py.)"""
+    from pampa_deployer.accesspoint import wire
+    from pampa_deployer.agent import loop, reporter
+    from pampa_deployer.engine.backends import local
+    from pampa_deployer.inventory.schema import TOP
+    pull = " ".join((ROOT / "docs" / "pull-mode.md").read_text().split())
+    ap = " ".join((ROOT / "docs" / "access-point.md").read_text().split())
+    assert loop.MIN_POLL == 1.0 and "two polls are at least 1 second apart" in pull
+    assert loop.TOKEN_LOOK == 2.0 and "every 2 seconds while it waits" in pull
+    assert reporter.HEARTBEAT == 10.0 and "a heartbeat goes every 10 seconds" in pull
+    assert local.KILL_GRACE == 5.0 and "(TERM, then KILL after 5 seconds)" in pull
+    retry = TOP["access_point"].children["report_retry"].default
+    assert retry == 30.0 and "`access_point.report_retry` seconds (30)" in pull
+    assert "`access_point.report_retry` seconds (30)" in ap
+    assert wire.MAX_LINE == 2000 and wire.MAX_NAME == 128
+    assert "at most 2,000 characters of a line, command or message (128 of a step name)" in ap
+    assert wire.LATEST == 2 ** 32 and "outside 1970..2106" in ap  # 2**32 s is in February 2106
+
+
+def test_the_client_messages_the_docs_quote_are_the_ones_it_prints(monkeypatch):
+    from pampa_deployer.accesspoint import client as client_module
+    said: list[str] = []
+    monkeypatch.setattr(client_module, "_WARNED", set())
+    client_module.AccessPointClient("http://ap.example.com:8750", "k", warn=said.append)._warn_if_plain()
+    ap = " ".join((ROOT / "docs" / "access-point.md").read_text().split())
+    assert said and said[0].split(" (docs/")[0] in ap
+    # the follower's note, word for word as test_hostile_client.py sees `pampa request` print it
+    assert "the access point sent N event(s) or page(s) that were not what the protocol says; they were left out" \
+        in ap

@@ -11,7 +11,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from conftest import head, read_until
+from conftest import head, read_until, trace
 
 pytestmark = pytest.mark.fleet
 
@@ -161,6 +161,43 @@ def test_unreachable_access_point_blocks_unless_optional(project, fleet, tmp_pat
     notes = json.loads(report.read_text())["notes"]
     assert any("not reported: the deploy request" in n and "version of newton-1" in n for n in notes), notes
     assert "NOTE ACCESS POINT UNREACHABLE" in emergency.stdout
+
+
+def test_access_point_killed_while_the_keplers_migrate_fails_no_deployed_host(project, fleet, tmp_path):
+    """Issue 20: every fully deployed kepler and newton failed at report_version (connection refused, no
+    retry) and the gated hosts were skipped. Now each report is retried for report_retry seconds, then it
+    is a warning and a note: every host is deployed, the gate opens, exit 0."""
+    from pullfleet import KEY, AccessPoint
+    ap = AccessPoint(tmp_path / "ap.sqlite3")
+    project.stage(trace=True, access_point={"url": ap.url, "api_key": KEY, "report_retry": 2},
+                  steps={"migrate": {"run": "while [ -e ~/hold-migrate ]; do sleep 0.1; done"}})
+    for name in ("kepler-1", "kepler-2"):
+        (fleet.home(name) / "hold-migrate").write_text("")
+    new = fleet.commit("Release whose access point goes away")
+    proc = project.popen("deploy", "test", "--ci")
+    seen: list[str] = []
+    try:
+        while not all(any(f"{k} migrate start" in line for line in seen) for k in ("kepler-1", "kepler-2")):
+            read_until(proc, "migrate start", seen)  # both keplers are in migrate, in either order
+        ap.stop()
+        for name in ("kepler-1", "kepler-2"):
+            (fleet.home(name) / "hold-migrate").unlink()
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for name in ("kepler-1", "kepler-2"):
+            (fleet.home(name) / "hold-migrate").unlink(missing_ok=True)
+    out = "".join(seen) + out
+    assert proc.returncode == 0, out + err
+    for host in fleet.hosts:
+        assert f"RESULT {host.name} [" in out and f"RESULT {host.name} [{host.roles[0]}] ok" in out, out
+    for name in ("euler-1", "copernico-1"):  # the gate opened: gated hosts deployed, after the keplers
+        assert trace(fleet, name), f"{name} was not deployed"
+    assert head(fleet, "kepler-1") == new and head(fleet, "newton-1") == new
+    assert "ACCESS POINT UNREACHABLE" in out and "is deployed; its version report" in out
+    note = next(line for line in out.splitlines() if line.startswith("NOTE ACCESS POINT UNREACHABLE"))
+    assert "not reported: " in note and "version of kepler-1" in note and "version of kepler-2" in note, note
 
 
 def test_a_start_record_that_cannot_be_written_fails_the_step_before_its_command_runs(project, fleet):

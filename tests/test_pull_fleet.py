@@ -9,12 +9,11 @@ hosts (trace timestamps, git HEAD, files) or from the access point.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 
 import pytest
-from conftest import head, trace
+from conftest import alive, head, trace
 from pullfleet import GATED, KEPLERS, NEWTONS, starts, states
 
 from pampa_deployer.accesspoint.client import AccessPointClient
@@ -125,7 +124,8 @@ def test_agent_killed_mid_sequence_then_restarted(pull, fleet):
     home = fleet.home("newton-1")
     journal = json.loads((home / ".pampa" / "agent" / "test-newton-1.json").read_text())
     assert journal["state"] == "running" and journal["step"] == "slow"
-    os.kill(int((home / "slow.pid").read_text()), signal.SIGKILL)  # what systemd's cgroup kill would do
+    sleeper = int((home / "slow.pid").read_text())
+    assert alive(sleeper)  # the step's command outlived its agent (its own process group)...
     assert states(pull.admin.deploy(d["id"]))["newton-1"] == "running"  # the server cannot know yet
     traced = starts(fleet, "newton-1")
 
@@ -133,7 +133,9 @@ def test_agent_killed_mid_sequence_then_restarted(pull, fleet):
     after = pull.wait_for(d["id"], lambda d: states(d)["newton-1"] != "running", "the restarted agent reports")
 
     run = next(n for n in after["nodes"] if n["node"] == "newton-1")
-    assert run["state"] == "interrupted" and run["detail"] == "the agent stopped during slow; not run again"
+    assert run["state"] == "interrupted" and run["detail"] == ("the agent stopped during slow; not run again; its "
+                                                                "command was still running and was stopped")
+    assert not alive(sleeper)  # ...and the restarted agent stopped it before anything else
     assert after["state"] in ("FAILED", "ALLOWED", "TAKEN")
     final = pull.wait_for(d["id"], lambda d: d["state"] in ("DONE", "FAILED") and
                           all(n["state"] != "running" for n in d["nodes"]), "the request ends")

@@ -12,7 +12,7 @@ import signal
 import time
 
 import pytest
-from conftest import head, trace
+from conftest import alive, head, trace
 from pullfleet import GATED, KEPLERS, NEWTONS, starts, states
 from releasefleet import ROOT, WEB, current, releases, root, serving
 
@@ -129,19 +129,21 @@ def _slow_newton(pull, after: str) -> dict:
 
 
 def _kill_and_restart(pull, fleet, d: dict) -> dict:
-    """SIGKILL the agent (and its step, as systemd's cgroup kill would), start it again, return newton-1's run."""
+    """SIGKILL the agent, start it again (it stops the step's command left running), return newton-1's run."""
     assert pull.stop("newton-1", signal.SIGKILL) == -signal.SIGKILL
     pid_file = fleet.home("newton-1") / "slow.pid"
     deadline = time.monotonic() + 30
     while not pid_file.read_text().strip() if pid_file.exists() else True:
         assert time.monotonic() < deadline, "the slow step never wrote its pid"
         time.sleep(0.1)
-    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    sleeper = int(pid_file.read_text())
     pid_file.unlink()
+    assert alive(sleeper)
     traced = starts(fleet, "newton-1")
     pull.start("newton-1")
     after = pull.wait_for(d["id"], lambda d: states(d)["newton-1"] != "running", "the restarted agent reports")
     assert starts(fleet, "newton-1") == traced  # nothing of that request ran again
+    assert not alive(sleeper)  # the command the killed agent left running was stopped
     return after["nodes"][0]
 
 
@@ -160,7 +162,8 @@ def test_agent_killed_mid_release_reports_where_current_is_and_never_reruns(pull
     run = _kill_and_restart(pull, fleet, d)
 
     assert run["state"] == "interrupted", run
-    assert run["detail"] == f"the agent stopped during slow; not run again; current still {was} (not switched)"
+    assert run["detail"] == (f"the agent stopped during slow; not run again; current still {was} (not switched); "
+                             "its command was still running and was stopped")
     assert current(fleet, "newton-1") == was and (base / was / "REVISION").read_text() == live + "\n"
     (half,) = set(releases(fleet, "newton-1")) - built  # built beside it, never made live
     assert not (base / "releases" / half / ".pampa-live").exists()
@@ -177,7 +180,8 @@ def test_agent_killed_mid_release_reports_where_current_is_and_never_reruns(pull
     assert now != was and now.endswith(cut[:7]) and (base / now / ".pampa-live").exists()
     assert run["state"] == "interrupted", run
     assert run["detail"] == (f"the agent stopped during slow; not run again; current was switched to {now} "
-                             f"(from {was}); the steps after slow did not run")
+                             f"(from {was}); the steps after slow did not run; its command was still running and "
+                             "was stopped")
     assert {n["node"]: n["revision"] for n in pull.admin.nodes("test")}.get("newton-1") != cut  # never reported
 
     # the agent goes on: the next request builds one more release and finishes it

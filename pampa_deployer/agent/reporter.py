@@ -3,13 +3,16 @@
 The run never waits on the network: events go into a bounded queue, a sender posts them
 in batches and sends a heartbeat when there is nothing to say, so the server can tell a
 long step from a dead agent. While the access point is unreachable the sender backs off
-and keeps the queue, dropping the oldest output lines first (step events are kept).
+and keeps the queue, dropping the oldest output lines first (step events are kept). An answer
+that says the request was cancelled is handed to ``on_cancel`` (the run stops at its next step).
 """
 from __future__ import annotations
 
 import threading
 from collections import deque
 
+from ..accesspoint import wire
+from ..accesspoint.client import cancelled
 from ..engine import events as ev
 from ..errors import AccessPointError
 from .backoff import Backoff
@@ -23,11 +26,12 @@ OUTPUT_TAIL = 40      # output lines kept per batch window: a tail, not the whol
 class Reporter:
     """A bus subscriber: ``__call__`` queues, the sender thread posts; ``close`` flushes (bounded)."""
 
-    def __init__(self, client, deploy_id: int, node: str, on_step=None, heartbeat: float = HEARTBEAT):
+    def __init__(self, client, deploy_id: int, node: str, on_step=None, heartbeat: float = HEARTBEAT,
+                 on_cancel=None):
         self.client, self.deploy_id, self.node = client, deploy_id, node
-        self.on_step = on_step
+        self.on_step, self.on_cancel = on_step, on_cancel
         self.heartbeat = heartbeat
-        self._queue: deque[dict] = deque()
+        self._queue: deque[wire.Progress] = deque()
         self._cond = threading.Condition()
         self._closed = False
         self._gone = False  # the server no longer takes progress for this run (409)
@@ -37,25 +41,25 @@ class Reporter:
 
     # -- the bus side ------------------------------------------------------------------------------
     def __call__(self, event: ev.Event) -> None:
-        item = _translate(event)
+        item = progress_of(event)
         if item is None:
             return
-        if item["kind"] == "step_started" and self.on_step is not None:
-            self.on_step(item["step"])
+        if item.kind == wire.STEP_STARTED and self.on_step is not None:
+            self.on_step(item.step)
         with self._cond:
             self._queue.append(item)
             self._trim()
             self._cond.notify()
 
     def _trim(self) -> None:
-        outputs = sum(1 for e in self._queue if e["kind"] == "output")
+        outputs = sum(1 for e in self._queue if e.kind == wire.OUTPUT)
         while outputs > OUTPUT_TAIL or len(self._queue) > MAX_QUEUED:
-            victim = next((e for e in self._queue if e["kind"] == "output"), None)
+            victim = next((e for e in self._queue if e.kind == wire.OUTPUT), None)
             if victim is None:
                 victim = self._queue[0]
             self._queue.remove(victim)
             self.dropped += 1
-            outputs -= victim["kind"] == "output"
+            outputs -= victim.kind == wire.OUTPUT
 
     # -- the network side --------------------------------------------------------------------------
     def _send_loop(self) -> None:
@@ -69,13 +73,14 @@ class Reporter:
                 batch = list(self._queue)[:BATCH]
             try:
                 if not self._gone:
-                    self.client.progress(self.deploy_id, self.node, batch)
+                    self._told(self.client.progress(self.deploy_id, self.node, [wire.encode(p) for p in batch]))
                 backoff.reset()
             except AccessPointError as e:
                 if e.unreachable:
                     with self._cond:
                         self._cond.wait(backoff.next_delay())
                     continue
+                self._told(getattr(e, "answer", None))
                 if e.status == 409:
                     self._gone = True
                 # 4xx: this batch will never be taken; drop it rather than loop on it
@@ -83,6 +88,10 @@ class Reporter:
                 for _ in range(len(batch)):
                     if self._queue:
                         self._queue.popleft()
+
+    def _told(self, answer) -> None:
+        if cancelled(answer) and self.on_cancel is not None:
+            self.on_cancel()
 
     def close(self, timeout: float = 30.0) -> bool:
         """Flush what is queued (at most ``timeout`` seconds); True if everything was delivered."""
@@ -93,15 +102,15 @@ class Reporter:
         return not self._thread.is_alive() and not self._queue
 
 
-def _translate(e: ev.Event) -> dict | None:
-    """An engine event -> a protocol progress event (docs/access-point.md), or None if not forwarded."""
+def progress_of(e: ev.Event) -> wire.Progress | None:
+    """An engine event -> the progress event the access point is told, or None if it is not forwarded."""
     if isinstance(e, ev.StepStarted):
-        return {"kind": "step_started", "step": e.step, "at": e.at}
+        return wire.Progress(wire.STEP_STARTED, e.step, e.at)
     if isinstance(e, ev.CommandStarted):
-        return {"kind": "command", "step": e.step, "display": e.display, "at": e.at}
+        return wire.Progress(wire.COMMAND, e.step, e.at, display=e.display)
     if isinstance(e, ev.Output):
-        return {"kind": "output", "step": e.step, "stream": e.stream, "line": e.line, "at": e.at}
+        return wire.Progress(wire.OUTPUT, e.step, e.at, line=e.line, stream=e.stream)
     if isinstance(e, ev.StepFinished):
-        return {"kind": "step_finished", "step": e.step, "ok": e.ok, "exit_code": e.exit_code,
-                "message": e.message, "stderr_tail": e.stderr_tail, "started": e.started, "at": e.at}
+        return wire.Progress(wire.STEP_FINISHED, e.step, e.at, ok=e.ok, exit_code=e.exit_code, message=e.message,
+                             stderr_tail=e.stderr_tail, started=e.started)
     return None

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import socket
-import stat
 import sys
 from pathlib import Path
 
 from .. import provenance
 from ..accesspoint.client import AccessPointClient
 from ..agent.loop import Agent
+from ..agent.runstop import AgentStop
+from ..agent.token import TOKEN_ENV, TokenFile, read_token
 from ..agent.unit import AgentUnit
 from ..engine import stop as stopping
 from ..errors import ConfigError, Interrupted, UsageError
@@ -34,7 +35,6 @@ def declare(cmd) -> None:
 
 #: Where the agent keeps its lock, journal and (by default) its token, under the node user's home.
 STATE_DIR = "~/.pampa/agent"
-TOKEN_ENV = "PAMPA_AGENT_TOKEN"
 #: What PAMPA_AP_KEY holds while the stage is read only to find the node (before the token is read).
 PLACEHOLDER = "pampa-agent-token-not-read-yet"
 
@@ -53,23 +53,11 @@ def default_token_file(stage: str, node: str) -> str:
     return f"{STATE_DIR}/{stage}-{node}.token"
 
 
-def read_token(path: str | None, stage: str, node: str) -> str:
-    """The node token: $PAMPA_AGENT_TOKEN, or a file only its owner can read (like an SSH key)."""
+def token_of(path: str | None, stage: str, node: str) -> TokenFile:
+    """The node token: $PAMPA_AGENT_TOKEN (fixed), or a file only its owner can read (re-read when it changes)."""
     if os.environ.get(TOKEN_ENV) and not path:
-        return os.environ[TOKEN_ENV].strip()
-    file = Path(os.path.expanduser(path or default_token_file(stage, node)))
-    try:
-        mode = file.stat().st_mode
-    except OSError:
-        raise ConfigError(f"agent: token file {file} not found; create it with `pampa access-point token {stage} "
-                          f"{node} --out DIR` on the developer's machine and copy it here (mode 0600)") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"agent: token file {file} is readable by others (mode {stat.S_IMODE(mode):04o}); "
-                          f"run `chmod 600 {file}`")
-    token = file.read_text().strip()
-    if not token:
-        raise ConfigError(f"agent: token file {file} is empty")
-    return token
+        return TokenFile(None, stage, node, os.environ[TOKEN_ENV].strip())
+    return TokenFile(Path(os.path.expanduser(path or default_token_file(stage, node))), stage, node)
 
 
 def _agent_environ(token: str) -> dict:
@@ -86,19 +74,20 @@ def agent(args) -> int:
     stage_name = words[0]
     first = load_stage(stage_name, args.stages, environ=_agent_environ(os.environ.get(TOKEN_ENV) or PLACEHOLDER))
     host = node_of(first, args.node)
-    token = read_token(args.token_file, stage_name, host.name)
-    environ = _agent_environ(token)
-    ap = AccessPointClient.from_stage(load_stage(stage_name, args.stages, environ=environ))
+    token = token_of(args.token_file, stage_name, host.name)
+    ap = AccessPointClient.from_stage(load_stage(stage_name, args.stages, environ=_agent_environ(token.token)))
     if ap is None:
         client_for(first)  # raises the one clear line about access_point.url
-    client = AccessPointClient(ap.url, token, ap.timeout, ap.redactor)
+    client = AccessPointClient(ap.url, token.token, ap.timeout, ap.redactor)
 
     def load(branch: str | None):
-        return load_stage(stage_name, args.stages, overrides={"branch": branch} if branch else None, environ=environ)
+        """The stage for one request, with the current token as PAMPA_AP_KEY (masked in every line)."""
+        return load_stage(stage_name, args.stages, overrides={"branch": branch} if branch else None,
+                          environ=_agent_environ(token.token))
 
-    stop = stopping.StopSignal()
+    stop = AgentStop()
     state_dir = Path(os.path.expanduser(args.state_dir or STATE_DIR))
-    runner = Agent(host.name, stage_name, load, client, stop, state_dir)
+    runner = Agent(host.name, stage_name, load, client, stop, state_dir, token=token, grace=args.grace)
     restore = stopping.install(stop, args.grace, lambda message: runner.say(message))
     try:
         runner.run()
@@ -119,7 +108,7 @@ def install(args, words: list[str]) -> int:
     host = node_of(stage, args.node)
     client_for(stage)
     token_file = os.path.abspath(os.path.expanduser(args.token_file or default_token_file(stage_name, host.name)))
-    read_token(token_file, stage_name, host.name)  # refuse to install an agent that cannot authenticate
+    read_token(Path(token_file), stage_name, host.name)  # refuse to install an agent that cannot authenticate
     stages = os.path.abspath(args.stages)
     argv = [sys.executable, "-m", "pampa_deployer", "--stages", stages, "agent", stage_name, "--node", host.name,
             "--token-file", token_file, "--grace", f"{args.grace:g}"]

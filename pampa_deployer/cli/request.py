@@ -10,14 +10,16 @@ import sys
 from pathlib import Path
 
 from .. import provenance
+from ..accesspoint import wire
 from ..accesspoint.client import AccessPointClient
 from ..engine import events as ev
 from ..engine import stop as stopping
-from ..engine.follow import Follower
+from ..engine.follow import Follower, pull_request
 from ..engine.rollback import history_target
-from ..errors import ConfigError, Refused, UsageError
+from ..errors import AccessPointError, ConfigError, Refused, UsageError
 from ..inventory import load_stage
 from ..plan import build_plan
+from ..printable import printable
 from ..render.plain import PlainRenderer
 from ..render.report import ReportWriter
 from ..render.rundir import RunDirectory
@@ -31,9 +33,13 @@ def declare(cmd) -> None:
             "pampa request production --branch hotfix -m 'fix login' --wait")
     p.add_argument("stage")
     p.add_argument("--branch", help="deploy this branch instead of the stage's")
-    p.add_argument("--message", "-m", help="why; shown to every node and in the request")
+    p.add_argument("--message", "-m", help="why; shown to every node and in the request (with --cancel: why it "
+                   "was cancelled)")
     p.add_argument("--wait", action="store_true", help="follow the request to the end, like `pampa deploy`")
     p.add_argument("--follow", type=int, metavar="ID", help="follow an existing request instead of creating one")
+    p.add_argument("--cancel", type=int, metavar="ID",
+                   help="cancel a request: waiting nodes never start it, running nodes stop at their next step "
+                        "(with --wait: then follow it to the end)")
     p.add_argument("--rollback", action="store_true",
                    help="request a rollback: every node goes back to one revision (the previous one, or --to)")
     p.add_argument("--to", metavar="REV", help="with --rollback: the revision to go back to")
@@ -66,9 +72,13 @@ def rollback_target(client, stage, to: str | None) -> str:
     """
     if to:
         return to
-    keplers = {n["revision"] for n in client.nodes(stage.name) if GATE_ROLE in (n.get("roles") or "").split(",")}
+    keplers = {wire.text(n.get("revision"), 64) for n in client.nodes(stage.name)
+               if GATE_ROLE in wire.text(n.get("roles")).split(",")}
     current = keplers.pop() if len(keplers) == 1 else None
-    target = history_target(client.deploys(stage.name), current)
+    history = [{"mode": d.get("mode"), "kind": wire.text(d.get("kind"), 16), "state": wire.text(d.get("state"), 32),
+                "revision": wire.text(d.get("revision"), 64) or None, "allowed_at": wire.moment(d.get("allowed_at"))}
+               for d in client.deploys(stage.name)]
+    target = history_target(history, current)
     if target is None:
         now = f" before {current[:12]}" if current else ""
         raise Refused(f"rollback: the access point knows no revision of stage {stage.name}{now} (its history is "
@@ -82,26 +92,67 @@ def request(args) -> int:
     client = client_for(stage)
     ci = output.is_ci(args)
     console = output.console(args)
-    if args.follow is not None:
-        deploy = client.deploy(args.follow)
-        if deploy.get("mode") != "pull" or deploy["stage"] != stage.name:
-            raise ConfigError(f"--follow: deploy {args.follow} is not a pull request of stage {stage.name}")
+
+    def say(line: str, style: str | None = None) -> None:
+        print(printable(line), flush=True) if ci else console.print(printable(line), style=style)
+
+    if args.cancel is not None:
+        if args.follow is not None or args.rollback or args.to:
+            raise UsageError("request: --cancel ID goes alone (with --wait to follow the request to its end)")
+        before = existing(client, stage, args.cancel, "--cancel")
+        deploy = cancel(client, before, args.message)
+        say(f"request {deploy['id']} {deploy['state'] or 'CANCELLED'}: {cancelled_what(before)}")
+        if not args.wait:
+            return 0
+    elif args.follow is not None:
+        deploy = existing(client, stage, args.follow, "--follow")
     else:
         if args.to and not args.rollback:
             raise UsageError("request: --to REV goes with --rollback (`pampa request STAGE --rollback --to REV`)")
         plan = build_plan(stage)
         target = rollback_target(client, stage, args.to) if args.rollback else None
-        deploy = client.create_request(stage.name, plan.branch, nodes_of(plan), provenance.who(), args.message,
-                                       "rollback" if args.rollback else "deploy", target)
+        deploy = pull_request(client.create_request(stage.name, plan.branch, nodes_of(plan), provenance.who(),
+                                                    args.message, "rollback" if args.rollback else "deploy", target))
         what = f"to {target}" if target else f"branch {deploy['branch']}"
-        line = (f"{'rollback' if target else 'deploy'} request {deploy['id']} registered at {client.url}: "
-                f"stage {stage.name}, {what}, {len(deploy['nodes'])} nodes")
-        print(line, flush=True) if ci else console.print(line)
+        say(f"{'rollback' if target else 'deploy'} request {deploy['id']} registered at {client.url}: "
+            f"stage {stage.name}, {what}, {len(deploy['nodes'])} nodes")
         if not args.wait:
-            hint = f"follow it: pampa request {stage.name} --follow {deploy['id']}"
-            print(hint, flush=True) if ci else console.print(hint, style="dim")
+            say(f"follow it: pampa request {stage.name} --follow {deploy['id']}  (cancel it: --cancel "
+                f"{deploy['id']})", style="dim")
             return 0
     return follow(args, stage, client, deploy, ci, console)
+
+
+def existing(client, stage, deploy_id: int, option: str) -> dict:
+    """Pull request ``deploy_id`` of this stage (``wire.request_view``), or one clear line (exit 2)."""
+    deploy = pull_request(client.deploy(deploy_id))
+    if deploy["mode"] != "pull" or deploy["stage"] != stage.name:
+        raise ConfigError(f"{option}: deploy {deploy_id} is not a pull request of stage {stage.name}")
+    return deploy
+
+
+def cancel(client, deploy: dict, reason: str | None) -> dict:
+    """Cancel ``deploy`` at the access point; the request as it answers (CANCELLED)."""
+    try:
+        answer = client.cancel(deploy["id"], provenance.who(), reason)
+    except AccessPointError as e:
+        if e.status in (404, 405):  # the request exists (read above): the access point has no cancel
+            raise AccessPointError(f"{e.message} (this access point cannot cancel requests: upgrade it; "
+                                   "docs/pull-mode.md, Cancelling)", e.status) from None
+        raise
+    try:
+        return pull_request(answer)
+    except AccessPointError:  # an answer without the request in it: read it again
+        return pull_request(client.deploy(deploy["id"]))
+
+
+def cancelled_what(deploy: dict) -> str:
+    """What cancelling means for the nodes as they were just before: how many will never start, how many
+    stop at their next step."""
+    states = [n["state"] for n in deploy["nodes"]]
+    running, waiting = states.count("running"), states.count("waiting")
+    return (f"{waiting} waiting node(s) will not start it; {running} running node(s) stop at their next step "
+            f"(follow it: --follow {deploy['id']})")
 
 
 def follow(args, stage, client, deploy: dict, ci: bool, console) -> int:

@@ -11,12 +11,15 @@ import json
 import posixpath
 from collections import Counter
 
+from ..accesspoint import wire
 from ..accesspoint.client import AccessPointClient
 from ..commands import releases, revlog
 from ..engine.backends.pool import each_host, open_pool
+from ..engine.follow import pull_request
 from ..errors import AccessPointError, ConnectError, NotInAgreement
 from ..inventory import load_stage
 from ..plan import select_hosts
+from ..printable import printable
 from ..render import tables
 from ..steps.releases import layout_of, live_path
 from . import output
@@ -79,12 +82,12 @@ def status(args) -> int:
         tables.show(columns, cells, console=console, terminal=not output.is_ci(args),
                     title=f"stage {stage.name}: {title}", styles=lambda i, row: _style(rows[i]))
         if pull is not None:
-            console.print(_pull_line(pull))
+            console.print(printable(_pull_line(pull)))
         if ap_error:
             console.print(f"access point: {ap_error}")
-        for r in requests:
-            console.print(f"access point: deploy request {r['id']} {r['state']}"
-                          f"{' (taken by ' + r['taken_by'] + ')' if r.get('taken_by') else ''}: {r['note']}")
+        for r in requests:  # what the access point says is shown without control sequences
+            taken = f" (taken by {r['taken_by']})" if r.get("taken_by") else ""
+            console.print(printable(f"access point: deploy request {r.get('id')} {r.get('state')}{taken}: {r['note']}"))
     if not agree:
         raise NotInAgreement(f"stage {stage.name}: {title}")
     return 0
@@ -109,7 +112,7 @@ def _access_point(stage) -> tuple[dict, list[dict], str | None]:
     if client is None:
         return {}, [], None
     try:
-        versions = {n["node"]: n for n in client.nodes(stage.name)}
+        versions = {wire.text(n.get("node")): n for n in client.nodes(stage.name)}
         found = client.deploys(stage.name)
     except AccessPointError as e:
         return {}, [], e.message
@@ -133,7 +136,7 @@ def _last_pull_request(stage) -> tuple[dict | None, str | None]:
         newest = next((d for d in client.deploys(stage.name) if d.get("mode") == "pull"), None)
         if newest is None:
             return None, None
-        d = client.deploy(newest["id"])
+        d = pull_request(client.deploy(wire.ident(newest.get("id")) or 0))
     except AccessPointError as e:
         return None, e.message
     return {"id": d["id"], "state": d["state"], "branch": d["branch"], "requested_by": d["requested_by"],

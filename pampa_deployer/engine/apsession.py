@@ -8,13 +8,23 @@ that holds the lock. With ``optional`` (``access_point.optional``, ``--access-po
 access point that cannot be *reached* does not stop the run: the first failure is announced loudly,
 nothing more is sent to it, and ``unreported`` lists what it never heard (for the summary and report).
 An access point that answers with an error (a wrong key) still fails as usual: that is not an outage.
+
+Version reports (``VersionReports``, shared with the pull-mode agent's node session) ride out a short
+outage: each is retried with back-off for ``access_point.report_retry`` seconds; one still not
+delivered is a warning and a note, not a failed host (the host *is* deployed), unless the stage sets
+``access_point.report_required``. After one report gave up, the others of the run try once each, so an
+outage costs the run one retry period, not one per host.
 """
 from __future__ import annotations
 
+import time
 from typing import Callable, Protocol
 
 from ..accesspoint.client import AccessPointClient
 from ..errors import AccessPointError
+
+#: Pauses between tries of a version report (seconds; the last repeats) while its retry period lasts.
+REPORT_PAUSES = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 class Session(Protocol):
@@ -22,7 +32,8 @@ class Session(Protocol):
     node's (``agent/runner.NodeSession``), which reports into a request the developer registered."""
 
     deploy_id: int | None
-    down: str | None         # why the access point could not be reached (optional mode), or None
+    down: str | None         # why the access point could not be reached (optional mode, or a version
+                             # report it could not take in its retry period), or None
     unreported: list[str]    # what it was never told, for the summary and the report
 
     def register(self, stage: str, branch: str, revision: str | None, requested_by: str, node: str,
@@ -37,32 +48,106 @@ class Session(Protocol):
     def abandon(self, detail: str) -> None: ...
 
 
+class VersionReports:
+    """The version reports of one run: retried through a short outage, then a warning and a note.
+
+    ``send`` raises ``AccessPointError`` when the host's step must fail: the access point *answered*
+    with a refusal (4xx), or ``required`` and the report could not be delivered in time. Otherwise an
+    undelivered report is added to ``unreported`` (``reason`` says why), and the run goes on.
+    """
+
+    def __init__(self, client: AccessPointClient, warn: Callable[[str], None], stop=None, retry: float = 30.0,
+                 required: bool = False, unreported: list[str] | None = None):
+        self.client, self.warn, self.stop = client, warn, stop
+        self.retry, self.required = retry, required
+        self.away: str | None = None    # the last report gave up and none was delivered since: try once
+        self.reason: str | None = None  # why a report was not delivered (for the note)
+        self.unreported = unreported if unreported is not None else []
+
+    @classmethod
+    def for_stage(cls, client: AccessPointClient, stage, warn: Callable[[str], None], stop=None,
+                  unreported: list[str] | None = None) -> "VersionReports":
+        ap = stage.access_point
+        return cls(client, warn, stop, ap.report_retry, ap.report_required, unreported)
+
+    def send(self, node: str, stage: str, revision: str, roles: tuple[str, ...], deploy_id: int | None) -> bool:
+        """Report; True if delivered, False if not (warned once, listed in ``unreported``)."""
+        error = self._deliver(lambda: self.client.report_version(node, stage, revision, roles, deploy_id))
+        if error is None:
+            return True
+        if self.required:
+            raise AccessPointError(f"{error.message} (tried for {self.retry:g}s; access_point.report_required)",
+                                   error.status, error.unreachable)
+        if self.reason is None:
+            self.warn(f"ACCESS POINT UNREACHABLE: {error.message}. {node} is deployed; its version report (and any "
+                      f"other this run cannot deliver in {self.retry:g}s) is listed as not reported in the summary "
+                      "and the report (access_point.report_required: true makes it fail the host)")
+        self.away = self.reason = error.message
+        self.unreported.append(f"version of {node}: {revision[:12]}")
+        return False
+
+    def _deliver(self, call) -> AccessPointError | None:
+        """Call until it succeeds (None), is refused (raised), or the retry period is over (the last error).
+
+        While an earlier report of the run gave up, one try only: the access point is known to be away.
+        """
+        deadline = time.monotonic() + (0.0 if self.away is not None else self.retry)
+        attempt = 0
+        while True:
+            try:
+                call()
+                self.away = None
+                return None
+            except AccessPointError as e:
+                if not e.unreachable:
+                    raise
+                pause = REPORT_PAUSES[min(attempt, len(REPORT_PAUSES) - 1)]
+                attempt += 1
+                if time.monotonic() + pause > deadline or self._stopping(pause):
+                    return e
+
+    def _stopping(self, pause: float) -> bool:
+        """Sleep ``pause`` seconds; True if the run is being stopped (then no more tries)."""
+        if self.stop is None:
+            time.sleep(pause)
+            return False
+        return self.stop.soft.wait(pause)
+
+
 class AccessPointSession:
     """One deploy request on the access point, from registration to its finish."""
 
-    def __init__(self, client: AccessPointClient, warn: Callable[[str], None], optional: bool = False):
+    def __init__(self, client: AccessPointClient, warn: Callable[[str], None], optional: bool = False,
+                 stage=None, stop=None):
         self.client = client
         self.warn = warn
         self.optional = optional
         self.deploy_id: int | None = None
         self.finished = False
-        self.down: str | None = None  # why the access point could not be reached (optional mode)
+        self.gone: str | None = None  # optional mode: the access point could not be reached; nothing more is sent
         self.unreported: list[str] = []
+        self.reports = VersionReports.for_stage(client, stage, warn, stop, self.unreported) if stage is not None \
+            else VersionReports(client, warn, stop, unreported=self.unreported)
 
     @classmethod
-    def for_stage(cls, stage, warn: Callable[[str], None], optional: bool | None = None
+    def for_stage(cls, stage, warn: Callable[[str], None], optional: bool | None = None, stop=None
                   ) -> "AccessPointSession | None":
-        client = AccessPointClient.from_stage(stage)
+        client = AccessPointClient.from_stage(stage, warn)
         if client is None:
             return None
-        return cls(client, warn, stage.access_point.optional if optional is None else optional)
+        return cls(client, warn, stage.access_point.optional if optional is None else optional, stage, stop)
+
+    @property
+    def down(self) -> str | None:
+        """Why the access point could not be reached: optional mode, or a version report it never got."""
+        return self.gone or self.reports.reason
 
     def _outage(self, what: str, error: AccessPointError | None = None) -> bool:
         """True (and ``what`` recorded as not reported) when the run goes on without the access point."""
-        if self.down is None:
+        if self.gone is None:
             if error is None or not (self.optional and error.unreachable):
                 return False
-            self.down = error.message
+            self.gone = error.message
             self.warn(f"ACCESS POINT UNREACHABLE: {error.message}. Going on without it (access_point.optional): "
                       "nothing more is sent to it in this run; the summary lists what it was not told")
         self.unreported.append(what)
@@ -84,7 +169,7 @@ class AccessPointSession:
         """Create the deploy request and take it for ``node`` (the lock host); raises AccessPointError
         (or, optional and unreachable, returns None and the run goes on unregistered)."""
         what = "the deploy request (registration, ALLOWED, final result)"
-        if self.down is not None:
+        if self.gone is not None:
             self._outage(what)
             return None
         try:
@@ -116,14 +201,15 @@ class AccessPointSession:
             self.warn(f"gate opened, but marking the deploy ALLOWED failed: {e}")
 
     def report(self, node: str, stage: str, revision: str, roles: tuple[str, ...]) -> None:
-        """A host's version after its steps; raises AccessPointError (the host's step fails) unless
-        the run goes on without the access point."""
+        """A host's version after its steps, retried through a short outage (``VersionReports``); raises
+        AccessPointError (the host's step fails) only when the access point refused it or it is required
+        (and the run does not go on without the access point)."""
         what = f"version of {node}: {revision[:12]}"
-        if self.down is not None:
+        if self.gone is not None:
             self._outage(what)
             return
         try:
-            self.client.report_version(node, stage, revision, roles, self.deploy_id)
+            self.reports.send(node, stage, revision, roles, self.deploy_id)
         except AccessPointError as e:
             if not self._outage(what, e):
                 raise

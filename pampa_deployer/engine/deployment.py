@@ -155,7 +155,7 @@ class Deployment:
                 restore = stopping.install(self.stop, r.grace, self.warn)
             if self.access_point is None and not r.dry_run:
                 self.access_point = AccessPointSession.for_stage(self.stage, self.warn,
-                                                                 True if r.access_point_optional else None)
+                                                                 True if r.access_point_optional else None, self.stop)
             result = self.roll_out(plan, pool, options)
             if self.access_point is not None:
                 self.access_point.finish(result.ok, result.headline())
@@ -291,7 +291,8 @@ class Deployment:
 
 
 def with_unreported(result: RunResult, access_point: Session | None) -> RunResult:
-    """The result with a note listing what an unreachable (optional) access point was never told."""
+    """The result with a note listing what an unreachable access point was never told (optional mode, or
+    version reports it could not take within their retry period)."""
     if access_point is None or not access_point.unreported:
         return result
     note = (f"ACCESS POINT UNREACHABLE ({access_point.down}); not reported: "

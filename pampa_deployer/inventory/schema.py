@@ -133,6 +133,12 @@ TOP: dict[str, Key] = {
         "optional": Key("bool", False, "Emergency switch: when the access point cannot be reached, deploy and "
                         "rollback go on with a loud warning and list what was not reported "
                         "(`--access-point-optional`).", "true"),
+        "report_retry": Key("number", 30.0, "Seconds a version report is retried (with back-off) while the access "
+                            "point cannot be reached or answers 5xx; after that it is a warning and a note.", "30",
+                            rule="non_negative"),
+        "report_required": Key("bool", False, "A version report still undelivered after `report_retry` fails the "
+                               "host's `report_version` step (by default the host is deployed: a warning and a "
+                               "note in the summary and report).", "true"),
     }),
     "ssh": Key("section", None, "SSH behaviour.", "", {
         "known_hosts": Key("str", "~/.ssh/known_hosts", "known_hosts file used to verify host keys.", "stages/known_hosts"),

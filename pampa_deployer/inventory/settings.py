@@ -38,6 +38,8 @@ class AccessPointView:
     api_key: str | None
     timeout: float
     optional: bool
+    report_retry: float
+    report_required: bool
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..engine import events as ev
+from .shown import Renderer, shown
 from .telling import telling_line
 from .words import count
 
@@ -75,7 +76,7 @@ def fit(rows: list[_Row], width: int, height: int, now: float) -> list:
     return parts
 
 
-class LiveView(ev.Handler):
+class LiveView(Renderer):
     """Subscribes to the bus and redraws a rich Live table; ``-v`` prints output lines above it."""
 
     def __init__(self, console: Console, verbose: bool = False):
@@ -122,6 +123,7 @@ class LiveView(ev.Handler):
         if isinstance(event, ev.RunFinished):
             self.live.stop()  # the last frame stays; the summary prints below it
             return
+        event = shown(event)
         with self._lock:
             super().__call__(event)
         if self.verbose and isinstance(event, ev.Output):

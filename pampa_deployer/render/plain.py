@@ -6,6 +6,7 @@ import time
 from typing import TextIO
 
 from ..engine import events as ev
+from .shown import Renderer
 from .telling import telling_line
 from .words import count
 
@@ -14,7 +15,7 @@ def stamp(at: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(at)) + f".{int(at % 1 * 1000):03d}"
 
 
-class PlainRenderer(ev.Handler):
+class PlainRenderer(Renderer):
     """Writes a line per event; with ``verbose`` also every output line, prefixed by host and step."""
 
     def __init__(self, out: TextIO | None = None, verbose: bool = False):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..engine import events as ev
 from ..engine.results import FAILED, INTERRUPTED, SKIPPED, RunResult
+from .shown import Renderer
 
 SCHEMA_VERSION = 1
 
@@ -91,7 +92,7 @@ def write_junit(result: RunResult, path: Path) -> None:
     ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
 
 
-class ReportWriter(ev.Handler):
+class ReportWriter(Renderer):
     """Writes ``--report`` (JSON) and ``--junit`` (XML) when the run finishes."""
 
     def __init__(self, json_path: Path | None = None, junit_path: Path | None = None):

@@ -10,6 +10,7 @@ from typing import TextIO
 from ..engine import events as ev
 from . import report, timeline
 from .plain import PlainRenderer, stamp
+from .shown import Renderer
 
 
 def runs_of(base: Path, stage: str) -> list[Path]:
@@ -32,7 +33,7 @@ def prune(base: Path, stage: str, keep: int) -> list[Path]:
     return removed
 
 
-class RunDirectory(ev.Handler):
+class RunDirectory(Renderer):
     """Keeps a full log per host (every command and output line, masked) and a plain event log; at the
     end of the run, the JSON report and the timeline. The folder is made at the run's first event, so a
     command refused before any host was planned leaves none behind."""

@@ -7,6 +7,7 @@ from rich.text import Text
 
 from ..engine import events as ev
 from ..engine.results import FAILED, INTERRUPTED, OK, SKIPPED, RunResult
+from .shown import Renderer
 
 _ORDER = {FAILED: 0, INTERRUPTED: 1, SKIPPED: 2, OK: 3}
 _STYLE = {OK: "green", FAILED: "bold red", INTERRUPTED: "yellow", SKIPPED: "yellow"}
@@ -63,7 +64,7 @@ def print_rich(result: RunResult, console: Console) -> None:
         console.print(Text.assemble(("note: ", "yellow"), note))
 
 
-class SummaryPrinter(ev.Handler):
+class SummaryPrinter(Renderer):
     """Prints the summary when the run finishes: plain lines (CI, dry run) or a table and the timeline;
     then where the run directory is, if there is one."""
 

@@ -13,6 +13,8 @@ from typing import Any, Sequence, TextIO
 from rich.console import Console
 from rich.table import Table
 
+from ..printable import printable
+
 
 def plain(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     """Left-aligned columns separated by two spaces; the last column is never padded or cut."""
@@ -22,7 +24,8 @@ def plain(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
 
 
 def _one_line(value: Any) -> str:
-    return " | ".join(str("" if value is None else value).splitlines())
+    """A cell on one line, every string printable (cells may hold what hosts or the access point said)."""
+    return printable(" | ".join(str("" if value is None else value).splitlines()))
 
 
 def key_of(column: str) -> str:
@@ -51,5 +54,5 @@ def show(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, console: Cons
     table = Table(*columns, title=title, title_justify="left")
     for i, row in enumerate(rows):
         style = styles(i, row) if styles else None
-        table.add_row(*[str("" if v is None else v) for v in row], style=style)
+        table.add_row(*[printable(str("" if v is None else v), lines=True) for v in row], style=style)
     console.print(table)

@@ -23,7 +23,8 @@ import time
 from contextlib import contextmanager
 from typing import Callable
 
-from ..accesspoint import rules
+from ..accesspoint import rules, wire
+from ..accesspoint.wire import MAX_LINE, MAX_NAME, MAX_NODES
 from .database import encode, open_database
 
 SCHEMA = """
@@ -53,16 +54,12 @@ DEPLOY_COLUMNS = {"mode": "TEXT NOT NULL DEFAULT 'push'", "message": "TEXT", "al
                   "ended_at": "DOUBLE PRECISION", "kind": "TEXT NOT NULL DEFAULT 'deploy'"}
 
 #: What a pull request asks its nodes to do: deploy the branch, or roll back to ``revision``.
-KINDS = ("deploy", "rollback")
+KINDS = wire.REQUEST_KINDS
 
 #: state -> states it may move to, for push requests (pull requests follow rules.request_state)
 TRANSITIONS = {"PENDING": {"TAKEN", "FAILED"}, "TAKEN": {"ALLOWED", "DONE", "FAILED"},
                "ALLOWED": {"DONE", "FAILED"}, "DONE": set(), "FAILED": set()}
 
-MAX_NODES = 10_000        # nodes one pull request may list
-MAX_EVENTS = 500          # events one progress call may carry
-MAX_LINE = 2_000          # characters kept of one output line or message
-MAX_NAME = 128            # characters of a stage, node, role or branch name
 
 
 class ApiError(Exception):
@@ -400,34 +397,20 @@ class Store:
 
     def progress(self, deploy_id: int, stage: str, node: str, events) -> dict:
         """Step progress and output tails from a running node; also its heartbeat."""
-        if not isinstance(events, list) or len(events) > MAX_EVENTS:
-            raise ApiError(400, f"'events' must be a list of at most {MAX_EVENTS} events")
+        try:
+            batch = wire.decode_batch(events)  # checked at the door: 400 before anything is written
+        except wire.WireError as e:
+            raise ApiError(400, str(e)) from None
         with self._write():
             deploy, run = self._node_run(deploy_id, stage, node)
             if run["state"] != rules.RUNNING:
                 raise ApiError(409, f"node {node} is {run['state']} on deploy {deploy_id}, not running")
             now = self.clock()
             step = run["step"]
-            for e in events:
-                if not isinstance(e, dict) or e.get("kind") not in ("step_started", "step_finished", "output",
-                                                                     "command"):
-                    raise ApiError(400, "each event needs 'kind': step_started, step_finished, output or command")
-                body = {"node": node, "kind": e["kind"], "step": _text(e.get("step"), MAX_NAME)}
-                at = e.get("at")
-                if isinstance(at, (int, float)) and abs(at - now) < 86400:
-                    body["node_at"] = at  # when it happened on the node (the server's clock orders events)
-                if e["kind"] == "output":
-                    body.update(stream="stderr" if e.get("stream") == "stderr" else "stdout", line=_text(e.get("line")))
-                elif e["kind"] == "command":
-                    body.update(display=_text(e.get("display")))
-                elif e["kind"] == "step_finished":
-                    code = e.get("exit_code")
-                    body.update(ok=bool(e.get("ok")), exit_code=code if isinstance(code, int) else None,
-                                message=_text(e.get("message")), stderr_tail=_text(e.get("stderr_tail")),
-                                started=e.get("started") if isinstance(e.get("started"), (int, float)) else None)
-                else:
-                    step = body["step"]
-                self._event(deploy_id, "progress", body, now)
+            for p in batch:
+                if p.kind == wire.STEP_STARTED:
+                    step = p.step
+                self._event(deploy_id, "progress", wire.stored(p, node, now), now)
             self.db.execute("UPDATE runs SET step = ?, updated_at = ? WHERE deploy_id = ? AND node = ?",
                             (step, now, deploy_id, node))
             self._seen(stage, node)
