@@ -287,3 +287,49 @@ def test_status_prints_plain_columns_outside_a_terminal(tmp_path):
     assert lines[1].split() == ["host", "roles", "branch", "revision", "last", "deploy", "result", "note"]
     assert lines[2].startswith("kepler-1  kepler") and "unreachable" in lines[2]
     assert not set("│─┏┃") & set(result.stdout)
+
+
+# -- issue 22: values that passed `plan` and crashed later; paths and files that were silently ignored ----
+def test_notifier_never_echoes_a_url_it_cannot_send_to():
+    """Defence behind the schema's `url` rule: a URL urllib refuses is a warning that does not repeat it."""
+    from pampa_deployer.engine.around.notify import Notifier
+    said = []
+    warnings = Notifier(["hooks.slack.com/services/T0/B0/topsecret123"], 1.0, warn=said.append).send({"event": "x"})
+    assert warnings == said == ["notification x to ******** failed: not an http:// or https:// URL"]
+
+
+def test_access_point_client_with_a_url_it_cannot_use_is_an_access_point_error():
+    from pampa_deployer.accesspoint.client import AccessPointClient
+    from pampa_deployer.errors import AccessPointError
+    with pytest.raises(AccessPointError, match="not an http:// or https:// URL; fix the stage's `access_point.url`"):
+        AccessPointClient("not a url", "k").nodes("p")
+
+
+def test_a_named_ssh_config_that_does_not_exist_is_one_line(tmp_path):
+    """The demo stage named a missing ssh_config and it was silently ignored: now connecting commands say so;
+    `plan` (which connects nowhere) still works, like a missing key file."""
+    project(tmp_path, free_port())
+    stage = tmp_path / "stages" / "t.yml"
+    stage.write_text(stage.read_text().replace("ssh: {", "ssh: {config: /nonexistent/ssh_config, "))
+    assert pampa(tmp_path, "plan", "t").returncode == 0
+    for command in (["check", "t"], ["status", "t"], ["deploy", "t"]):
+        assert one_line(pampa(tmp_path, *command), 2) == (
+            "pampa: error: stages/t.yml: ssh.config: /nonexistent/ssh_config does not exist; create it, fix the "
+            "path, or leave `ssh.config` out to use ~/.ssh/config")
+
+
+@pytest.mark.parametrize("name,meant", [("pre_deploy", "pre-deploy"), ("pre-deploy.sh", "pre-deploy"),
+                                        ("Pre-Rollback", "pre-rollback"), ("on_failure", "on-failure")])
+def test_a_misnamed_hook_refuses_the_run_instead_of_never_guarding(tmp_path, name, meant):
+    project(tmp_path, free_port())
+    hooks = tmp_path / "stages" / "hooks"
+    hooks.mkdir()
+    (hooks / name).write_text("#!/bin/sh\nexit 1\n")
+    (hooks / name).chmod(0o755)
+    (hooks / "README.md").write_text("helpers live here too\n")  # not a hook's name: left alone
+    (hooks / "post-deploy.sample").write_text("#!/bin/sh\n")  # switched off on purpose
+    result = pampa(tmp_path, "deploy", "t")
+    assert one_line(result, 2) == (f"pampa: error: stages/hooks/{name}: not a hook name, so it would never run; "
+                                   f"rename it to {meant} (hooks are named exactly pre-deploy, post-deploy, "
+                                   "pre-rollback, post-rollback, on-failure; add .sample to keep it off)")
+    assert result.stdout == ""  # refused before the run started: no host was contacted

@@ -95,6 +95,11 @@ class Fleet:
         return self.root / "client" / "known_hosts"
 
     @property
+    def ssh_config(self) -> Path:
+        """The fleet's own ssh_config: empty, so the operator's ~/.ssh/config does not reach the fleet."""
+        return self.root / "client" / "ssh_config"
+
+    @property
     def origin(self) -> Path:
         return self.root / "origin.git"
 
@@ -118,6 +123,9 @@ class Fleet:
         (self.root / "client").mkdir(parents=True, exist_ok=True)
         if not self.key.exists():
             _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "pampa-fleet", "-f", str(self.key)])
+        if not self.ssh_config.exists():
+            self.ssh_config.write_text("# The local fleet's ssh_config (ssh.config in its stages): empty on purpose, so\n"
+                                       "# the operator's ~/.ssh/config (User, Port, ProxyJump...) does not apply.\n")
         known = []
         for host in self.hosts:
             sshd = self._sshd_dir(host.name)
@@ -279,7 +287,7 @@ class Fleet:
             "branch": "main",
             "user": "root",
             "key": str(self.key),
-            "ssh": {"known_hosts": str(self.known_hosts), "config": str(self.root / "client" / "ssh_config")},
+            "ssh": {"known_hosts": str(self.known_hosts), "config": str(self.ssh_config)},
             "env": {"DATABASE_URL": "sqlite://db/app.sqlite3"},
             "units": {"restart": "cd {path} && bin/restart {unit} {address}", "puma": ["puma"],
                       "processes": ["dispatcher", "jobs", "planner"], "workers": ["worker"]},

@@ -21,7 +21,7 @@ from fabric import Config, Connection
 from ...commands import procgroup
 from ...commands import upload as via_session
 from ...commands.command import Command
-from ...errors import ConnectError
+from ...errors import ConfigError, ConnectError
 from ...inventory.model import Host
 from ...inventory.settings import SSHView, view
 from ...steps.actions import Upload
@@ -64,6 +64,12 @@ class SSHSettings:
 
     @classmethod
     def from_stage(cls, stage, accept_new: bool | None = None) -> "SSHSettings":
+        named = stage.origins.get("ssh.config", "default")
+        if stage.ssh.config and named != "default" and not os.path.isfile(os.path.expanduser(stage.ssh.config)):
+            # Checked when connecting (like a key file), so `plan` works where the file is not: ignoring a
+            # named file would silently drop its ProxyJump, User and Port.
+            raise ConfigError(f"{named}: ssh.config: {stage.ssh.config} does not exist; create it, fix the path, "
+                              "or leave `ssh.config` out to use ~/.ssh/config")
         known = stage.ssh.known_hosts
         if not os.path.isabs(os.path.expanduser(known)):
             known = str(stage.root.parent / known)  # relative paths are relative to the project folder
