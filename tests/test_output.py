@@ -201,3 +201,14 @@ def test_live_view_summary_counts_every_hidden_host():
     hidden = int(re.search(r"\+ (\d+) more", summary).group(1))
     assert hidden + len(shown) == len(names)
     assert sum(int(n) for n in re.findall(r"(\d+) (?:ok|queued|running|failed)", summary.split(":", 1)[1])) == hidden
+
+
+def test_a_line_in_a_pipe_is_never_broken(capsys):
+    """Issue 22: outside a terminal a long line (a lock status, a note) was cut at 160 columns; grep finds
+    a line only whole."""
+    import argparse
+
+    from pampa_deployer.cli import output
+    line = "stage production lock on kepler-1: held by ana@laptop (pid 4121) since 2026-11-26T08:27:21Z, " + "x" * 200
+    output.console(argparse.Namespace(ci=True)).print(line)
+    assert capsys.readouterr().out == line + "\n"

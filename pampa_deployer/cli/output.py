@@ -14,8 +14,9 @@ def is_ci(args) -> bool:
 
 def console(args) -> Console:
     if is_ci(args):
+        # soft_wrap: a line in a pipe or a CI log is never broken in two (grep finds it whole).
         return Console(file=sys.stdout, force_terminal=False, no_color=True, highlight=False, width=160,
-                       emoji=False, markup=False)
+                       emoji=False, markup=False, soft_wrap=True)
     # markup=False: host names, roles like [kepler] and remote output are never read as rich markup.
     return Console(highlight=False, markup=False)
 
