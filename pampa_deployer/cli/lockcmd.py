@@ -5,6 +5,7 @@ import contextlib
 
 from .. import provenance
 from ..commands import lock as locking
+from ..engine import holder
 from ..engine.backends.pool import open_pool
 from ..engine.lock import MAINTENANCE_LEASE, DeployLock, holder_info
 from ..errors import LockHeld, PampaError, UsageError
@@ -46,8 +47,11 @@ def lock_status(args) -> int:
     stage = load_stage(args.stage, args.stages)
     with _lock_host(stage) as backend:
         state = locking.parse_state(backend.run(locking.status_command(stage.lock.path, stage.name)).stdout)
-    output.console(args).print(f"stage {stage.name} lock on {stage.lock_host.name}: {state.describe()}"
-                               + ("  (STALE: the next deploy takes it over)" if state.state == locking.STALE else ""))
+    gone = holder.gone(state.info) if state.state == locking.HELD else None
+    stale = state.state == locking.STALE or gone
+    output.console(args).print(f"stage {stage.name} lock on {stage.lock_host.name}: {state.describe(gone)}"
+                               + ("  (STALE: the next deploy takes it over, or `pampa unlock "
+                                  f"{stage.name}` removes it)" if stale else ""))
     return 0
 
 
@@ -69,9 +73,13 @@ def unlock(args) -> int:
     stage = load_stage(args.stage, args.stages)
     record = {"unlocked_by": provenance.user(), "machine": provenance.machine(), "at": provenance.utc(),
               "message": args.message or ""}
+    force = bool(getattr(args, "force", False))
     with _lock_host(stage) as backend:
-        out = backend.run(locking.unlock_command(stage.lock.path, stage.name, record,
-                                                 force=bool(getattr(args, "force", False)))).stdout
+        out = backend.run(locking.unlock_command(stage.lock.path, stage.name, record, force=force)).stdout
+        state = locking.parse_state(out) if out.startswith("PAMPA-LOCK-LIVE") else None
+        gone = holder.gone(state.info) if state is not None else None
+        if gone:  # a deploy from this machine that died: its lease still runs, but nobody renews it
+            out = backend.run(locking.unlock_command(stage.lock.path, stage.name, record, dead=state.raw)).stdout
     if out.startswith("PAMPA-LOCK-LIVE"):
         raise LockHeld(f"stage {stage.name}: not unlocked: the lock is {locking.parse_state(out).describe()}. Its "
                        f"holder looks alive (the lease is being renewed): stop that deploy, or wait for the lease to "

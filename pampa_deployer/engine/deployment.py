@@ -231,7 +231,7 @@ class Deployment:
             f"lock held: {state.describe()}; waiting up to {r.lock_wait:g}s"))
         if lock.took_stale is not None:
             self.warn(f"took over a stale lock left by {lock.took_stale.get('user', '?')}@"
-                      f"{lock.took_stale.get('machine', '?')} (its lease had expired)")
+                      f"{lock.took_stale.get('machine', '?')} ({lock.took_dead or 'its lease had expired'})")
         lock.on_lost = self.lock_lost
         lock.start_renewing()
         return lock
