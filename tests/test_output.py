@@ -212,3 +212,17 @@ def test_a_line_in_a_pipe_is_never_broken(capsys):
     line = "stage production lock on kepler-1: held by ana@laptop (pid 4121) since 2026-11-26T08:27:21Z, " + "x" * 200
     output.console(argparse.Namespace(ci=True)).print(line)
     assert capsys.readouterr().out == line + "\n"
+
+
+def test_config_in_a_pipe_pads_short_values_only_as_far_as_they_need(project):
+    """Issue 22: one 300-character value padded every line of `pampa config` to 323 characters."""
+    stage = project / "stages" / "production.yml"
+    stage.write_text(stage.read_text() + "env: {LONG_FLAGS: '" + "--flag " * 40 + "'}\n")
+    lines = pampa(project, "config", "production").stdout.splitlines()
+    long_line = next(line for line in lines if line.startswith("env.LONG_FLAGS "))
+    assert long_line.endswith("  stages/production.yml") and "--flag " * 40 in long_line
+    branch = next(line for line in lines if line.startswith("branch "))
+    assert branch.split() == ["branch", "main", "default"] and len(branch) < 100
+    import re
+    rows = [(line, re.split(r"  +", line)) for line in lines[2:] if not line.startswith("merge order")]
+    assert all(len(line) <= 40 + 2 + 40 + 2 + len(cells[-1]) for line, cells in rows if len(cells[1]) <= 40)

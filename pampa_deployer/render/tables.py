@@ -14,10 +14,15 @@ from rich.console import Console
 from rich.table import Table
 
 
+#: A column is padded to its longest cell up to this many characters; a longer cell (a 300-character
+#: list in ``pampa config``) pushes the rest of its own row right instead of padding every other row.
+PAD_AT_MOST = 40
+
+
 def plain(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    """Left-aligned columns separated by two spaces; the last column is never padded or cut."""
+    """Left-aligned columns separated by two spaces; no cell is cut, the last column is never padded."""
     cells = [[str(c) for c in columns]] + [[_one_line(v) for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(columns) - 1)]
+    widths = [min(PAD_AT_MOST, max(len(r[i]) for r in cells)) for i in range(len(columns) - 1)]
     return ["  ".join([r[i].ljust(widths[i]) for i in range(len(widths))] + [r[-1]]).rstrip() for r in cells]
 
 
