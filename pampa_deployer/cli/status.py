@@ -73,11 +73,11 @@ def status(args) -> int:
                           "access_point_requests": requests, "pull_request": pull}, indent=2))
     else:
         console = output.console(args)
-        columns = [*_COLUMNS, *(["access point"] if versions else [])]
-        cells = [[str(c) for c in _cells(r)] + ([(r.get("access_point_revision") or "-")[:10]] if versions else [])
-                 for r in rows]
-        tables.show(columns, cells, console=console, terminal=not output.is_ci(args),
-                    title=f"stage {stage.name}: {title}", styles=lambda i, row: _style(rows[i]))
+        terminal = not output.is_ci(args)
+        columns, cells = _terminal(rows, versions, console.width) if terminal else _plain(rows, versions)
+        tables.show(columns, cells, console=console, terminal=terminal, title=f"stage {stage.name}: {title}",
+                    styles=lambda i, row: _style(rows[i]), whole=("host", "branch", "revision", "last deploy",
+                                                                  "access point"))
         if pull is not None:
             console.print(_pull_line(pull))
         if ap_error:
@@ -171,6 +171,38 @@ def _row(host, found, versions: dict, drift: bool, majority: str | None) -> dict
 
 
 _COLUMNS = ("host", "roles", "branch", "revision", "last deploy", "result", "note")
+
+
+def _plain(rows: list[dict], versions: dict) -> tuple[list[str], list[list[str]]]:
+    """Every column, whole values (ISO times, 10-digit revisions with their subject): for grep and awk."""
+    columns = [*_COLUMNS, *(["access point"] if versions else [])]
+    return columns, [[str(c) for c in _cells(r)] + ([(r.get("access_point_revision") or "-")[:10]] if versions
+                                                     else []) for r in rows]
+
+
+def _terminal(rows: list[dict], versions: dict, width: int) -> tuple[list[str], list[list[str]]]:
+    """The table for a terminal ``width`` wide. Host, branch, revision and time are never cut (a 7-digit
+    revision, a minute in UTC); the commit subject appears from 120 columns, the roles from 110, and the
+    access point's revision only where it differs from the host's: at 80 columns nothing is left as `2026-1…`."""
+    differs = bool(versions) and any(r.get("access_point_revision") != r.get("revision") for r in rows)
+    columns = ["host", *(["roles"] if width >= 110 else []), "branch", "revision", "last deploy", "result", "note",
+               *(["access point"] if differs else [])]
+    cells = []
+    for r in rows:
+        host, roles, branch, _, last, result, note = _cells(r)
+        revision = (r.get("revision") or ("?" if not r["reachable"] else "-"))[:7]
+        if width >= 120 and r.get("subject"):
+            revision += f" {r['subject']}"
+        if "release" in r:
+            revision += f" (current: {r['release'] or 'none'})"
+        cells.append([host, *([roles] if width >= 110 else []), branch, revision, _minute(last), result, note,
+                      *([(r.get("access_point_revision") or "-")[:7]] if differs else [])])
+    return columns, cells
+
+
+def _minute(stamp: str) -> str:
+    """``2026-11-26T08:27:21Z`` -> ``2026-11-26 08:27Z``: the time of a deploy, in 17 characters."""
+    return f"{stamp[:10]} {stamp[11:16]}Z" if len(stamp) >= 16 and stamp[10:11] == "T" else stamp
 
 
 def _style(r: dict) -> str | None:

@@ -27,7 +27,7 @@ from .backends.pool import BackendPool, open_pool
 from .gate import OPEN, Gate
 from .pipeline import RunContext
 from .preflight import Preflight
-from .results import SKIPPED, HostResult, RunResult, failure_for
+from .results import NOT_STARTED_REFUSED, SKIPPED, HostResult, RunResult, failure_for
 from .rollback import manages_code, resolve_target
 from .rollout import Rollout
 from .scheduler import Scheduler, parse_count
@@ -308,7 +308,7 @@ def is_refusal(error: BaseException | None) -> bool:
 def refused_result(plan: Plan, started: float, error: PampaError, dry_run: bool = False) -> RunResult:
     """The result of a refused run: every planned host skipped and untouched, the refusal as the reason."""
     now = time.time()
-    why = "not started: the run was refused before any command ran"
+    why = NOT_STARTED_REFUSED
     hosts = tuple(HostResult(host=hp.host.name, roles=",".join(hp.roles), result=SKIPPED, started=started,
                              ended=now, reason=why, gated=hp.gated) for hp in plan.hosts)
     return RunResult(stage=plan.stage.name, kind=plan.kind, branch=plan.branch, started=started, ended=now,

@@ -73,7 +73,8 @@ class DeployLock:
                 left = f" in {state.expires - state.now}s" if state.expires and state.now else ""
                 hint = (f"`pampa unlock {self.stage}` ends the maintenance" if state.info.get("maintenance") else
                         f"Wait with --lock-wait SECONDS; if that deploy is dead, its lease runs out{left} and the "
-                        f"next deploy takes the lock over, or `pampa unlock {self.stage} --force -m WHY` removes it now")
+                        f"next deploy takes the lock over, or `pampa unlock {self.stage} --force -m WHY` removes "
+                        "it now")
                 raise LockHeld(f"stage {self.stage} is locked on {self.backend.name}: {state.describe()}. {hint}")
             if on_wait and not told:
                 on_wait(state)

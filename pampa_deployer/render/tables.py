@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, Sequence, TextIO
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -42,8 +43,11 @@ def as_json(columns: Sequence[str], rows: Sequence[Sequence[Any]], **extra: Any)
 
 def show(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, console: Console, terminal: bool,
          json_out: bool = False, title: str | None = None, out: TextIO | None = None, styles=None,
-         **extra: Any) -> None:
-    """Print ``rows`` as JSON (``json_out``), a rich table (``terminal``) or plain columns."""
+         whole: Sequence[str] = (), **extra: Any) -> None:
+    """Print ``rows`` as JSON (``json_out``), a rich table (``terminal``) or plain columns.
+
+    At a terminal the columns named in ``whole`` are never cut or wrapped (host names, revisions, dates):
+    the others wrap to make room."""
     if json_out:
         print(as_json(columns, rows, **({"title": title} if title else {}), **extra), file=out)
         return
@@ -53,7 +57,9 @@ def show(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, console: Cons
         for line in plain(columns, rows):
             print(line, file=out)
         return
-    table = Table(*columns, title=title, title_justify="left")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for column in columns:
+        table.add_column(column, no_wrap=column in whole, overflow="fold")
     for i, row in enumerate(rows):
         style = styles(i, row) if styles else None
         table.add_row(*[str("" if v is None else v) for v in row], style=style)
