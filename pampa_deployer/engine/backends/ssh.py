@@ -61,6 +61,8 @@ class SSHSettings:
         # Bounded SSH handshakes in flight: hundreds at once overwhelm sshd's MaxStartups.
         self.handshakes = threading.BoundedSemaphore(max(1, ssh.max_startups))
         self.fabric_config: Config | None = None
+        #: How the operator trusts an unknown key, in the words of the command in use (`fab` says it otherwise).
+        self.accept_hint = "pass --accept-new-host-keys to trust it on first use"
 
     @classmethod
     def from_stage(cls, stage, accept_new: bool | None = None) -> "SSHSettings":
@@ -100,7 +102,7 @@ def classify(error: BaseException, host: Host, settings: SSHSettings, elapsed: f
     where = f"{host.name} ({host.address}:{host.port})"
     if isinstance(error, UnknownHostKey):
         return ConnectError(f"{where}: unknown host key {error.key.get_name()}; verify it and add it to "
-                            f"{settings.known_hosts}, or pass --accept-new-host-keys to trust it on first use",
+                            f"{settings.known_hosts}, or {settings.accept_hint}",
                             "unknown host key")
     if isinstance(error, paramiko.BadHostKeyException):
         return ConnectError(f"{where}: HOST KEY CHANGED ({error.key.get_name()}): the key differs from "
