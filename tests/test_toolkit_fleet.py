@@ -429,3 +429,34 @@ def test_on_failure_hook_and_webhooks_at_start_and_end(project, fleet, tmp_path)
     warnings = [line for line in r.stderr.splitlines() if "notification" in line]
     assert len(warnings) == 2 and all("pampa: warning:" in w and "T0KEN" not in w for w in warnings)
     assert "T0KEN" not in r.stdout + r.stderr
+
+
+def test_a_rollback_refused_for_a_missing_target_runs_on_failure_and_sends_the_end(project, fleet, tmp_path):
+    """docs/operations.md: `on-failure` runs after a run that was refused, and every run's end is sent to the
+    webhooks. Issue 22: a rollback refused for a missing target (exit 4) ran no hook and sent nothing."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+    received = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server API
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    project.stage(notify={"webhooks": [f"http://127.0.0.1:{server.server_port}/hook"], "timeout": 5})
+    hook(project, "on-failure", f'echo "$PAMPA_RESULT $PAMPA_KIND $PAMPA_REVISION" > {tmp_path}/failure')
+    hook(project, "pre-rollback", f'touch {tmp_path}/pre')
+    try:
+        r = project.pampa("rollback", "test", "--to", "0" * 40)
+    finally:
+        server.shutdown()
+    assert r.returncode == 4 and "is not present on" in r.stderr, r.stdout + r.stderr
+    assert (tmp_path / "failure").read_text().split() == ["refused", "rollback", "0" * 40]
+    assert [(p["event"], p["result"]) for p in received] == [("rollback.finished", "refused")]
+    assert not (tmp_path / "pre").exists()  # the target is read before the pre-rollback hook: it never ran

@@ -116,6 +116,7 @@ class Deployment:
         self.lost_lock: str | None = None  # why the lock stopped being ours during the run, if it did
         self.planned: Plan | None = None   # the hosts a refused run reports as untouched
         self.announced = False
+        self.hooked = False  # the pre-* hook was reached (announced or refused by it)
 
     def warn(self, message: str) -> None:
         self.bus.emit(ev.Notice(message=message, level="warning"))
@@ -149,6 +150,7 @@ class Deployment:
             plan = self.plan(pool)
             options = RunOptions.for_request(r, len(plan.hosts))
             if self.around is not None and not r.dry_run:
+                self.hooked = True  # the pre-* hook is reached: a refusal by it leaves no trace (docs/design.md)
                 self.around.before(plan)  # a failing pre-deploy hook stops here: nothing was contacted
                 self.announced = True
             if r.handle_signals:
@@ -284,6 +286,9 @@ class Deployment:
                                exit_code_for(error))
         if self.announced:
             self.around.after(self.planned, None, error)
+        elif self.around is not None and not self.request.dry_run and not self.hooked and \
+                self.planned is not None and is_refusal(error):  # refused while planning: a rollback target missing
+            self.around.after(replace(self.planned, revision=self.request.to), None, error)  # webhook, on-failure
 
     def emit_finished(self, result: RunResult, exit_code: int) -> None:
         """The one place a run says it is over (lock released, connections closed)."""
