@@ -247,10 +247,31 @@ def test_ci_md_names_every_report_result():
     good = HostResult(host="h", roles="r", result=OK, started=now, ended=now)
     runs = [RunResult(stage="p", kind="deploy", branch="main", started=now, ended=now, hosts=hosts, **extra)
             for hosts, extra in [((good,), {}), ((bad,), {}), ((good,), {"interrupted_by": 2}),
-                                 ((), {"refused": "stage p is locked"})]]
+                                 ((), {"refused": "stage p is locked"}), ((good,), {"dry_run": True})]]
     reports = [to_dict(run, 0) for run in runs]
-    assert {r["result"] for r in reports} == named == {"ok", "failed", "interrupted", "refused"}
-    assert [r["reason"] for r in reports] == [None, None, None, "stage p is locked"]
+    assert {r["result"] for r in reports} == named == {"ok", "failed", "interrupted", "refused", "planned"}
+    assert [r["reason"] for r in reports] == [None, None, None, "stage p is locked", None]
+
+
+def test_a_dry_runs_report_and_junit_claim_nothing(tmp_path, monkeypatch):
+    """docs/ci.md, design.md: dry runs claim nothing. Issue 22: `--dry-run --report/--junit` wrote every host and
+    step `ok` and the gate `open`, so CI showed green tests for a run that did nothing."""
+    import json
+    import xml.etree.ElementTree as ET
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages" / "p.yml").write_text("app: a\nrepo: r\nhosts:\n  k: {address: 10.9.9.9, roles: [kepler]}\n"
+                                               "  e: {address: 10.9.9.8, roles: [euler]}\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["deploy", "p", "--dry-run", "--report", "r.json", "--junit", "r.xml"]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert (report["result"], report["dry_run"], report["exit_code"]) == ("planned", True, 0)
+    assert report["gate"] == {"state": "planned", "opened": None} and report["revision"] is None
+    assert {h["result"] for h in report["hosts"]} == {"planned"}
+    assert {s["result"] for h in report["hosts"] for s in h["steps"]} == {"planned"}
+    assert all(h["revision_after"] is None for h in report["hosts"])
+    suite = ET.parse(tmp_path / "r.xml").getroot().find("testsuite")
+    assert suite.get("tests") == suite.get("skipped") == "2" and suite.get("failures") == "0"
+    assert {c.find("skipped").get("message") for c in suite.iter("testcase")} == {"dry run: planned, nothing was run"}
 
 
 def test_init_without_answers_uses_the_folder_and_its_origin(tmp_path, monkeypatch, capsys):
