@@ -289,3 +289,20 @@ def test_init_without_answers_uses_the_folder_and_its_origin(tmp_path, monkeypat
     common = (app / "stages" / "common.yml").read_text()
     assert "app: shop\n" in common and "repo: git@github.com:acme/shop.git\n" in common
     assert "placeholder" not in capsys.readouterr().out
+
+
+def test_operations_md_names_where_each_strategy_keeps_its_log_and_start_record():
+    """Issue 22: operations.md put the start record beside the revision log; with releases it is inside the
+    deploy folder. The paths the doc names are the ones the engine writes (engine/pipeline.py)."""
+    from pampa_deployer.commands import revlog
+    from pampa_deployer.inventory import stage_from_mapping
+    from pampa_deployer.steps.releases import layout_of, live_path
+    doc = " ".join((ROOT / "docs" / "operations.md").read_text().split())
+    for strategy, log, record in [("in_place", "~/code/mysaas.revisions.jsonl", "~/code/mysaas.deploying.json"),
+                                  ("releases", "~/code/mysaas.revisions.jsonl", "~/code/mysaas/current.deploying.json")]:
+        stage = stage_from_mapping({"app": "mysaas", "repo": "r", "strategy": strategy,
+                                    "hosts": {"k": {"roles": ["kepler"]}}})
+        host = stage.hosts[0]
+        layout = layout_of(stage.settings, host.path, "")
+        assert revlog.log_path(host.path) == log and revlog.state_path(live_path(host, layout)) == record
+        assert f"`{log}`" in doc and f"`{record}`" in doc
