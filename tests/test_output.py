@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -393,3 +394,24 @@ def test_connect_lines_are_printed_once_the_run_goes_ahead_in_their_order():
     lines = [line.split(" ", 1)[1] for line in out.getvalue().splitlines()]
     assert lines[2:] == ["kepler-1 connect ok (0.10s)", "euler-1 connect ok (0.10s)", "newton-1 connect ok (0.10s)",
                          "copernico-1 connect ok (0.10s)", "kepler-1 git_fetch start"]
+
+
+def test_a_pull_mode_node_in_the_live_view_shows_the_time_it_has_run():
+    """Issue 22: following a pull request, every node showed `elapsed 0.0s`: a node reports its steps, never a
+    connect, and the live view counted time from the connect only."""
+    import time
+
+    from rich.console import Console
+
+    from pampa_deployer.engine.results import HostResult
+    from pampa_deployer.render.live import LiveView
+    console = Console(width=100, record=True, force_terminal=True)
+    view = LiveView(console)
+    now = time.time()
+    view(ev.RunStarted(stage="p", kind="deploy", branch="main", hosts=(("k", "kepler", False), ("n", "newton", False))))
+    view(ev.StepStarted(host="k", step="migrate", at=now - 12))
+    view(ev.HostFinished(host="n", at=now, result=HostResult("n", "newton", "ok", now - 7, now)))
+    console.print(view.render())
+    text = console.export_text()
+    assert re.search(r"k\s+running\s+migrate\s+1[23]\.\ds", text), text
+    assert re.search(r"n\s+ok\s+7\.0s", text), text
