@@ -306,3 +306,15 @@ def test_operations_md_names_where_each_strategy_keeps_its_log_and_start_record(
         layout = layout_of(stage.settings, host.path, "")
         assert revlog.log_path(host.path) == log and revlog.state_path(live_path(host, layout)) == record
         assert f"`{log}`" in doc and f"`{record}`" in doc
+
+
+def test_init_gives_a_range_of_hosts_their_own_names(tmp_path, monkeypatch, capsys):
+    """Issue 22: `init` wrote `newton-[01:02]` with `address: newton-{n}.example.com`, so newton-01 was sent
+    to newton-1.example.com."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["init", "--app", "shop", "--repo", "git@example.com:shop.git"]) == 0
+    capsys.readouterr()
+    assert main(["plan", "production", "--json"]) == 0
+    import json
+    hosts = {h["name"]: h["address"] for h in json.loads(capsys.readouterr().out)["hosts"]}
+    assert hosts["newton-01"] == "newton-01.example.com" and hosts["newton-02"] == "newton-02.example.com"

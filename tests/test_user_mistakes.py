@@ -333,3 +333,45 @@ def test_a_misnamed_hook_refuses_the_run_instead_of_never_guarding(tmp_path, nam
                                    f"rename it to {meant} (hooks are named exactly pre-deploy, post-deploy, "
                                    "pre-rollback, post-rollback, on-failure; add .sample to keep it off)")
     assert result.stdout == ""  # refused before the run started: no host was contacted
+
+
+# -- issue 22: the first hour -----------------------------------------------------------------------------
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version(capsys, flag):
+    from pampa_deployer import __version__
+    with pytest.raises(SystemExit) as done:
+        main([flag])
+    assert done.value.code == 0 and capsys.readouterr().out == f"pampa {__version__}\n"
+
+
+def test_help_command_prints_what_help_flags_print(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    top = capsys.readouterr().out
+    assert main(["help"]) == 0 and capsys.readouterr().out == top
+    assert "pampa help deploy" in top
+    with pytest.raises(SystemExit):
+        main(["deploy", "--help"])
+    deploy = capsys.readouterr().out
+    assert main(["help", "deploy"]) == 0 and capsys.readouterr().out == deploy
+    assert main(["help", "dploy"]) == 2
+    assert capsys.readouterr().err.strip() == "pampa help: unknown command 'dploy'; did you mean 'deploy'?"
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["deploy", "production", "extra"], "pampa deploy: unexpected argument 'extra'; see `pampa deploy --help`"),
+    (["lock", "release", "production"], "pampa lock: unknown action 'release'; to release a lock, run "
+                                        "`pampa unlock STAGE -m WHY`"),
+    (["lock", "stat", "production"], "pampa lock: unknown action 'stat'; did you mean 'status'?"),
+    (["dploy", "production"], "pampa: unknown command 'dploy'; did you mean 'deploy'?"),
+])
+def test_a_word_too_many_or_a_wrong_action_is_named_as_such(capsys, args, expected):
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip() == expected
+
+
+def test_stages_given_a_file_says_to_give_its_folder(tmp_path):
+    project(tmp_path, free_port())
+    assert one_line(pampa(tmp_path, "--stages", "stages/t.yml", "plan", "t"), 2) == (
+        "pampa: error: stages/t.yml: a file, not a folder; --stages takes the folder of stage files, here "
+        "--stages stages (and the stage by name: t)")

@@ -31,6 +31,7 @@ EPILOG = """examples:
   pampa rollback production --dry-run   show the rollback to the previous revision
   pampa demo                            a local fleet of real sshd hosts, deployed end to end
   pampa request production --wait       pull mode: the nodes' agents deploy; follow it like a deploy
+  pampa help deploy                     every option of one command (also: pampa deploy --help)
 
 exit codes: 0 ok, 1 deploy failed on some hosts, 2 config or usage error, 3 lock held,
             4 refused by a safety check, 130 interrupted (Ctrl-C), 141 output closed (| head),

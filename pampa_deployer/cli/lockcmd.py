@@ -18,6 +18,8 @@ def declare_lock(cmd) -> None:
             "pampa lock acquire production -m 'db maintenance until 18:00'")
     p.add_argument("action", choices=["status", "acquire"])
     p.add_argument("stage")
+    for word in ("release", "remove", "free", "unlock", "delete", "break"):
+        p.choice_hints[word] = "to release a lock, run `pampa unlock STAGE -m WHY`"
     p.add_argument("--message", "-m", help="acquire: why; shown to every deploy refused meanwhile")
     p.set_defaults(handler=lambda args: lock_acquire(args) if args.action == "acquire" else lock_status(args))
 

@@ -63,6 +63,9 @@ def load_stage(name: str, root: Path | str = "stages", overrides: Mapping[str, A
     environ = os.environ if environ is None else environ
     files = stage_files(root)
     shown_root = yamlfile.display_path(root)
+    if root.is_file():  # `--stages stages/production.yml`: the folder is wanted, the stage is named apart
+        raise ConfigError(f"{shown_root}: a file, not a folder; --stages takes the folder of stage files, here "
+                          f"--stages {yamlfile.display_path(root.parent)} (and the stage by name: {root.stem})")
     if not files and not root.is_dir():  # stage_files read the folder (or said why it cannot)
         raise ConfigError(f"{shown_root}/: no stages folder here; run `pampa init` to create one, "
                           "or pass --stages DIR")
