@@ -375,3 +375,54 @@ def test_stages_given_a_file_says_to_give_its_folder(tmp_path):
     assert one_line(pampa(tmp_path, "--stages", "stages/t.yml", "plan", "t"), 2) == (
         "pampa: error: stages/t.yml: a file, not a folder; --stages takes the folder of stage files, here "
         "--stages stages (and the stage by name: t)")
+
+
+class _Stage:
+    name = "p"
+
+
+class _AccessPoint:
+    """What `status` reads from an access point: the stage's requests (newest first) and node versions."""
+
+    def __init__(self, deploys):
+        self.found = deploys
+
+    def deploys(self, stage):
+        return self.found
+
+    def deploy(self, deploy_id):
+        d = next(d for d in self.found if d["id"] == deploy_id)
+        return {**d, "requested_by": "ana", "stalled": False, "nodes": [{"node": "k", "state": "failed", "stalled": None}]}
+
+    def nodes(self, stage):
+        return [{"node": "k", "revision": "abc", "seen_at": 1764664041.25}]
+
+
+def test_status_shows_a_pull_request_only_while_it_is_the_stages_state(monkeypatch):
+    """Issue 22: `status` kept showing an old failed pull request after later push deploys."""
+    from pampa_deployer.accesspoint import client
+    from pampa_deployer.cli import status
+    pull = {"id": 3, "mode": "pull", "state": "FAILED", "branch": "main"}
+    cases = [([pull], 3), ([{"id": 4, "mode": "push", "state": "DONE"}, pull], None),
+             ([{"id": 4, "mode": "push", "state": "DONE"}, {**pull, "state": "TAKEN"}], 3)]
+    for deploys, shown in cases:
+        monkeypatch.setattr(client.AccessPointClient, "from_stage", classmethod(lambda cls, stage: _AccessPoint(deploys)))
+        found, error = status._last_pull_request(_Stage())
+        assert error is None and (found or {}).get("id") == shown, deploys
+
+
+def test_status_json_gives_every_time_as_iso(monkeypatch):
+    """Issue 22: `status --json` mixed ISO times with the access point's Unix floats."""
+    from pampa_deployer.accesspoint import client
+    from pampa_deployer.cli import status
+    open_push = {"id": 5, "mode": "push", "state": "TAKEN", "created_at": 1764664041.5, "updated_at": 1764664042.0}
+    monkeypatch.setattr(client.AccessPointClient, "from_stage", classmethod(lambda cls, stage: _AccessPoint([open_push])))
+    versions, requests, error = status._access_point(_Stage())
+    assert requests[0]["created_at"] == "2025-12-02T08:27:21Z" and requests[0]["updated_at"] == "2025-12-02T08:27:22Z"
+
+    class Host:
+        name, roles, branch = "k", ("kepler",), "main"
+
+    row = status._row(Host(), {"revision": "abc", "subject": "s", "last": None, "incomplete": None}, versions,
+                      False, "abc")
+    assert row["agent_seen_at"] == "2025-12-02T08:27:21Z"

@@ -52,8 +52,8 @@ def lock_status(args) -> int:
     gone = holder.gone(state.info) if state.state == locking.HELD else None
     stale = state.state == locking.STALE or gone
     output.console(args).print(f"stage {stage.name} lock on {stage.lock_host.name}: {state.describe(gone)}"
-                               + ("  (STALE: the next deploy takes it over, or `pampa unlock "
-                                  f"{stage.name}` removes it)" if stale else ""))
+                               + ("  (STALE: the next deploy takes it over, or "
+                                  f"`{output.again(args, 'unlock ' + stage.name)}` removes it)" if stale else ""))
     return 0
 
 
@@ -67,7 +67,7 @@ def lock_acquire(args) -> int:
     with _lock_host(stage) as backend:
         DeployLock(backend, stage.lock.path, stage.name, info, MAINTENANCE_LEASE).acquire()
     output.console(args).print(f"stage {stage.name}: locked for maintenance on {stage.lock_host.name} "
-                               f"({args.message}); deploys refuse until `pampa unlock {stage.name}`")
+                               f"({args.message}); deploys refuse until `{output.again(args, 'unlock ' + stage.name)}`")
     return 0
 
 

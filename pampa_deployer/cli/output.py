@@ -23,3 +23,12 @@ def console(args) -> Console:
 
 def err_console() -> Console:
     return Console(file=sys.stderr, highlight=False, markup=False)
+
+
+def again(args, rest: str) -> str:
+    """A pampa command to type next, with this run's ``--stages DIR`` when it is not the default one:
+    ``pampa --stages /srv/stages request production --follow 12``."""
+    default = os.environ.get("PAMPA_STAGES", "stages")
+    stages = getattr(args, "stages", default) or default
+    where = "" if os.path.normpath(stages) == os.path.normpath(default) else f"--stages {stages} "
+    return f"pampa {where}{rest}"

@@ -98,7 +98,7 @@ def request(args) -> int:
                 f"stage {stage.name}, {what}, {len(deploy['nodes'])} nodes")
         print(line, flush=True) if ci else console.print(line)
         if not args.wait:
-            hint = f"follow it: pampa request {stage.name} --follow {deploy['id']}"
+            hint = "follow it: " + output.again(args, f"request {stage.name} --follow {deploy['id']}")
             print(hint, flush=True) if ci else console.print(hint, style="dim")
             return 0
     return follow(args, stage, client, deploy, ci, console)

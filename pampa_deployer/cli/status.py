@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import time
 from collections import Counter
 
 from ..accesspoint.client import AccessPointClient
@@ -118,9 +119,9 @@ def _access_point(stage) -> tuple[dict, list[dict], str | None]:
         if d.get("mode") == "pull":  # pull-mode requests have their own line (and their agents)
             continue
         if d.get("state") in ("TAKEN", "ALLOWED"):
-            requests.append({**d, "note": "open: a deploy is running, or it died (the next deploy closes it)"})
+            requests.append({**_iso_times(d), "note": "open: a deploy is running, or it died (the next deploy closes it)"})
         elif str(d.get("detail") or "").startswith("abandoned"):
-            requests.append({**d, "note": d["detail"]})
+            requests.append({**_iso_times(d), "note": d["detail"]})
     return versions, requests[:5], None
 
 
@@ -130,9 +131,10 @@ def _last_pull_request(stage) -> tuple[dict | None, str | None]:
     if client is None:
         return None, None
     try:
-        newest = next((d for d in client.deploys(stage.name) if d.get("mode") == "pull"), None)
-        if newest is None:
-            return None, None
+        found = client.deploys(stage.name)  # newest first
+        newest = next((d for d in found if d.get("mode") == "pull"), None)
+        if newest is None or (newest is not found[0] and newest.get("state") in ("DONE", "FAILED")):
+            return None, None  # none, or a finished one that push deploys came after: history, not the state
         d = client.deploy(newest["id"])
     except AccessPointError as e:
         return None, e.message
@@ -166,11 +168,22 @@ def _row(host, found, versions: dict, drift: bool, majority: str | None) -> dict
             row["release"] = found["release"]
     if host.name in versions:
         row["access_point_revision"] = versions[host.name].get("revision")
-        row["agent_seen_at"] = versions[host.name].get("seen_at")  # pull mode: its agent's last call
+        row["agent_seen_at"] = _iso(versions[host.name].get("seen_at"))  # pull mode: its agent's last call
     return row
 
 
 _COLUMNS = ("host", "roles", "branch", "revision", "last deploy", "result", "note")
+
+
+def _iso(at) -> str | None:
+    """A Unix time from the access point, as every other time of `status --json`: ``2026-11-26T08:27:21Z``."""
+    if not isinstance(at, (int, float)) or isinstance(at, bool):
+        return at
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+
+
+def _iso_times(d: dict) -> dict:
+    return {k: _iso(v) if k.endswith("_at") else v for k, v in d.items()}
 
 
 def _plain(rows: list[dict], versions: dict) -> tuple[list[str], list[list[str]]]:
