@@ -469,3 +469,17 @@ def test_yaml_null_code_path_means_the_default(tmp_path, monkeypatch):
     write(tmp_path, {"production.yml": GOOD + "path: ~\n"})
     monkeypatch.chdir(tmp_path)
     assert load_stage("production").hosts[0].path == "~/code/shop"
+
+
+def test_a_secret_file_others_can_read_gets_one_warning(tmp_path, monkeypatch, capsys):
+    """Issue 22: a secret file readable by others got no warning. It stops nothing (exit 0), and says once
+    which file, why and what to do."""
+    stages = write(tmp_path, {"production.yml": GOOD + "secrets: [{local: s.rb, remote: s.rb}]\n", "s.rb": "K = 'v'\n"})
+    (stages / "s.rb").chmod(0o644)
+    code, out = run_plan(tmp_path, monkeypatch, capsys)
+    assert code == 0
+    assert out.err == ("pampa: warning: stages/production.yml: secrets[0].local: stages/s.rb can be read by others "
+                       "(mode 0644) and holds a secret; chmod 600 stages/s.rb\n")
+    (stages / "s.rb").chmod(0o600)
+    code, out = run_plan(tmp_path, monkeypatch, capsys)
+    assert code == 0 and out.err == ""

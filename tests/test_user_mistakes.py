@@ -115,6 +115,7 @@ def test_access_point_port_in_use_is_one_line(tmp_path):
     line = one_line(result, 2)
     assert line == (f"pampa: error: access-point serve: cannot listen on 127.0.0.1:{port}: the address is taken "
                     "(another access point?); pick another --port")
+    assert list(tmp_path.iterdir()) == []  # issue 22: it left an empty access-point.sqlite3 behind
 
 
 def test_access_point_database_that_is_a_folder(tmp_path):
@@ -230,6 +231,16 @@ def test_demo_on_taken_addresses_says_so_and_touches_nothing(tmp_path):
     assert line.startswith(f"pampa: error: demo: {address}:2222") and "already taken by another process" in line
     assert "--subnet" in line and "pampa demo down --dir" in line
     assert not (tmp_path / "demo").exists()  # refused before creating anything
+    import re
+    suggested = re.search(r"--subnet (127\.0\.\d+) \(free now\)", line).group(1)
+    assert suggested != FLEET_SUBNET and not listening(f"{suggested}.11", 2222)  # issue 22: never the taken one
+
+
+def test_the_demos_subnet_hint_never_names_the_subnet_it_refused(tmp_path):
+    """Issue 22: the hint was always `--subnet 127.0.5`, also when 127.0.5 was the taken one."""
+    from pampa_deployer.cli.demo import _free_subnet_hint, demo_fleet
+    hint = _free_subnet_hint(demo_fleet(tmp_path, 1, "127.0.5"))
+    assert hint.startswith(", e.g. --subnet 127.0.") and "127.0.5 " not in hint and hint.endswith("(free now)")
 
 
 def test_demo_down_with_another_dir_claims_nothing(tmp_path):

@@ -10,9 +10,10 @@ import importlib
 import os
 import sys
 import traceback
+import warnings
 
 from .. import __version__
-from ..errors import ConfigErrors, ExitCode, PampaError, UsageError, exit_code_for, quiet_libraries
+from ..errors import ConfigErrors, ExitCode, PampaError, PampaWarning, UsageError, exit_code_for, quiet_libraries
 from .parser import Parser
 from .parser import build_parser as _build
 
@@ -101,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         argv = list(sys.argv[1:] if argv is None else argv)
         args = _parse(build_parser(only=command_word(argv)), argv)
-        return args.handler(args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("default", PampaWarning)  # each one once
+            warnings.showwarning = _show_warning
+            return args.handler(args)
     except ConfigErrors as e:
         for message in e.messages:
             print(f"pampa: error: {message}", file=sys.stderr)
@@ -129,6 +133,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pampa: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback; "
                   "please report it)", file=sys.stderr)
         return exit_code_for(e)
+
+
+_python_show_warning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """``pampa: warning: ...`` for pampa's own warnings (one line, no source location); others as Python shows them."""
+    if issubclass(category, PampaWarning):
+        print(f"pampa: warning: {message}", file=sys.stderr, flush=True)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
 
 
 def entry() -> None:

@@ -7,10 +7,11 @@ from __future__ import annotations
 import os
 import re
 import stat
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..errors import ConfigError, ConfigErrors
+from ..errors import ConfigError, ConfigErrors, PampaWarning
 from ..redact import Redactor, secret_fragments
 from ..sequences import DEFAULT_GATED, DEFAULT_SEQUENCES, STEP_ORDER
 from ..shell import fill_plain
@@ -425,10 +426,24 @@ def _secret_files(settings: dict, root: Path, environ: Mapping[str, str], where_
         except layers.BadReference as e:
             errors.append(f"{where}: {key}.template: {source}: {e}")
             continue
+        _warn_if_readable(full, f"{where}: {key}.{field_name}")
         mode = int(str(spec.get("mode") or "0600"), 8)  # the schema's `mode` rule checked the form
         fragments.extend(secret_fragments(text))
         files.append(SecretFile(source=str(source), remote=str(remote), mode=mode, content=content))
     return files, fragments
+
+
+def _warn_if_readable(path: Path, where: str) -> None:
+    """A secret file that group or others can read on this machine is worth a warning (it stops nothing: the
+    host gets the file with its own mode; but the secret is exposed here)."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return
+    if mode & 0o077:
+        shown = yamlfile.display_path(path)
+        warnings.warn(f"{where}: {shown} can be read by others (mode {mode:04o}) and holds a secret; "
+                      f"chmod 600 {shown}", PampaWarning, stacklevel=2)
 
 
 _PUBLIC_SETTINGS = ("app", "branch", "path", "user", "key", "lock.path", "ssh.known_hosts", "ssh.config")
