@@ -135,6 +135,7 @@ def world(tmp_path):
     stages = tmp_path / "stages"
     (stages / "secrets").mkdir(parents=True)
     (stages / "secrets" / "config.rb").write_text(f"PASSWORD = '{SECRET}'\n")
+    (stages / "secrets" / "config.rb").chmod(0o600)
     (stages / "local.yml").write_text(f"""
 app: demo
 repo: {origin}

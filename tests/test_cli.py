@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import signal
 import subprocess
 import sys
@@ -94,10 +95,14 @@ def test_production_plan_is_what_an_operator_types(tmp_path, monkeypatch, capsys
     import shutil
     shutil.copytree(ROOT / "stages", tmp_path / "stages")
     secrets = tmp_path / "stages" / "secrets"
-    shutil.copy(secrets / "config.rb.example", secrets / "config.rb")  # as an operator does first
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert "`install -m 600 stages/secrets/config.rb.example stages/secrets/config.rb`" in readme
+    subprocess.run(["install", "-m", "600", str(secrets / "config.rb.example"), str(secrets / "config.rb")],
+                   check=True)  # as an operator does first, as the README says
     monkeypatch.chdir(tmp_path)
     assert main(["plan", "production", "--hosts", "kepler-1"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert err == ""  # kept 0600: no warning
     expected = [
         "&& git fetch origin",  # after setting origin to the stage's repo (tests/test_commands.py)
         "source /etc/profile.d/rvm.sh && cd ~/code1/mysaas && git reset --hard origin/main",

@@ -119,7 +119,6 @@ def build_stage(name: str, named: list[tuple[str, dict]], root: Path, overrides:
     tasks = _tasks(settings, root, where_of, errors)
     _check_steps(settings, roles, tasks, where_of, errors)
     _check_checks(settings, roles, where_of, errors)
-    _check_strategy(settings, where_of, errors)
     empty = {str(e): where for where, data in named if isinstance(data.get("hosts"), dict)
              for e, spec in data["hosts"].items() if spec is None}  # `k-1:` alone: a host without settings
     hosts = _hosts(settings, roles, overrides or {}, where_of, stage_where, errors, empty)
@@ -227,13 +226,6 @@ def _check_checks(settings: dict, roles: dict[str, Role], where_of, errors: list
             if role not in roles:
                 errors.append(f"{where}: checks.{name}.roles: unknown role '{role}'"
                               f"{validate.suggest(role, roles)}; known: {', '.join(roles)}")
-
-
-def _check_strategy(settings: dict, where_of, errors: list[str]) -> None:
-    keep = settings.get("keep_releases")
-    if isinstance(keep, int) and keep < 2:
-        errors.append(f"{where_of('keep_releases')}: keep_releases: must be at least 2 (the current release and "
-                      f"the previous one, for rollback), got {keep}")
 
 
 def expand_range(name: str) -> list[tuple[str, int | None]]:

@@ -98,7 +98,7 @@ TOP: dict[str, Key] = {
                     "atomically after migrate; rollback is one switch.", "releases",
                     choices=("in_place", "releases")),
     "keep_releases": Key("int", 5, "Releases strategy: releases kept on each host (never pruned: current and "
-                         "previous).", "5"),
+                         "previous).", "5", rule="releases_kept"),
     "shared_dirs": Key("list[str]", ["log", "tmp/pids", "public/uploads"], "Releases strategy: folders kept in "
                        "`shared/` and linked into every release.", "[log, tmp/pids, public/uploads]", rule="inside"),
     "shared_files": Key("list[str]", [], "Releases strategy: files kept in `shared/` and linked into every release "

@@ -61,6 +61,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
             "host, such as https://ap.example.com (empty: none)"),
     "http_status": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 100 <= v <= 599,
                     "an HTTP status from 100 to 599"),
+    "releases_kept": (lambda v: _number(v) and v >= 2,
+                      "a number of 2 or more (the current release and the previous one, for rollback)"),
 }
 
 #: Rules that check the keys of a mapping (each key), not its value; what one such key is called.
