@@ -12,8 +12,15 @@ import time
 import uuid
 
 from .. import provenance
-from ..commands.lock import (HELD, acquire_command, parse_acquired, parse_lost, parse_state, release_command,
-                             renew_command)
+from ..commands.lock import (
+    HELD,
+    acquire_command,
+    parse_acquired,
+    parse_lost,
+    parse_state,
+    release_command,
+    renew_command,
+)
 from ..errors import LockHeld, PampaError
 from . import holder
 

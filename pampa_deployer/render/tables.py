@@ -14,7 +14,6 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-
 #: A column is padded to its longest cell up to this many characters; a longer cell (a 300-character
 #: list in ``pampa config``) pushes the rest of its own row right instead of padding every other row.
 PAD_AT_MOST = 40
