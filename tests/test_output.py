@@ -316,7 +316,7 @@ def test_a_failed_health_check_says_its_reason_once():
     import time
 
     from pampa_deployer.engine.executor import perform
-    from pampa_deployer.engine.results import CommandResult, HostResult, RunResult, StepFailed
+    from pampa_deployer.engine.results import CommandResult, HostResult, RunResult, StepFailed, StepResult
     from pampa_deployer.render.summary import print_plain
     from pampa_deployer.steps.actions import HealthCheck
 
@@ -337,8 +337,8 @@ def test_a_failed_health_check_says_its_reason_once():
     assert message == ("health check 'web' failed after 2 attempts: expected status 200 containing 'rev=abc'; "
                        "last: status 503, body: down")
     out = io.StringIO()
-    PlainRenderer(out)(ev.StepFinished(host="k", step="health_check", ok=False, started=0.0, exit_code=1,
-                                       stderr_tail=HEALTH, message=message))
+    PlainRenderer(out)(ev.StepFinished(host="k", result=StepResult("health_check", False, 0.0, 1.0, 1, HEALTH,
+                                                                   message)))
     assert out.getvalue().count("last: status 503") == 1
     t = time.time()
     host = HostResult("k", "kepler", "failed", t, t, failed_step="health_check", exit_code=1, stderr_tail=HEALTH,
