@@ -150,7 +150,11 @@ def build_parser(declarations, description: str, epilog: str, version: str) -> P
     parser.declare = cmd
     for declare in declarations:
         declare(cmd)
-    topic = cmd("help", "show the help of pampa, or of one command", "pampa help deploy")
+    # `pampa help [COMMAND]`: the parser's own word, not a command module's (it is built with every command).
+    about = "show the help of pampa, or of one command"
+    topic = sub.add_parser("help", help=about, description=about, epilog="example:\n  pampa help deploy",
+                           formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    add_global_options(topic, after_command=True)
     topic.add_argument("topic", nargs="?", metavar="COMMAND", choices=list(parser.commands),
                        help="the command to explain (default: pampa itself)")
     topic.set_defaults(handler=lambda args: _help(parser, args.topic))
