@@ -111,10 +111,15 @@ def test_exec_without_a_command_is_a_usage_error(project, fleet):
 
 
 # -- logs ---------------------------------------------------------------------------------------------
+#: The demo app's own processes log to ~/log/NAME.log (and the worker writes a line every 30 s): these tests
+#: read files of their own, so what they find is only what they wrote.
+TEST_LOG = "~/log/{unit}.test.log"
+
+
 def test_logs_shows_the_last_lines_prefixed_by_host(project, fleet):
-    project.stage(logs={"files": ["~/log/{unit}.log"]})
+    project.stage(logs={"files": [TEST_LOG]})
     for name in ("newton-1", "newton-2"):
-        log = fleet.home(name) / "log" / "worker.log"
+        log = fleet.home(name) / "log" / "worker.test.log"
         log.parent.mkdir(exist_ok=True)
         log.write_text("".join(f"{name} old {i}\n" for i in range(30)))
     r = project.pampa("logs", "test", "--roles", "newton", "-n", "3")
@@ -124,13 +129,13 @@ def test_logs_shows_the_last_lines_prefixed_by_host(project, fleet):
         assert got == [f"{name} | {name} old {i}" for i in (27, 28, 29)]
     missing = project.pampa("logs", "test", "--hosts", "newton-1", "--unit", "no-such-unit")
     assert missing.returncode == 1
-    assert "newton-1 | tail: cannot open '/root/log/no-such-unit.log'" in missing.stdout
+    assert "newton-1 | tail: cannot open '/root/log/no-such-unit.test.log'" in missing.stdout
     assert "logs: newton-1: exit 1" in missing.stderr
 
 
 def test_logs_follow_prints_new_lines_until_ctrl_c_and_stops_tail_on_the_host(project, fleet):
-    project.stage(logs={"files": ["~/log/{unit}.log"]})
-    log = fleet.home("newton-1") / "log" / "worker.log"
+    project.stage(logs={"files": [TEST_LOG]})
+    log = fleet.home("newton-1") / "log" / "worker.test.log"
     log.parent.mkdir(exist_ok=True)
     log.write_text("before follow\n")
     proc = project.popen("logs", "test", "--hosts", "newton-1", "-n", "1", "-f")
@@ -139,18 +144,18 @@ def test_logs_follow_prints_new_lines_until_ctrl_c_and_stops_tail_on_the_host(pr
         with log.open("a") as f:
             f.write(f"grown {i}\n")
         assert proc.stdout.readline().strip() == f"newton-1 | grown {i}"
-    assert host_processes(fleet, "newton-1", "worker.log")  # tail -F runs on the host
+    assert host_processes(fleet, "newton-1", "worker.test.log")  # tail -F runs on the host
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)
     assert proc.returncode == 0
-    assert wait_until(lambda: not host_processes(fleet, "newton-1", "worker.log"), 20)
+    assert wait_until(lambda: not host_processes(fleet, "newton-1", "worker.test.log"), 20)
     # SIGTERM (a CI job cancelled) stops it too, with 143.
     proc = project.popen("logs", "test", "--hosts", "newton-1", "-n", "1", "-f")
     assert proc.stdout.readline().strip() == "newton-1 | grown 2"
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
     assert proc.returncode == 143
-    assert wait_until(lambda: not host_processes(fleet, "newton-1", "worker.log"), 20)
+    assert wait_until(lambda: not host_processes(fleet, "newton-1", "worker.test.log"), 20)
 
 
 # -- lock acquire -------------------------------------------------------------------------------------
