@@ -3,7 +3,8 @@
 Examples:
     fab -H kepler-1.example.com deploy --stage production            # the host's roles, from the stage
     fab -H 10.0.1.7,10.0.1.8 deploy --stage production --roles newton # a role's sequence
-    fab -H 10.0.1.7 git-fetch git-reset --app mysaas --repo git@github.com:acme/mysaas.git
+    fab -H 10.0.1.7 git-fetch --stage production git-reset --stage production  # each task its flags
+    fab -H 10.0.1.7 git-fetch --app mysaas --repo git@github.com:acme/mysaas.git
     fab -H 10.0.1.7 restart-puma --stage production
 
 Tasks: deploy, git-fetch, git-reset, secrets, migrate, bundle, switch-release, restart-puma,

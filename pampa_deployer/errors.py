@@ -122,6 +122,11 @@ class AccessPointError(PampaError):
         self.unreachable = unreachable
 
 
+class PampaWarning(UserWarning):
+    """Something worth the operator's eye that stops nothing (a secret file others can read). Raised with
+    ``warnings.warn``; the ``pampa`` command prints each one once as ``pampa: warning: ...`` on stderr."""
+
+
 def exit_code_for(error: BaseException) -> int:
     """The single mapping from an exception to the process exit code."""
     if isinstance(error, PampaError):

@@ -124,6 +124,7 @@ def _secure(c, stage):
     from .engine.backends.ssh import SSHSettings
     trust = True if os.environ.get("PAMPA_ACCEPT_NEW_HOST_KEYS") == "1" else None
     settings = SSHSettings.from_stage(stage, accept_new=trust)
+    settings.accept_hint = "set PAMPA_ACCEPT_NEW_HOST_KEYS=1 (or ssh.accept_new_host_keys: true) to trust it on first use"
     if getattr(c, "client", None) is None or getattr(c, "is_connected", True):
         return settings
     from .engine.backends.hostkeys import secure
@@ -139,7 +140,9 @@ def _open(c, host: Host, settings) -> None:
     try:
         c.open()
     except Exception as e:  # noqa: BLE001 - classified into one line
-        raise Exit(f"pampa: error: {classify(e, host, settings).message}", code=1) from None
+        # Named by where the connection really went (-H user@host:2222), not the stage's defaults.
+        where = replace(host, address=c.host, port=c.port or host.port, user=c.user or host.user)
+        raise Exit(f"pampa: error: {classify(e, where, settings).message}", code=1) from None
 
 
 def _say(text: str) -> None:

@@ -93,6 +93,7 @@ class Project:
         self.stages.mkdir(parents=True, exist_ok=True)
         (self.stages / "secrets").mkdir(exist_ok=True)
         (self.stages / "secrets" / "config.rb").write_text(f"DB_PASSWORD = '{SECRET}'\n")
+        (self.stages / "secrets" / "config.rb").chmod(0o600)  # as an operator keeps a secret (else: a warning)
 
     def stage(self, name: str = "test", trace: bool = False, **settings) -> Path:
         """Write a stage for the fleet. ``trace``: record each command's start/end in ~/trace.log.

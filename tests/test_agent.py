@@ -153,6 +153,7 @@ def world(tmp_path):
     stages = tmp_path / "stages"
     (stages / "secrets").mkdir(parents=True)
     (stages / "secrets" / "config.rb").write_text(f"PASSWORD = '{SECRET}'\n")
+    (stages / "secrets" / "config.rb").chmod(0o600)
     (stages / "local.yml").write_text(STAGE.format(origin=origin, url=url, extra=""))
     admin = AccessPointClient(url, KEY)
     homes = {n: tmp_path / "homes" / n for n in ("k1", "e1", "n1")}
@@ -796,3 +797,27 @@ def test_a_left_behind_group_is_stopped_and_a_reused_number_is_not(tmp_path):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(30)
+
+
+def test_request_without_wait_names_how_to_follow_it_with_its_stages_folder(world):
+    """Issue 22: the follow hint dropped --stages, so typing it as printed found no stage."""
+    code, out, err = _main(world, "request", "local", env={"PAMPA_AP_KEY": KEY})
+    assert code == 0, err
+    deploy_id = world.admin.deploys("local")[0]["id"]
+    assert out.splitlines()[-1] == (f"follow it: pampa --stages {world.stages} request local --follow {deploy_id}"
+                                    f"  (cancel it: --cancel {deploy_id})")
+
+
+def test_printing_a_node_token_says_it_revoked_the_one_written_before(world):
+    """Issue 22: printing one node token silently revoked the one just written with --out."""
+    from pampa_deployer.errors import AccessPointError
+    folder = world.tmp / "tokens-revoked"
+    code, _, err = _main(world, "access-point", "token", "local", "n1", "--out", str(folder), env={"PAMPA_AP_KEY": KEY})
+    assert code == 0, err
+    written = (folder / "local-n1.token").read_text().strip()
+    code, out, err = _main(world, "access-point", "token", "local", "n1", env={"PAMPA_AP_KEY": KEY})
+    assert code == 0 and out.startswith("n1 pnt_") and written not in out
+    assert err.strip() == ("pampa: warning: n1: its earlier token (e.g. one written with --out) no longer works; give "
+                           "the node this new one at ~/.pampa/agent/local-n1.token")
+    with pytest.raises(AccessPointError, match="401"):
+        AccessPointClient(world.url, written).next_request("n1")

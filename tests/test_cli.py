@@ -94,10 +94,14 @@ def test_production_plan_is_what_an_operator_types(tmp_path, monkeypatch, capsys
     import shutil
     shutil.copytree(ROOT / "stages", tmp_path / "stages")
     secrets = tmp_path / "stages" / "secrets"
-    shutil.copy(secrets / "config.rb.example", secrets / "config.rb")  # as an operator does first
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert "`install -m 600 stages/secrets/config.rb.example stages/secrets/config.rb`" in readme
+    subprocess.run(["install", "-m", "600", str(secrets / "config.rb.example"), str(secrets / "config.rb")],
+                   check=True)  # as an operator does first, as the README says
     monkeypatch.chdir(tmp_path)
     assert main(["plan", "production", "--hosts", "kepler-1"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert err == ""  # kept 0600: no warning
     expected = [
         "&& git fetch origin",  # after setting origin to the stage's repo (tests/test_commands.py)
         "source /etc/profile.d/rvm.sh && cd ~/code1/mysaas && git reset --hard origin/main",
@@ -150,8 +154,8 @@ def test_summary_puts_failures_first_and_timeline_marks_slowest():
     summary.print_rich(result, console)
     console.print(timeline.build(result, width=60))
     text = console.export_text()
-    rows = [line for line in text.splitlines() if re.match(r"^│ (kepler|newton|euler)", line)]
-    assert rows[0].startswith("│ newton-1") and "PG::ConnectionBad" in text
+    rows = [line for line in text.splitlines() if re.match(r"^(kepler|newton|euler)", line)]
+    assert rows[0].startswith("newton-1") and "exit code 3: PG::ConnectionBad" in text
     assert "slowest step: git_fetch on kepler-1" in text or "slowest step: migrate on newton-1" in text
     lines: list[str] = []
     summary.print_plain(result, lines.append)

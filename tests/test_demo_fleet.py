@@ -38,6 +38,13 @@ def test_demo_deploys_and_comes_down(tmp_path):
                               capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
         assert logs.returncode == 0, logs.stdout + logs.stderr
         assert re.search(r"^kepler-1 \| .*Listening on http://", logs.stdout, re.M), logs.stdout
+        # Issue 22: the workers' logs were empty, so `pampa logs demo --roles newton` printed nothing.
+        workers = subprocess.run([sys.executable, "-m", "pampa_deployer", "--stages", str(folder / "stages"), "logs",
+                                  "demo", "--roles", "newton", "-n", "5"], cwd=tmp_path, env=env,
+                                 capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        assert workers.returncode == 0, workers.stdout + workers.stderr
+        assert re.search(rf"^newton-1 \| \S+ worker: started, pid \d+, revision {revision[:12]}$", workers.stdout,
+                         re.M), workers.stdout
     finally:
         down = subprocess.run([sys.executable, "-m", "pampa_deployer", "demo", "down", "--dir", str(folder)],
                               cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)

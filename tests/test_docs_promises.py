@@ -247,10 +247,31 @@ def test_ci_md_names_every_report_result():
     good = HostResult(host="h", roles="r", result=OK, started=now, ended=now)
     runs = [RunResult(stage="p", kind="deploy", branch="main", started=now, ended=now, hosts=hosts, **extra)
             for hosts, extra in [((good,), {}), ((bad,), {}), ((good,), {"interrupted_by": 2}),
-                                 ((), {"refused": "stage p is locked"})]]
+                                 ((), {"refused": "stage p is locked"}), ((good,), {"dry_run": True})]]
     reports = [to_dict(run, 0) for run in runs]
-    assert {r["result"] for r in reports} == named == {"ok", "failed", "interrupted", "refused"}
-    assert [r["reason"] for r in reports] == [None, None, None, "stage p is locked"]
+    assert {r["result"] for r in reports} == named == {"ok", "failed", "interrupted", "refused", "planned"}
+    assert [r["reason"] for r in reports] == [None, None, None, "stage p is locked", None]
+
+
+def test_a_dry_runs_report_and_junit_claim_nothing(tmp_path, monkeypatch):
+    """docs/ci.md, design.md: dry runs claim nothing. Issue 22: `--dry-run --report/--junit` wrote every host and
+    step `ok` and the gate `open`, so CI showed green tests for a run that did nothing."""
+    import json
+    import xml.etree.ElementTree as ET
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages" / "p.yml").write_text("app: a\nrepo: r\nhosts:\n  k: {address: 10.9.9.9, roles: [kepler]}\n"
+                                               "  e: {address: 10.9.9.8, roles: [euler]}\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["deploy", "p", "--dry-run", "--report", "r.json", "--junit", "r.xml"]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert (report["result"], report["dry_run"], report["exit_code"]) == ("planned", True, 0)
+    assert report["gate"] == {"state": "planned", "opened": None} and report["revision"] is None
+    assert {h["result"] for h in report["hosts"]} == {"planned"}
+    assert {s["result"] for h in report["hosts"] for s in h["steps"]} == {"planned"}
+    assert all(h["revision_after"] is None for h in report["hosts"])
+    suite = ET.parse(tmp_path / "r.xml").getroot().find("testsuite")
+    assert suite.get("tests") == suite.get("skipped") == "2" and suite.get("failures") == "0"
+    assert {c.find("skipped").get("message") for c in suite.iter("testcase")} == {"dry run: planned, nothing was run"}
 
 
 def test_init_without_answers_uses_the_folder_and_its_origin(tmp_path, monkeypatch, capsys):
@@ -301,3 +322,32 @@ def test_the_client_messages_the_docs_quote_are_the_ones_it_prints(monkeypatch):
     # the follower's note, word for word as test_hostile_client.py sees `pampa request` print it
     assert "the access point sent N event(s) or page(s) that were not what the protocol says; they were left out" \
         in ap
+
+
+def test_operations_md_names_where_each_strategy_keeps_its_log_and_start_record():
+    """Issue 22: operations.md put the start record beside the revision log; with releases it is inside the
+    deploy folder. The paths the doc names are the ones the engine writes (engine/pipeline.py)."""
+    from pampa_deployer.commands import revlog
+    from pampa_deployer.inventory import stage_from_mapping
+    from pampa_deployer.steps.releases import layout_of, live_path
+    doc = " ".join((ROOT / "docs" / "operations.md").read_text().split())
+    for strategy, log, record in [("in_place", "~/code/mysaas.revisions.jsonl", "~/code/mysaas.deploying.json"),
+                                  ("releases", "~/code/mysaas.revisions.jsonl", "~/code/mysaas/current.deploying.json")]:
+        stage = stage_from_mapping({"app": "mysaas", "repo": "r", "strategy": strategy,
+                                    "hosts": {"k": {"roles": ["kepler"]}}})
+        host = stage.hosts[0]
+        layout = layout_of(stage.settings, host.path, "")
+        assert revlog.log_path(host.path) == log and revlog.state_path(live_path(host, layout)) == record
+        assert f"`{log}`" in doc and f"`{record}`" in doc
+
+
+def test_init_gives_a_range_of_hosts_their_own_names(tmp_path, monkeypatch, capsys):
+    """Issue 22: `init` wrote `newton-[01:02]` with `address: newton-{n}.example.com`, so newton-01 was sent
+    to newton-1.example.com."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["init", "--app", "shop", "--repo", "git@example.com:shop.git"]) == 0
+    capsys.readouterr()
+    assert main(["plan", "production", "--json"]) == 0
+    import json
+    hosts = {h["name"]: h["address"] for h in json.loads(capsys.readouterr().out)["hosts"]}
+    assert hosts["newton-01"] == "newton-01.example.com" and hosts["newton-02"] == "newton-02.example.com"

@@ -91,3 +91,34 @@ def test_fab_failing_step_is_one_line_with_gits_fatal_line(project, fleet):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert lines[0].startswith("pampa: error: [newton-1] git_reset failed (exit 128): fatal: ")
+
+
+def test_fab_md_two_steps_each_with_its_flags(project, fleet):
+    """docs/fab.md: `fab -H 10.0.2.7 git-fetch --stage production git-reset --stage production` (issue 22: its
+    example gave the flags once, to the last task only, and failed)."""
+    doc = (ROOT / "docs" / "fab.md").read_text()
+    assert "fab -H 10.0.2.7 git-fetch --stage production git-reset --stage production" in doc
+    project.stage()
+    new = fleet.commit("Two steps with fab")
+    host = f"root@{fleet.host('newton-1').address}:2222"
+    flags = ["--stage", "test", "--stages", str(project.stages)]
+    result = fab(project, fleet, "-H", host, "git-fetch", *flags, "git-reset", *flags)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert head(fleet, "newton-1") == new
+    assert "[newton-1] git_fetch" in result.stdout and "[newton-1] git_reset" in result.stdout
+
+
+def test_fab_unknown_host_key_names_the_real_port_and_fabs_own_way_to_trust_it(project, fleet, tmp_path):
+    """Issue 22: fab's host-key hint named `--accept-new-host-keys`, which fab rejects, and port 22 for a
+    host reached on 2222."""
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    project.stage(ssh={"known_hosts": str(empty)})
+    address = fleet.host("kepler-1").address
+    result = fab(project, fleet, "-H", f"root@{address}:2222", "report-version", "--stage", "test",
+                 "--stages", str(project.stages))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert f"({address}:2222): unknown host key" in lines[0]
+    assert "PAMPA_ACCEPT_NEW_HOST_KEYS=1" in lines[0] and "--accept-new-host-keys" not in lines[0]
+    assert empty.read_text() == ""

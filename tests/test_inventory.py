@@ -32,6 +32,7 @@ def write(tmp_path, files: dict[str, str]):
 
 
 def run_plan(tmp_path, monkeypatch, capsys, stage="production", env=None):
+    env = {"AP_URL": "ap.example.com:8750", **(env or {})}
     monkeypatch.chdir(tmp_path)
     for key, value in (env or {}).items():
         monkeypatch.setenv(key, value)
@@ -137,7 +138,125 @@ BAD = [
      "steps.bundle.run: bad template 'x {app:>999999999}': format width 999999999"),
     ("no repo", {"production.yml": GOOD.replace("repo: git@example.com:shop.git\n", "")},
      "stages/production.yml: repo: missing; set the git URL every host fetches from"),
+    # Issue 22: every key added since is checked where it is read too, with the same rule table.
+    ("access point url without a scheme", {"production.yml": GOOD + "access_point: {url: not a url}\n"},
+     "stages/production.yml: access_point.url: expected an http:// or https:// URL with a host, such as "
+     "https://ap.example.com (empty: none), got 'not a url': it has no http:// or https:// in front"),
+    ("access point url from the environment", {"production.yml": GOOD + "access_point: {url: '${AP_URL}'}\n"},
+     "access_point.url: expected an http:// or https:// URL with a host, such as https://ap.example.com "
+     "(empty: none), got 'ap.example.com:8750': it has no http:// or https:// in front"),
+    ("access point url without a host", {"production.yml": GOOD + "access_point: {url: 'https:///api'}\n"},
+     "access_point.url: expected an http:// or https:// URL with a host, such as https://ap.example.com "
+     "(empty: none), got 'https:///api': it has no host after the scheme"),
+    ("check url not http", {"production.yml": GOOD + "checks: {web: {url: 'ftp://{address}/'}}\n"},
+     "checks.web.url: expected an http:// or https:// URL with a host, such as https://ap.example.com (empty: "
+     "none), got 'ftp://{address}/': its scheme is 'ftp', not http or https"),
+    ("host name with a slash", {"production.yml": GOOD + "  kepler/2: {roles: [kepler]}\n"},
+     "stages/production.yml: hosts: 'kepler/2' is not a valid host name; expected names made of letters, digits, "
+     "'.', '_' and '-' that start with a letter or digit (a host's name is also a file name and part of a URL)"),
+    ("host name with a space in a range", {"production.yml": GOOD + "  'web [1:2]': {roles: [newton]}\n"},
+     "hosts: 'web [1:2]' is not a valid host name"),
+    ("host without settings", {"production.yml": "app: shop\nrepo: r\nhosts:\n  k-1:\n"},
+     "stages/production.yml: hosts.k-1: no settings; give at least its roles, e.g. "
+     "`k-1: {address: 10.0.0.1, roles: [kepler]}`"),
+    ("unknown variable in the stage's path", {"production.yml": GOOD + "path: '~/code/{nope}'\n"},
+     "stages/production.yml: path: template names an unknown variable 'nope'; known: app, name, n and the keys of vars"),
+    ("unknown variable in a host's address", {"production.yml": GOOD.replace("10.0.1.{n}", "10.0.1.{m}")},
+     "stages/production.yml: hosts.newton-[01:03].address: template names an unknown variable 'm'"),
+    ("negative check retries", {"production.yml": GOOD + "checks: {web: {run: 'true', retries: -1}}\n"},
+     "checks.web.retries: expected a number of 0 or more, got -1"),
+    ("zero check timeout", {"production.yml": GOOD + "checks: {web: {run: 'true', timeout: 0}}\n"},
+     "checks.web.timeout: expected a positive number, got 0"),
+    ("zero check interval", {"production.yml": GOOD + "checks: {web: {run: 'true', interval: 0}}\n"},
+     "checks.web.interval: expected a positive number, got 0"),
+    ("negative check delay", {"production.yml": GOOD + "checks: {web: {run: 'true', delay: -3}}\n"},
+     "checks.web.delay: expected a number of 0 or more, got -3"),
+    ("check status out of range", {"production.yml": GOOD + "checks: {web: {url: 'http://{address}/', status: 2000}}\n"},
+     "checks.web.status: expected an HTTP status from 100 to 599, got 2000"),
+    ("negative hooks timeout", {"production.yml": GOOD + "hooks: {timeout: -1}\n"},
+     "stages/production.yml: hooks.timeout: expected a positive number, got -1"),
+    ("negative notify timeout", {"production.yml": GOOD + "notify: {timeout: -2}\n"},
+     "stages/production.yml: notify.timeout: expected a positive number, got -2"),
+    ("negative free disk", {"production.yml": GOOD + "check: {min_free_mb: -5}\n"},
+     "stages/production.yml: check.min_free_mb: expected a number of 0 or more, got -5"),
+    # Paths meant to stay inside the deploy folder refuse .. and absolute paths (rm -rf runs on them).
+    ("shared dir escaping the release", {"production.yml": GOOD + "shared_dirs: [log, ../../etc]\n"},
+     "stages/production.yml: shared_dirs[1]: expected a path inside the release such as log or tmp/pids: not "
+     "absolute, no ~ and no .. (each one is replaced by a link in every release), got '../../etc'"),
+    ("absolute shared file", {"production.yml": GOOD + "shared_files: [/etc/passwd]\n"},
+     "shared_files[0]: expected a path inside the release such as log or tmp/pids"),
+    ("shared dir that is the release", {"production.yml": GOOD + "shared_dirs: [./]\n"},
+     "shared_dirs[0]: expected a path inside the release"),
+    ("relative secret destination escaping", {"production.yml": GOOD + "secrets: [{local: s.rb, remote: ../x.rb}]\n",
+                                              "s.rb": "x\n"},
+     "secrets[0].remote: expected a file: absolute, ~/..., or relative to the code path without .. (a relative "
+     "one is linked into every release), got '../x.rb'"),
 ]
+
+WEBHOOK = "hooks.slack.com/services/T0000/B0000/XXXXsecretXXXX"
+
+
+@pytest.mark.parametrize("how", ["inline", "environment", "tagged"])
+def test_a_webhook_without_a_scheme_is_one_line_that_never_shows_it(tmp_path, monkeypatch, capsys, how):
+    """Issue 22: a scheme-less webhook URL made every deploy exit 70 and printed the secret URL."""
+    value = {"inline": WEBHOOK, "environment": "'${SLACK_URL}'", "tagged": "!secret " + WEBHOOK}[how]
+    write(tmp_path, {"production.yml": GOOD + f"notify: {{webhooks: ['https://ok.example/x', {value}]}}\n"})
+    code, out = run_plan(tmp_path, monkeypatch, capsys, env={"SLACK_URL": WEBHOOK})
+    assert code == 2
+    assert out.err.strip() == ("pampa: error: stages/production.yml: notify.webhooks[1]: expected an http:// or "
+                               "https:// URL with a host, such as https://ap.example.com (empty: none), but it has "
+                               "no http:// or https:// in front (the value is not shown: it is a secret)")
+    assert "XXXXsecret" not in out.err + out.out
+
+
+def test_an_unset_variable_is_said_once_not_judged_again(tmp_path, monkeypatch, capsys):
+    write(tmp_path, {"production.yml": GOOD + "access_point: {url: '${PAMPA_UNSET_URL}'}\n"
+                                              "notify: {webhooks: ['${PAMPA_UNSET_HOOK}']}\n"})
+    code, out = run_plan(tmp_path, monkeypatch, capsys)
+    assert code == 2
+    assert [line.split(": ")[3] for line in out.err.strip().splitlines()] == \
+        ["access_point.url", "notify.webhooks[0]"]
+    assert "is not set" in out.err and "expected an http" not in out.err
+
+
+def test_an_empty_url_means_none(tmp_path, monkeypatch):
+    """`url: ${PAMPA_AP_URL:-}` (the seed's common.yml) and an empty webhook are no access point, no webhook."""
+    write(tmp_path, {"production.yml": GOOD + "access_point: {url: '${NOPE_URL:-}'}\nnotify: {webhooks: ['']}\n"})
+    monkeypatch.chdir(tmp_path)
+    from pampa_deployer.engine.around.notify import Notifier
+    stage = load_stage("production")
+    assert stage.access_point.url == "" and Notifier.from_stage(stage) is None
+
+
+def test_a_template_error_in_path_is_named_once(tmp_path, monkeypatch, capsys):
+    """Issue 22: a bad `{name}` in the stage's `path` was blamed on every host entry."""
+    write(tmp_path, {"common.yml": "path: '~/code/{nope}'\n", "production.yml": GOOD})
+    code, out = run_plan(tmp_path, monkeypatch, capsys)
+    assert code == 2
+    assert out.err.strip() == ("pampa: error: stages/common.yml: path: template names an unknown variable 'nope'; "
+                               "known: app, name, n and the keys of vars")
+
+
+def test_the_reference_shows_the_new_rules():
+    """The generated configuration reference names each rule where its key is listed."""
+    from pampa_deployer.inventory.reference import table
+    rows = {line.split("|")[1].strip(" `"): line for line in table().splitlines()[2:]}
+    for key, words in [("access_point.url", "Expects an http:// or https:// URL with a host"),
+                       ("notify.webhooks", "Expects an http:// or https:// URL"),
+                       ("checks.<name>.url", "Expects an http:// or https:// URL"),
+                       ("hosts", "Expects names made of letters, digits"),
+                       ("shared_dirs", "Expects a path inside the release"),
+                       ("shared_files", "Expects a path inside the release"),
+                       ("secrets[].remote", "Expects a file: absolute, ~/..., or relative"),
+                       ("checks.<name>.retries", "Expects a number of 0 or more"),
+                       ("checks.<name>.interval", "Expects a positive number"),
+                       ("checks.<name>.timeout", "Expects a positive number"),
+                       ("checks.<name>.delay", "Expects a number of 0 or more"),
+                       ("checks.<name>.status", "Expects an HTTP status from 100 to 599"),
+                       ("hooks.timeout", "Expects a positive number"),
+                       ("notify.timeout", "Expects a positive number"),
+                       ("check.min_free_mb", "Expects a number of 0 or more")]:
+        assert words in rows[key], key
 
 
 @pytest.mark.parametrize("name,files,expected", BAD, ids=[b[0] for b in BAD])
@@ -350,3 +469,17 @@ def test_yaml_null_code_path_means_the_default(tmp_path, monkeypatch):
     write(tmp_path, {"production.yml": GOOD + "path: ~\n"})
     monkeypatch.chdir(tmp_path)
     assert load_stage("production").hosts[0].path == "~/code/shop"
+
+
+def test_a_secret_file_others_can_read_gets_one_warning(tmp_path, monkeypatch, capsys):
+    """Issue 22: a secret file readable by others got no warning. It stops nothing (exit 0), and says once
+    which file, why and what to do."""
+    stages = write(tmp_path, {"production.yml": GOOD + "secrets: [{local: s.rb, remote: s.rb}]\n", "s.rb": "K = 'v'\n"})
+    (stages / "s.rb").chmod(0o644)
+    code, out = run_plan(tmp_path, monkeypatch, capsys)
+    assert code == 0
+    assert out.err == ("pampa: warning: stages/production.yml: secrets[0].local: stages/s.rb can be read by others "
+                       "(mode 0644) and holds a secret; chmod 600 stages/s.rb\n")
+    (stages / "s.rb").chmod(0o600)
+    code, out = run_plan(tmp_path, monkeypatch, capsys)
+    assert code == 0 and out.err == ""

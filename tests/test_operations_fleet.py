@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -97,6 +98,47 @@ def test_unlock_of_a_live_lock_needs_force_and_is_recorded(project, fleet):
     assert record["message"] == "deploy box died" and record["unlocked_by"] == "root"
     assert record["lock"] == {"user": "someone", "pid": 1}
     assert project.pampa("deploy", "test").returncode == 0
+
+
+@pytest.mark.parametrize("then", ["deploy", "unlock"])
+def test_a_sigkilled_deploy_does_not_block_its_own_machine(project, fleet, then):
+    """Issue 22: after `kill -9` of a deploy, the next deploy from the same machine waited out the lease, and
+    `pampa unlock` (the advice) refused without --force. Its holder is this machine and its pid is gone: the
+    lock is stale now, `lock status` says so, and a deploy takes it over (or unlock removes it), saying why."""
+    slow_stage(project, 30)
+    first = project.popen("deploy", "test", "--roles", "newton")
+    read_until(first, "newton-1 slow start", [])
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=30)
+    assert json.loads((lock_dir(fleet) / "info.json").read_text())["pid"] == first.pid  # left behind, lease alive
+    project.stage()
+    status = project.pampa("lock", "status", "test")
+    assert f"its process {first.pid} on this machine is no longer running  (STALE: the next deploy takes it " \
+           "over, or `pampa unlock test` removes it)" in status.stdout
+    if then == "unlock":
+        result = project.pampa("unlock", "test", "-m", "my deploy was killed")
+        assert result.returncode == 0 and "lock removed on kepler-1" in result.stdout, result.stderr
+        assert not lock_dir(fleet).exists()
+    result = project.pampa("deploy", "test", "--roles", "newton")
+    assert result.returncode == 0, result.stdout + result.stderr
+    took = f"took over a stale lock left by root@{socket.gethostname()} (its process {first.pid} on this machine " \
+           "is no longer running)"
+    assert (took in result.stdout) == (then == "deploy")
+    assert not lock_dir(fleet).exists()  # and released at its end, as always
+
+
+def test_a_live_deploy_on_this_machine_still_holds_its_lock(project, fleet):
+    """The other side: the holder runs here and is alive, so its lock is not stale, whatever the machine."""
+    slow_stage(project, 5)
+    first = project.popen("deploy", "test", "--roles", "newton")
+    read_until(first, "newton-1 slow start", [])
+    second = project.pampa("deploy", "test", "--roles", "newton")
+    unlock = project.pampa("unlock", "test")
+    first.communicate(timeout=120)
+    assert second.returncode == 3 and f"(pid {first.pid})" in second.stderr
+    assert "its lease runs out in" in second.stderr and "`pampa unlock test --force -m WHY` removes it now" in second.stderr
+    assert unlock.returncode == 3 and "--force" in unlock.stderr
+    assert first.returncode == 0
 
 
 # -- interruption -------------------------------------------------------------------------------------

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
 from pampa_deployer.cli import main
+from pampa_deployer.commands import Command
 from pampa_deployer.engine import events as ev
 from pampa_deployer.render.plain import PlainRenderer
 from pampa_deployer.render.tables import plain
@@ -201,3 +203,215 @@ def test_live_view_summary_counts_every_hidden_host():
     hidden = int(re.search(r"\+ (\d+) more", summary).group(1))
     assert hidden + len(shown) == len(names)
     assert sum(int(n) for n in re.findall(r"(\d+) (?:ok|queued|running|failed)", summary.split(":", 1)[1])) == hidden
+
+
+def test_a_line_in_a_pipe_is_never_broken(capsys):
+    """Issue 22: outside a terminal a long line (a lock status, a note) was cut at 160 columns; grep finds
+    a line only whole."""
+    import argparse
+
+    from pampa_deployer.cli import output
+    line = "stage production lock on kepler-1: held by ana@laptop (pid 4121) since 2026-11-26T08:27:21Z, " + "x" * 200
+    output.console(argparse.Namespace(ci=True)).print(line)
+    assert capsys.readouterr().out == line + "\n"
+
+
+def test_config_in_a_pipe_pads_short_values_only_as_far_as_they_need(project):
+    """Issue 22: one 300-character value padded every line of `pampa config` to 323 characters."""
+    stage = project / "stages" / "production.yml"
+    stage.write_text(stage.read_text() + "env: {LONG_FLAGS: '" + "--flag " * 40 + "'}\n")
+    lines = pampa(project, "config", "production").stdout.splitlines()
+    long_line = next(line for line in lines if line.startswith("env.LONG_FLAGS "))
+    assert long_line.endswith("  stages/production.yml") and "--flag " * 40 in long_line
+    branch = next(line for line in lines if line.startswith("branch "))
+    assert branch.split() == ["branch", "main", "default"] and len(branch) < 100
+    import re
+    rows = [(line, re.split(r"  +", line)) for line in lines[2:] if not line.startswith("merge order")]
+    assert all(len(line) <= 40 + 2 + 40 + 2 + len(cells[-1]) for line, cells in rows if len(cells[1]) <= 40)
+
+
+# -- issue 22: output at 80 columns and in pipes --------------------------------------------------------
+def _status_rows() -> list[dict]:
+    base = {"reachable": True, "revision": "343cd0ecbe2a19a48c15fbcdb4e9c896a9c49a8a", "branch": "main",
+            "subject": "Record the host of each visit in the database", "last_deploy": "2026-11-26T08:27:21Z",
+            "last_result": "ok", "last_step": None, "last_user": "ana", "drift": False, "interrupted": False,
+            "incomplete": None, "access_point_revision": "343cd0ecbe2a19a48c15fbcdb4e9c896a9c49a8a"}
+    return [{**base, "host": "kepler-1", "roles": ["kepler"], "last_result": "failed", "last_step": "health_check"},
+            {**base, "host": "copernico-1", "roles": ["copernico"]},
+            {**base, "host": "newton-01", "roles": ["newton"], "access_point_revision": None,
+             "incomplete": {"step": "migrate", "run": "c0ffee12ab34", "user": "bo", "started": "2026-11-26T09:00:00Z"}},
+            {"host": "euler-1", "roles": ["euler"], "reachable": False, "branch": "main",
+             "error": "euler-1 (10.0.1.1:22): connection refused; is sshd running and is the port right?"}]
+
+
+def test_status_at_80_columns_cuts_no_host_revision_or_date():
+    """Issue 22: `status` in a terminal cut revisions, dates and host names to `2026-1…`, `coperni…`."""
+    from rich.console import Console
+
+    from pampa_deployer.cli.status import _terminal
+    from pampa_deployer.render import tables
+    console = Console(width=80, record=True, force_terminal=True)
+    columns, cells = _terminal(_status_rows(), {"kepler-1": {}}, console.width)
+    tables.show(columns, cells, console=console, terminal=True, title="stage production: 1 unreachable",
+                whole=("host", "branch", "revision", "last deploy", "access point"))
+    text = console.export_text()
+    assert all(len(line) <= 80 for line in text.splitlines()) and "…" not in text
+    assert columns[:5] == ["host", "branch", "revision", "last deploy", "result"] and "access point" in columns
+    for whole in ("copernico-1", "newton-01", "343cd0e", "2026-11-26 08:27Z"):
+        assert any(whole in line for line in text.splitlines()), whole
+    wide = Console(width=140, record=True, force_terminal=True)
+    columns, cells = _terminal(_status_rows(), {}, wide.width)
+    assert "roles" in columns and "343cd0e Record the host of each visit in the database" in cells[0]
+
+
+def _failed_run():
+    import time
+
+    from pampa_deployer.engine.results import HostResult, RunResult, StepResult
+    t = time.time()
+    stderr = "compiling assets\nERROR: something went badly wrong with a long message about disk space on /dev/sda1"
+    hosts = [HostResult(name, role, "failed", t, t + 1.2, (StepResult("migrate", False, t, t + 1.2, 7, stderr),),
+                        failed_step="migrate", exit_code=7, stderr_tail=stderr, reason="exit code 7")
+             for name, role in (("kepler-1", "kepler"), ("newton-01", "newton"))]
+    hosts += [HostResult(name, role, "skipped", t, t + 0.1, reason="gate closed: kepler-1 failed at migrate; not touched",
+                         gated=True) for name, role in (("copernico-1", "copernico"), ("euler-1", "euler"))]
+    return RunResult("production", "deploy", "main", t, t + 2, tuple(hosts), gate="closed")
+
+
+def test_a_failed_deploys_summary_at_80_columns_is_short_and_cuts_nothing_that_matters():
+    """Issue 22: a failed deploy's summary wrapped a 13-character detail column: 86 lines for 4 hosts."""
+    from rich.console import Console
+
+    from pampa_deployer.render.summary import print_rich
+    console = Console(width=80, record=True, force_terminal=True)
+    print_rich(_failed_run(), console)
+    lines = console.export_text().splitlines()
+    assert all(len(line) <= 80 for line in lines) and len(lines) <= 16, "\n".join(lines)
+    joined = " ".join(" ".join(lines).split())
+    assert "exit code 7: ERROR: something went badly wrong with a long message about disk space on /dev/sda1" in joined
+    assert "compiling assets" not in joined  # the telling line, not the whole tail (that is in the run directory)
+    rows = [line.split()[0] for line in lines if line.split() and line.split()[0] in
+            ("kepler-1", "newton-01", "copernico-1", "euler-1")]
+    assert rows == ["kepler-1", "newton-01", "copernico-1", "euler-1"]  # failures first, names whole
+
+
+def test_the_timeline_legend_breaks_between_items_only():
+    """Issue 22: the legend wrapped mid-item (`slowest step: git_fetch on` / `kepler-1 (0.1s)`)."""
+    from rich.console import Console
+
+    from pampa_deployer.render import timeline
+    console = Console(width=80, record=True, force_terminal=True)
+    console.print(timeline.build(_failed_run(), width=40, legend_width=80))
+    text = console.export_text()
+    assert all(len(line) <= 80 for line in text.splitlines())
+    assert any("slowest step: migrate on newton-01 (1.2s)" in line for line in text.splitlines())
+
+
+HEALTH = "check web failed after 2 attempts: expected status 200 containing 'rev=abc'; last: status 503, body: down"
+
+
+def test_a_failed_health_check_says_its_reason_once():
+    """Issue 22: a failed health check repeated its reason three times on one line."""
+    import io
+    import time
+
+    from pampa_deployer.engine.executor import perform
+    from pampa_deployer.engine.results import CommandResult, HostResult, RunResult, StepFailed, StepResult
+    from pampa_deployer.render.summary import print_plain
+    from pampa_deployer.steps.actions import HealthCheck
+
+    class Host:
+        def run(self, command, on_line=None):
+            return CommandResult(1, "", HEALTH + "\n")
+
+    class Sink:
+        def command_started(self, display):
+            pass
+
+        def output(self, stream, line):
+            pass
+
+    with pytest.raises(StepFailed) as failed:
+        perform(HealthCheck(name="web", summary="check web", command=Command("true")), Host(), Sink())
+    message = failed.value.message
+    assert message == ("health check 'web' failed after 2 attempts: expected status 200 containing 'rev=abc'; "
+                       "last: status 503, body: down")
+    out = io.StringIO()
+    PlainRenderer(out)(ev.StepFinished(host="k", result=StepResult("health_check", False, 0.0, 1.0, 1, HEALTH,
+                                                                   message)))
+    assert out.getvalue().count("last: status 503") == 1
+    t = time.time()
+    host = HostResult("k", "kepler", "failed", t, t, failed_step="health_check", exit_code=1, stderr_tail=HEALTH,
+                      reason=message)
+    lines: list[str] = []
+    print_plain(RunResult("p", "deploy", "main", t, t, (host,)), lines.append)
+    assert sum(line.count("last: status 503") for line in lines) == 1
+
+
+def _refused_events():
+    import time
+
+    from pampa_deployer.engine.results import NOT_STARTED_REFUSED, HostResult
+    t = time.time()
+    names = ("kepler-1", "euler-1", "newton-1", "copernico-1")
+    yield ev.RunStarted(at=t, kind="deploy", stage="p", branch="main", hosts=tuple((n, n[:-2], False) for n in names))
+    yield ev.GateChanged(at=t, state="waiting", reason="waiting for kepler")
+    for n in names:
+        yield ev.HostConnecting(at=t, host=n)
+        yield ev.HostConnected(at=t, host=n, seconds=0.1)
+    for n in names:
+        yield ev.HostFinished(at=t, host=n, result=HostResult(n, n[:-2], "skipped", t, t, reason=NOT_STARTED_REFUSED))
+
+
+def test_a_lock_refusal_is_said_once():
+    """Issue 22: a lock refusal printed four `connect ok`, four SKIPPED, a gate closed and four RESULT lines for
+    one reason. The hosts' lines wait until the run goes ahead; a refused run has its headline and its error."""
+    import io
+    import time
+
+    from pampa_deployer.engine.results import NOT_STARTED_REFUSED, HostResult, RunResult
+    from pampa_deployer.render.summary import print_plain
+    out = io.StringIO()
+    plain = PlainRenderer(out)
+    for event in _refused_events():
+        plain(event)
+    assert [line.split(" ", 1)[1] for line in out.getvalue().splitlines()] == [
+        "- - deploy of stage p (branch main) to 4 hosts, 0 gated", "- gate waiting: waiting for kepler"]
+    t = time.time()
+    hosts = tuple(HostResult(n, "r", "skipped", t, t, reason=NOT_STARTED_REFUSED) for n in ("a", "b"))
+    lines: list[str] = []
+    print_plain(RunResult("p", "deploy", "main", t, t, hosts, refused="stage p is locked"), lines.append)
+    assert lines == ["deploy of p refused: no host was touched"]
+
+
+def test_connect_lines_are_printed_once_the_run_goes_ahead_in_their_order():
+    import io
+    out = io.StringIO()
+    plain = PlainRenderer(out)
+    events = [e for e in _refused_events() if not isinstance(e, ev.HostFinished)]
+    for event in events + [ev.StepStarted(at=events[0].at, host="kepler-1", step="git_fetch")]:
+        plain(event)
+    lines = [line.split(" ", 1)[1] for line in out.getvalue().splitlines()]
+    assert lines[2:] == ["kepler-1 connect ok (0.10s)", "euler-1 connect ok (0.10s)", "newton-1 connect ok (0.10s)",
+                         "copernico-1 connect ok (0.10s)", "kepler-1 git_fetch start"]
+
+
+def test_a_pull_mode_node_in_the_live_view_shows_the_time_it_has_run():
+    """Issue 22: following a pull request, every node showed `elapsed 0.0s`: a node reports its steps, never a
+    connect, and the live view counted time from the connect only."""
+    import time
+
+    from rich.console import Console
+
+    from pampa_deployer.engine.results import HostResult
+    from pampa_deployer.render.live import LiveView
+    console = Console(width=100, record=True, force_terminal=True)
+    view = LiveView(console)
+    now = time.time()
+    view(ev.RunStarted(stage="p", kind="deploy", branch="main", hosts=(("k", "kepler", False), ("n", "newton", False))))
+    view(ev.StepStarted(host="k", step="migrate", at=now - 12))
+    view(ev.HostFinished(host="n", at=now, result=HostResult("n", "newton", "ok", now - 7, now)))
+    console.print(view.render())
+    text = console.export_text()
+    assert re.search(r"k\s+running\s+migrate\s+1[23]\.\ds", text), text
+    assert re.search(r"n\s+ok\s+7\.0s", text), text

@@ -91,7 +91,7 @@ def test_failing_health_checks_fail_a_pull_request_as_they_fail_a_deploy(pull, f
     assert result.returncode == 1, result.stdout + result.stderr
     assert "RESULT kepler-1 [kepler] failed at health_check" in result.stdout
     assert "RESULT newton-2 [newton] failed at health_check" in result.stdout
-    assert "check kepler_ready failed after 2 attempts" in result.stdout
+    assert "health check 'kepler_ready' failed after 2 attempts" in result.stdout
     d = pull.admin.deploy(1)
     assert d["state"] == "FAILED"
     assert states(d) == {"kepler-1": "failed", "kepler-2": "ok", "newton-1": "ok", "newton-2": "failed",

@@ -95,7 +95,8 @@ def test_in_place_stays_the_default():
 
 @pytest.mark.parametrize("extra, message", [
     ({"strategy": "release"}, "strategy: unknown strategy 'release' (did you mean 'releases'?)"),
-    ({"keep_releases": 1}, "keep_releases: must be at least 2"),
+    ({"keep_releases": 1}, "keep_releases: expected a number of 2 or more (the current release and the previous "
+                           "one, for rollback), got 1"),
 ])
 def test_bad_strategy_settings_are_one_clear_line(extra, message):
     with pytest.raises(ConfigErrors, match=re.escape(message)):

@@ -310,3 +310,24 @@ def test_only_small_files_go_through_the_session():
     assert fits(b"a" * MAX_BYTES) and not fits(b"a" * (MAX_BYTES + 1))
     assert escape(b"\x00\xff'\\") == "\\0000\\0377\\0047\\0134"
     assert not fits(bytes(range(256)) * 10)  # 2.5 KiB of every byte value is 8.8 KiB escaped
+
+
+def test_a_dead_holders_lock_is_taken_over_and_unlocked_before_its_lease_in_a_real_local_shell(tmp_path):
+    """Issue 22: a deploy killed on this machine leaves a lock whose lease still runs. Given its info.json
+    (the holder judged dead here), acquire takes it over and unlock removes it without --force; a lock that
+    changed since (a new holder) is neither taken over nor removed."""
+    be = LocalBackend("local", home=str(tmp_path))
+    dead = {"user": "ana", "machine": "laptop", "pid": 4121}
+    assert "PAMPA-LOCK-ACQUIRED" in be.run(lock.acquire_command(ROOT, STAGE, dead, "t1", 90)).stdout
+    held = be.run(lock.acquire_command(ROOT, STAGE, {"user": "bo"}, "t2", 90)).stdout
+    state = lock.parse_state(held)
+    assert state.state == lock.HELD and json.loads(state.raw) == dead
+    other = json.dumps({"user": "cy", "pid": 1}, sort_keys=True)
+    assert not lock.parse_acquired(be.run(lock.acquire_command(ROOT, STAGE, {"user": "bo"}, "t2", 90,
+                                                               dead=other)).stdout)[0]
+    took = be.run(lock.acquire_command(ROOT, STAGE, {"user": "bo"}, "t2", 90, dead=state.raw)).stdout
+    assert lock.parse_acquired(took) == (True, dead)
+    raw = lock.parse_state(be.run(lock.status_command(ROOT, STAGE)).stdout).raw
+    assert be.run(lock.unlock_command(ROOT, STAGE, {"by": "ed"}, dead=other)).stdout.startswith("PAMPA-LOCK-LIVE")
+    assert "PAMPA-LOCK-REMOVED" in be.run(lock.unlock_command(ROOT, STAGE, {"by": "ed"}, dead=raw)).stdout
+    assert not (tmp_path / ".pampa/locks/production.lock").exists()

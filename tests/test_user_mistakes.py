@@ -115,6 +115,7 @@ def test_access_point_port_in_use_is_one_line(tmp_path):
     line = one_line(result, 2)
     assert line == (f"pampa: error: access-point serve: cannot listen on 127.0.0.1:{port}: the address is taken "
                     "(another access point?); pick another --port")
+    assert list(tmp_path.iterdir()) == []  # issue 22: it left an empty access-point.sqlite3 behind
 
 
 def test_access_point_database_that_is_a_folder(tmp_path):
@@ -230,6 +231,16 @@ def test_demo_on_taken_addresses_says_so_and_touches_nothing(tmp_path):
     assert line.startswith(f"pampa: error: demo: {address}:2222") and "already taken by another process" in line
     assert "--subnet" in line and "pampa demo down --dir" in line
     assert not (tmp_path / "demo").exists()  # refused before creating anything
+    import re
+    suggested = re.search(r"--subnet (127\.0\.\d+) \(free now\)", line).group(1)
+    assert suggested != FLEET_SUBNET and not listening(f"{suggested}.11", 2222)  # issue 22: never the taken one
+
+
+def test_the_demos_subnet_hint_never_names_the_subnet_it_refused(tmp_path):
+    """Issue 22: the hint was always `--subnet 127.0.5`, also when 127.0.5 was the taken one."""
+    from pampa_deployer.cli.demo import _free_subnet_hint, demo_fleet
+    hint = _free_subnet_hint(demo_fleet(tmp_path, 1, "127.0.5"))
+    assert hint.startswith(", e.g. --subnet 127.0.") and "127.0.5 " not in hint and hint.endswith("(free now)")
 
 
 def test_demo_down_with_another_dir_claims_nothing(tmp_path):
@@ -287,3 +298,142 @@ def test_status_prints_plain_columns_outside_a_terminal(tmp_path):
     assert lines[1].split() == ["host", "roles", "branch", "revision", "last", "deploy", "result", "note"]
     assert lines[2].startswith("kepler-1  kepler") and "unreachable" in lines[2]
     assert not set("│─┏┃") & set(result.stdout)
+
+
+# -- issue 22: values that passed `plan` and crashed later; paths and files that were silently ignored ----
+def test_notifier_never_echoes_a_url_it_cannot_send_to():
+    """Defence behind the schema's `url` rule: a URL urllib refuses is a warning that does not repeat it."""
+    from pampa_deployer.engine.around.notify import Notifier
+    said = []
+    warnings = Notifier(["hooks.slack.com/services/T0/B0/topsecret123"], 1.0, warn=said.append).send({"event": "x"})
+    assert warnings == said == ["notification x to ******** failed: not an http:// or https:// URL"]
+
+
+def test_access_point_client_with_a_url_it_cannot_use_is_an_access_point_error():
+    from pampa_deployer.accesspoint.client import AccessPointClient
+    from pampa_deployer.errors import AccessPointError
+    with pytest.raises(AccessPointError, match="not an http:// or https:// URL; fix the stage's `access_point.url`"):
+        AccessPointClient("not a url", "k").nodes("p")
+
+
+def test_a_named_ssh_config_that_does_not_exist_is_one_line(tmp_path):
+    """The demo stage named a missing ssh_config and it was silently ignored: now connecting commands say so;
+    `plan` (which connects nowhere) still works, like a missing key file."""
+    project(tmp_path, free_port())
+    stage = tmp_path / "stages" / "t.yml"
+    stage.write_text(stage.read_text().replace("ssh: {", "ssh: {config: /nonexistent/ssh_config, "))
+    assert pampa(tmp_path, "plan", "t").returncode == 0
+    for command in (["check", "t"], ["status", "t"], ["deploy", "t"]):
+        assert one_line(pampa(tmp_path, *command), 2) == (
+            "pampa: error: stages/t.yml: ssh.config: /nonexistent/ssh_config does not exist; create it, fix the "
+            "path, or leave `ssh.config` out to use ~/.ssh/config")
+
+
+@pytest.mark.parametrize("name,meant", [("pre_deploy", "pre-deploy"), ("pre-deploy.sh", "pre-deploy"),
+                                        ("Pre-Rollback", "pre-rollback"), ("on_failure", "on-failure")])
+def test_a_misnamed_hook_refuses_the_run_instead_of_never_guarding(tmp_path, name, meant):
+    project(tmp_path, free_port())
+    hooks = tmp_path / "stages" / "hooks"
+    hooks.mkdir()
+    (hooks / name).write_text("#!/bin/sh\nexit 1\n")
+    (hooks / name).chmod(0o755)
+    (hooks / "README.md").write_text("helpers live here too\n")  # not a hook's name: left alone
+    (hooks / "post-deploy.sample").write_text("#!/bin/sh\n")  # switched off on purpose
+    result = pampa(tmp_path, "deploy", "t")
+    assert one_line(result, 2) == (f"pampa: error: stages/hooks/{name}: not a hook name, so it would never run; "
+                                   f"rename it to {meant} (hooks are named exactly pre-deploy, post-deploy, "
+                                   "pre-rollback, post-rollback, on-failure; add .sample to keep it off)")
+    assert result.stdout == ""  # refused before the run started: no host was contacted
+
+
+# -- issue 22: the first hour -----------------------------------------------------------------------------
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version(capsys, flag):
+    from pampa_deployer import __version__
+    with pytest.raises(SystemExit) as done:
+        main([flag])
+    assert done.value.code == 0 and capsys.readouterr().out == f"pampa {__version__}\n"
+
+
+def test_help_command_prints_what_help_flags_print(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    top = capsys.readouterr().out
+    assert main(["help"]) == 0 and capsys.readouterr().out == top
+    assert "pampa help deploy" in top
+    with pytest.raises(SystemExit):
+        main(["deploy", "--help"])
+    deploy = capsys.readouterr().out
+    assert main(["help", "deploy"]) == 0 and capsys.readouterr().out == deploy
+    assert main(["help", "dploy"]) == 2
+    assert capsys.readouterr().err.strip() == "pampa help: unknown command 'dploy'; did you mean 'deploy'?"
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["deploy", "production", "extra"], "pampa deploy: unexpected argument 'extra'; see `pampa deploy --help`"),
+    (["lock", "release", "production"], "pampa lock: unknown action 'release'; to release a lock, run "
+                                        "`pampa unlock STAGE -m WHY`"),
+    (["lock", "stat", "production"], "pampa lock: unknown action 'stat'; did you mean 'status'?"),
+    (["dploy", "production"], "pampa: unknown command 'dploy'; did you mean 'deploy'?"),
+])
+def test_a_word_too_many_or_a_wrong_action_is_named_as_such(capsys, args, expected):
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip() == expected
+
+
+def test_stages_given_a_file_says_to_give_its_folder(tmp_path):
+    project(tmp_path, free_port())
+    assert one_line(pampa(tmp_path, "--stages", "stages/t.yml", "plan", "t"), 2) == (
+        "pampa: error: stages/t.yml: a file, not a folder; --stages takes the folder of stage files, here "
+        "--stages stages (and the stage by name: t)")
+
+
+class _Stage:
+    name = "p"
+
+
+class _AccessPoint:
+    """What `status` reads from an access point: the stage's requests (newest first) and node versions."""
+
+    def __init__(self, deploys):
+        self.found = deploys
+
+    def deploys(self, stage):
+        return self.found
+
+    def deploy(self, deploy_id):
+        d = next(d for d in self.found if d["id"] == deploy_id)
+        return {**d, "requested_by": "ana", "stalled": False, "nodes": [{"node": "k", "state": "failed", "stalled": None}]}
+
+    def nodes(self, stage):
+        return [{"node": "k", "revision": "abc", "seen_at": 1764664041.25}]
+
+
+def test_status_shows_a_pull_request_only_while_it_is_the_stages_state(monkeypatch):
+    """Issue 22: `status` kept showing an old failed pull request after later push deploys."""
+    from pampa_deployer.accesspoint import client
+    from pampa_deployer.cli import status
+    pull = {"id": 3, "mode": "pull", "state": "FAILED", "branch": "main"}
+    cases = [([pull], 3), ([{"id": 4, "mode": "push", "state": "DONE"}, pull], None),
+             ([{"id": 4, "mode": "push", "state": "DONE"}, {**pull, "state": "TAKEN"}], 3)]
+    for deploys, shown in cases:
+        monkeypatch.setattr(client.AccessPointClient, "from_stage", classmethod(lambda cls, stage: _AccessPoint(deploys)))
+        found, error = status._last_pull_request(_Stage())
+        assert error is None and (found or {}).get("id") == shown, deploys
+
+
+def test_status_json_gives_every_time_as_iso(monkeypatch):
+    """Issue 22: `status --json` mixed ISO times with the access point's Unix floats."""
+    from pampa_deployer.accesspoint import client
+    from pampa_deployer.cli import status
+    open_push = {"id": 5, "mode": "push", "state": "TAKEN", "created_at": 1764664041.5, "updated_at": 1764664042.0}
+    monkeypatch.setattr(client.AccessPointClient, "from_stage", classmethod(lambda cls, stage: _AccessPoint([open_push])))
+    versions, requests, error = status._access_point(_Stage())
+    assert requests[0]["created_at"] == "2025-12-02T08:27:21Z" and requests[0]["updated_at"] == "2025-12-02T08:27:22Z"
+
+    class Host:
+        name, roles, branch = "k", ("kepler",), "main"
+
+    row = status._row(Host(), {"revision": "abc", "subject": "s", "last": None, "incomplete": None}, versions,
+                      False, "abc")
+    assert row["agent_seen_at"] == "2025-12-02T08:27:21Z"

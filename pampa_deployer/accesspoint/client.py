@@ -62,7 +62,11 @@ class AccessPointClient:
         import urllib.error  # imported here: most stages have no access point, and urllib is slow to import
         import urllib.request
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.url + API + path, data=data, method=method)  # noqa: S310 - URL from config
+        try:
+            request = urllib.request.Request(self.url + API + path, data=data, method=method)  # noqa: S310 - URL from config
+        except ValueError:  # the stage's validator refuses such a URL; a client made in code may not be checked
+            raise AccessPointError(self.redactor.mask(f"access point {self.url}: not an http:// or https:// URL; "
+                                                      "fix the stage's `access_point.url`")) from None
         request.add_header("Content-Type", "application/json")
         request.add_header("Accept", "application/json")
         if self.api_key:

@@ -10,9 +10,10 @@ import importlib
 import os
 import sys
 import traceback
+import warnings
 
 from .. import __version__
-from ..errors import ConfigErrors, ExitCode, PampaError, UsageError, exit_code_for, quiet_libraries
+from ..errors import ConfigErrors, ExitCode, PampaError, PampaWarning, UsageError, exit_code_for, quiet_libraries
 from .parser import Parser
 from .parser import build_parser as _build
 
@@ -31,6 +32,7 @@ EPILOG = """examples:
   pampa rollback production --dry-run   show the rollback to the previous revision
   pampa demo                            a local fleet of real sshd hosts, deployed end to end
   pampa request production --wait       pull mode: the nodes' agents deploy; follow it like a deploy
+  pampa help deploy                     every option of one command (also: pampa deploy --help)
 
 exit codes: 0 ok, 1 deploy failed on some hosts, 2 config or usage error, 3 lock held,
             4 refused by a safety check, 130 interrupted (Ctrl-C), 141 output closed (| head),
@@ -100,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         argv = list(sys.argv[1:] if argv is None else argv)
         args = _parse(build_parser(only=command_word(argv)), argv)
-        return args.handler(args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("default", PampaWarning)  # each one once
+            warnings.showwarning = _show_warning
+            return args.handler(args)
     except ConfigErrors as e:
         for message in e.messages:
             print(f"pampa: error: {message}", file=sys.stderr)
@@ -128,6 +133,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pampa: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback; "
                   "please report it)", file=sys.stderr)
         return exit_code_for(e)
+
+
+_python_show_warning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """``pampa: warning: ...`` for pampa's own warnings (one line, no source location); others as Python shows them."""
+    if issubclass(category, PampaWarning):
+        print(f"pampa: warning: {message}", file=sys.stderr, flush=True)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
 
 
 def entry() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 from pathlib import Path
 
 from ..errors import UsageError
@@ -73,6 +74,10 @@ def token(args) -> int:
         out.mkdir(parents=True, exist_ok=True, mode=0o700)
     for host in hosts:
         issued = client.issue_token(stage.name, host.name, list(host.roles))
+        if issued.get("replaced"):  # one token per node: issuing is revoking, never silently
+            print(f"pampa: warning: {host.name}: its earlier token (e.g. one written with --out) no longer works; "
+                  f"give the node this new one at {default_token_file(stage.name, host.name)}", file=sys.stderr,
+                  flush=True)
         if out is None:
             print(f"{host.name} {issued['token']}", flush=True)
             continue

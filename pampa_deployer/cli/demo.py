@@ -127,7 +127,20 @@ def check_addresses(root: Path, fleet: Fleet) -> None:
     if taken:
         raise Refused(f"demo: {', '.join(taken)} {'is' if len(taken) == 1 else 'are'} already taken by another "
                       "process (another `pampa demo` from another --dir?); stop it with `pampa demo down --dir "
-                      "THAT_DIR`, or give this one other addresses with --subnet, e.g. --subnet 127.0.5")
+                      f"THAT_DIR`, or give this one other addresses with --subnet{_free_subnet_hint(fleet)}")
+
+
+def _free_subnet_hint(fleet: Fleet) -> str:
+    """``, e.g. --subnet 127.0.6``: a subnet where none of this fleet's addresses answers now (not the taken one)."""
+    ours = fleet.hosts[0].address.rsplit(".", 1)[0]
+    for third in range(5, 255):
+        subnet = f"127.0.{third}"
+        if subnet == ours:
+            continue
+        addresses = [(f"{subnet}.{h.address.rsplit('.', 1)[1]}", h.port) for h in fleet.hosts]
+        if not any(listening(a, port, timeout=0.2) for a, port in [*addresses, (f"{subnet}.1", AP_PORT)]):
+            return f", e.g. --subnet {subnet} (free now)"
+    return ""
 
 
 def _start_access_point(root: Path, fleet: Fleet) -> None:
@@ -187,7 +200,7 @@ def demo(args) -> int:
     try:
         fleet.start()
     except AddressTaken as e:
-        raise Refused(f"demo: {e}; stop the other one, or pass --subnet") from None
+        raise Refused(f"demo: {e}; stop the other one, or pass --subnet{_free_subnet_hint(fleet)}") from None
     _start_access_point(root, fleet)
     stages = root / "stages"
     path = write_demo_stage(fleet, stages)

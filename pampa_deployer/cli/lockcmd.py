@@ -5,6 +5,7 @@ import contextlib
 
 from .. import provenance
 from ..commands import lock as locking
+from ..engine import holder
 from ..engine.backends.pool import open_pool
 from ..engine.lock import MAINTENANCE_LEASE, DeployLock, holder_info
 from ..errors import LockHeld, PampaError, UsageError
@@ -17,6 +18,8 @@ def declare_lock(cmd) -> None:
             "pampa lock acquire production -m 'db maintenance until 18:00'")
     p.add_argument("action", choices=["status", "acquire"])
     p.add_argument("stage")
+    for word in ("release", "remove", "free", "unlock", "delete", "break"):
+        p.choice_hints[word] = "to release a lock, run `pampa unlock STAGE -m WHY`"
     p.add_argument("--message", "-m", help="acquire: why; shown to every deploy refused meanwhile")
     p.set_defaults(handler=lambda args: lock_acquire(args) if args.action == "acquire" else lock_status(args))
 
@@ -46,8 +49,11 @@ def lock_status(args) -> int:
     stage = load_stage(args.stage, args.stages)
     with _lock_host(stage) as backend:
         state = locking.parse_state(backend.run(locking.status_command(stage.lock.path, stage.name)).stdout)
-    output.console(args).print(f"stage {stage.name} lock on {stage.lock_host.name}: {state.describe()}"
-                               + ("  (STALE: the next deploy takes it over)" if state.state == locking.STALE else ""))
+    gone = holder.gone(state.info) if state.state == locking.HELD else None
+    stale = state.state == locking.STALE or gone
+    output.console(args).print(f"stage {stage.name} lock on {stage.lock_host.name}: {state.describe(gone)}"
+                               + ("  (STALE: the next deploy takes it over, or "
+                                  f"`{output.again(args, 'unlock ' + stage.name)}` removes it)" if stale else ""))
     return 0
 
 
@@ -61,7 +67,7 @@ def lock_acquire(args) -> int:
     with _lock_host(stage) as backend:
         DeployLock(backend, stage.lock.path, stage.name, info, MAINTENANCE_LEASE).acquire()
     output.console(args).print(f"stage {stage.name}: locked for maintenance on {stage.lock_host.name} "
-                               f"({args.message}); deploys refuse until `pampa unlock {stage.name}`")
+                               f"({args.message}); deploys refuse until `{output.again(args, 'unlock ' + stage.name)}`")
     return 0
 
 
@@ -69,9 +75,13 @@ def unlock(args) -> int:
     stage = load_stage(args.stage, args.stages)
     record = {"unlocked_by": provenance.user(), "machine": provenance.machine(), "at": provenance.utc(),
               "message": args.message or ""}
+    force = bool(getattr(args, "force", False))
     with _lock_host(stage) as backend:
-        out = backend.run(locking.unlock_command(stage.lock.path, stage.name, record,
-                                                 force=bool(getattr(args, "force", False)))).stdout
+        out = backend.run(locking.unlock_command(stage.lock.path, stage.name, record, force=force)).stdout
+        state = locking.parse_state(out) if out.startswith("PAMPA-LOCK-LIVE") else None
+        gone = holder.gone(state.info) if state is not None else None
+        if gone:  # a deploy from this machine that died: its lease still runs, but nobody renews it
+            out = backend.run(locking.unlock_command(stage.lock.path, stage.name, record, dead=state.raw)).stdout
     if out.startswith("PAMPA-LOCK-LIVE"):
         raise LockHeld(f"stage {stage.name}: not unlocked: the lock is {locking.parse_state(out).describe()}. Its "
                        f"holder looks alive (the lease is being renewed): stop that deploy, or wait for the lease to "

@@ -14,11 +14,21 @@ def is_ci(args) -> bool:
 
 def console(args) -> Console:
     if is_ci(args):
+        # soft_wrap: a line in a pipe or a CI log is never broken in two (grep finds it whole).
         return Console(file=sys.stdout, force_terminal=False, no_color=True, highlight=False, width=160,
-                       emoji=False, markup=False)
+                       emoji=False, markup=False, soft_wrap=True)
     # markup=False: host names, roles like [kepler] and remote output are never read as rich markup.
     return Console(highlight=False, markup=False)
 
 
 def err_console() -> Console:
     return Console(file=sys.stderr, highlight=False, markup=False)
+
+
+def again(args, rest: str) -> str:
+    """A pampa command to type next, with this run's ``--stages DIR`` when it is not the default one:
+    ``pampa --stages /srv/stages request production --follow 12``."""
+    default = os.environ.get("PAMPA_STAGES", "stages")
+    stages = getattr(args, "stages", default) or default
+    where = "" if os.path.normpath(stages) == os.path.normpath(default) else f"--stages {stages} "
+    return f"pampa {where}{rest}"

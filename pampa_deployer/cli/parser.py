@@ -27,6 +27,8 @@ class Parser(argparse.ArgumentParser):
         self.commands: dict[str, "Parser"] = {}
         self.complete = lambda: None  # declares the commands left out of a one-command parser (error messages)
         self.declare = None  # cmd(name, help, example): how a declaration adds its command
+        #: A word a user may try as a choice, and where the thing they want is (`lock release` -> unlock).
+        self.choice_hints: dict[str, str] = {}
         super().__init__(*args, **kwargs)
 
     def add_argument(self, *names, **kwargs):
@@ -34,16 +36,26 @@ class Parser(argparse.ArgumentParser):
         return super().add_argument(*names, **kwargs)
 
     def error(self, message: str):
-        m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        m = re.search(r"argument (\S+): invalid choice: '([^']*)' \(choose from (.*)\)", message)
         if m:
-            choices = re.findall(r"'([^']*)'", m.group(2))
-            close = difflib.get_close_matches(m.group(1), choices, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else f"; choose from {', '.join(choices)}"
-            raise UsageError(f"{self.prog}: unknown command '{m.group(1)}'{hint}")
+            what, word = ("command" if m.group(1) == "COMMAND" else m.group(1)), m.group(2)
+            choices = re.findall(r"'([^']*)'", m.group(3))
+            close = difflib.get_close_matches(word, choices, n=1)
+            hint = (f"; {self.choice_hints[word]}" if word in self.choice_hints else
+                    f"; did you mean '{close[0]}'?" if close else f"; choose from {', '.join(choices)}")
+            raise UsageError(f"{self.prog}: unknown {what} '{word}'{hint}")
         m = re.search(r"unrecognized arguments: (.*)", message)
         if m:
-            raise UsageError(self._unknown_option(m.group(1).split()[0]))
+            word = m.group(1).split()[0]
+            if not word.startswith("-"):  # `pampa deploy production extra`: a word too many, not an option
+                prog = self._used_prog()
+                raise UsageError(f"{prog}: unexpected argument '{word}'; see `{prog} --help`")
+            raise UsageError(self._unknown_option(word))
         raise UsageError(f"{self.prog}: {message}; see `{self.prog} --help`")
+
+    def _used_prog(self) -> str:
+        used = next((w for w in getattr(self, "_argv", []) if w in self.commands), None)
+        return f"{self.prog} {used}" if used else self.prog
 
     def parse_known_args(self, args=None, namespace=None):
         self._argv = list(sys.argv[1:] if args is None else args)  # to name the command in an error
@@ -124,7 +136,7 @@ def build_parser(declarations, description: str, epilog: str, version: str) -> P
     its own module (``declarations``, in the order of `pampa --help`)."""
     parser = Parser(prog="pampa", description=description, epilog=epilog,
                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
-    parser.add_argument("--version", action="version", version=f"pampa {version}")
+    parser.add_argument("-V", "--version", action="version", version=f"pampa {version}")
     add_global_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
@@ -138,4 +150,18 @@ def build_parser(declarations, description: str, epilog: str, version: str) -> P
     parser.declare = cmd
     for declare in declarations:
         declare(cmd)
+    # `pampa help [COMMAND]`: the parser's own word, not a command module's (it is built with every command).
+    about = "show the help of pampa, or of one command"
+    topic = sub.add_parser("help", help=about, description=about, epilog="example:\n  pampa help deploy",
+                           formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    add_global_options(topic, after_command=True)
+    topic.add_argument("topic", nargs="?", metavar="COMMAND", choices=list(parser.commands),
+                       help="the command to explain (default: pampa itself)")
+    topic.set_defaults(handler=lambda args: _help(parser, args.topic))
     return parser
+
+
+def _help(parser: Parser, topic: str | None) -> int:
+    """``pampa help [COMMAND]``: what ``pampa [COMMAND] --help`` prints, exit 0."""
+    (parser.commands[topic] if topic else parser).print_help()
+    return 0

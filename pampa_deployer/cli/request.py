@@ -117,8 +117,8 @@ def request(args) -> int:
         say(f"{'rollback' if target else 'deploy'} request {deploy['id']} registered at {client.url}: "
             f"stage {stage.name}, {what}, {len(deploy['nodes'])} nodes")
         if not args.wait:
-            say(f"follow it: pampa request {stage.name} --follow {deploy['id']}  (cancel it: --cancel "
-                f"{deploy['id']})", style="dim")
+            say("follow it: " + output.again(args, f"request {stage.name} --follow {deploy['id']}")
+                + f"  (cancel it: --cancel {deploy['id']})", style="dim")
             return 0
     return follow(args, stage, client, deploy, ci, console)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import time
 from collections import Counter
 
 from ..accesspoint import wire
@@ -76,11 +77,11 @@ def status(args) -> int:
                           "access_point_requests": requests, "pull_request": pull}, indent=2))
     else:
         console = output.console(args)
-        columns = [*_COLUMNS, *(["access point"] if versions else [])]
-        cells = [[str(c) for c in _cells(r)] + ([(r.get("access_point_revision") or "-")[:10]] if versions else [])
-                 for r in rows]
-        tables.show(columns, cells, console=console, terminal=not output.is_ci(args),
-                    title=f"stage {stage.name}: {title}", styles=lambda i, row: _style(rows[i]))
+        terminal = not output.is_ci(args)
+        columns, cells = _terminal(rows, versions, console.width) if terminal else _plain(rows, versions)
+        tables.show(columns, cells, console=console, terminal=terminal, title=f"stage {stage.name}: {title}",
+                    styles=lambda i, row: _style(rows[i]), whole=("host", "branch", "revision", "last deploy",
+                                                                  "access point"))
         if pull is not None:
             console.print(printable(_pull_line(pull)))
         if ap_error:
@@ -121,9 +122,9 @@ def _access_point(stage) -> tuple[dict, list[dict], str | None]:
         if d.get("mode") == "pull":  # pull-mode requests have their own line (and their agents)
             continue
         if d.get("state") in ("TAKEN", "ALLOWED"):
-            requests.append({**d, "note": "open: a deploy is running, or it died (the next deploy closes it)"})
+            requests.append({**_iso_times(d), "note": "open: a deploy is running, or it died (the next deploy closes it)"})
         elif str(d.get("detail") or "").startswith("abandoned"):
-            requests.append({**d, "note": d["detail"]})
+            requests.append({**_iso_times(d), "note": d["detail"]})
     return versions, requests[:5], None
 
 
@@ -133,9 +134,10 @@ def _last_pull_request(stage) -> tuple[dict | None, str | None]:
     if client is None:
         return None, None
     try:
-        newest = next((d for d in client.deploys(stage.name) if d.get("mode") == "pull"), None)
-        if newest is None:
-            return None, None
+        found = client.deploys(stage.name)  # newest first
+        newest = next((d for d in found if d.get("mode") == "pull"), None)
+        if newest is None or (newest is not found[0] and newest.get("state") in ("DONE", "FAILED")):
+            return None, None  # none, or a finished one that push deploys came after: history, not the state
         d = pull_request(client.deploy(wire.ident(newest.get("id")) or 0))
     except AccessPointError as e:
         return None, e.message
@@ -169,11 +171,54 @@ def _row(host, found, versions: dict, drift: bool, majority: str | None) -> dict
             row["release"] = found["release"]
     if host.name in versions:
         row["access_point_revision"] = versions[host.name].get("revision")
-        row["agent_seen_at"] = versions[host.name].get("seen_at")  # pull mode: its agent's last call
+        row["agent_seen_at"] = _iso(versions[host.name].get("seen_at"))  # pull mode: its agent's last call
     return row
 
 
 _COLUMNS = ("host", "roles", "branch", "revision", "last deploy", "result", "note")
+
+
+def _iso(at) -> str | None:
+    """A Unix time from the access point, as every other time of `status --json`: ``2026-11-26T08:27:21Z``."""
+    if not isinstance(at, (int, float)) or isinstance(at, bool):
+        return at
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+
+
+def _iso_times(d: dict) -> dict:
+    return {k: _iso(v) if k.endswith("_at") else v for k, v in d.items()}
+
+
+def _plain(rows: list[dict], versions: dict) -> tuple[list[str], list[list[str]]]:
+    """Every column, whole values (ISO times, 10-digit revisions with their subject): for grep and awk."""
+    columns = [*_COLUMNS, *(["access point"] if versions else [])]
+    return columns, [[str(c) for c in _cells(r)] + ([(r.get("access_point_revision") or "-")[:10]] if versions
+                                                     else []) for r in rows]
+
+
+def _terminal(rows: list[dict], versions: dict, width: int) -> tuple[list[str], list[list[str]]]:
+    """The table for a terminal ``width`` wide. Host, branch, revision and time are never cut (a 7-digit
+    revision, a minute in UTC); the commit subject appears from 120 columns, the roles from 110, and the
+    access point's revision only where it differs from the host's: at 80 columns nothing is left as `2026-1…`."""
+    differs = bool(versions) and any(r.get("access_point_revision") != r.get("revision") for r in rows)
+    columns = ["host", *(["roles"] if width >= 110 else []), "branch", "revision", "last deploy", "result", "note",
+               *(["access point"] if differs else [])]
+    cells = []
+    for r in rows:
+        host, roles, branch, _, last, result, note = _cells(r)
+        revision = (r.get("revision") or ("?" if not r["reachable"] else "-"))[:7]
+        if width >= 120 and r.get("subject"):
+            revision += f" {r['subject']}"
+        if "release" in r:
+            revision += f" (current: {r['release'] or 'none'})"
+        cells.append([host, *([roles] if width >= 110 else []), branch, revision, _minute(last), result, note,
+                      *([(r.get("access_point_revision") or "-")[:7]] if differs else [])])
+    return columns, cells
+
+
+def _minute(stamp: str) -> str:
+    """``2026-11-26T08:27:21Z`` -> ``2026-11-26 08:27Z``: the time of a deploy, in 17 characters."""
+    return f"{stamp[:10]} {stamp[11:16]}Z" if len(stamp) >= 16 and stamp[10:11] == "T" else stamp
 
 
 def _style(r: dict) -> str | None:

@@ -22,8 +22,12 @@ class LockState:
     info: dict
     expires: int | None
     now: int | None
+    raw: str = ""
+    """``info.json`` as the host printed it: what a takeover of a dead holder's lock names (``dead=``)."""
 
-    def describe(self) -> str:
+    def describe(self, gone: str | None = None) -> str:
+        """The holder in words; ``gone`` (engine/holder.py) says its process is known dead, so the lease
+        is not described as renewing."""
         if self.state == FREE:
             return "free"
         who = f"{self.info.get('user', '?')}@{self.info.get('machine', '?')} (pid {self.info.get('pid', '?')})"
@@ -35,6 +39,8 @@ class LockState:
         left = "" if self.expires is None or self.now is None else \
             (f", lease expired {self.now - self.expires}s ago" if self.state == STALE
              else f", lease renews, expires in {self.expires - self.now}s")
+        if gone and self.state != STALE:
+            left = f"; {gone}"
         return (f"{self.state} by {who} since {since}, deploying {self.info.get('branch', '?')}"
                 f"{msg}{left}")
 
@@ -43,9 +49,16 @@ def _dir(root: str, stage: str) -> str:
     return f"{root.rstrip('/')}/{stage}.lock"
 
 
-def acquire_command(root: str, stage: str, info: dict, token: str, lease: int) -> Command:
+def _is(qd: str, raw: str) -> str:
+    """A test that the lock's ``info.json`` is still exactly ``raw`` (the one judged dead, not a newer one)."""
+    return f"[ \"$(cat {qd}/info.json 2>/dev/null)\" = {quote(raw)} ]"
+
+
+def acquire_command(root: str, stage: str, info: dict, token: str, lease: int, dead: str | None = None) -> Command:
+    """Take the lock; a stale one (lease run out, or ``dead``: the info of a holder known dead) is taken over."""
     d, body = _dir(root, stage), json.dumps(info, sort_keys=True)
     qd = quote(d)
+    stale = f"{{ [ \"$now\" -gt \"$exp\" ] || {_is(qd, dead)}; }}" if dead else "[ \"$now\" -gt \"$exp\" ]"
     write = (f"printf '%s' {quote(body)} > {qd}/info.json && printf '%s' {quote(token)} > {qd}/token && "
              f"echo $((now + {int(lease)})) > {qd}/expires")
     script = (
@@ -53,7 +66,7 @@ def acquire_command(root: str, stage: str, info: dict, token: str, lease: int) -
         f"if mkdir {qd} 2>/dev/null; then {write} && echo PAMPA-LOCK-ACQUIRED && exit 0; fi; "
         f"exp=$(cat {qd}/expires 2>/dev/null || echo 0); "
         # A stale lock is taken over by moving it aside atomically; only one contender's mv succeeds.
-        f"if [ \"$now\" -gt \"$exp\" ] && mv {qd} {qd}.stale.$$ 2>/dev/null; then "
+        f"if {stale} && mv {qd} {qd}.stale.$$ 2>/dev/null; then "
         f"  old=$(cat {qd}.stale.$$/info.json 2>/dev/null); rm -rf {qd}.stale.$$; "
         f"  if mkdir {qd} 2>/dev/null; then {write} && echo PAMPA-LOCK-TOOK-STALE && echo \"$old\" && exit 0; fi; "
         f"fi; "
@@ -87,12 +100,12 @@ def status_command(root: str, stage: str) -> Command:
 _REMOVED = "__PAMPA_REMOVED_LOCK__"
 
 
-def unlock_command(root: str, stage: str, record: dict, force: bool = False) -> Command:
+def unlock_command(root: str, stage: str, record: dict, force: bool = False, dead: str | None = None) -> Command:
     """Remove the lock by hand and append ``record`` plus the removed lock's info to STAGE.unlocks.jsonl.
 
     Without ``force`` a lock whose lease is alive stays (PAMPA-LOCK-LIVE, then the lock's state as
     ``status_command`` prints it), unless it is a maintenance lock (`pampa lock acquire`): ending
-    those is what `pampa unlock` is for.
+    those is what `pampa unlock` is for; or its info is still ``dead`` (a holder known dead).
     """
     d = _dir(root, stage)
     qd = quote(d)
@@ -103,7 +116,8 @@ def unlock_command(root: str, stage: str, record: dict, force: bool = False) -> 
     before, _, after = line.partition(json.dumps(_REMOVED))
     live = "" if force else (
         f"exp=$(cat {qd}/expires 2>/dev/null || echo 0); now=$(date +%s); "
-        f"if [ -d {qd} ] && [ \"$now\" -le \"$exp\" ] && ! grep -q '\"maintenance\": true' {qd}/info.json 2>/dev/null; "
+        f"if [ -d {qd} ] && [ \"$now\" -le \"$exp\" ] && ! grep -q '\"maintenance\": true' {qd}/info.json 2>/dev/null"
+        + (f" && ! {_is(qd, dead)}" if dead else "") + "; "
         f"then echo PAMPA-LOCK-LIVE; cat {qd}/info.json 2>/dev/null; "
         f"echo; echo \"$exp $now\"; exit 0; fi; ")
     script = (f"{live}if [ -d {qd} ]; then old=$(tr -d '\\n' 2>/dev/null < {qd}/info.json); "
@@ -141,7 +155,8 @@ def parse_state(output: str) -> LockState:
         if len(parts) == 2 and all(p.isdigit() for p in parts):
             expires, now = int(parts[0]), int(parts[1])
     stale = expires is not None and now is not None and now > expires
-    return LockState(STALE if stale else HELD, info, expires, now)
+    raw = lines[1].strip() if len(lines) > 1 else ""
+    return LockState(STALE if stale else HELD, info, expires, now, raw)
 
 
 def parse_acquired(output: str) -> tuple[bool, dict | None]:

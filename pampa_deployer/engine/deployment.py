@@ -27,7 +27,7 @@ from .backends.pool import BackendPool, open_pool
 from .gate import OPEN, Gate
 from .pipeline import RunContext
 from .preflight import Preflight
-from .results import SKIPPED, HostResult, RunResult, failure_for
+from .results import NOT_STARTED_REFUSED, SKIPPED, HostResult, RunResult, failure_for
 from .rollback import manages_code, resolve_target
 from .rollout import Rollout
 from .scheduler import Scheduler, parse_count
@@ -116,6 +116,7 @@ class Deployment:
         self.lost_lock: str | None = None  # why the lock stopped being ours during the run, if it did
         self.planned: Plan | None = None   # the hosts a refused run reports as untouched
         self.announced = False
+        self.hooked = False  # the pre-* hook was reached (announced or refused by it)
 
     def warn(self, message: str) -> None:
         self.bus.emit(ev.Notice(message=message, level="warning"))
@@ -149,6 +150,7 @@ class Deployment:
             plan = self.plan(pool)
             options = RunOptions.for_request(r, len(plan.hosts))
             if self.around is not None and not r.dry_run:
+                self.hooked = True  # the pre-* hook is reached: a refusal by it leaves no trace (docs/design.md)
                 self.around.before(plan)  # a failing pre-deploy hook stops here: nothing was contacted
                 self.announced = True
             if r.handle_signals:
@@ -231,7 +233,7 @@ class Deployment:
             f"lock held: {state.describe()}; waiting up to {r.lock_wait:g}s"))
         if lock.took_stale is not None:
             self.warn(f"took over a stale lock left by {lock.took_stale.get('user', '?')}@"
-                      f"{lock.took_stale.get('machine', '?')} (its lease had expired)")
+                      f"{lock.took_stale.get('machine', '?')} ({lock.took_dead or 'its lease had expired'})")
         lock.on_lost = self.lock_lost
         lock.start_renewing()
         return lock
@@ -284,6 +286,9 @@ class Deployment:
                                exit_code_for(error))
         if self.announced:
             self.around.after(self.planned, None, error)
+        elif self.around is not None and not self.request.dry_run and not self.hooked and \
+                self.planned is not None and is_refusal(error):  # refused while planning: a rollback target missing
+            self.around.after(replace(self.planned, revision=self.request.to), None, error)  # webhook, on-failure
 
     def emit_finished(self, result: RunResult, exit_code: int) -> None:
         """The one place a run says it is over (lock released, connections closed)."""
@@ -309,7 +314,7 @@ def is_refusal(error: BaseException | None) -> bool:
 def refused_result(plan: Plan, started: float, error: PampaError, dry_run: bool = False) -> RunResult:
     """The result of a refused run: every planned host skipped and untouched, the refusal as the reason."""
     now = time.time()
-    why = "not started: the run was refused before any command ran"
+    why = NOT_STARTED_REFUSED
     hosts = tuple(HostResult(host=hp.host.name, roles=",".join(hp.roles), result=SKIPPED, started=started,
                              ended=now, reason=why, gated=hp.gated) for hp in plan.hosts)
     return RunResult(stage=plan.stage.name, kind=plan.kind, branch=plan.branch, started=started, ended=now,

@@ -51,8 +51,10 @@ def _health_check(action: HealthCheck, backend: Backend, sink: Sink) -> None:
     result = backend.run(action.command, sink.output)
     if not result.ok:
         last = tail(result.stderr, 1) or tail(result.stdout, 1) or f"exit code {result.exit_code}"
+        said = f"check {action.name} "  # the loop's own last line: "check web failed after 21 attempts: ..."
+        what = last[len(said):] if last.startswith(said + "failed") else f"failed: {last}"
         raise StepFailed(result.exit_code, tail(result.stderr) or tail(result.stdout),
-                         f"health check '{action.name}' failed: {last}")
+                         f"health check '{action.name}' {what}")
 
 
 def _upload(action: Upload, backend: Backend, sink: Sink) -> None:

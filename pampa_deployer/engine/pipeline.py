@@ -23,7 +23,7 @@ from .backends.liveness import ConnectionLost, HostUnresponsive
 from .executor import perform
 from .gate import Gate
 from .preflight import Preflight
-from .results import FAILED, INTERRUPTED, OK, SKIPPED, HostResult, StepFailed, StepResult
+from .results import FAILED, INTERRUPTED, NOT_STARTED_REFUSED, OK, SKIPPED, HostResult, StepFailed, StepResult
 from .stop import StopSignal
 
 
@@ -153,8 +153,8 @@ class HostRun:
         if ctx.preflight.wait(lambda: ctx.stop.stopping) and not ctx.stop.stopping:
             return True
         # The refusal itself is reported once, as the run's error; each host only points at it.
-        self.end(SKIPPED, reason="not started: " + ("the run was refused before any command ran"
-                                                     if ctx.preflight.error is not None else "interrupted"))
+        refused = ctx.preflight.error is not None
+        self.end(SKIPPED, reason=NOT_STARTED_REFUSED if refused else "not started: interrupted")
         return False
 
     def wait_for_gate(self) -> bool:
@@ -240,7 +240,7 @@ class HostRun:
     def finish(self, result: str | None = None, reason: str = "") -> HostResult:
         if result is not None:
             self.end(result, reason=reason)
-        if self.hp.opens_gate:
+        if self.hp.opens_gate and self.ctx.preflight.error is None:  # a refused run closes no gate: none waits
             if self.result == OK:
                 self.ctx.gate.arrive(self.name)
             else:

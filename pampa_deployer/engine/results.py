@@ -54,6 +54,9 @@ class StepResult:
 #: Host outcomes. "skipped" means never touched (gate closed, max-fail, interrupted before start).
 OK, FAILED, SKIPPED, INTERRUPTED = "ok", "failed", "skipped", "interrupted"
 
+#: The reason of each host of a refused run: the refusal itself is said once, as the run's error.
+NOT_STARTED_REFUSED = "not started: the run was refused before any command ran"
+
 
 @dataclass(frozen=True)
 class HostResult:

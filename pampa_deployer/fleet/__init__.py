@@ -95,6 +95,11 @@ class Fleet:
         return self.root / "client" / "known_hosts"
 
     @property
+    def ssh_config(self) -> Path:
+        """The fleet's own ssh_config: empty, so the operator's ~/.ssh/config does not reach the fleet."""
+        return self.root / "client" / "ssh_config"
+
+    @property
     def origin(self) -> Path:
         return self.root / "origin.git"
 
@@ -109,6 +114,30 @@ class Fleet:
     def code(self, name: str) -> Path:
         return self.home(name) / "code" / self.app
 
+    #: The PATH a login shell on the fleet's hosts starts with (Debian's for root).
+    PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+    def path_without(self, name: str, *programs: str) -> str:
+        """A PATH for host ``name`` that finds every program of the machine except ``programs``.
+
+        The hosts share this machine's /usr, so what a host can run would depend on what the machine has
+        installed (a test expecting "sudo is not installed" failed where sudo is). Under this PATH (set in
+        the host's ``env``) the suite decides: a folder of links in the host's own home, one per program of
+        ``PATH``, the hidden ones left out. Give a host a program with a folder of its own before it."""
+        folder = self.home(name) / ".fleet-path"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        for directory in self.PATH.split(":"):
+            try:
+                entries = sorted(os.scandir(directory), key=lambda e: e.name)
+            except OSError:
+                continue
+            for entry in entries:
+                link = folder / entry.name
+                if entry.name not in programs and not link.is_symlink():
+                    link.symlink_to(entry.path)
+        return f"{HOST_HOME}/.fleet-path"
+
     def _sshd_dir(self, name: str) -> Path:
         return self.root / "hosts" / name / "sshd"
 
@@ -118,6 +147,9 @@ class Fleet:
         (self.root / "client").mkdir(parents=True, exist_ok=True)
         if not self.key.exists():
             _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "pampa-fleet", "-f", str(self.key)])
+        if not self.ssh_config.exists():
+            self.ssh_config.write_text("# The local fleet's ssh_config (ssh.config in its stages): empty on purpose, so\n"
+                                       "# the operator's ~/.ssh/config (User, Port, ProxyJump...) does not apply.\n")
         known = []
         for host in self.hosts:
             sshd = self._sshd_dir(host.name)
@@ -279,7 +311,7 @@ class Fleet:
             "branch": "main",
             "user": "root",
             "key": str(self.key),
-            "ssh": {"known_hosts": str(self.known_hosts), "config": str(self.root / "client" / "ssh_config")},
+            "ssh": {"known_hosts": str(self.known_hosts), "config": str(self.ssh_config)},
             "env": {"DATABASE_URL": "sqlite://db/app.sqlite3"},
             "units": {"restart": "cd {path} && bin/restart {unit} {address}", "puma": ["puma"],
                       "processes": ["dispatcher", "jobs", "planner"], "workers": ["worker"]},

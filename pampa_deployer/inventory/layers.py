@@ -68,24 +68,27 @@ PATHS_NOT_SECRETS = frozenset({"secrets"})
 
 
 def expand_env(data: Any, where: str, environ: Mapping[str, str], errors: list[str],
-               path: str = "", secret: bool = False) -> Any:
-    """Substitute ``${VAR}`` everywhere in a parsed file; secret-ness survives as ``Secret``."""
+               path: str = "", secret: bool = False, unresolved: set[str] | None = None) -> Any:
+    """Substitute ``${VAR}`` everywhere in a parsed file; secret-ness survives as ``Secret``.
+
+    The dotted names of values that could not be filled in are added to ``unresolved`` (their
+    error is in ``errors``), so the validator does not judge what is left of them."""
     if isinstance(data, dict):
         return {k: expand_env(v, where, environ, errors, f"{path}{k}.",
-                              secret or (looks_secret(str(k)) and f"{path}{k}" not in PATHS_NOT_SECRETS))
+                              secret or (looks_secret(str(k)) and f"{path}{k}" not in PATHS_NOT_SECRETS), unresolved)
                 for k, v in data.items()}
     if isinstance(data, list):
-        return [expand_env(v, where, environ, errors, f"{path.rstrip('.')}[{i}].", secret)
+        return [expand_env(v, where, environ, errors, f"{path.rstrip('.')}[{i}].", secret, unresolved)
                 for i, v in enumerate(data)]
     if isinstance(data, str):
         try:
             value = substitute(data, environ)
-        except UnsetVariable as e:
-            errors.append(f"{where}: {path.rstrip('.')}: environment variable {e.name} is not set; "
-                          f"export it or write ${{{e.name}:-default}}")
-            return data
-        except BadReference as e:
-            errors.append(f"{where}: {path.rstrip('.')}: {e}")
+        except (UnsetVariable, BadReference) as e:
+            why = (f"environment variable {e.name} is not set; export it or write ${{{e.name}:-default}}"
+                   if isinstance(e, UnsetVariable) else str(e))
+            errors.append(f"{where}: {path.rstrip('.')}: {why}")
+            if unresolved is not None:
+                unresolved.add(path.rstrip("."))
             return data
         return Secret(value) if (secret or isinstance(data, Secret)) else value
     return data

@@ -7,10 +7,11 @@ from __future__ import annotations
 import os
 import re
 import stat
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..errors import ConfigError, ConfigErrors
+from ..errors import ConfigError, ConfigErrors, PampaWarning
 from ..redact import Redactor, secret_fragments
 from ..sequences import DEFAULT_GATED, DEFAULT_SEQUENCES, STEP_ORDER
 from ..shell import fill_plain
@@ -63,6 +64,9 @@ def load_stage(name: str, root: Path | str = "stages", overrides: Mapping[str, A
     environ = os.environ if environ is None else environ
     files = stage_files(root)
     shown_root = yamlfile.display_path(root)
+    if root.is_file():  # `--stages stages/production.yml`: the folder is wanted, the stage is named apart
+        raise ConfigError(f"{shown_root}: a file, not a folder; --stages takes the folder of stage files, here "
+                          f"--stages {yamlfile.display_path(root.parent)} (and the stage by name: {root.stem})")
     if not files and not root.is_dir():  # stage_files read the folder (or said why it cannot)
         raise ConfigError(f"{shown_root}/: no stages folder here; run `pampa init` to create one, "
                           "or pass --stages DIR")
@@ -92,10 +96,10 @@ def build_stage(name: str, named: list[tuple[str, dict]], root: Path, overrides:
     raw_layers: list[tuple[str, dict]] = [("default", schema.defaults())]
     for where, data in named:
         data = {k: v for k, v in data.items() if not str(k).startswith(validate.EXTENSION_PREFIX)}
-        file_errors = validate.check_file(data, where)
-        errors.extend(file_errors)
-        if not file_errors:
-            raw_layers.append((where, layers.expand_env(data, where, environ, errors)))
+        unresolved: set[str] = set()  # checked once filled in: `url: ${AP_URL}` is judged by what it becomes
+        data = layers.expand_env(data, where, environ, errors, unresolved=unresolved)
+        errors.extend(validate.check_file(data, where, frozenset(unresolved)))
+        raw_layers.append((where, data))
     if errors:
         raise ConfigErrors(errors)
 
@@ -115,8 +119,9 @@ def build_stage(name: str, named: list[tuple[str, dict]], root: Path, overrides:
     tasks = _tasks(settings, root, where_of, errors)
     _check_steps(settings, roles, tasks, where_of, errors)
     _check_checks(settings, roles, where_of, errors)
-    _check_strategy(settings, where_of, errors)
-    hosts = _hosts(settings, roles, overrides or {}, where_of, stage_where, errors)
+    empty = {str(e): where for where, data in named if isinstance(data.get("hosts"), dict)
+             for e, spec in data["hosts"].items() if spec is None}  # `k-1:` alone: a host without settings
+    hosts = _hosts(settings, roles, overrides or {}, where_of, stage_where, errors, empty)
     secret_files, fragments = _secret_files(settings, root, environ, where_of, errors)
     if errors:
         raise ConfigErrors(errors)
@@ -210,7 +215,7 @@ def _check_checks(settings: dict, roles: dict[str, Role], where_of, errors: list
     for name, spec in (settings.get("checks") or {}).items():
         spec = spec or {}
         where = where_of(f"checks.{name}")
-        if (spec.get("url") is None) == (spec.get("run") is None):
+        if (not spec.get("url")) == (spec.get("run") is None):
             errors.append(f"{where}: checks.{name}: give either `url:` (an HTTP check) or `run:` (a command "
                           "check), not both or neither")
         elif spec.get("run") is not None:
@@ -221,13 +226,6 @@ def _check_checks(settings: dict, roles: dict[str, Role], where_of, errors: list
             if role not in roles:
                 errors.append(f"{where}: checks.{name}.roles: unknown role '{role}'"
                               f"{validate.suggest(role, roles)}; known: {', '.join(roles)}")
-
-
-def _check_strategy(settings: dict, where_of, errors: list[str]) -> None:
-    keep = settings.get("keep_releases")
-    if isinstance(keep, int) and keep < 2:
-        errors.append(f"{where_of('keep_releases')}: keep_releases: must be at least 2 (the current release and "
-                      f"the previous one, for rollback), got {keep}")
 
 
 def expand_range(name: str) -> list[tuple[str, int | None]]:
@@ -250,9 +248,13 @@ def expand_range(name: str) -> list[tuple[str, int | None]]:
 
 
 def _hosts(settings: dict, roles: dict[str, Role], overrides: Mapping[str, Any], where_of,
-           stage_where: str, errors: list[str]) -> list[Host]:
+           stage_where: str, errors: list[str], empty: Mapping[str, str] = {}) -> list[Host]:
     entries = settings.get("hosts") or {}
-    if not entries:
+    for entry, where in empty.items():
+        if entry not in entries:  # no file gave it any setting (the merge keeps no null)
+            errors.append(f"{where}: hosts.{entry}: no settings; give at least its roles, e.g. "
+                          f"`{entry}: {{address: 10.0.0.1, roles: [kepler]}}`")
+    if not entries and not empty:
         errors.append(f"{stage_where}: hosts: the stage has no hosts; add at least one under `hosts:`, "
                       "e.g. `kepler-1: {address: 10.0.0.1, roles: [kepler]}`")
         return []
@@ -284,11 +286,11 @@ def _hosts(settings: dict, roles: dict[str, Role], overrides: Mapping[str, Any],
             seen[name] = str(entry)
             try:
                 hosts.append(_host(name, n, spec, settings, overrides))
-            except (KeyError, IndexError) as e:
-                errors.append(f"{where}: hosts.{entry}: template names an unknown variable {e}; "
-                              "known: app, name, n and the keys of vars")
-            except ValueError as e:
-                errors.append(f"{where}: hosts.{entry}: bad template: {e}")
+            except _BadTemplate as e:  # named once, where the template is: the stage's `path` or this entry
+                dotted = f"hosts.{entry}.{e.setting}" if spec.get(e.setting) is not None else e.setting
+                line = f"{where_of(dotted)}: {dotted}: {e}"
+                if line not in errors:
+                    errors.append(line)
     _check_keys(hosts, entries, where_of, errors)
     return hosts
 
@@ -338,18 +340,34 @@ def _host(name: str, n: int | None, spec: dict, settings: dict, overrides: Mappi
     variables.update(app=settings.get("app"), name=name, n=n if n is not None else "")
     env = dict(settings.get("env") or {})
     env.update(spec.get("env") or {})
-    fill = lambda text: yamlfile.Secret(_fill(text, variables)) if isinstance(text, yamlfile.Secret) \
-        else _fill(text, variables)  # noqa: E731
-    address = fill(str(spec.get("address") or name))
     return Host(
-        name=name, address=address, roles=tuple(spec["roles"]), port=int(pick("port") or 22),
-        user=pick("user"), key=pick("key"), path=fill(str(pick("path"))), branch=str(pick("branch")),
+        name=name, address=_filled("address", str(spec.get("address") or name), variables),
+        roles=tuple(spec["roles"]), port=int(pick("port") or 22), user=pick("user"), key=pick("key"),
+        path=_filled("path", str(pick("path")), variables), branch=str(pick("branch")),
         prefix=pick("prefix"), vars=frozen(variables), env=frozen({k: str(v) for k, v in env.items()}),
     )
 
 
 def _fill(text: str, variables: Mapping[str, Any]) -> str:
     return fill_plain(text, variables) if "{" in text else text
+
+
+class _BadTemplate(ValueError):
+    """A host's ``address`` or ``path`` template that cannot be filled; ``setting`` names which."""
+
+    def __init__(self, setting: str, message: str):
+        super().__init__(message)
+        self.setting = setting
+
+
+def _filled(setting: str, text: str, variables: Mapping[str, Any]) -> str:
+    try:
+        return _fill(text, variables)
+    except (KeyError, IndexError) as e:
+        raise _BadTemplate(setting, f"template names an unknown variable {e}; known: app, name, n and the keys "
+                                    "of vars") from None
+    except ValueError as e:
+        raise _BadTemplate(setting, f"bad template: {e}") from None
 
 
 def _secret_files(settings: dict, root: Path, environ: Mapping[str, str], where_of,
@@ -400,10 +418,24 @@ def _secret_files(settings: dict, root: Path, environ: Mapping[str, str], where_
         except layers.BadReference as e:
             errors.append(f"{where}: {key}.template: {source}: {e}")
             continue
+        _warn_if_readable(full, f"{where}: {key}.{field_name}")
         mode = int(str(spec.get("mode") or "0600"), 8)  # the schema's `mode` rule checked the form
         fragments.extend(secret_fragments(text))
         files.append(SecretFile(source=str(source), remote=str(remote), mode=mode, content=content))
     return files, fragments
+
+
+def _warn_if_readable(path: Path, where: str) -> None:
+    """A secret file that group or others can read on this machine is worth a warning (it stops nothing: the
+    host gets the file with its own mode; but the secret is exposed here)."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return
+    if mode & 0o077:
+        shown = yamlfile.display_path(path)
+        warnings.warn(f"{where}: {shown} can be read by others (mode {mode:04o}) and holds a secret; "
+                      f"chmod 600 {shown}", PampaWarning, stacklevel=2)
 
 
 _PUBLIC_SETTINGS = ("app", "branch", "path", "user", "key", "lock.path", "ssh.known_hosts", "ssh.config")

@@ -43,7 +43,8 @@ STEP = {
 SECRET_FILE = {
     "local": Key("str", None, "Local file uploaded as-is (relative to the stages/ folder).", "secrets/config.rb"),
     "template": Key("str", None, "Local template; `${VAR}` in it is filled from the environment.", "secrets/config.rb.tmpl"),
-    "remote": Key("str", None, "Destination, relative to the code path unless absolute or ~/.", "config.rb"),
+    "remote": Key("str", None, "Destination, relative to the code path unless absolute or ~/.", "config.rb",
+                  rule="remote_file"),
     "mode": Key("str", "0600", "File mode on the host, an octal string in quotes (unquoted, YAML reads "
                 "0600 as the number 384).", "'0600'", rule="mode"),
 }
@@ -51,17 +52,17 @@ SECRET_FILE = {
 CHECK = {
     "roles": Key("list[str]", None, "Roles whose hosts run the check (default: every host).", "[kepler, euler]"),
     "url": Key("str", None, "HTTP check: URL fetched with curl **on the host**; template variables such as "
-               "`{address}`, `{name}` and host `vars` are filled in.", "http://{address}:9292/up"),
-    "status": Key("int", 200, "HTTP check: the status the response must have.", "200"),
+               "`{address}`, `{name}` and host `vars` are filled in.", "http://{address}:9292/up", rule="url"),
+    "status": Key("int", 200, "HTTP check: the status the response must have.", "200", rule="http_status"),
     "contains": Key("str", None, "HTTP check: text the body must contain; `{revision}` is the revision the "
                     "host was just reset to (read on the host when the check runs).", "revision={revision}"),
     "run": Key("str", None, "Command check: a command that must exit 0 (run on the host, in the code path).",
                "systemctl is-active --quiet {app}_worker"),
-    "retries": Key("int", 10, "Attempts after the first one before the check fails.", "10"),
-    "interval": Key("number", 1.0, "Seconds between attempts.", "2"),
-    "timeout": Key("number", 5.0, "Seconds one attempt may take.", "5"),
+    "retries": Key("int", 10, "Attempts after the first one before the check fails.", "10", rule="non_negative"),
+    "interval": Key("number", 1.0, "Seconds between attempts.", "2", rule="positive"),
+    "timeout": Key("number", 5.0, "Seconds one attempt may take.", "5", rule="positive"),
     "delay": Key("number", 0.0, "Seconds to wait before the first attempt (e.g. for a process to crash "
-                 "if it is going to).", "2"),
+                 "if it is going to).", "2", rule="non_negative"),
     "enabled": Key("bool", True, "Set false to turn the check off (e.g. in one stage).", "false"),
 }
 
@@ -97,11 +98,11 @@ TOP: dict[str, Key] = {
                     "atomically after migrate; rollback is one switch.", "releases",
                     choices=("in_place", "releases")),
     "keep_releases": Key("int", 5, "Releases strategy: releases kept on each host (never pruned: current and "
-                         "previous).", "5"),
+                         "previous).", "5", rule="releases_kept"),
     "shared_dirs": Key("list[str]", ["log", "tmp/pids", "public/uploads"], "Releases strategy: folders kept in "
-                       "`shared/` and linked into every release.", "[log, tmp/pids, public/uploads]"),
+                       "`shared/` and linked into every release.", "[log, tmp/pids, public/uploads]", rule="inside"),
     "shared_files": Key("list[str]", [], "Releases strategy: files kept in `shared/` and linked into every release "
-                        "(relative secret files are added).", "[db/production.sqlite3]"),
+                        "(relative secret files are added).", "[db/production.sqlite3]", rule="inside"),
     "user": Key("str", None, "SSH user (default: ssh_config, then the local user).", "root"),
     "port": Key("int", 22, "SSH port.", "22", rule="port"),
     "key": Key("str", None, "Private key file.", "~/.ssh/id_ed25519"),
@@ -127,7 +128,7 @@ TOP: dict[str, Key] = {
                               "false"),
     }),
     "access_point": Key("section", None, "The access point that registers deploys and node versions.", "", {
-        "url": Key("str", None, "Base URL of the access point.", "https://ap.example.com"),
+        "url": Key("str", None, "Base URL of the access point.", "https://ap.example.com", rule="url"),
         "api_key": Key("str", None, "API key, usually `${PAMPA_AP_KEY}`; always masked.", "${PAMPA_AP_KEY}", secret=True),
         "timeout": Key("number", 5.0, "Seconds per HTTP request.", "5", rule="positive"),
         "optional": Key("bool", False, "Emergency switch: when the access point cannot be reached, deploy and "
@@ -164,18 +165,19 @@ TOP: dict[str, Key] = {
                         "`steps.NAME.timeout`); migrate and bundle get at least 3600 and 1800.", "900",
                         rule="positive"),
     "check": Key("section", None, "What `pampa check` requires of each host.", "", {
-        "min_free_mb": Key("int", 1024, "Free disk space (MB) required on the code path's filesystem.", "2048"),
+        "min_free_mb": Key("int", 1024, "Free disk space (MB) required on the code path's filesystem.", "2048",
+                           rule="non_negative"),
     }),
     "notify": Key("section", None, "Webhooks told when a deploy or rollback starts and ends.", "", {
         "webhooks": Key("list[str]", [], "URLs that receive a JSON POST (with a Slack-compatible `text`) at "
                         "start and end; a failed notification is only a warning.",
-                        "['${SLACK_WEBHOOK_URL}']", secret=True),
-        "timeout": Key("number", 5.0, "Seconds per webhook request.", "5"),
+                        "['${SLACK_WEBHOOK_URL}']", secret=True, rule="url"),
+        "timeout": Key("number", 5.0, "Seconds per webhook request.", "5", rule="positive"),
     }),
     "hooks": Key("section", None, "Local hooks: executables in `stages/hooks/` (pre-deploy, post-deploy, "
                  "pre-rollback, post-rollback, on-failure).", "", {
         "timeout": Key("number", 300.0, "Seconds a hook may run before it is stopped (a pre-* hook then "
-                       "stops the run).", "600"),
+                       "stops the run).", "600", rule="positive"),
     }),
     "logs": Key("section", None, "What `pampa logs` shows (default: the journald units the host's roles restart).", "", {
         "files": Key("list[str]", None, "Log files to tail instead of journald, relative to the code path unless "
@@ -203,7 +205,7 @@ TOP: dict[str, Key] = {
                      "{euler: [git_fetch, git_reset, bundle, restart_puma, report_version]}"),
     "roles": Key("map[section]", {}, "Role settings and custom roles.", "{reports: {gated: true, sequence: [bundle]}}", ROLE),
     "hosts": Key("map[section]", {}, "Servers by name; `name-[01:20]` expands to 20 hosts.",
-                 "{kepler-1: {address: 10.0.0.1, roles: [kepler]}}", HOST),
+                 "{kepler-1: {address: 10.0.0.1, roles: [kepler]}}", HOST, rule="host_names"),
 }
 
 SECRET_KEY_WORDS = ("password", "secret", "token", "api_key", "apikey", "private", "webhook")

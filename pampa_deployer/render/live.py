@@ -149,6 +149,7 @@ class LiveView(Renderer):
             row = self.rows[e.host]
             # A new step starts with no output of its own yet, not the last one's last line.
             row.state, row.step, row.last = "running", e.step, ""
+            row.started = row.started or e.at  # pull mode: a node reports no connect; its time runs from here
 
     def on_output(self, e: ev.Output) -> None:
         if e.host in self.rows:
@@ -163,7 +164,7 @@ class LiveView(Renderer):
             return
         row = self.rows[e.host]
         row.state, row.ended = e.result.result, e.at
-        row.started = row.started or e.at
+        row.started = row.started or e.result.started or e.at
         if e.result.failed_step:
             row.step = e.result.failed_step
         if e.result.reason and not e.result.ok:

@@ -6,8 +6,9 @@ import time
 from typing import TextIO
 
 from ..engine import events as ev
+from ..engine.results import NOT_STARTED_REFUSED
 from .shown import Renderer
-from .telling import telling_line
+from .telling import repeats, telling_line
 from .words import count
 
 
@@ -16,12 +17,29 @@ def stamp(at: float) -> str:
 
 
 class PlainRenderer(Renderer):
-    """Writes a line per event; with ``verbose`` also every output line, prefixed by host and step."""
+    """Writes a line per event; with ``verbose`` also every output line, prefixed by host and step.
+
+    ``connect ok`` lines wait until the run is known to go ahead (a step starts, a host waits, a notice...):
+    hosts connect while the lock is being taken, and a refused run (the lock is held) then prints its
+    refusal once, not a connect line and a SKIPPED line per host for one reason."""
 
     def __init__(self, out: TextIO | None = None, verbose: bool = False):
         self.out = out or sys.stdout
         self.verbose = verbose
         self.dry_run = False  # set by RunStarted: a dry run never claims a connect or a step it did not make
+        self.held: list[tuple[float, str, str, str]] | None = []  # connect lines until the run goes ahead
+        self.refused = False
+
+    def __call__(self, event: ev.Event) -> None:
+        if self.held and not isinstance(event, (ev.HostConnecting, ev.HostConnected, ev.HostFinished)):
+            self.go_ahead()
+        super().__call__(event)
+
+    def go_ahead(self) -> None:
+        """The run goes ahead: print the connect lines held so far, and the next ones as they come."""
+        held, self.held = self.held or [], None
+        for line in held:
+            self.line(*line)
 
     def line(self, at: float, host: str, step: str, message: str) -> None:
         self.out.write(f"{stamp(at)} {host} {step} {message}\n")
@@ -35,7 +53,11 @@ class PlainRenderer(Renderer):
                                   f"{count(len(e.hosts), 'host')}, {gated} gated")
 
     def on_host_connected(self, e: ev.HostConnected) -> None:
-        if not self.dry_run:
+        if self.dry_run or self.refused:
+            return
+        if self.held is not None:
+            self.held.append((e.at, e.host, "connect", f"ok ({e.seconds:.2f}s)"))
+        else:
             self.line(e.at, e.host, "connect", f"ok ({e.seconds:.2f}s)")
 
     def on_host_waiting(self, e: ev.HostWaiting) -> None:
@@ -59,11 +81,17 @@ class PlainRenderer(Renderer):
         if e.ok:
             self.line(e.at, e.host, e.step, f"ok ({took:.2f}s)")
         else:
-            tail = f": {telling_line(e.stderr_tail)}" if e.stderr_tail.strip() else ""
+            told = telling_line(e.stderr_tail)
+            tail = "" if repeats(e.message, told) else f": {told}"
             self.line(e.at, e.host, e.step, f"FAILED ({e.message}){tail}")
 
     def on_host_finished(self, e: ev.HostFinished) -> None:
         r = e.result
+        if r.reason == NOT_STARTED_REFUSED:  # the refusal is the run's one error line; nothing per host
+            self.refused, self.held = True, None
+            return
+        if self.held:
+            self.go_ahead()
         if self.dry_run and r.ok:
             self.line(e.at, e.host, "-", "shown above; dry run: nothing was run")
             return

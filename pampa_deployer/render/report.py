@@ -28,14 +28,32 @@ def deployed_revision(result: RunResult) -> str | None:
     return revs.most_common(1)[0][0] if revs else None
 
 
+#: What a dry run's report says of the run, of each host and step it showed: planned, never "ok" (it ran nothing).
+PLANNED = "planned"
+DRY_RUN_NOTE = "dry run: planned, nothing was run"
+
+
 def outcome(result: RunResult) -> str:
     """The report's top-level ``result``: ``refused`` means no host was touched (lock held, hook failed...)."""
     if result.refused is not None:
         return "refused"
+    if result.dry_run and not (result.interrupted_by or result.by_result(FAILED)):
+        return PLANNED
     return "ok" if result.ok else ("interrupted" if result.interrupted_by else "failed")
 
 
+def _host_result(result: RunResult, h) -> str:
+    return PLANNED if result.dry_run and h.ok else h.result
+
+
+def _step_result(result: RunResult, s) -> str:
+    return PLANNED if result.dry_run and s.ok else ("ok" if s.ok else "failed")
+
+
 def to_dict(result: RunResult, exit_code: int) -> dict:
+    """The JSON report (docs/ci.md). A dry run claims nothing: its run, hosts and steps are ``planned``, its
+    gate never opened, and no revision is reported."""
+    dry = result.dry_run
     return {
         "schema": SCHEMA_VERSION,
         "stage": result.stage,
@@ -49,17 +67,20 @@ def to_dict(result: RunResult, exit_code: int) -> dict:
         "result": outcome(result),
         "reason": result.refused,
         "exit_code": exit_code,
-        "gate": {"state": result.gate, "opened": _iso(result.gate_opened_at)},
+        "gate": {"state": PLANNED if dry and result.gate != "none" else result.gate,
+                 "opened": None if dry else _iso(result.gate_opened_at)},
         "notes": list(result.notes),
         "hosts": [{
-            "name": h.host, "roles": h.roles.split(","), "result": h.result, "gated": h.gated,
+            "name": h.host, "roles": h.roles.split(","), "result": _host_result(result, h), "gated": h.gated,
             "started": _iso(h.started), "ended": _iso(h.ended), "duration": round(h.seconds, 3),
-            "revision_before": h.revision_before, "revision_after": h.revision_after,
-            "failed_step": h.failed_step, "exit_code": h.exit_code, "reason": h.reason or None,
+            "revision_before": h.revision_before, "revision_after": None if dry else h.revision_after,
+            "failed_step": h.failed_step, "exit_code": h.exit_code,
+            "reason": (DRY_RUN_NOTE if dry and h.ok else h.reason or None),
             "stderr_tail": h.stderr_tail or None, "notes": list(h.notes),
-            "steps": [{"name": s.name, "result": "ok" if s.ok else "failed", "started": _iso(s.started),
+            "steps": [{"name": s.name, "result": _step_result(result, s), "started": _iso(s.started),
                        "ended": _iso(s.ended), "duration": round(s.seconds, 3), "exit_code":
-                       (0 if s.ok else s.exit_code), "message": s.message or None} for s in h.steps],
+                       (None if dry and s.ok else 0 if s.ok else s.exit_code), "message": s.message or None}
+                      for s in h.steps],
         } for h in result.hosts],
     }
 
@@ -70,10 +91,12 @@ def write_json(result: RunResult, exit_code: int, path: Path) -> None:
 
 
 def write_junit(result: RunResult, path: Path) -> None:
-    """One <testcase> per host: failed -> <failure>, skipped/interrupted -> <skipped>."""
+    """One <testcase> per host: failed -> <failure>, skipped/interrupted -> <skipped>; in a dry run every host
+    that would run is <skipped> too (nothing was run, so nothing passed)."""
+    planned = [h for h in result.hosts if result.dry_run and h.ok]
     suite = ET.Element("testsuite", name=f"pampa {result.kind} {result.stage}", tests=str(len(result.hosts)),
                        failures=str(len(result.by_result(FAILED))),
-                       skipped=str(len(result.by_result(SKIPPED)) + len(result.by_result(INTERRUPTED))),
+                       skipped=str(len(result.by_result(SKIPPED)) + len(result.by_result(INTERRUPTED)) + len(planned)),
                        time=f"{result.ended - result.started:.3f}", timestamp=_iso(result.started) or "")
     for h in result.hosts:
         case = ET.SubElement(suite, "testcase", classname=f"{result.stage}.{h.roles}", name=h.host,
@@ -84,7 +107,9 @@ def write_junit(result: RunResult, path: Path) -> None:
             failure.text = h.stderr_tail or h.reason
         elif h.result in (SKIPPED, INTERRUPTED):
             ET.SubElement(case, "skipped", message=h.reason or h.result)
-        steps = "\n".join(f"{s.name}: {'ok' if s.ok else 'failed'} {s.seconds:.3f}s" for s in h.steps)
+        elif h in planned:
+            ET.SubElement(case, "skipped", message=DRY_RUN_NOTE)
+        steps = "\n".join(f"{s.name}: {_step_result(result, s)} {s.seconds:.3f}s" for s in h.steps)
         ET.SubElement(case, "system-out").text = steps
     suites = ET.Element("testsuites")
     suites.append(suite)

@@ -10,16 +10,21 @@ from __future__ import annotations
 import json
 from typing import Any, Sequence, TextIO
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from ..printable import printable
 
+#: A column is padded to its longest cell up to this many characters; a longer cell (a 300-character
+#: list in ``pampa config``) pushes the rest of its own row right instead of padding every other row.
+PAD_AT_MOST = 40
+
 
 def plain(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    """Left-aligned columns separated by two spaces; the last column is never padded or cut."""
+    """Left-aligned columns separated by two spaces; no cell is cut, the last column is never padded."""
     cells = [[str(c) for c in columns]] + [[_one_line(v) for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(columns) - 1)]
+    widths = [min(PAD_AT_MOST, max(len(r[i]) for r in cells)) for i in range(len(columns) - 1)]
     return ["  ".join([r[i].ljust(widths[i]) for i in range(len(widths))] + [r[-1]]).rstrip() for r in cells]
 
 
@@ -40,8 +45,11 @@ def as_json(columns: Sequence[str], rows: Sequence[Sequence[Any]], **extra: Any)
 
 def show(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, console: Console, terminal: bool,
          json_out: bool = False, title: str | None = None, out: TextIO | None = None, styles=None,
-         **extra: Any) -> None:
-    """Print ``rows`` as JSON (``json_out``), a rich table (``terminal``) or plain columns."""
+         whole: Sequence[str] = (), **extra: Any) -> None:
+    """Print ``rows`` as JSON (``json_out``), a rich table (``terminal``) or plain columns.
+
+    At a terminal the columns named in ``whole`` are never cut or wrapped (host names, revisions, dates):
+    the others wrap to make room."""
     if json_out:
         print(as_json(columns, rows, **({"title": title} if title else {}), **extra), file=out)
         return
@@ -51,7 +59,9 @@ def show(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, console: Cons
         for line in plain(columns, rows):
             print(line, file=out)
         return
-    table = Table(*columns, title=title, title_justify="left")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for column in columns:
+        table.add_column(column, no_wrap=column in whole, overflow="fold")
     for i, row in enumerate(rows):
         style = styles(i, row) if styles else None
         table.add_row(*[printable(str("" if v is None else v), lines=True) for v in row], style=style)

@@ -22,3 +22,12 @@ def telling_line(text: str) -> str:
         if _ERROR_LINE.search(line):
             return line.strip()
     return lines[-1].strip()
+
+
+def repeats(message: str, line: str) -> bool:
+    """``line`` says nothing ``message`` does not already say: it is in it, or its last two thirds are (a
+    health check's reason quotes the check's last stderr line behind its own words)."""
+    line = line.strip()
+    if not line or line in message:
+        return True
+    return len(line) >= 24 and line[-(len(line) * 2 // 3):] in message

@@ -10,8 +10,11 @@ PALETTE = ["cyan", "magenta", "blue", "green", "yellow", "bright_cyan", "bright_
            "bright_green", "bright_yellow", "white"]
 
 
-def build(result: RunResult, width: int = 72) -> Group:
-    """A rich renderable: a row of step bars per host, the gate as ``┃``, the slowest step in red."""
+def build(result: RunResult, width: int = 72, legend_width: int | None = None) -> Group:
+    """A rich renderable: a row of step bars per host, the gate as ``┃``, the slowest step in red.
+
+    The legend is broken between its items to fit ``legend_width`` (default: the rows' width), never
+    inside one."""
     start, end = result.started, max(result.ended, result.started + 1e-6)
     scale = width / (end - start)
     names: list[str] = []
@@ -47,18 +50,26 @@ def build(result: RunResult, width: int = 72) -> Group:
             line.append(run_text, style=run_style)
         line.append(f" {h.result} {h.seconds:.1f}s", style="dim")
         rows.append(line)
-    legend = Text("steps: ")
-    for n in names:
-        legend.append("█", style=colour[n])
-        legend.append(f" {n}  ")
+    items = [Text.assemble(("█", colour[n]), f" {n}") for n in names]
     if gate_col is not None:
-        legend.append("┃", style="bold yellow")
-        legend.append(f" gate opened at {result.gate_opened_at - start:.1f}s  ")
+        items.append(Text.assemble(("┃", "bold yellow"), f" gate opened at {result.gate_opened_at - start:.1f}s"))
     if slowest:
-        legend.append("█", style="bold red")
-        legend.append(f" slowest step: {slowest[2]} on {slowest[1]} ({slowest[0]:.1f}s)")
-    rows.append(legend)
+        items.append(Text.assemble(("█", "bold red"), f" slowest step: {slowest[2]} on {slowest[1]} "
+                                                      f"({slowest[0]:.1f}s)"))
+    rows += legend(items, legend_width or label_w + width + 16)
     return Group(*rows)
+
+
+def legend(items: list[Text], width: int) -> list[Text]:
+    """``steps: ITEM  ITEM ...`` in lines of at most ``width`` cells, broken between items only."""
+    lines = [Text("steps: ")]
+    for item in items:
+        if lines[-1].cell_len > len("steps: ") and lines[-1].cell_len + 2 + item.cell_len > width:
+            lines.append(Text("       "))
+        elif lines[-1].cell_len > len("steps: "):
+            lines[-1].append("  ")
+        lines[-1].append_text(item)
+    return lines
 
 
 def export(result: RunResult, svg_path, html_path=None) -> None:

@@ -9,8 +9,10 @@ in constant time and never logged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
+import os
 import re
 import sys
 import time
@@ -255,11 +257,16 @@ def make_server(bind: str, port: int, db: str, api_key: str | None, limits: Limi
 
     ``db``: a SQLite file, or a ``postgresql://`` URL shared with other access point processes.
     """
+    fresh = "://" not in db and not os.path.exists(db)  # a SQLite file this call creates
     store = Store(db, stall_after=stall_after)
     try:
         server = AsyncHTTPServer(bind, port, App(store, api_key), limits, on_close=store.close)
     except OSError:
         store.close()
+        if fresh:  # it could not listen: leave no empty database behind
+            for leftover in (db, f"{db}-wal", f"{db}-shm", f"{db}-journal"):
+                with contextlib.suppress(OSError):
+                    os.unlink(leftover)
         raise
     server.store = store
     store.listen(lambda deploys, moved: _in_loop(server, lambda: store.on_change(deploys, moved)))

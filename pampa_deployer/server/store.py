@@ -510,10 +510,11 @@ class Store:
             raise ApiError(400, "'roles' must be a list of role names")
         token = "pnt_" + secrets.token_urlsafe(32)
         with self._write():
-            self.db.execute("DELETE FROM tokens WHERE stage = ? AND node = ?", (stage, node))
+            old = self.db.execute("DELETE FROM tokens WHERE stage = ? AND node = ?", (stage, node)).rowcount
             self.db.execute("INSERT INTO tokens (digest, stage, node, roles, created_at) VALUES (?, ?, ?, ?, ?)",
                             (digest(token), stage, node, ",".join(roles), self.clock()))
-        return {"token": token, "stage": stage, "node": node, "roles": roles}
+        # "replaced": the node's earlier token stopped working now (whoever holds it must be given this one).
+        return {"token": token, "stage": stage, "node": node, "roles": roles, "replaced": bool(old and old > 0)}
 
     def token_scope(self, token: str) -> dict | None:
         """The (stage, node) a node token is for, or None. Looked up by digest, not compared."""

@@ -8,6 +8,7 @@ Compare ``.kamal/hooks`` and Capistrano's ``before``/``after``.
 """
 from __future__ import annotations
 
+import difflib
 import os
 import signal
 import subprocess
@@ -17,9 +18,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
-from ...errors import Refused
+from ...errors import ConfigError, Refused
+from ...inventory.yamlfile import display_path
 
 NAMES = ("pre-deploy", "post-deploy", "pre-rollback", "post-rollback", "on-failure")
+
+#: A hook file with one of these endings is switched off on purpose (as git's ``pre-commit.sample``).
+OFF_SUFFIXES = (".sample", ".example", ".disabled", ".off")
+
+
+def meant_as(filename: str) -> str | None:
+    """The hook a file's name is close to when it is not exactly one (``pre_deploy``, ``pre-deploy.sh``,
+    ``Pre-Deploy``); None for an exact name, a file switched off on purpose, or an unrelated file."""
+    if filename in NAMES or filename.endswith(OFF_SUFFIXES) or filename.startswith("."):
+        return None
+    stem = filename.rsplit(".", 1)[0] if "." in filename else filename
+    normal = stem.lower().replace("_", "-").replace(" ", "-")
+    if normal in NAMES:
+        return normal
+    close = difflib.get_close_matches(normal, NAMES, n=1, cutoff=0.85)
+    return close[0] if close else None
 
 
 @dataclass(frozen=True)
@@ -56,6 +74,19 @@ class Hooks:
 
     def path(self, name: str) -> Path:
         return self.folder / name
+
+    def check_names(self) -> None:
+        """A hook under a name pampa does not run (``pre_deploy``) is a guard that never guards: refuse the run
+        (exit 2) naming the file and the name to give it, rather than deploy without it."""
+        try:
+            files = sorted(p.name for p in self.folder.iterdir() if p.is_file())
+        except OSError:
+            return  # no hooks folder: no hooks
+        for name in files:
+            meant = meant_as(name)
+            if meant is not None and not (self.folder / meant).exists():
+                raise ConfigError(f"{display_path(self.path(name))}: not a hook name, so it would never run; rename it to "
+                                  f"{meant} (hooks are named exactly {', '.join(NAMES)}; add .sample to keep it off)")
 
     def run(self, name: str, env: Mapping[str, str]) -> HookResult | None:
         """Run hook ``name`` with ``env`` added to the environment; its output goes to ``on_line``."""
@@ -107,6 +138,7 @@ class Hooks:
 
     def pre(self, kind: str, env: Mapping[str, str]) -> None:
         """Run ``pre-KIND``; raise ``Refused`` when it fails, before anything was contacted."""
+        self.check_names()
         result = self.run(f"pre-{kind}", env)
         if result is not None and not result.ok:
             why = f"timed out after {self.timeout:g}s" if result.timed_out else f"exited {result.exit_code}"

@@ -44,9 +44,10 @@ class Notifier:
 
     @classmethod
     def from_stage(cls, stage, warn=None) -> "Notifier | None":
-        if not stage.notify.webhooks:
+        urls = [u for u in stage.notify.webhooks or [] if str(u).strip()]  # "${URL:-}": none here
+        if not urls:
             return None
-        return cls(list(stage.notify.webhooks), stage.notify.timeout, stage.redactor, warn)
+        return cls(urls, stage.notify.timeout, stage.redactor, warn)
 
     def send(self, payload: dict) -> list[str]:
         """POST ``payload`` to each URL (bounded by ``timeout``); the warnings, one per failed URL."""
@@ -55,13 +56,15 @@ class Notifier:
         warnings = []
         body = json.dumps(payload).encode()
         for url in self.urls:
-            request = urllib.request.Request(url, data=body, method="POST",  # noqa: S310 - URL from config
-                                             headers={"Content-Type": "application/json"})
             try:
+                request = urllib.request.Request(url, data=body, method="POST",  # noqa: S310 - URL from config
+                                                 headers={"Content-Type": "application/json"})
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - URL from config
                     response.read(65536)
             except urllib.error.HTTPError as e:
                 warnings.append(f"HTTP {e.code} {e.reason}")
+            except ValueError:  # not a URL urllib can send to; its text repeats the URL, a secret
+                warnings.append("not an http:// or https:// URL")
             except Exception as e:  # noqa: BLE001 - a notification never fails a deploy
                 warnings.append(f"{type(e).__name__}: {getattr(e, 'reason', None) or e}")
             else:

@@ -21,7 +21,7 @@ from fabric import Config, Connection
 from ...commands import procgroup
 from ...commands import upload as via_session
 from ...commands.command import Command
-from ...errors import ConnectError
+from ...errors import ConfigError, ConnectError
 from ...inventory.model import Host
 from ...inventory.settings import SSHView, view
 from ...steps.actions import Upload
@@ -61,9 +61,17 @@ class SSHSettings:
         # Bounded SSH handshakes in flight: hundreds at once overwhelm sshd's MaxStartups.
         self.handshakes = threading.BoundedSemaphore(max(1, ssh.max_startups))
         self.fabric_config: Config | None = None
+        #: How the operator trusts an unknown key, in the words of the command in use (`fab` says it otherwise).
+        self.accept_hint = "pass --accept-new-host-keys to trust it on first use"
 
     @classmethod
     def from_stage(cls, stage, accept_new: bool | None = None) -> "SSHSettings":
+        named = stage.origins.get("ssh.config", "default")
+        if stage.ssh.config and named != "default" and not os.path.isfile(os.path.expanduser(stage.ssh.config)):
+            # Checked when connecting (like a key file), so `plan` works where the file is not: ignoring a
+            # named file would silently drop its ProxyJump, User and Port.
+            raise ConfigError(f"{named}: ssh.config: {stage.ssh.config} does not exist; create it, fix the path, "
+                              "or leave `ssh.config` out to use ~/.ssh/config")
         known = stage.ssh.known_hosts
         if not os.path.isabs(os.path.expanduser(known)):
             known = str(stage.root.parent / known)  # relative paths are relative to the project folder
@@ -94,7 +102,7 @@ def classify(error: BaseException, host: Host, settings: SSHSettings, elapsed: f
     where = f"{host.name} ({host.address}:{host.port})"
     if isinstance(error, UnknownHostKey):
         return ConnectError(f"{where}: unknown host key {error.key.get_name()}; verify it and add it to "
-                            f"{settings.known_hosts}, or pass --accept-new-host-keys to trust it on first use",
+                            f"{settings.known_hosts}, or {settings.accept_hint}",
                             "unknown host key")
     if isinstance(error, paramiko.BadHostKeyException):
         return ConnectError(f"{where}: HOST KEY CHANGED ({error.key.get_name()}): the key differs from "
