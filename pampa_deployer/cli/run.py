@@ -27,6 +27,8 @@ def declare_deploy(cmd) -> None:
     p.add_argument("stage")
     p.add_argument("--skip", type=csv, action="extend", metavar="STEP[,STEP]",
                    help="leave these steps out of this deploy (repeatable)")
+    p.add_argument("--preview", action="store_true",
+                   help="show what this deploy would bring to each host (as `pampa pending`) and deploy nothing")
     add_run_options(p)
     p.set_defaults(handler=run)
 
@@ -68,6 +70,9 @@ def _announcer(stage, rundir) -> Announcer:
 
 def run(args) -> int:
     """Deploy or roll back; returns 0, or raises the PampaError that maps to the exit code."""
+    if getattr(args, "preview", False):
+        from .pending import pending
+        return pending(args)
     stage = load_stage(args.stage, args.stages, overrides={"branch": args.branch} if args.branch else None)
     bus = ev.EventBus()
     plain = output.is_ci(args) or args.dry_run  # a dry run's output is the list of commands: always plain
