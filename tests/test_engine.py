@@ -464,8 +464,8 @@ def test_access_point_session_finishes_once_and_abandons_a_request_it_could_not_
         def __init__(self, take_fails=False):
             self.calls, self.take_fails = [], take_fails
 
-        def create_deploy(self, stage, branch, who, revision):
-            self.calls.append(("create", stage, branch, who))
+        def create_deploy(self, stage, branch, who, revision, message=None):
+            self.calls.append(("create", stage, branch, who) + ((message,) if message else ()))
             return {"id": 7}
 
         def take(self, deploy_id, node):
@@ -484,6 +484,8 @@ def test_access_point_session_finishes_once_and_abandons_a_request_it_could_not_
     session = AccessPointSession(client, warnings.append)
     session.allow()  # nothing registered yet: nothing sent
     assert session.register("prod", "main", None, "ana", "k1") == 7
+    assert AccessPointSession(Client(), warnings.append).register("prod", "main", None, "ana", "k1",
+                                                                    message="hotfix 142") == 7
     session.allow()
     session.finish(True, "ignored when ok")
     session.abandon("too late")  # already finished: nothing sent

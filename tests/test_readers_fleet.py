@@ -282,3 +282,48 @@ def test_releases_prune_waits_for_no_lock_and_bad_input_is_one_line(project, fle
     wrong = project.pampa("releases", "inplace")
     assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1
     assert "stage inplace has strategy in_place" in wrong.stderr
+
+
+# -- the deploy message, everywhere ---------------------------------------------------------------------
+def test_the_deploy_message_is_in_the_webhooks_report_hooks_history_and_access_point(project, fleet, access_point,
+                                                                                     tmp_path):
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from pampa_deployer.accesspoint.client import AccessPointClient
+    received: list[dict] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    project.stage(notify={"webhooks": [f"http://127.0.0.1:{server.server_port}/hook"]},
+                  access_point={"url": access_point, "api_key": "ap-test-key"})
+    hooks = project.stages / "hooks"
+    hooks.mkdir()
+    (hooks / "post-deploy").write_text(f"#!/bin/sh\nprintf '%s' \"$PAMPA_MESSAGE\" > {tmp_path / 'said'}\n")
+    (hooks / "post-deploy").chmod(0o755)
+    try:
+        result = project.pampa("deploy", "test", "--roles", "kepler,newton", "-m", "hotfix 142",
+                               "--report", "r.json")
+    finally:
+        server.shutdown()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [p["message"] for p in received] == ["hotfix 142", "hotfix 142"]
+    assert received[0]["text"].endswith("(4 hosts): hotfix 142") and "by root (hotfix 142): ok in" in received[1]["text"]
+    assert json.loads((project.root / "r.json").read_text())["message"] == "hotfix 142"
+    assert (tmp_path / "said").read_text() == "hotfix 142"
+    request = AccessPointClient(access_point, "ap-test-key").deploys("test")[0]
+    assert request["message"] == "hotfix 142"
+    for host in ("kepler-1", "newton-2"):  # on the hosts themselves
+        assert revlog(fleet, host)[-1]["message"] == "hotfix 142"
+    newest = json.loads(project.pampa("history", "test", "-n", "1", "--json").stdout)["deploys"][0]
+    assert newest["message"] == "hotfix 142" and set(newest["hosts"]) == {"kepler-1", "kepler-2", "newton-1",
+                                                                          "newton-2"}

@@ -59,9 +59,10 @@ class AccessPointClient:
             raise AccessPointError(f"access point {self.url}: {method} {path} answered something that is not JSON",
                                    unreachable=True) from None
 
-    def create_deploy(self, stage: str, branch: str, requested_by: str, revision: str | None = None) -> dict:
+    def create_deploy(self, stage: str, branch: str, requested_by: str, revision: str | None = None,
+                      message: str | None = None) -> dict:
         return self._call("POST", "/deploys", {"stage": stage, "branch": branch, "revision": revision,
-                                               "requested_by": requested_by})
+                                               "requested_by": requested_by, "message": message})
 
     def take(self, deploy_id: int, node: str) -> dict:
         return self._call("POST", f"/deploys/{deploy_id}/take", {"node": node})

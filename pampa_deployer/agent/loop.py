@@ -171,7 +171,7 @@ class Agent:
         kind = deploy.get("kind") or "deploy"
         try:
             result = run_sequence(stage, self.node, deploy_id, self.client, bus, self.stop, self.home, kind,
-                                  deploy.get("revision"))
+                                  deploy.get("revision"), deploy.get("message"))
         except PampaError as e:  # it could not start: bad config, or (rollback) the target is not here
             reporter.close(5)
             step = "config" if isinstance(e, ConfigError) else kind

@@ -20,7 +20,7 @@ class NodeSession:
         self.unreported: list[str] = []
 
     def register(self, stage: str, branch: str, revision, requested_by: str, node: str,
-                 lock_held: bool = False) -> int:
+                 lock_held: bool = False, message: str | None = None) -> int:
         """Nothing to register: the developer's `pampa request` did, and this node started it."""
         return self.deploy_id
 
@@ -38,15 +38,19 @@ class NodeSession:
 
 
 def run_sequence(stage, node: str, deploy_id: int, client, bus, stop, home: str | None = None,
-                 kind: str = "deploy", revision: str | None = None):
+                 kind: str = "deploy", revision: str | None = None, message: str | None = None):
     """Deploy this node (or roll it back to ``revision``); returns the engine's RunResult (one host).
 
     A rollback's target was chosen for the whole fleet when it was requested; the engine
     only checks that this node holds it (an intact release, or the commit) before changing
     anything, exactly as ``pampa rollback --to`` checks each host.
+
+    The run's id is ``request-ID`` and its message the request's, so the node's revision-log line
+    joins its request in ``pampa history``.
     """
     request = DeployRequest(stage=stage, kind=kind, to=revision, fleet_target=kind == "rollback",
-                            hosts=(node,), lock=False, handle_signals=False)
+                            hosts=(node,), lock=False, handle_signals=False, message=message,
+                            run_id=f"request-{int(deploy_id)}")
     deployment = Deployment(request, bus, stop, backends=lambda host: LocalBackend(host.name, home),
                             access_point=NodeSession(client, deploy_id))
     return deployment.run().result

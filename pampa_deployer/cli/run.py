@@ -62,10 +62,11 @@ def request_from(args, stage) -> DeployRequest:
                          access_point_optional=bool(getattr(args, "access_point_optional", False)))
 
 
-def _announcer(stage, rundir) -> Announcer:
+def _announcer(stage, rundir, message: str | None) -> Announcer:
     """Hooks and webhooks; their output and warnings go to stderr, beside the run's own output."""
     return Announcer(stage, lambda m: print(f"pampa: warning: {m}", file=sys.stderr, flush=True),
-                     lambda hook, line: print(f"hook {hook} | {line}", file=sys.stderr, flush=True), rundir)
+                     lambda hook, line: print(f"hook {hook} | {line}", file=sys.stderr, flush=True), rundir,
+                     message)
 
 
 def run(args) -> int:
@@ -94,7 +95,7 @@ def run(args) -> int:
                                    Path(args.junit) if args.junit else None))
     try:
         with live if live is not None else contextlib.nullcontext():
-            outcome = Deployment(request_from(args, stage), bus, around=_announcer(stage, rundir)).run()
+            outcome = Deployment(request_from(args, stage), bus, around=_announcer(stage, rundir, args.message)).run()
     finally:
         if rundir is not None:
             rundir.close()

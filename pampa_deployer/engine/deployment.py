@@ -61,6 +61,7 @@ class DeployRequest:
     skip: tuple[str, ...] | None = None    # without these steps
     access_point_optional: bool = False    # go on when the access point is unreachable (else: the stage's setting)
     fleet_target: bool = False             # rollback: `to` was chosen for the whole fleet elsewhere (a pull request)
+    run_id: str | None = None              # default: a new random id (a pull-mode agent: request-ID)
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ class Deployment:
         self.stage = request.stage
         self.bus = bus or ev.EventBus()
         self.stop = stop or StopSignal()
-        self.run_id = uuid.uuid4().hex[:12]
+        self.run_id = request.run_id or uuid.uuid4().hex[:12]
         self.lock: locking.DeployLock | None = None
         self.lost_lock: str | None = None  # why the lock stopped being ours during the run, if it did
         self.planned: Plan | None = None   # the hosts a refused run reports as untouched
@@ -187,7 +188,7 @@ class Deployment:
         return RunResult(stage=plan.stage.name, kind=plan.kind, branch=plan.branch, started=started,
                          ended=time.time(), hosts=tuple(hosts), gate=gate.state if plan.has_gate else "none",
                          gate_opened_at=gate.opened_at, interrupted_by=self.stop.signum, notes=tuple(notes),
-                         revision=plan.revision, dry_run=self.request.dry_run,
+                         revision=plan.revision, dry_run=self.request.dry_run, message=self.request.message,
                          deploy_id=self.access_point.deploy_id if self.access_point is not None else None)
 
     def announce(self, plan: Plan, gate: Gate) -> None:
@@ -211,7 +212,8 @@ class Deployment:
             return
         who = (self.lock.info.get("user") if self.lock else None) or "unknown"
         deploy_id = self.access_point.register(self.stage.name, plan.branch, plan.revision, who,
-                                               self.stage.lock_host.name, lock_held=self.lock is not None)
+                                               self.stage.lock_host.name, lock_held=self.lock is not None,
+                                               message=self.request.message)
         if deploy_id is None:  # optional and unreachable: said loudly already
             return
         self.bus.emit(ev.Notice(message=f"access point: deploy request {deploy_id} registered and taken",
@@ -280,8 +282,8 @@ class Deployment:
         """The run ends with ``error`` instead of a result: a refusal still writes its reports (every host
         skipped and untouched), and the hooks and webhooks that announced it hear how it ended."""
         if self.planned is not None and is_refusal(error):
-            self.emit_finished(refused_result(self.planned, started, error, self.request.dry_run),
-                               exit_code_for(error))
+            self.emit_finished(replace(refused_result(self.planned, started, error, self.request.dry_run),
+                                       message=self.request.message), exit_code_for(error))
         if self.announced:
             self.around.after(self.planned, None, error)
 

@@ -97,6 +97,7 @@ class RunResult:
     dry_run: bool = False
     deploy_id: int | None = None
     refused: str | None = None  # why the run was refused before it touched any host (lock, hook...)
+    message: str | None = None  # the run's -m: in the report, the revision logs, the webhooks
 
     @property
     def ok(self) -> bool:

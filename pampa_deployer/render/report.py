@@ -47,6 +47,7 @@ def to_dict(result: RunResult, exit_code: int) -> dict:
         "duration": round(result.ended - result.started, 3),
         "result": outcome(result),
         "reason": result.refused,
+        "message": result.message,
         "exit_code": exit_code,
         "gate": {"state": result.gate, "opened": _iso(result.gate_opened_at)},
         "notes": list(result.notes),
