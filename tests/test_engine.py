@@ -656,3 +656,76 @@ def test_a_refused_run_still_finishes_with_every_host_untouched_and_the_reason()
         assert all(h.result == SKIPPED and h.steps == () and "refused" in h.reason for h in result.hosts)
         assert "refused" in result.headline()
         assert not any("PAMPA-LOCK" not in s for _, s in fleet.log)  # nothing but the lock attempt ran
+
+
+# -- the canary (issue 23) ----------------------------------------------------------------------------------
+def canary_stage(**extra):
+    return stage(hosts={"k1": {"roles": ["kepler"]}, "k2": {"roles": ["kepler"]}, "e1": {"roles": ["euler"]},
+                        "e2": {"roles": ["euler"]}, "n1": {"roles": ["newton"]}, "n2": {"roles": ["newton"]},
+                        "n3": {"roles": ["newton"]}}, **extra)
+
+
+def test_canary_takes_the_first_n_of_each_role_and_every_kepler_when_a_role_is_gated():
+    from pampa_deployer.engine.canary import choose
+    chosen = choose(build_plan(canary_stage()), 1)
+    assert chosen.hosts == ("k1", "k2", "n1", "e1") and chosen.rest == ("n2", "n3", "e2")
+    assert "every kepler host is in it (k1, k2)" in chosen.notes[0]
+    ungated = choose(build_plan(canary_stage(), roles=["kepler", "newton"]), "50%")
+    assert ungated.hosts == ("k1", "n1", "n2") and ungated.rest == ("k2", "n3")  # 50% of 3 newtons: 2
+    whole = choose(build_plan(canary_stage(), roles=["euler"]), 5)
+    assert whole.rest == () and "every host of this run is in the canary" in whole.notes[-1]
+    with pytest.raises(ValueError):
+        choose(build_plan(canary_stage()), "0")
+
+
+def test_a_failing_canary_leaves_every_other_host_untouched():
+    fleet = Fleet(fail={"n1": "bundle"})
+    result, events = run_plan(fleet, canary_stage(), {"canary": 1})
+    touched = {h for h, _ in fleet.log}
+    assert touched == {"k1", "k2", "n1", "e1"}  # not one command to the rest, not even a connection's
+    for name in ("n2", "n3", "e2"):
+        assert host(result, name).result == SKIPPED
+        assert host(result, name).reason == "not started: the deploy stopped at the canary (n1 failed at bundle)"
+    assert result.canary == {"hosts": ["k1", "k2", "n1", "e1"], "rest": ["n2", "n3", "e2"], "result": "failed",
+                             "reason": "n1 failed at bundle"}
+    failure = failure_for(result)
+    assert isinstance(failure, DeployFailed) and failure.message == (
+        f"deploy of {result.stage} stopped at the canary: n1 failed at bundle; 3 hosts were not touched: n2, n3, e2")
+    assert "the deploy stopped at the canary: n1 failed at bundle" in result.notes
+    assert "stopped at the canary" in result.headline()
+    states = [e.state for e in events if isinstance(e, ev.CanaryChanged)]
+    assert states == ["started", "failed"]
+
+
+def test_the_rest_starts_only_after_every_canary_host_finished_and_the_gate_still_holds():
+    fleet = Fleet()
+    result, events = run_plan(fleet, canary_stage(), {"canary": 1})
+    assert result.ok and result.canary["result"] == "passed"
+    log = fleet.log
+    canary_end = max(last(log, h) for h in ("k1", "k2", "n1", "e1"))
+    assert all(first(log, h) > canary_end for h in ("n2", "n3", "e2"))
+    keplers_end = max(last(log, h) for h in ("k1", "k2"))
+    assert first(log, "e1") > keplers_end  # the gated canary started after every kepler finished
+
+
+def test_canary_wait_and_confirmation_decide_whether_the_rest_go():
+    asked: list[str] = []
+    fleet = Fleet()
+    result, _ = run_plan(fleet, canary_stage(), {"canary": 1, "canary_confirm":
+                                                 lambda question, stopping: asked.append(question) or False})
+    assert {h for h, _ in fleet.log} == {"k1", "k2", "n1", "e1"} and len(asked) == 1
+    assert asked[0].startswith("canary passed on k1, k2, n1, e1. Deploy the other 3 hosts (n2, n3, e2)?")
+    assert result.canary["result"] == "declined" and not result.ok
+    yes = Fleet()
+    result, _ = run_plan(yes, canary_stage(), {"canary": 1, "canary_confirm": lambda q, s: True})
+    assert result.ok and {h for h, _ in yes.log} == {"k1", "k2", "n1", "n2", "n3", "e1", "e2"}
+    stop = StopSignal()
+    waited = Fleet()
+    timer = threading.Timer(0.5, lambda: stop.request(signal.SIGINT))
+    timer.start()
+    try:
+        result, _ = run_plan(waited, canary_stage(), {"canary": 1, "canary_wait": 600}, stop=stop)
+    finally:
+        timer.cancel()
+    assert result.canary["result"] == "interrupted" and not {"n2", "n3", "e2"} & {h for h, _ in waited.log}
+    assert isinstance(failure_for(result), Interrupted)

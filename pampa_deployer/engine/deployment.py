@@ -24,6 +24,7 @@ from . import stop as stopping
 from .apsession import AccessPointSession, Session
 from .backends.base import Backend
 from .backends.pool import BackendPool, open_pool
+from .canary import Canary, Confirm, choose
 from .gate import OPEN, Gate
 from .pipeline import RunContext
 from .preflight import Preflight
@@ -62,6 +63,9 @@ class DeployRequest:
     access_point_optional: bool = False    # go on when the access point is unreachable (else: the stage's setting)
     fleet_target: bool = False             # rollback: `to` was chosen for the whole fleet elsewhere (a pull request)
     run_id: str | None = None              # default: a new random id (a pull-mode agent: request-ID)
+    canary: int | str | None = None        # N or "N%" hosts of each role first (engine/canary.py)
+    canary_wait: float = 0.0               # seconds between the canary passing and the rest starting
+    canary_confirm: Confirm | None = None  # ask (at a terminal) before the rest start
 
 
 @dataclass(frozen=True)
@@ -182,14 +186,30 @@ class Deployment:
         self.stop.on_hard(pool.abort_all)
         self.announce(plan, gate)
         scheduler = options.scheduler(self.stop)
-        hosts = Rollout(ctx, pool, scheduler).run()
+        canary = self.canary(plan)
+        hosts = Rollout(ctx, pool, scheduler, canary).run()
         preflight.settle(None if not self.stop.aborted.is_set() else PREFLIGHT_AFTER_ABORT)
         notes = list(plan.notes) + [n for n in (scheduler.halted_reason, self.stop.halted) if n]
+        if canary is not None:
+            notes += list(canary.chosen.notes) + ([f"the deploy stopped at the canary: {canary.reason}"]
+                                                  if canary.reason else [])
         return RunResult(stage=plan.stage.name, kind=plan.kind, branch=plan.branch, started=started,
                          ended=time.time(), hosts=tuple(hosts), gate=gate.state if plan.has_gate else "none",
                          gate_opened_at=gate.opened_at, interrupted_by=self.stop.signum, notes=tuple(notes),
                          revision=plan.revision, dry_run=self.request.dry_run, message=self.request.message,
-                         deploy_id=self.access_point.deploy_id if self.access_point is not None else None)
+                         deploy_id=self.access_point.deploy_id if self.access_point is not None else None,
+                         canary=canary.summary() if canary is not None else None)
+
+    def canary(self, plan: Plan) -> Canary | None:
+        """The run's canary (``--canary``), chosen from the plan; None without one."""
+        r = self.request
+        if r.canary is None:
+            return None
+        try:
+            chosen = choose(plan, r.canary)
+        except ValueError:
+            raise UsageError(f"canary: expected a positive count or a percentage like 25%, got {r.canary!r}") from None
+        return Canary(chosen, r.canary_wait, r.canary_confirm)
 
     def announce(self, plan: Plan, gate: Gate) -> None:
         self.bus.emit(ev.RunStarted(stage=plan.stage.name, kind=plan.kind, branch=plan.branch,

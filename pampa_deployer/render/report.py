@@ -48,6 +48,7 @@ def to_dict(result: RunResult, exit_code: int) -> dict:
         "result": outcome(result),
         "reason": result.refused,
         "message": result.message,
+        "canary": result.canary,
         "exit_code": exit_code,
         "gate": {"state": result.gate, "opened": _iso(result.gate_opened_at)},
         "notes": list(result.notes),
