@@ -11,7 +11,7 @@ from ..errors import ConfigError, ConnectError, NotObserved
 from ..inventory import load_stage
 from ..plan import build_plan
 from ..render import releases as shown
-from ..steps.releases import RELEASES
+from ..steps.releases import IN_PLACE, layout_of
 from . import types
 from .parser import add_selection
 
@@ -33,13 +33,13 @@ def declare(cmd) -> None:
 
 def releases(args) -> int:
     stage = load_stage(args.stage, args.stages)
-    if (stage.setting("strategy") or "in_place") != RELEASES:
-        raise ConfigError(f"stage {stage.name} has strategy {stage.setting('strategy') or 'in_place'}: one checkout "
+    if layout_of(stage.settings, "", "") is None:
+        raise ConfigError(f"stage {stage.name} has strategy {stage.setting('strategy') or IN_PLACE}: one checkout "
                           f"per host, no releases (set `strategy: releases` in {stage.file}); `pampa history "
                           f"{stage.name}` shows its deploys and `pampa status {stage.name}` what each host runs")
     plan = build_plan(stage, args.roles, args.hosts)
     hosts = [hp.host for hp in plan.hosts]
-    keep = int(stage.setting("keep_releases") or 5)
+    keep = next(hp.layout.keep for hp in plan.hosts)  # keep_releases, as the deploy's prune reads it
     pruned: dict = {}
     with open_pool(stage) as pool:
         found = list_releases(stage, hosts, pool)

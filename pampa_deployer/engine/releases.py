@@ -38,13 +38,13 @@ def prune(stage, hosts, pool: BackendPool, listings: dict, message: str | None, 
           lock_wait: float = 0.0) -> dict[str, Pruned | ConnectError]:
     """Prune every host that has a ``current`` release, under the stage lock (unless ``lock`` is False)."""
     held = _take_lock(stage, pool, message, lock_wait) if lock else None
-    keep = int(stage.setting("keep_releases") or 5)
     try:
         def work(host, backend):
             listing = listings.get(host.name)
             if not isinstance(listing, cmd.Listing) or not listing.exists or not listing.current:
                 return Pruned(skipped="no current release: nothing is pruned where nothing is live")
-            out = backend.run(cmd.prune(layout_of(stage.settings, host.path, "").root, keep))
+            layout = layout_of(stage.settings, host.path, "")
+            out = backend.run(cmd.prune(layout.root, layout.keep))
             removed = tuple(printable(line[len("pruned "):], 100) for line in out.stdout.splitlines()
                             if line.startswith("pruned "))
             if not out.ok:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 
+from .. import provenance
 from ..engine.history import Deploy
 from .words import count
 
@@ -10,7 +11,7 @@ COLUMNS = ("when", "kind", "who", "branch", "revision", "result", "hosts", "took
 
 
 def _iso(at: float | None) -> str | None:
-    return None if at is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+    return None if at is None else provenance.utc(at)
 
 
 def _when(at: float | None) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 
+from .. import provenance
 from ..engine.pending import AHEAD, BEHIND, DIVERGED, FIRST, NOT_UPDATED, UNKNOWN, UP_TO_DATE, Group, Preview
 from .words import count, plural
 
@@ -19,7 +20,7 @@ def _date(at: int) -> str:
 
 
 def _iso(at: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+    return provenance.utc(at)
 
 
 def _names(names: list[str]) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 
+from .. import provenance
 from ..commands.releases import Listing, Release
 from .words import count
 
@@ -70,4 +71,4 @@ def to_dict(listing: Listing, keep: int) -> dict:
 
 
 def _iso(at: float | None) -> str | None:
-    return None if at is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+    return None if at is None else provenance.utc(at)
