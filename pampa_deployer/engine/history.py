@@ -130,6 +130,8 @@ def add_requests(deploys: list[Deploy], stage, hosts: set[str], newest: int) -> 
         pulls = [r for r in client.deploys(stage.name) if isinstance(r, dict) and r.get("mode") == "pull"][:newest]
         for listed in pulls:
             request = client.deploy(int(listed["id"]))
+            if not isinstance(request, dict):
+                raise ValueError("not an object")
             nodes = {printable(n.get("node"), 100): n for n in request.get("nodes") or [] if isinstance(n, dict)}
             if not set(nodes) & hosts:
                 continue
@@ -154,7 +156,7 @@ def add_requests(deploys: list[Deploy], stage, hosts: set[str], newest: int) -> 
                     d.hosts[name] = HostLine(state, _text(run.get("step")), log._revision(run.get("revision")), roles)
     except AccessPointError as e:
         return e.message
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         return f"access point {client.url}: an answer that is not a deploy request ({type(e).__name__})"
     deploys.sort(key=lambda d: d.when, reverse=True)
     return None
