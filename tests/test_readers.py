@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -253,3 +254,40 @@ def test_releases_listing_is_parsed_and_names_are_checked():
     assert shown.to_prune(listing, 2) == {"20261126142801-48ef682"}
     assert shown.to_prune(listing, 1) == {"20261126142801-48ef682"}  # never current nor the rollback target
     assert shown.flag(listing, listing.releases[1], 5) == "previous: the rollback target"
+
+
+def test_history_joins_a_nodes_own_line_to_its_pull_request(monkeypatch):
+    """A pull-mode agent's run id is request-ID: its line and the access point's request are one entry; a node
+    that was not read shows the access point's view of it; an odd answer is one line, not a crash."""
+    from pampa_deployer.engine import history as engine
+
+    class Client:
+        url = "http://ap"
+
+        def __init__(self, answer=None):
+            self.answer = answer
+
+        def deploys(self, stage):
+            return [{"id": 7, "mode": "pull"}, {"id": 6, "mode": "push"}]
+
+        def deploy(self, deploy_id):
+            if self.answer is not None:
+                return self.answer
+            return {"id": 7, "mode": "pull", "kind": "deploy", "state": "FAILED", "branch": "main",
+                    "requested_by": "ana", "message": "from \x1b[2Jthe agents", "created_at": 1764160000.0,
+                    "ended_at": 1764160060.0, "revision": None,
+                    "nodes": [{"node": "n1", "roles": ["newton"], "state": "ok", "step": None, "stalled": None},
+                              {"node": "n2", "roles": "newton", "state": "running", "step": "bundle",
+                               "stalled": "no report for 75s"}]}
+
+    found = {"n1": (history.parse(_line("request-7", message="from the agents"))[0], None, 0)}
+    deploys = merge("production", found, {"n1": ("newton",)})
+    monkeypatch.setattr(engine.AccessPointClient, "from_stage", classmethod(lambda cls, stage: Client()))
+    assert engine.add_requests(deploys, SimpleNamespace(name="production"), {"n1", "n2"}, 20) is None
+    (d,) = deploys
+    assert d.run == "request-7" and d.kind == "request" and d.request["state"] == "FAILED"
+    assert d.hosts["n1"].after == A  # the node's own line, not the access point's view of it
+    assert d.hosts["n2"].result == "stalled" and d.hosts["n2"].roles == ("newton",)
+    assert d.result == "stalled"
+    monkeypatch.setattr(engine.AccessPointClient, "from_stage", classmethod(lambda cls, stage: Client(["odd"])))
+    assert "an answer that is not a deploy request" in engine.add_requests([], SimpleNamespace(name="production"), {"n1"}, 20)
