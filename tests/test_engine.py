@@ -667,6 +667,7 @@ def canary_stage(**extra):
 
 def test_canary_takes_the_first_n_of_each_role_and_every_kepler_when_a_role_is_gated():
     from pampa_deployer.engine.canary import choose
+    from pampa_deployer.plan import build_plan
     chosen = choose(build_plan(canary_stage()), 1)
     assert chosen.hosts == ("k1", "k2", "n1", "e1") and chosen.rest == ("n2", "n3", "e2")
     assert "every kepler host is in it (k1, k2)" in chosen.notes[0]

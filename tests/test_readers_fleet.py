@@ -8,7 +8,6 @@ import re
 import subprocess
 
 import pytest
-
 from conftest import doc_shows, head
 from releasefleet import ROOT, WEB, current, releases, root
 

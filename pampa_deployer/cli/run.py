@@ -19,8 +19,7 @@ from ..render.plain import PlainRenderer
 from ..render.report import ReportWriter
 from ..render.rundir import RunDirectory
 from ..render.summary import SummaryPrinter
-from . import output
-from . import types
+from . import output, types
 from .parser import add_run_options, csv
 
 

@@ -58,8 +58,8 @@ def entry(raw: object) -> dict | None:
         "stage": _word(raw.get("stage")),
         "kind": raw.get("kind") if raw.get("kind") in KINDS else "?",
         "branch": _word(raw.get("branch")),
-        "before": _revision(raw.get("before")),
-        "after": _revision(raw.get("after")),
+        "before": revision(raw.get("before")),
+        "after": revision(raw.get("after")),
         "user": _word(raw.get("user")),
         "result": raw.get("result") if raw.get("result") in RESULTS else "?",
         "step": _word(raw.get("step")),
@@ -108,5 +108,6 @@ def _word(value: object) -> str | None:
     return printable(value, 100) if isinstance(value, str) and value else None
 
 
-def _revision(value: object) -> str | None:
+def revision(value: object) -> str | None:
+    """``value`` if it is a full commit id, else None."""
     return value if isinstance(value, str) and REVISION.fullmatch(value) else None

@@ -143,7 +143,7 @@ def add_requests(deploys: list[Deploy], stage, hosts: set[str], newest: int) -> 
                 deploys.append(d)
             d.kind = "request"
             d.request = {"id": int(request["id"]), "kind": _text(request.get("kind")) or "deploy",
-                         "state": _text(request.get("state")), "revision": log._revision(request.get("revision"))}
+                         "state": _text(request.get("state")), "revision": log.revision(request.get("revision"))}
             d.started = d.started if d.started is not None else _number(request.get("created_at"))
             d.ended = d.ended if d.ended is not None else _number(request.get("ended_at"))
             for name, run in nodes.items():
@@ -153,7 +153,7 @@ def add_requests(deploys: list[Deploy], stage, hosts: set[str], newest: int) -> 
                         listed_roles = listed_roles.split(",")
                     roles = tuple(printable(r, 50) for r in listed_roles if isinstance(r, str) and r)
                     state = "stalled" if run.get("stalled") else _text(run.get("state")) or "?"
-                    d.hosts[name] = HostLine(state, _text(run.get("step")), log._revision(run.get("revision")), roles)
+                    d.hosts[name] = HostLine(state, _text(run.get("step")), log.revision(run.get("revision")), roles)
     except AccessPointError as e:
         return e.message
     except (KeyError, TypeError, ValueError, AttributeError) as e:
