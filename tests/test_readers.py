@@ -280,12 +280,15 @@ def test_history_joins_a_nodes_own_line_to_its_pull_request(monkeypatch):
                               {"node": "n2", "roles": "newton", "state": "running", "step": "bundle",
                                "stalled": "no report for 75s"}]}
 
-    found = {"n1": (history.parse(_line("request-7", message="from the agents"))[0], None, 0)}
+    found = {"n1": (history.parse(_line("request-7-1764160000", message="from the agents"))[0], None, 0),
+             "n2": (history.parse(_line("request-7", message="an older database's request 7",
+                                        time_="2026-11-20T10:00:09Z", started="2026-11-20T10:00:00Z"))[0], None, 0)}
     deploys = merge("production", found, {"n1": ("newton",)})
     monkeypatch.setattr(engine.AccessPointClient, "from_stage", classmethod(lambda cls, stage: Client()))
     assert engine.add_requests(deploys, SimpleNamespace(name="production"), {"n1", "n2"}, 20) is None
-    (d,) = deploys
-    assert d.run == "request-7" and d.kind == "request" and d.request["state"] == "FAILED"
+    d, older = deploys
+    assert older.run == "request-7" and older.kind == "deploy"  # same id, another request: not joined
+    assert d.run == "request-7-1764160000" and d.kind == "request" and d.request["state"] == "FAILED"
     assert d.hosts["n1"].after == A  # the node's own line, not the access point's view of it
     assert d.hosts["n2"].result == "stalled" and d.hosts["n2"].roles == ("newton",)
     assert d.result == "stalled"

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
+import time
 
 import pytest
 from conftest import doc_shows, head
-from releasefleet import ROOT, WEB, current, releases, root
+from releasefleet import WEB
 
 pytestmark = pytest.mark.fleet
 
@@ -189,7 +191,7 @@ def test_history_shows_a_run_that_never_finished_as_incomplete(project, fleet):
     project.stage()
     assert project.pampa("deploy", "test").returncode == 0
     record = {"run": "dead0000beef", "stage": "test", "kind": "deploy", "branch": "main", "user": "ghost",
-              "started": "2026-11-26T14:00:00Z", "step": "migrate"}
+              "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "step": "migrate"}
     state = fleet.code("kepler-2").parent / f"{fleet.app}.deploying.json"
     state.write_text(json.dumps(record) + "\n")
     try:
@@ -208,7 +210,7 @@ def test_history_lists_pull_requests_from_the_access_point(project, fleet, acces
     made = client.create_request("test", "main", [{"node": "newton-1", "roles": ["newton"], "gated": False,
                                                    "opens_gate": False}], "ana", message="from the agents")
     found = json.loads(project.pampa("history", "test", "--json").stdout)
-    request = next(d for d in found["deploys"] if d["run"] == f"request-{made['id']}")
+    request = next(d for d in found["deploys"] if d["run"] == f"request-{made['id']}-{int(made['created_at'])}")
     assert request["kind"] == "request" and request["message"] == "from the agents" and request["user"] == "ana"
     assert request["hosts"] == {"newton-1": {"result": "waiting", "step": None, "revision": None,
                                              "roles": ["newton"]}}
@@ -217,6 +219,23 @@ def test_history_lists_pull_requests_from_the_access_point(project, fleet, acces
 
 
 # -- releases ---------------------------------------------------------------------------------------------
+#: A release root of these tests' own (the releases fleet tests keep theirs under ~/rel): what is on disk
+#: there is what these tests did.
+ROOT = "rel-readers"
+
+
+def root(fleet, name: str):
+    return fleet.home(name) / ROOT / fleet.app
+
+
+def current(fleet, name: str) -> str:
+    return os.readlink(root(fleet, name) / "current")
+
+
+def releases(fleet, name: str) -> list[str]:
+    return sorted(os.listdir(root(fleet, name) / "releases"))
+
+
 def releases_stage(project, name="test", **extra):
     settings = dict(
         path=f"~/{ROOT}/{{app}}", strategy="releases", shared_files=["db/app.sqlite3"], checks={"web": WEB},
@@ -227,6 +246,8 @@ def releases_stage(project, name="test", **extra):
 
 
 def test_releases_lists_what_is_on_disk_and_prune_removes_what_keep_would(project, fleet):
+    for host in fleet.hosts:  # a fresh root: the listing is of this test's releases only
+        shutil.rmtree(root(fleet, host.name), ignore_errors=True)
     releases_stage(project, "production", keep_releases=5)
     for n in range(3):
         fleet.commit(f"Release {n} in releases/")

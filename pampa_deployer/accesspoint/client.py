@@ -124,6 +124,13 @@ class AccessPointClient:
                           {"result": result, "step": step, "detail": detail, "revision": revision})
 
 
+def request_run_id(deploy_id: int, created_at: object = None) -> str:
+    """The run id a pull-mode agent gives its run of request ``deploy_id``, which ``pampa history`` joins to
+    the request: with its creation time, since an access point's ids start again at 1 (a new database)."""
+    created = int(created_at) if isinstance(created_at, (int, float)) and not isinstance(created_at, bool) else None
+    return f"request-{int(deploy_id)}" + (f"-{created}" if created is not None else "")
+
+
 class Stopped(Exception):
     """``interruptible`` gave up waiting because the caller was asked to stop."""
 

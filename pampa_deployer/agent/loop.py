@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Callable, TextIO
 
-from ..accesspoint.client import Stopped, interruptible
+from ..accesspoint.client import Stopped, interruptible, request_run_id
 from ..engine import events as ev
 from ..engine.results import INTERRUPTED, OK, SKIPPED
 from ..errors import AccessPointError, ConfigError, PampaError
@@ -171,7 +171,8 @@ class Agent:
         kind = deploy.get("kind") or "deploy"
         try:
             result = run_sequence(stage, self.node, deploy_id, self.client, bus, self.stop, self.home, kind,
-                                  deploy.get("revision"), deploy.get("message"))
+                                  deploy.get("revision"), deploy.get("message"),
+                                  request_run_id(deploy_id, deploy.get("created_at")))
         except PampaError as e:  # it could not start: bad config, or (rollback) the target is not here
             reporter.close(5)
             step = "config" if isinstance(e, ConfigError) else kind

@@ -38,19 +38,20 @@ class NodeSession:
 
 
 def run_sequence(stage, node: str, deploy_id: int, client, bus, stop, home: str | None = None,
-                 kind: str = "deploy", revision: str | None = None, message: str | None = None):
+                 kind: str = "deploy", revision: str | None = None, message: str | None = None,
+                 run_id: str | None = None):
     """Deploy this node (or roll it back to ``revision``); returns the engine's RunResult (one host).
 
     A rollback's target was chosen for the whole fleet when it was requested; the engine
     only checks that this node holds it (an intact release, or the commit) before changing
     anything, exactly as ``pampa rollback --to`` checks each host.
 
-    The run's id is ``request-ID`` and its message the request's, so the node's revision-log line
-    joins its request in ``pampa history``.
+    The run's id is the request's (``accesspoint.client.request_run_id``) and its message the request's,
+    so the node's revision-log line joins its request in ``pampa history``.
     """
     request = DeployRequest(stage=stage, kind=kind, to=revision, fleet_target=kind == "rollback",
                             hosts=(node,), lock=False, handle_signals=False, message=message,
-                            run_id=f"request-{int(deploy_id)}")
+                            run_id=run_id or f"request-{int(deploy_id)}")
     deployment = Deployment(request, bus, stop, backends=lambda host: LocalBackend(host.name, home),
                             access_point=NodeSession(client, deploy_id))
     return deployment.run().result

@@ -62,7 +62,7 @@ class DeployRequest:
     skip: tuple[str, ...] | None = None    # without these steps
     access_point_optional: bool = False    # go on when the access point is unreachable (else: the stage's setting)
     fleet_target: bool = False             # rollback: `to` was chosen for the whole fleet elsewhere (a pull request)
-    run_id: str | None = None              # default: a new random id (a pull-mode agent: request-ID)
+    run_id: str | None = None              # default: a new random id (a pull-mode agent: request-ID-CREATED)
     canary: int | str | None = None        # N or "N%" hosts of each role first (engine/canary.py)
     canary_wait: float = 0.0               # seconds between the canary passing and the rest starting
     canary_confirm: Confirm | None = None  # ask (at a terminal) before the rest start

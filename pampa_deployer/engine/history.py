@@ -4,7 +4,7 @@ A run writes one line on each host it touched, all with the same run id: merged,
 its hosts, their results and roles, when it started and ended. A host whose start record names a
 run that never wrote its line there is in that run as ``incomplete`` (still running, or it died).
 Pull-mode requests come from the access point (kind ``request``); their agents' lines carry the run id
-``request-ID``, so a node's own line and the access point's view of it are one entry. A host that
+``request-ID-CREATED``, so a node's own line and the access point's view of it are one entry. A host that
 could not be read is named by the caller, never dropped silently.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ..accesspoint.client import AccessPointClient
+from ..accesspoint.client import AccessPointClient, request_run_id
 from ..commands import history as log
 from ..commands import revlog
 from ..commands.untrusted import printable
@@ -135,7 +135,7 @@ def add_requests(deploys: list[Deploy], stage, hosts: set[str], newest: int) -> 
             nodes = {printable(n.get("node"), 100): n for n in request.get("nodes") or [] if isinstance(n, dict)}
             if not set(nodes) & hosts:
                 continue
-            key = f"request-{int(request['id'])}"
+            key = request_run_id(request["id"], request.get("created_at"))
             d = by_run.get(key)
             if d is None:
                 d = Deploy(run=key, kind="request", user=_text(request.get("requested_by")),
