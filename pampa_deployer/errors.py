@@ -66,6 +66,13 @@ class NotInAgreement(PampaError):
     exit_code = ExitCode.DEPLOY_FAILED
 
 
+class NotObserved(PampaError):
+    """A read-only command (``pending``, ``history``, ``releases``) could not see all it was asked about:
+    a host unreachable, the repository or the access point; what it did see was printed."""
+
+    exit_code = ExitCode.DEPLOY_FAILED
+
+
 class LockHeld(PampaError):
     """Another deploy holds the stage lock."""
 

@@ -273,10 +273,14 @@ def doc_normal(line: str) -> str:
     """A line without what changes from run to run: timestamps, revisions, durations, who and where."""
     line = re.sub(r"^\d\d:\d\d:\d\d\.\d{3} ", "", line.strip())
     line = re.sub(r"\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\b", "<time>", line)
+    line = re.sub(r"\b\d{4}-\d\d-\d\d \d\d:\d\d(:\d\dZ)?(?!\d)", "<time>", line)  # pending, history
+    line = re.sub(r"\b\d{14}-(?=[0-9a-f]{7}\b)", "<stamp>-", line)  # release names
     line = re.sub(r"\b\d{8}-\d{6}\b", "<stamp>", line)  # run directories
     line = re.sub(r"\b(?=[0-9a-f]*\d)[0-9a-f]{7,40}\b", "<rev>", line)
     line = re.sub(r"\b\d+\.\d+s\b", "<t>s", line)
+    line = re.sub(r"(?<=  )\d+s(?=  |$)", "<t>s", line)  # whole seconds in a column (history's "took")
     line = re.sub(r"\bby [\w.-]+@[\w.-]+ since\b", "by <who> since", line)
+    line = re.sub(r" {2,}", "  ", line)  # aligned columns: their widths follow the values
     return line.lstrip("├│└─ ").strip()
 
 

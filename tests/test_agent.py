@@ -3,6 +3,7 @@ by agents on this machine (LocalBackend, a temp home per node) against a real ac
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -270,6 +271,12 @@ def test_agents_deploy_a_request_behind_the_gate(world):
     assert versions == {"k1": revision, "e1": revision, "n1": revision}
     events = world.admin.events(d["id"])["events"]
     assert not any(SECRET in str(e) for e in events)
+    # each node's revision-log line names its request (run id request-ID-CREATED) and carries its message,
+    # so `pampa history` joins a node's own line to the access point's request
+    for n in ("k1", "e1", "n1"):
+        line = json.loads((homes[n] / "code" / "demo.revisions.jsonl").read_text().splitlines()[-1])
+        assert (line["run"], line["message"], line["result"]) == (
+            f"request-{d['id']}-{int(d['created_at'])}", "test", "ok"), n
 
 
 def test_kepler_failure_leaves_gated_nodes_untouched(world):

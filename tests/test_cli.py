@@ -267,21 +267,28 @@ def test_usr1_prints_where_every_thread_waits_and_pampa_goes_on(tmp_path):
         caught = next(line for line in open(f"/proc/{pid}/status") if line.startswith("SigCgt:"))
         return bool(int(caught.split()[1], 16) & (1 << (signal.SIGUSR1 - 1)))
 
+    import threading
     proc = subprocess.Popen([sys.executable, "-m", "pampa_deployer", "access-point", "serve", "--port", "0",
                              "--db", str(tmp_path / "ap.sqlite3")], env={**os.environ, "PAMPA_AP_KEY": "k" * 24},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err: list[str] = []
+    threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True).start()
     try:
+        assert "pampa access point on http://" in proc.stdout.readline()  # printed just before it serves
         limit = time.monotonic() + 60
         while not catches_usr1(proc.pid) and time.monotonic() < limit:  # a USR1 before that would end it
             time.sleep(0.05)
-        time.sleep(1)  # into its serving loop
-        proc.send_signal(signal.SIGUSR1)
-        time.sleep(1)
+        # Each USR1 prints every thread's stack; the main thread is in its serving loop once it is there
+        # (on a busy machine that can take a moment after the line above): ask until it is, within a bound.
+        while "serve_forever" not in "".join(err) and proc.poll() is None and time.monotonic() < limit:
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(0.5)
         assert proc.poll() is None  # it goes on
     finally:
         proc.terminate()
-        _, err = proc.communicate(timeout=30)
-    assert "most recent call first" in err and "serve_forever" in err, err
+        proc.wait(30)
+    text = "".join(err)
+    assert "most recent call first" in text and "serve_forever" in text, text
 
 
 def test_each_command_is_declared_by_the_function_its_entry_names():

@@ -154,3 +154,50 @@ def test_remote_commands_run_in_their_own_process_group_and_can_be_stopped():
         'if [ -z "$pg" ] || ! kill -TERM -"$pg" 2>/dev/null; then rm -f "$f"; echo PAMPA-STOP-NONE; exit 0; fi; '
         'n=0; while kill -0 -"$pg" 2>/dev/null && [ $n -lt 20 ]; do sleep 0.1; n=$((n+1)); done; '
         'if kill -KILL -"$pg" 2>/dev/null; then echo PAMPA-STOP-KILL; else echo PAMPA-STOP-TERM; fi; rm -f "$f"')
+
+
+# -- the read-only fleet commands of issue 23: pending, history, releases (exact strings) ---------------
+def test_pending_commands_exact():
+    from pampa_deployer.commands import pending
+    assert pending.fetch("/p/.pampa/repos/ab.git", "git@example.com:my shop.git").line() == (
+        "export GIT_TERMINAL_PROMPT=0 && export GIT_SSH_COMMAND=\"${GIT_SSH_COMMAND:-ssh -o BatchMode=yes}\" && "
+        "{ [ -d /p/.pampa/repos/ab.git ] || git init -q --bare /p/.pampa/repos/ab.git; } && "
+        "git --git-dir=/p/.pampa/repos/ab.git fetch -q --prune --no-tags -- 'git@example.com:my shop.git' "
+        "'+refs/heads/*:refs/heads/*'")
+    rev = "a" * 40
+    git = "git --git-dir=/p/m.git"
+    head = ("export GIT_CONFIG_NOSYSTEM=1 && export GIT_CONFIG_GLOBAL=/dev/null && export LC_ALL=C && "
+            f"t=$({git} rev-parse --verify -q 'refs/heads/my branch^{{commit}}'); if [ -z \"$t\" ]; then echo no-branch; "
+            "else echo \"target $t\"; ")
+    assert pending.compare("/p/m.git", "my branch", rev).line() == head + (
+        f"if {git} cat-file -e '{rev}^{{commit}}' 2>/dev/null; then "
+        f"echo \"counts $({git} rev-list --left-right --count {rev}...\"$t\")\"; "
+        f"echo --pampa-commits--; {git} log --no-color --no-decorate --max-count=50 "
+        f"--format=%H%x1f%an%x1f%at%x1f%s {rev}..\"$t\"; "
+        f"echo --pampa-migrations--; {git} diff --no-color --no-renames --name-status {rev} \"$t\" -- db/migrations "
+        "| head -n 201; "
+        f"echo --pampa-stat--; {git} diff --no-color --shortstat {rev} \"$t\"; "
+        f"echo --pampa-lock--; {git} diff --no-color --no-renames --unified=0 {rev} \"$t\" -- Gemfile.lock | "
+        "head -n 2001; else echo unknown; fi; fi")
+    assert pending.compare("/p/m.git", "main", None).line().endswith(
+        f"echo \"counts 0 $({git} rev-list --count \"$t\")\"; fi")
+    with pytest.raises(ValueError):  # what a host printed never reaches a local command line unchecked
+        pending.compare("/p/m.git", "main", "--output=/etc/passwd")
+
+
+def test_history_and_releases_commands_exact():
+    from pampa_deployer.commands import history, releases
+    assert history.read("~/code/shop.revisions.jsonl", "~/code/shop.deploying.json", 20).line() == (
+        "tail -n 20 ~/code/shop.revisions.jsonl 2>/dev/null | cut -c 1-16384; echo --pampa-state--; "
+        "head -c 16384 ~/code/shop.deploying.json 2>/dev/null || true")
+    assert releases.listing("~/rel/my shop").line() == (
+        "if cd ~/'rel/my shop' 2>/dev/null; then cur=$(basename \"$(readlink current)\" 2>/dev/null); "
+        + releases.PREVIOUS + "; echo \"current $cur\"; echo \"previous $prev\"; "
+        "echo \"built $(basename \"$(readlink release)\" 2>/dev/null)\"; "
+        "for r in $(ls -1 releases 2>/dev/null | sort -r | head -n 200); do "
+        "if [ -e \"releases/$r/.pampa-live\" ]; then l=live; else l=-; fi; "
+        "printf 'release %s %s %s\\n' \"$r\" \"$l\" \"$(head -c 64 \"releases/$r/REVISION\" 2>/dev/null)\"; "
+        "done; else echo no-root; fi")
+    # --prune runs the very script a deploy's switch runs after it
+    from pampa_deployer.steps.releases import prune_script
+    assert releases.prune("~/rel/shop", 5).line() == "cd ~/rel/shop && " + prune_script(5)

@@ -351,3 +351,24 @@ def test_init_gives_a_range_of_hosts_their_own_names(tmp_path, monkeypatch, caps
     import json
     hosts = {h["name"]: h["address"] for h in json.loads(capsys.readouterr().out)["hosts"]}
     assert hosts["newton-01"] == "newton-01.example.com" and hosts["newton-02"] == "newton-02.example.com"
+
+
+def test_ci_md_report_table_names_every_top_level_field():
+    """docs/ci.md's JSON report table has a row for each top-level field the report writes (issue 23 added
+    `message` and `canary`), and the canary's documented results are the ones engine/canary.py sets."""
+    import time as _time
+
+    from pampa_deployer.engine import canary
+    from pampa_deployer.engine.results import RunResult
+    from pampa_deployer.render.report import to_dict
+    text = (ROOT / "docs" / "ci.md").read_text()
+    table = text.split("JSON report, schema version 1:", 1)[1].split("\n\n", 2)[1]
+    named = {key for row in table.splitlines() if row.startswith("| `")
+             for key in re.findall(r"`([a-z_]+)(?:\[\])?`", row.split("|")[1])}
+    now = _time.time()
+    report = to_dict(RunResult(stage="p", kind="deploy", branch="main", started=now, ended=now, hosts=()), 0)
+    assert set(report) <= named, sorted(set(report) - named)
+    row = next(line for line in table.splitlines() if line.startswith("| `canary` |"))
+    documented = set(re.findall(r"`([a-z ]+)`", row.split("|")[3]))
+    states = {canary.PASSED, canary.FAILED, canary.DECLINED, canary.INTERRUPTED, canary.WHOLE}
+    assert states <= documented, sorted(states - documented)

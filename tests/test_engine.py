@@ -464,8 +464,8 @@ def test_access_point_session_finishes_once_and_abandons_a_request_it_could_not_
         def __init__(self, take_fails=False):
             self.calls, self.take_fails = [], take_fails
 
-        def create_deploy(self, stage, branch, who, revision):
-            self.calls.append(("create", stage, branch, who))
+        def create_deploy(self, stage, branch, who, revision, message=None):
+            self.calls.append(("create", stage, branch, who) + ((message,) if message else ()))
             return {"id": 7}
 
         def take(self, deploy_id, node):
@@ -484,6 +484,8 @@ def test_access_point_session_finishes_once_and_abandons_a_request_it_could_not_
     session = AccessPointSession(client, warnings.append)
     session.allow()  # nothing registered yet: nothing sent
     assert session.register("prod", "main", None, "ana", "k1") == 7
+    assert AccessPointSession(Client(), warnings.append).register("prod", "main", None, "ana", "k1",
+                                                                    message="hotfix 142") == 7
     session.allow()
     session.finish(True, "ignored when ok")
     session.abandon("too late")  # already finished: nothing sent
@@ -654,3 +656,99 @@ def test_a_refused_run_still_finishes_with_every_host_untouched_and_the_reason()
         assert all(h.result == SKIPPED and h.steps == () and "refused" in h.reason for h in result.hosts)
         assert "refused" in result.headline()
         assert not any("PAMPA-LOCK" not in s for _, s in fleet.log)  # nothing but the lock attempt ran
+
+
+# -- the canary (issue 23) ----------------------------------------------------------------------------------
+def canary_stage(**extra):
+    return stage(hosts={"k1": {"roles": ["kepler"]}, "k2": {"roles": ["kepler"]}, "e1": {"roles": ["euler"]},
+                        "e2": {"roles": ["euler"]}, "n1": {"roles": ["newton"]}, "n2": {"roles": ["newton"]},
+                        "n3": {"roles": ["newton"]}}, **extra)
+
+
+def test_canary_takes_the_first_n_of_each_role_and_every_kepler_when_a_role_is_gated():
+    from pampa_deployer.engine.canary import choose
+    from pampa_deployer.plan import build_plan
+    chosen = choose(build_plan(canary_stage()), 1)
+    assert chosen.hosts == ("k1", "k2", "n1", "e1") and chosen.rest == ("n2", "n3", "e2")
+    assert "every kepler host is in it (k1, k2)" in chosen.notes[0]
+    ungated = choose(build_plan(canary_stage(), roles=["kepler", "newton"]), "50%")
+    assert ungated.hosts == ("k1", "n1", "n2") and ungated.rest == ("k2", "n3")  # 50% of 3 newtons: 2
+    whole = choose(build_plan(canary_stage(), roles=["euler"]), 5)
+    assert whole.rest == () and "every host of this run is in the canary" in whole.notes[-1]
+    with pytest.raises(ValueError):
+        choose(build_plan(canary_stage()), "0")
+
+
+def test_a_failing_canary_leaves_every_other_host_untouched():
+    fleet = Fleet(fail={"n1": "bundle"})
+    result, events = run_plan(fleet, canary_stage(), {"canary": 1})
+    touched = {h for h, _ in fleet.log}
+    assert touched == {"k1", "k2", "n1", "e1"}  # not one command to the rest, not even a connection's
+    for name in ("n2", "n3", "e2"):
+        assert host(result, name).result == SKIPPED
+        assert host(result, name).reason == "not started: the deploy stopped at the canary (n1 failed at bundle)"
+    assert result.canary == {"hosts": ["k1", "k2", "n1", "e1"], "rest": ["n2", "n3", "e2"], "result": "failed",
+                             "reason": "n1 failed at bundle"}
+    failure = failure_for(result)
+    assert isinstance(failure, DeployFailed) and failure.message == (
+        f"deploy of {result.stage} stopped at the canary: n1 failed at bundle; 3 hosts were not touched: n2, n3, e2")
+    assert "the deploy stopped at the canary: n1 failed at bundle" in result.notes
+    assert "stopped at the canary" in result.headline()
+    states = [e.state for e in events if isinstance(e, ev.CanaryChanged)]
+    assert states == ["started", "failed"]
+
+
+def test_the_rest_starts_only_after_every_canary_host_finished_and_the_gate_still_holds():
+    fleet = Fleet()
+    result, events = run_plan(fleet, canary_stage(), {"canary": 1})
+    assert result.ok and result.canary["result"] == "passed"
+    log = fleet.log
+    canary_end = max(last(log, h) for h in ("k1", "k2", "n1", "e1"))
+    assert all(first(log, h) > canary_end for h in ("n2", "n3", "e2"))
+    keplers_end = max(last(log, h) for h in ("k1", "k2"))
+    assert first(log, "e1") > keplers_end  # the gated canary started after every kepler finished
+
+
+def test_canary_wait_and_confirmation_decide_whether_the_rest_go():
+    asked: list[str] = []
+    fleet = Fleet()
+    result, _ = run_plan(fleet, canary_stage(), {"canary": 1, "canary_confirm":
+                                                 lambda question, stopping: asked.append(question) or False})
+    assert {h for h, _ in fleet.log} == {"k1", "k2", "n1", "e1"} and len(asked) == 1
+    assert asked[0].startswith("canary passed on k1, k2, n1, e1. Deploy the other 3 hosts (n2, n3, e2)?")
+    assert result.canary["result"] == "declined" and not result.ok
+    yes = Fleet()
+    result, _ = run_plan(yes, canary_stage(), {"canary": 1, "canary_confirm": lambda q, s: True})
+    assert result.ok and {h for h, _ in yes.log} == {"k1", "k2", "n1", "n2", "n3", "e1", "e2"}
+    stop = StopSignal()
+    waited = Fleet()
+    timer = threading.Timer(0.5, lambda: stop.request(signal.SIGINT))
+    timer.start()
+    try:
+        result, _ = run_plan(waited, canary_stage(), {"canary": 1, "canary_wait": 600}, stop=stop)
+    finally:
+        timer.cancel()
+    assert result.canary["result"] == "interrupted" and not {"n2", "n3", "e2"} & {h for h, _ in waited.log}
+    assert isinstance(failure_for(result), Interrupted)
+
+
+def test_a_signal_while_the_main_thread_delivers_an_event_does_not_wait_for_itself():
+    """The SIGINT handler runs in the main thread, maybe while it holds the bus's lock (delivering an event);
+    its notice must not wait for that lock in the same thread (the second Ctrl-C hung pampa). In a child
+    process, so a regression is a failure here, not a hung suite."""
+    import subprocess
+    import sys
+    code = (
+        "import os, signal, time\n"
+        "from pampa_deployer.engine import events as ev\n"
+        "from pampa_deployer.engine.stop import StopSignal, install\n"
+        "bus = ev.EventBus(); seen = []; bus.subscribe(seen.append)\n"
+        "stop = StopSignal(); install(stop, 30.0, lambda m: bus.emit(ev.Notice(message=m)))\n"
+        "with bus._lock:\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    for _ in range(100000): pass\n"
+        "limit = time.monotonic() + 20\n"
+        "while not seen and time.monotonic() < limit: time.sleep(0.05)\n"
+        "print('told' if seen and stop.stopping else 'silent')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "told", done.stdout + done.stderr

@@ -188,6 +188,9 @@ def test_webhook_payloads_are_posted_and_failures_are_masked_warnings():
         end = finished_payload("prod", "deploy", "main", "ana", ["k1", "n1"], "failed", ["n1"], 12.3, "3f2a9c1abcdef0")
         notifier.send(start)
         notifier.send(end)
+        said = [started_payload("prod", "deploy", "main", "ana", ["k1"], message="hotfix 142"),
+                finished_payload("prod", "deploy", "main", "ana", ["k1"], "ok", [], 3.0, "3f2a9c1abcdef0",
+                                 message="hotfix 142")]
     finally:
         server.shutdown()
     assert [p for p, _ in Receiver.received] == ["/hooks/T0KEN-abc", "/broken"] * 2
@@ -195,6 +198,10 @@ def test_webhook_payloads_are_posted_and_failures_are_masked_warnings():
     got = Receiver.received[2][1]
     assert got["text"] == "deploy of main 3f2a9c1abcde to prod by ana: failed in 12s; failed: n1"
     assert got["result"] == "failed" and got["failed_hosts"] == ["n1"] and got["duration"] == 12.3
+    assert got["message"] is None  # no -m: the field is there, empty
+    # issue 22/23: the run's -m is in the payload and in the text Slack shows
+    assert said[0]["message"] == "hotfix 142" and said[0]["text"] == "ana started deploy of main to prod (1 hosts): hotfix 142"
+    assert said[1]["text"] == "deploy of main 3f2a9c1abcde to prod by ana (hotfix 142): ok in 3s"
     assert len(warnings) == 2 and all("HTTP 500" in w and "broken" not in w and MASK in w for w in warnings)
 
 

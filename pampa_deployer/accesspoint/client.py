@@ -136,9 +136,10 @@ class AccessPointClient:
         return AccessPointError(f"access point {self.url}: {method} {path} answered something unexpected ({why})",
                                 status=200, unreachable=True)
 
-    def create_deploy(self, stage: str, branch: str, requested_by: str, revision: str | None = None) -> dict:
+    def create_deploy(self, stage: str, branch: str, requested_by: str, revision: str | None = None,
+                      message: str | None = None) -> dict:
         return self._object("POST", "/deploys", {"stage": stage, "branch": branch, "revision": revision,
-                                                 "requested_by": requested_by})
+                                                 "requested_by": requested_by, "message": message})
 
     def take(self, deploy_id: int, node: str) -> dict:
         return self._object("POST", f"/deploys/{deploy_id}/take", {"node": node})
@@ -292,6 +293,13 @@ def _finite(text: str) -> float | None:
     """A JSON number that overflows a float (``1e400``) is read as null, not as infinity."""
     value = float(text)
     return value if math.isfinite(value) else None
+
+
+def request_run_id(deploy_id: int, created_at: object = None) -> str:
+    """The run id a pull-mode agent gives its run of request ``deploy_id``, which ``pampa history`` joins to
+    the request: with its creation time, since an access point's ids start again at 1 (a new database)."""
+    created = int(created_at) if isinstance(created_at, (int, float)) and not isinstance(created_at, bool) else None
+    return f"request-{int(deploy_id)}" + (f"-{created}" if created is not None else "")
 
 
 class Stopped(Exception):

@@ -175,7 +175,8 @@ def offered(d) -> dict:
         raise WireError(f"request {d['id']}: a rollback without its 'revision'")
     branch = text(d.get("branch"), 255) or None
     return {"id": d["id"], "kind": kind, "branch": branch, "revision": revision, "message": text(d.get("message")),
-            "requested_by": text(d.get("requested_by"), MAX_NAME), "cancelled": d.get("cancelled") is True}
+            "requested_by": text(d.get("requested_by"), MAX_NAME), "cancelled": d.get("cancelled") is True,
+            "created_at": moment(d.get("created_at"))}  # with the id, the run id that joins it in `pampa history`
 
 
 def request_view(d) -> dict:

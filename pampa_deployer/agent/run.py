@@ -9,6 +9,7 @@ new step starts, the running command gets the agent's ``--grace`` seconds, and t
 from __future__ import annotations
 
 from ..accesspoint import wire
+from ..accesspoint.client import request_run_id
 from ..engine import events as ev
 from ..engine.results import INTERRUPTED, OK, SKIPPED
 from ..errors import AccessPointError, ConfigError, PampaError
@@ -57,7 +58,8 @@ class Run:
         kind = deploy.get("kind") or "deploy"
         try:
             result, unsent = run_sequence(stage, agent.node, self.deploy_id, agent.client, bus, stop, agent.home,
-                                          kind, deploy.get("revision"), agent.pgid_file)
+                                          kind, deploy.get("revision"), agent.pgid_file, deploy.get("message"),
+                                          request_run_id(self.deploy_id, deploy.get("created_at")))
         except PampaError as e:  # it could not start: bad config, or (rollback) the target is not here
             reporter.close(5)
             step = "config" if isinstance(e, ConfigError) else kind

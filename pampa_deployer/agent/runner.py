@@ -34,7 +34,7 @@ class NodeSession:
         return self.reports.reason
 
     def register(self, stage: str, branch: str, revision, requested_by: str, node: str,
-                 lock_held: bool = False) -> int:
+                 lock_held: bool = False, message: str | None = None) -> int:
         """Nothing to register: the developer's `pampa request` did, and this node started it."""
         return self.deploy_id
 
@@ -53,7 +53,8 @@ class NodeSession:
 
 
 def run_sequence(stage, node: str, deploy_id: int, client, bus, stop, home: str | None = None,
-                 kind: str = "deploy", revision: str | None = None, pgid_file: Path | None = None):
+                 kind: str = "deploy", revision: str | None = None, pgid_file: Path | None = None,
+                 message: str | None = None, run_id: str | None = None):
     """Deploy this node (or roll it back to ``revision``); returns the engine's RunResult (one host) and
     the version report the access point could not take (None when it did).
 
@@ -61,10 +62,14 @@ def run_sequence(stage, node: str, deploy_id: int, client, bus, stop, home: str 
     only checks that this node holds it (an intact release, or the commit) before changing
     anything, exactly as ``pampa rollback --to`` checks each host. ``pgid_file`` names the
     running command's process group, so the next agent can stop it if this one dies.
+
+    The run's id is the request's (``accesspoint.client.request_run_id``) and its message the request's,
+    so the node's revision-log line joins its request in ``pampa history``.
     """
     request = DeployRequest(stage=stage, kind=kind, to=revision, fleet_target=kind == "rollback",
-                            hosts=(node,), lock=False, handle_signals=False)
-    warn = lambda message: bus.emit(ev.Notice(message=message, level="warning"))  # noqa: E731
+                            hosts=(node,), lock=False, handle_signals=False, message=message,
+                            run_id=run_id or f"request-{int(deploy_id)}")
+    warn = lambda text: bus.emit(ev.Notice(message=text, level="warning"))  # noqa: E731
     session = NodeSession(client, deploy_id, VersionReports.for_stage(client, stage, warn, stop))
     deployment = Deployment(request, bus, stop, backends=lambda host: LocalBackend(host.name, home, pgid_file),
                             access_point=session)

@@ -23,7 +23,10 @@ EPILOG = """examples:
   pampa deploy production --roles newton --branch hotfix
   pampa deploy production --batch 25% --max-fail 2 --report deploy.json --junit deploy.xml
   pampa check production                will a deploy succeed? one line per problem, with its fix
+  pampa pending production              what a deploy would bring: commits, migrations, gems
   pampa status production               what each host runs, drift, interrupted deploys
+  pampa history production -n 10        the fleet's deploys, newest first, with their results
+  pampa releases production --prune     releases on each host (strategy releases); prune to keep_releases
   pampa exec production --roles newton -- uptime     one command on many hosts, grouped per host
   pampa logs production --roles euler -f             each host's logs, prefixed by host, until Ctrl-C
   pampa run production restart_puma --roles euler    chosen steps with the lock, gate and reports
@@ -43,7 +46,8 @@ exit codes: 0 ok, 1 deploy failed on some hosts, 2 config or usage error, 3 lock
 #: `pampa --help` lists them.
 COMMANDS = {
     "deploy": ("run", "declare_deploy"), "run": ("run", "declare_run"), "rollback": ("run", "declare_rollback"),
-    "plan": ("inspect", "declare_plan"), "check": ("check", "declare"), "status": ("status", "declare"),
+    "plan": ("inspect", "declare_plan"), "check": ("check", "declare"), "pending": ("pending", "declare"),
+    "status": ("status", "declare"), "history": ("history", "declare"), "releases": ("releases", "declare"),
     "lock": ("lockcmd", "declare_lock"), "unlock": ("lockcmd", "declare_unlock"),
     "stages": ("inspect", "declare_stages"), "exec": ("exec", "declare"), "logs": ("logs", "declare"),
     "config": ("inspect", "declare_config"), "init": ("init", "declare"), "demo": ("demo", "declare"),

@@ -115,7 +115,8 @@ def add_run_options(p: Parser, kind: str = "deploy") -> None:
     p.add_argument("--batch-wait", type=types.non_negative, default=0.0, metavar="SECONDS", help="pause between batches")
     p.add_argument("--max-fail", type=types.count, metavar="N|%",
                    help="stop starting new hosts after N (or N%%) failures")
-    p.add_argument("--message", "-m", help="note recorded in the lock and the revision logs")
+    p.add_argument("--message", "-m", help="note recorded in the lock, the revision logs (history), the report, "
+                   "the webhooks and the access point")
     p.add_argument("--lock-wait", type=types.non_negative, default=0.0, metavar="SECONDS",
                    help="wait this long for a held lock instead of failing at once")
     p.add_argument("--no-lock", action="store_true", help="do not take the stage lock (dangerous)")

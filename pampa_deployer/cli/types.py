@@ -49,3 +49,38 @@ def subnet(text: str) -> str:
     if len(parts) != 3 or parts[0] != "127" or not all(p.isdigit() and int(p) <= 255 for p in parts):
         raise argparse.ArgumentTypeError(f"expected three octets of a loopback address such as 127.0.5, got {text!r}")
     return ".".join(str(int(p)) for p in parts)
+
+
+def since(text: str, now: float | None = None) -> float:
+    """``--since``: a UTC date or time (``2026-11-26``, ``2026-11-26T14:00``, ``2026-11-26 14:00:05Z``) or an
+    age (``30m``, ``12h``, ``7d``, ``2w``) -> Unix seconds."""
+    import calendar
+    import re
+    import time
+    value = text.strip()
+    age = re.fullmatch(r"(\d{1,6})([mhdw])", value)
+    if age:
+        unit = {"m": 60, "h": 3600, "d": 86400, "w": 604800}[age.group(2)]
+        return (time.time() if now is None else now) - int(age.group(1)) * unit
+    value = value.rstrip("Z").replace(" ", "T")
+    for form in ("%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"):
+        try:
+            return float(calendar.timegm(time.strptime(value, form)))
+        except ValueError:
+            continue
+    raise argparse.ArgumentTypeError(f"expected a UTC date or time such as 2026-11-26 or 2026-11-26T14:00, "
+                                     f"or an age such as 12h or 7d, got {text!r}")
+
+
+since.__name__ = "since"
+
+
+def history_count(text: str) -> int:
+    """``-n``: how many deploys ``pampa history`` shows, 1 to 1000."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"expected a number of deploys from 1 to 1000, got {text!r}")
+    return value

@@ -6,6 +6,11 @@ live release older than ``current``. The shell snippets here are shared with the
 """
 from __future__ import annotations
 
+import calendar
+import re
+import time
+from dataclasses import dataclass
+
 from ..shell import quote
 from .command import Command
 
@@ -55,3 +60,83 @@ def mirror_commit(root: str, revision: str) -> Command:
 def current_name(root: str) -> Command:
     """The release ``current`` points at (``pampa status``), nothing if there is none."""
     return Command(script="readlink current || true", cwd=root, timeout=30)
+
+
+#: Releases listed per host, newest first (``keep_releases`` keeps far fewer).
+MAX_LISTED = 200
+
+
+def listing(root: str) -> Command:
+    """``pampa releases``: ``current``, the previous live release (the rollback target), the one last built,
+    then one ``release NAME live|- REVISION`` line per release, newest first; ``no-root`` without a layout."""
+    script = ("if cd " + quote(root) + " 2>/dev/null; then cur=$(basename \"$(readlink current)\" 2>/dev/null); "
+              + PREVIOUS + "; echo \"current $cur\"; echo \"previous $prev\"; "
+              "echo \"built $(basename \"$(readlink release)\" 2>/dev/null)\"; "
+              f"for r in $(ls -1 releases 2>/dev/null | sort -r | head -n {MAX_LISTED}); do "
+              f"if [ -e \"releases/$r/{LIVE_MARK}\" ]; then l=live; else l=-; fi; "
+              "printf 'release %s %s %s\\n' \"$r\" \"$l\" \"$(head -c 64 \"releases/$r/REVISION\" 2>/dev/null)\"; "
+              "done; else echo no-root; fi")
+    return Command(script=script, timeout=30)
+
+
+def prune_script(keep: int) -> str:
+    """Remove all but the newest ``keep`` releases, never the current or the previous one (run in the root)."""
+    return ("{ cur=$(basename \"$(readlink current)\") && " + PREVIOUS + "; "
+            f"for r in $(ls -1 releases | sort -r | tail -n +{int(keep) + 1}); do "
+            "if [ \"$r\" != \"$cur\" ] && [ \"$r\" != \"$prev\" ]; then rm -rf \"releases/$r\" && echo \"pruned $r\"; fi; "
+            "done; git --git-dir=repo.git worktree prune; }")
+
+
+def prune(root: str, keep: int) -> Command:
+    """``pampa releases --prune``: what a deploy's switch prunes after it, alone (the same script)."""
+    return Command(script=prune_script(keep), cwd=root, timeout=300)
+
+
+#: A release folder's name as pampa makes them (``20261126142400-3f2a9c1``, ``...-2``) or as a person might.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_REVISION = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
+
+
+@dataclass(frozen=True)
+class Release:
+    name: str
+    revision: str | None   # its REVISION file (None: missing or not a commit id)
+    live: bool             # it was the live release at some point (``LIVE_MARK``)
+
+    @property
+    def built_at(self) -> float | None:
+        """The UTC time in its name (the run's stamp), or None for a name pampa did not make."""
+        try:
+            return float(calendar.timegm(time.strptime(self.name[:14], "%Y%m%d%H%M%S")))
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A host's releases as ``listing`` read them; names that are not release names are left out."""
+
+    exists: bool                         # False: the releases root is not there (no release built yet)
+    current: str | None = None
+    previous: str | None = None          # the rollback target: the newest live release older than current
+    built: str | None = None             # the release the last deploy built (``release`` link)
+    releases: tuple[Release, ...] = ()   # newest first
+    cut: bool = False                    # more than MAX_LISTED releases: the oldest were not read
+
+
+def parse_listing(text: str) -> Listing:
+    """Output of ``listing`` -> ``Listing``."""
+    lines = text.splitlines()
+    if "no-root" in (line.strip() for line in lines):
+        return Listing(exists=False)
+    marks: dict[str, str | None] = {"current": None, "previous": None, "built": None}
+    found = []
+    for line in lines:
+        words = line.split()
+        if len(words) == 2 and words[0] in marks and _NAME.fullmatch(words[1]):
+            marks[words[0]] = words[1]
+        elif len(words) in (3, 4) and words[0] == "release" and _NAME.fullmatch(words[1]):
+            revision = words[3] if len(words) == 4 and _REVISION.fullmatch(words[3]) else None
+            found.append(Release(name=words[1], revision=revision, live=words[2] == "live"))
+    return Listing(exists=True, current=marks["current"], previous=marks["previous"], built=marks["built"],
+                   releases=tuple(found[:MAX_LISTED]), cut=len(found) >= MAX_LISTED)

@@ -37,7 +37,7 @@ class Session(Protocol):
     unreported: list[str]    # what it was never told, for the summary and the report
 
     def register(self, stage: str, branch: str, revision: str | None, requested_by: str, node: str,
-                 lock_held: bool = False) -> int | None: ...
+                 lock_held: bool = False, message: str | None = None) -> int | None: ...
 
     def allow(self) -> None: ...
 
@@ -165,8 +165,8 @@ class AccessPointSession:
                       "closed it as abandoned")
 
     def register(self, stage: str, branch: str, revision: str | None, requested_by: str, node: str,
-                 lock_held: bool = False) -> int | None:
-        """Create the deploy request and take it for ``node`` (the lock host); raises AccessPointError
+                 lock_held: bool = False, message: str | None = None) -> int | None:
+        """Create the deploy request (with the run's ``-m``) and take it for ``node`` (the lock host); raises AccessPointError
         (or, optional and unreachable, returns None and the run goes on unregistered)."""
         what = "the deploy request (registration, ALLOWED, final result)"
         if self.gone is not None:
@@ -175,7 +175,7 @@ class AccessPointSession:
         try:
             if lock_held:
                 self.close_abandoned(stage)
-            request = self.client.create_deploy(stage, branch, requested_by, revision)
+            request = self.client.create_deploy(stage, branch, requested_by, revision, message)
         except AccessPointError as e:
             if self._outage(what, e):
                 return None

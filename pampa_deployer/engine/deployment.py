@@ -24,6 +24,7 @@ from . import stop as stopping
 from .apsession import AccessPointSession, Session
 from .backends.base import Backend
 from .backends.pool import BackendPool, open_pool
+from .canary import Canary, Confirm, choose
 from .gate import OPEN, Gate
 from .pipeline import RunContext
 from .preflight import Preflight
@@ -61,6 +62,10 @@ class DeployRequest:
     skip: tuple[str, ...] | None = None    # without these steps
     access_point_optional: bool = False    # go on when the access point is unreachable (else: the stage's setting)
     fleet_target: bool = False             # rollback: `to` was chosen for the whole fleet elsewhere (a pull request)
+    run_id: str | None = None              # default: a new random id (a pull-mode agent: request-ID-CREATED)
+    canary: int | str | None = None        # N or "N%" hosts of each role first (engine/canary.py)
+    canary_wait: float = 0.0               # seconds between the canary passing and the rest starting
+    canary_confirm: Confirm | None = None  # ask (at a terminal) before the rest start
 
 
 @dataclass(frozen=True)
@@ -111,7 +116,7 @@ class Deployment:
         self.stage = request.stage
         self.bus = bus or ev.EventBus()
         self.stop = stop or StopSignal()
-        self.run_id = uuid.uuid4().hex[:12]
+        self.run_id = request.run_id or uuid.uuid4().hex[:12]
         self.lock: locking.DeployLock | None = None
         self.lost_lock: str | None = None  # why the lock stopped being ours during the run, if it did
         self.planned: Plan | None = None   # the hosts a refused run reports as untouched
@@ -183,14 +188,30 @@ class Deployment:
         self.stop.on_hard(pool.abort_all)
         self.announce(plan, gate)
         scheduler = options.scheduler(self.stop)
-        hosts = Rollout(ctx, pool, scheduler).run()
+        canary = self.canary(plan)
+        hosts = Rollout(ctx, pool, scheduler, canary).run()
         preflight.settle(None if not self.stop.aborted.is_set() else PREFLIGHT_AFTER_ABORT)
         notes = list(plan.notes) + [n for n in (scheduler.halted_reason, self.stop.halted) if n]
+        if canary is not None:
+            notes += list(canary.chosen.notes) + ([f"the deploy stopped at the canary: {canary.reason}"]
+                                                  if canary.reason else [])
         return RunResult(stage=plan.stage.name, kind=plan.kind, branch=plan.branch, started=started,
                          ended=time.time(), hosts=tuple(hosts), gate=gate.state if plan.has_gate else "none",
                          gate_opened_at=gate.opened_at, interrupted_by=self.stop.signum, notes=tuple(notes),
-                         revision=plan.revision, dry_run=self.request.dry_run,
-                         deploy_id=self.access_point.deploy_id if self.access_point is not None else None)
+                         revision=plan.revision, dry_run=self.request.dry_run, message=self.request.message,
+                         deploy_id=self.access_point.deploy_id if self.access_point is not None else None,
+                         canary=canary.summary() if canary is not None else None)
+
+    def canary(self, plan: Plan) -> Canary | None:
+        """The run's canary (``--canary``), chosen from the plan; None without one."""
+        r = self.request
+        if r.canary is None:
+            return None
+        try:
+            chosen = choose(plan, r.canary)
+        except ValueError:
+            raise UsageError(f"canary: expected a positive count or a percentage like 25%, got {r.canary!r}") from None
+        return Canary(chosen, r.canary_wait, r.canary_confirm)
 
     def announce(self, plan: Plan, gate: Gate) -> None:
         self.bus.emit(ev.RunStarted(stage=plan.stage.name, kind=plan.kind, branch=plan.branch,
@@ -213,7 +234,8 @@ class Deployment:
             return
         who = (self.lock.info.get("user") if self.lock else None) or "unknown"
         deploy_id = self.access_point.register(self.stage.name, plan.branch, plan.revision, who,
-                                               self.stage.lock_host.name, lock_held=self.lock is not None)
+                                               self.stage.lock_host.name, lock_held=self.lock is not None,
+                                               message=self.request.message)
         if deploy_id is None:  # optional and unreachable: said loudly already
             return
         self.bus.emit(ev.Notice(message=f"access point: deploy request {deploy_id} registered and taken",
@@ -282,8 +304,8 @@ class Deployment:
         """The run ends with ``error`` instead of a result: a refusal still writes its reports (every host
         skipped and untouched), and the hooks and webhooks that announced it hear how it ended."""
         if self.planned is not None and is_refusal(error):
-            self.emit_finished(refused_result(self.planned, started, error, self.request.dry_run),
-                               exit_code_for(error))
+            self.emit_finished(replace(refused_result(self.planned, started, error, self.request.dry_run),
+                                       message=self.request.message), exit_code_for(error))
         if self.announced:
             self.around.after(self.planned, None, error)
         elif self.around is not None and not self.request.dry_run and not self.hooked and \

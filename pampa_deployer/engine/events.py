@@ -122,6 +122,16 @@ class GateChanged(Event):
 
 
 @dataclass(frozen=True)
+class CanaryChanged(Event):
+    """The canary (``--canary``) started on ``hosts``, passed, or stopped the deploy (``reason``)."""
+
+    state: str  # "started", "passed", "failed", "declined", "interrupted"
+    hosts: tuple[str, ...] = ()
+    rest: tuple[str, ...] = ()
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class Notice(Event):
     """Something the operator should read (interrupt requested, max-fail reached, lock taken...)."""
 

@@ -230,7 +230,7 @@ class HostRun:
         entry = {"time": provenance.utc(), "stage": ctx.plan.stage.name,
                  "kind": ctx.plan.kind, "branch": self.hp.host.branch, "before": self.before,
                  "user": ctx.user, "result": self.result, "step": self.failed_step, "run": ctx.run_id,
-                 "message": ctx.message}
+                 "message": ctx.message, "roles": list(self.hp.roles), "started": provenance.utc(self.started)}
         try:
             self.after = self.backend.run(revlog.append_command(self.base, entry, self.log)).stdout.strip() or None
         except Exception as e:  # noqa: BLE001 - the log must not hide the step's own result

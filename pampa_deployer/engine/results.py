@@ -100,6 +100,15 @@ class RunResult:
     dry_run: bool = False
     deploy_id: int | None = None
     refused: str | None = None  # why the run was refused before it touched any host (lock, hook...)
+    message: str | None = None  # the run's -m: in the report, the revision logs, the webhooks
+    canary: dict | None = None  # --canary: its hosts, the rest, how it ended (engine/canary.Canary.summary)
+
+    @property
+    def stopped_at_canary(self) -> str | None:
+        """Why the canary kept the rest of the fleet from starting, or None."""
+        if self.canary is None or self.canary.get("result") in (None, "passed", "whole fleet"):
+            return None
+        return self.canary.get("reason") or "the canary did not pass"
 
     @property
     def ok(self) -> bool:
@@ -122,7 +131,9 @@ class RunResult:
                     f"({self.ended - self.started:.1f}s)")
         parts = [f"{n} {k}" for k, n in counts.items() if n]
         what = "dry run" if self.dry_run else self.kind
-        return f"{what} of {self.stage}: {', '.join(parts)} in {self.ended - self.started:.1f}s; gate {self.gate}"
+        canary = "; stopped at the canary" if self.stopped_at_canary else ""
+        return (f"{what} of {self.stage}: {', '.join(parts)} in {self.ended - self.started:.1f}s; gate {self.gate}"
+                f"{canary}")
 
 
 def _signal_name(signum: int) -> str:
@@ -143,6 +154,11 @@ def failure_for(result: RunResult, lost_lock: str | None = None) -> PampaError |
     if lost_lock:
         return LockLost(f"{kind} of {stage} stopped starting hosts: its deploy lock was {lost_lock}; "
                         f"`pampa status {stage}` shows where each host is")
+    if not result.ok and result.stopped_at_canary:
+        rest = (result.canary or {}).get("rest") or []
+        return DeployFailed(f"{kind} of {stage} stopped at the canary: {result.stopped_at_canary}; "
+                            f"{len(rest)} {'host was' if len(rest) == 1 else 'hosts were'} not touched: "
+                            f"{', '.join(rest[:10])}{' ...' if len(rest) > 10 else ''}")
     if not result.ok:
         bad = [h.host for h in result.hosts if not h.ok]
         total = f"{len(result.hosts)} {'host' if len(result.hosts) == 1 else 'hosts'}"

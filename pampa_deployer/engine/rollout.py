@@ -3,6 +3,8 @@ that could not run (or did not answer after an abort) is reported as.
 
 ``Deployment`` owns the run and builds the ``RunContext`` (plan, gate, preflight, access point
 session...); a ``Rollout`` only walks the hosts through it and returns one result per host.
+With a canary (``engine/canary.py``) it walks them in two phases: the canary hosts, then, once the
+canary passed (and its wait or confirmation), the rest; or the rest are skipped, untouched.
 """
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ import time
 from ..plan import HostPlan
 from . import events as ev
 from .backends.pool import BackendPool
+from .canary import INTERRUPTED as CANARY_INTERRUPTED
+from .canary import WHOLE, Canary
 from .pipeline import RunContext, abort_outcome, run_host
 from .results import INTERRUPTED, SKIPPED, HostResult
 from .scheduler import Scheduler
@@ -22,18 +26,51 @@ ABANDON_AFTER = 1.0
 class Rollout:
     """Every host of the context's plan, under the scheduler: parallel, batches, max-fail, the abort."""
 
-    def __init__(self, ctx: RunContext, pool: BackendPool, scheduler: Scheduler):
-        self.ctx, self.pool, self.scheduler = ctx, pool, scheduler
+    def __init__(self, ctx: RunContext, pool: BackendPool, scheduler: Scheduler, canary: Canary | None = None):
+        self.ctx, self.pool, self.scheduler, self.canary = ctx, pool, scheduler, canary
         self.abandoned_at: float | None = None
         self.halted_told = False
 
     def run(self) -> list[HostResult]:
         """One result per host of the plan, in plan order, whatever happened to it."""
-        ctx, hosts = self.ctx, list(self.ctx.plan.hosts)
+        hosts = list(self.ctx.plan.hosts)
         started = time.time()
-        results = self.scheduler.run(hosts, self.work, self.abandon, on_batch=lambda number, total, batch: ctx.bus.emit(
+        if self.canary is None:
+            return self.phase(hosts, started)
+        if not self.canary.chosen.rest:
+            self.canary.state = WHOLE
+            return self.phase(hosts, started)
+        return self.with_canary(self.canary, hosts, started)
+
+    def phase(self, hosts: list[HostPlan], started: float) -> list[HostResult]:
+        """Every host of ``hosts`` under the scheduler; a result for each, in their order."""
+        bus = self.ctx.bus
+        results = self.scheduler.run(hosts, self.work, self.abandon, on_batch=lambda number, total, batch: bus.emit(
             ev.BatchStarted(number=number, total=total, hosts=tuple(hp.host.name for hp in batch))))
         return [r if r is not None else self.abandoned(hp, started) for hp, r in zip(hosts, results)]
+
+    def with_canary(self, canary: Canary, hosts: list[HostPlan], started: float) -> list[HostResult]:
+        """The canary hosts; then the rest, once the canary passed and its wait or confirmation allow it."""
+        ctx, bus = self.ctx, self.ctx.bus
+        first, rest = canary.split(hosts)
+        chosen = canary.chosen
+        bus.emit(ev.CanaryChanged(state="started", hosts=chosen.hosts, rest=chosen.rest))
+        done = {hp.host.name: r for hp, r in zip(first, self.phase(first, started))}
+        stopping = lambda: ctx.stop.stopping or bool(ctx.stop.halted)  # noqa: E731
+        why_not = canary.verdict(list(done.values()))
+        if why_not is None and stopping():
+            why_not = canary.stopped(CANARY_INTERRUPTED, ctx.stop.halted or "interrupted during the canary")
+        if why_not is None:
+            why_not = canary.hold(stopping, lambda text: bus.emit(ev.Notice(message=text, level="warning")),
+                                  ctx.dry_run)
+        bus.emit(ev.CanaryChanged(state=canary.state or "failed", hosts=chosen.hosts, rest=chosen.rest,
+                                  reason=why_not or ""))
+        if why_not is None:
+            done.update((hp.host.name, r) for hp, r in zip(rest, self.phase(rest, started)))
+        else:
+            for hp in rest:
+                done[hp.host.name] = self.skip(hp, f"not started: the deploy stopped at the canary ({why_not})")
+        return [done[hp.host.name] for hp in hosts]
 
     def work(self, hp: HostPlan) -> HostResult:
         why_not = self.scheduler.should_start()

@@ -61,17 +61,22 @@ def install(stop: StopSignal, grace: float, notify: Callable[[str], None]) -> Ca
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     timer: list[threading.Timer] = []
 
+    def say(message: str) -> None:
+        # The handler runs in the main thread between two of its bytecodes, maybe while that thread holds
+        # the event bus's lock (delivering an event): telling from here would wait for itself forever.
+        threading.Thread(target=notify, args=(message,), name="pampa-signal-notice", daemon=True).start()
+
     def handler(signum, frame):
         name = signal.Signals(signum).name
         if stop.request(signum) == "soft":
-            notify(f"{name}: starting no new steps; running commands get {grace:g}s to finish "
-                   f"(send it again to stop at once)")
+            say(f"{name}: starting no new steps; running commands get {grace:g}s to finish "
+                f"(send it again to stop at once)")
             t = threading.Timer(grace, stop.abort)
             t.daemon = True
             t.start()
             timer.append(t)
         else:
-            notify(f"{name} again: aborting running commands now")
+            say(f"{name} again: aborting running commands now")
 
     for s in previous:
         signal.signal(s, handler)

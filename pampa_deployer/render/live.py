@@ -1,6 +1,7 @@
 """The live terminal view: a row per host (role, step, elapsed, last output line), the gate and progress."""
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -97,6 +98,15 @@ class LiveView(Renderer):
     def __exit__(self, *exc):
         self.live.__exit__(*exc)
 
+    @contextlib.contextmanager
+    def paused(self):
+        """No redraw while the operator is asked something (``--canary-pause``); the view comes back after."""
+        self.live.stop()
+        try:
+            yield
+        finally:
+            self.live.start(refresh=True)
+
     def render(self):
         with self._lock:
             rows = list(self.rows.values())
@@ -175,6 +185,11 @@ class LiveView(Renderer):
 
     def on_gate_changed(self, e: ev.GateChanged) -> None:
         self.gate = e.state
+
+    def on_canary_changed(self, e: ev.CanaryChanged) -> None:
+        self.batch = f"  canary {e.state}"
+        if e.state not in ("started", "passed"):
+            self.notices.append(f"canary {e.state}: {e.reason}; not touched: {', '.join(e.rest)}")
 
     def on_notice(self, e: ev.Notice) -> None:
         if e.level != "info":

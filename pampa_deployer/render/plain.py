@@ -103,6 +103,16 @@ class PlainRenderer(Renderer):
         self.line(e.at, "-", "batch", f"{e.number}/{e.total} starts: {count(len(e.hosts), 'host')} "
                                       f"({', '.join(e.hosts)})")
 
+    def on_canary_changed(self, e: ev.CanaryChanged) -> None:
+        if e.state == "started":
+            waits = "waits" if len(e.rest) == 1 else "wait"
+            text = f"started on {', '.join(e.hosts)}; {count(len(e.rest), 'host')} {waits} for it"
+        elif e.state == "passed":
+            text = f"passed on {', '.join(e.hosts)}; the other {count(len(e.rest), 'host')} start{'s' if len(e.rest) == 1 else ''} now"
+        else:
+            text = f"{e.state.upper()}: {e.reason}; not touched: {', '.join(e.rest)}"
+        self.line(e.at, "-", "canary", text)
+
     def on_gate_changed(self, e: ev.GateChanged) -> None:
         self.line(e.at, "-", "gate", e.state + (f": {e.reason}" if e.reason else ""))
 

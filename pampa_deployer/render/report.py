@@ -66,6 +66,8 @@ def to_dict(result: RunResult, exit_code: int) -> dict:
         "duration": round(result.ended - result.started, 3),
         "result": outcome(result),
         "reason": result.refused,
+        "message": result.message,
+        "canary": result.canary,
         "exit_code": exit_code,
         "gate": {"state": PLANNED if dry and result.gate != "none" else result.gate,
                  "opened": None if dry else _iso(result.gate_opened_at)},

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from .actions import Run, StepContext
 
-DEFAULT = "bundle exec sequel -m db/migrations $DATABASE_URL"
+#: Where the migration files live (``pampa pending`` lists the new ones a deploy would run).
+MIGRATIONS = "db/migrations"
+DEFAULT = f"bundle exec sequel -m {MIGRATIONS} $DATABASE_URL"
 
 
 def migrate(ctx: StepContext) -> tuple[Run, ...]:

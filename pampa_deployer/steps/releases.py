@@ -19,7 +19,7 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
-from ..commands.releases import LIVE_MARK, PREVIOUS, find_live
+from ..commands.releases import LIVE_MARK, find_live, prune_script
 from ..shell import quote
 from .actions import Run, StepContext
 
@@ -136,14 +136,6 @@ def switch(ctx: StepContext, layout: Layout) -> tuple[Run, ...]:
             "ln -sfn \"$target\" current.pampa-new && mv -T current.pampa-new current && "
             "echo \"current -> $target\"")
     return (Run(ctx.command(flip, cwd=layout.root)), Run(ctx.command(prune_script(layout.keep), cwd=layout.root)))
-
-
-def prune_script(keep: int) -> str:
-    """Remove all but the newest ``keep`` releases, never the current or the previous one."""
-    return ("{ cur=$(basename \"$(readlink current)\") && " + PREVIOUS + "; "
-            f"for r in $(ls -1 releases | sort -r | tail -n +{int(keep) + 1}); do "
-            "if [ \"$r\" != \"$cur\" ] && [ \"$r\" != \"$prev\" ]; then rm -rf \"releases/$r\" && echo \"pruned $r\"; fi; "
-            f"done; {_git()} worktree prune; }}")
 
 
 def switch_back(ctx: StepContext, layout: Layout, revision: str) -> tuple[Run, ...]:

@@ -20,10 +20,13 @@ HOOK_KIND = {"deploy": "deploy", "run": "deploy", "rollback": "rollback"}
 
 
 class Announcer:
-    """Hooks and webhooks around the runs of one stage; ``rundir`` (optional) names the report for hooks."""
+    """Hooks and webhooks around the runs of one stage; ``rundir`` (optional) names the report for hooks;
+    ``message`` is the run's ``-m`` (masked like any text that may hold a secret)."""
 
-    def __init__(self, stage, warn: Callable[[str], None], hook_line: Callable[[str, str], None], rundir=None):
+    def __init__(self, stage, warn: Callable[[str], None], hook_line: Callable[[str, str], None], rundir=None,
+                 message: str | None = None):
         self.stage = stage
+        self.message = stage.redactor.mask(message) if message else None
         self.user = provenance.user()
         self.warn = warn
         self.rundir = rundir
@@ -37,7 +40,7 @@ class Announcer:
         self.started = time.time()
         if self.notifier is not None:
             self.notifier.send(started_payload(self.stage.name, plan.kind, plan.branch, self.user,
-                                               _hosts(plan), plan.revision))
+                                               _hosts(plan), plan.revision, self.message))
 
     def after(self, plan, result=None, error: BaseException | None = None) -> None:
         """End notification, then ``post-KIND`` (success) or ``on-failure``; never raises for them."""
@@ -45,7 +48,7 @@ class Announcer:
         duration = time.time() - self.started
         if self.notifier is not None:
             self.notifier.send(finished_payload(self.stage.name, plan.kind, plan.branch, self.user, _hosts(plan),
-                                                outcome, failed, duration, revision))
+                                                outcome, failed, duration, revision, self.message))
         run_dir = getattr(self.rundir, "path", None)
         report = run_dir / "report.json" if run_dir is not None and (run_dir / "report.json").exists() else None
         env = self._env(plan, result=outcome, failed=failed, revision=revision, report=report, run_dir=run_dir,
@@ -60,7 +63,7 @@ class Announcer:
         return hook_env(self.stage.name, plan.kind, plan.branch, self.user, _hosts(plan),
                         revision or plan.revision, result, failed,
                         str(Path(report).resolve()) if report else None,
-                        str(Path(run_dir).resolve()) if run_dir else None, duration)
+                        str(Path(run_dir).resolve()) if run_dir else None, duration, self.message)
 
 
 def _hosts(plan) -> list[str]:

@@ -55,13 +55,13 @@ class HookResult:
 
 def hook_env(stage: str, kind: str, branch: str, user: str, hosts: list[str], revision: str | None = None,
              result: str | None = None, failed_hosts: list[str] | None = None, report: str | None = None,
-             run_dir: str | None = None, duration: float | None = None) -> dict[str, str]:
+             run_dir: str | None = None, duration: float | None = None, message: str | None = None) -> dict[str, str]:
     """The ``PAMPA_*`` variables a hook sees; values not yet known are empty strings."""
     return {"PAMPA_STAGE": stage, "PAMPA_KIND": kind, "PAMPA_BRANCH": branch or "",
             "PAMPA_REVISION": revision or "", "PAMPA_USER": user, "PAMPA_HOSTS": ",".join(hosts),
             "PAMPA_RESULT": result or "", "PAMPA_FAILED_HOSTS": ",".join(failed_hosts or []),
             "PAMPA_REPORT": report or "", "PAMPA_RUN_DIR": run_dir or "",
-            "PAMPA_DURATION": "" if duration is None else f"{duration:.1f}"}
+            "PAMPA_DURATION": "" if duration is None else f"{duration:.1f}", "PAMPA_MESSAGE": message or ""}
 
 
 class Hooks:

@@ -14,21 +14,24 @@ from ...redact import Redactor
 
 
 def started_payload(stage: str, kind: str, branch: str, user: str, hosts: list[str],
-                    revision: str | None = None) -> dict:
+                    revision: str | None = None, message: str | None = None) -> dict:
+    """``message`` is the run's ``-m``: in the payload, and at the end of the text."""
     target = f" {revision[:12]}" if revision else ""
+    text = f"{user} started {kind} of {branch}{target} to {stage} ({len(hosts)} hosts)"
     return {"event": f"{kind}.started", "stage": stage, "kind": kind, "branch": branch, "revision": revision,
-            "user": user, "hosts": hosts,
-            "text": f"{user} started {kind} of {branch}{target} to {stage} ({len(hosts)} hosts)"}
+            "user": user, "hosts": hosts, "message": message, "text": text + (f": {message}" if message else "")}
 
 
 def finished_payload(stage: str, kind: str, branch: str, user: str, hosts: list[str], result: str,
-                     failed_hosts: list[str], duration: float, revision: str | None = None) -> dict:
+                     failed_hosts: list[str], duration: float, revision: str | None = None,
+                     message: str | None = None) -> dict:
     target = f" {revision[:12]}" if revision else ""
-    text = f"{kind} of {branch}{target} to {stage} by {user}: {result} in {duration:.0f}s"
+    said = f" ({message})" if message else ""
+    text = f"{kind} of {branch}{target} to {stage} by {user}{said}: {result} in {duration:.0f}s"
     if failed_hosts:
         text += f"; failed: {', '.join(failed_hosts[:10])}{' ...' if len(failed_hosts) > 10 else ''}"
     return {"event": f"{kind}.finished", "stage": stage, "kind": kind, "branch": branch, "revision": revision,
-            "user": user, "hosts": hosts, "result": result, "failed_hosts": failed_hosts,
+            "user": user, "hosts": hosts, "message": message, "result": result, "failed_hosts": failed_hosts,
             "duration": round(duration, 1), "text": text}
 
 
