@@ -43,7 +43,7 @@ sys.path.insert(0, str(HERE))
 
 from procwatch import cpu_seconds, sample  # noqa: E402
 
-KEY = "bench-admin-key"
+KEY = "bench-pull-admin-key"
 
 
 class Conn:

@@ -19,7 +19,7 @@ import pytest
 
 from pampa_deployer.accesspoint.client import AccessPointClient
 
-KEY = "admin-k3y-pg"
+KEY = "admin-k3y-postgres"
 KEPLERS = [f"kepler-{i}" for i in range(1, 7)]
 GATED = ["euler-1", "copernico-1"]
 NODES = [{"node": k, "roles": ["kepler"], "gated": False, "opens_gate": True} for k in KEPLERS] + \
@@ -193,6 +193,7 @@ def test_a_follower_misses_no_event_when_nodes_report_to_both_processes_at_once(
 # -- the recipe of docs/pull-mode.md, run as written (host, port and the sudo prefix adapted) ----------------
 DOC = Path(__file__).resolve().parent.parent / "docs" / "pull-mode.md"
 DOC_URL = "postgresql://pampa@db.internal/pampa_access_point"
+DOC_KEY_FILE = "/etc/pampa/ap.key"
 
 
 def _doc_section() -> str:
@@ -200,7 +201,7 @@ def _doc_section() -> str:
     return text[text.index("## Several access point processes on PostgreSQL"):text.index("## Deploying")]
 
 
-def test_the_documented_recipe_creates_the_database_and_runs_two_processes_on_it(postgres):
+def test_the_documented_recipe_creates_the_database_and_runs_two_processes_on_it(postgres, tmp_path):
     section = _doc_section()
     assert "pip install './pampa-deployer[postgres]'" in section
     assert 'postgres = ["psycopg[binary]' in (DOC.parent.parent / "pyproject.toml").read_text()
@@ -212,16 +213,18 @@ def test_the_documented_recipe_creates_the_database_and_runs_two_processes_on_it
         subprocess.run([f"{postgres.bin}/{words[0]}", *where, *words[1:]], check=True, timeout=60,
                        capture_output=True, stdin=subprocess.DEVNULL)
     url = f"postgresql://pampa@127.0.0.1:{postgres.port}/pampa_access_point"
-    commands = [line.strip() for line in section.splitlines() if line.strip().startswith("PAMPA_AP_KEY=s3cret")]
-    assert len(commands) == 2 and all(DOC_URL in c and "--port 875" in c for c in commands)
+    commands = [line.strip() for line in section.splitlines() if "pampa access-point serve" in line]
+    assert len(commands) == 2 and all(DOC_URL in c and "--port 875" in c and DOC_KEY_FILE in c for c in commands)
+    key_file = tmp_path / "ap.key"
+    key_file.write_text(KEY + "\n")
     procs, urls = [], []
     try:
         for command in commands:
-            command = re.sub(r"--port \d+", "--port 0", command.replace(DOC_URL, url))
+            command = re.sub(r"--port \d+", "--port 0", command.replace(DOC_URL, url).replace(DOC_KEY_FILE, str(key_file)))
             env = dict(word.split("=", 1) for word in command.split() if "=" in word and not word.startswith("-"))
             argv = [w for w in command.split() if w not in {f"{k}={v}" for k, v in env.items()}]
             assert argv[:3] == ["pampa", "access-point", "serve"]
-            proc, address = serve(argv[3:], env={**env, "PAMPA_AP_KEY": KEY})
+            proc, address = serve(argv[3:], env={**env, "PAMPA_AP_KEY": ""})
             procs.append(proc)
             urls.append(address)
         created = AccessPointClient(urls[0], KEY).create_request("production", "main", NODES, "ana")

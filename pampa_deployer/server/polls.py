@@ -1,0 +1,176 @@
+"""Long polls parked on the event loop: agents waiting for a request, followers waiting for a request's events.
+
+A parked poll costs a future, never a thread. What a wake-up costs is bounded by what changed:
+
+- **Agents** (``GET /nodes/NAME/next``) park per node. A request appearing or moving wakes only the nodes
+  that may now start it (keplers first: the gate waits on them), not every agent; a replaced token wakes
+  its node's polls, which check their credential again and end with 401.
+- **Followers** (``GET /deploys/ID/events?after=SEQ``) park per request. Their answer is the page after
+  their cursor (``Store.page``: the new events and the runs they changed), computed once per change and
+  shared by every follower at the same cursor; a long poll that finds something waits ``LINGER`` seconds
+  from its arrival before answering, so a request reporting 100 times a second costs each follower a
+  few answers a second, not a hundred.
+- A waiter is registered before the database is asked, so a change landing in between is never missed.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from typing import Awaitable, Callable
+
+from .change import Change
+from .checks import ApiError
+
+#: Seconds an events long poll that found something waits (from its arrival) to gather more.
+LINGER = 0.25
+#: Seconds a shared page is reused while nothing is known to have changed (a lost notification's bound).
+PAGE_TTL = 2.0
+MAX_PAGES = 512
+
+
+class Polls:
+    def __init__(self, store, db: Callable[..., Awaitable]):
+        self.store, self.db = store, db
+        self.agents: dict[tuple[str, str], set[asyncio.Future]] = {}
+        self.followers: dict[int, set[asyncio.Future]] = {}
+        self.versions: dict[int, int] = {}
+        self.epoch = 0
+        self.pages: OrderedDict[tuple[int, int], tuple[tuple, float, asyncio.Task]] = OrderedDict()
+        self.stages: dict[int, str] = {}  # deploy id -> its stage (it never changes): scope checks from memory
+        self._background: set[asyncio.Task] = set()
+
+    # -- wake-ups (in the loop's thread) -------------------------------------------------------------------
+    def changed(self, change: Change) -> None:
+        if change.everything:
+            self.epoch += 1
+            self.pages.clear()
+            for key in list(self.agents):
+                self._wake(self.agents, key)
+            for deploy_id in list(self.followers):
+                self._wake(self.followers, deploy_id)
+            return
+        for deploy_id in change.deploys:
+            self.versions[deploy_id] = self.versions.get(deploy_id, 0) + 1
+            self._wake(self.followers, deploy_id)
+        for key in change.revoked:
+            self._wake(self.agents, key)
+        if change.moved and change.deploys and self.agents:
+            task = asyncio.get_running_loop().create_task(self._wake_nodes(sorted(change.deploys, reverse=True)))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _wake_nodes(self, deploy_ids: list[int]) -> None:
+        for deploy_id in deploy_ids:
+            try:
+                keys = await self.db(self.store.woken_by, deploy_id)
+            except Exception:  # noqa: BLE001 - the database is away: every poll re-checks when it times out
+                continue
+            for key in keys:
+                if key in self.agents:
+                    self._wake(self.agents, key)
+
+    @staticmethod
+    def _wake(table: dict, key) -> None:
+        for waiter in table.pop(key, ()):
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _park(self, table: dict, key) -> asyncio.Future:
+        waiter = asyncio.get_running_loop().create_future()
+        table.setdefault(key, set()).add(waiter)
+        return waiter
+
+    @staticmethod
+    def _leave(table: dict, key, waiter: asyncio.Future) -> None:
+        waiters = table.get(key)
+        if waiters is not None:
+            waiters.discard(waiter)
+            if not waiters:
+                del table[key]
+
+    async def _sleep_on(self, waiter: asyncio.Future, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    # -- agents ---------------------------------------------------------------------------------------------
+    async def next(self, stage: str, node: str, wait: float, still_valid: Callable[[], bool]) -> dict | None:
+        """The newest request this node should start, waiting up to ``wait`` seconds for one.
+
+        ``still_valid`` (run in the database's thread) re-checks the caller's credential after each wake-up:
+        a token replaced while its poll was parked gets 401, never the next request.
+        """
+        key = (stage, node)
+        deadline = time.monotonic() + wait
+        woken = False
+        while True:
+            waiter = self._park(self.agents, key)
+            try:
+                found = await self.db(self._next_check, stage, node, still_valid if woken else None)
+                remaining = deadline - time.monotonic()
+                if found or remaining <= 0:
+                    return found
+                await self._sleep_on(waiter, remaining)
+                woken = True
+            finally:
+                self._leave(self.agents, key, waiter)
+
+    def _next_check(self, stage: str, node: str, still_valid) -> dict | None:
+        if still_valid is not None and not still_valid():
+            raise ApiError(401, "this node token was replaced or revoked while its poll waited")
+        return self.store.next_for(stage, node)
+
+    # -- followers ------------------------------------------------------------------------------------------
+    async def events(self, deploy_id: int, after: int, stage: str | None, wait: float) -> dict:
+        """The page after ``after`` once it has something (or the request ended, or ``wait`` ran out)."""
+        await self.visible(deploy_id, stage)
+        arrived = time.monotonic()
+        deadline = arrived + wait
+        while True:
+            waiter = self._park(self.followers, deploy_id)
+            try:
+                page = await self.page(deploy_id, after)
+                remaining = deadline - time.monotonic()
+                if page["events"] or page["ended"] or remaining <= 0:
+                    break
+                await self._sleep_on(waiter, remaining)
+            finally:
+                self._leave(self.followers, deploy_id, waiter)
+        linger = min(arrived + LINGER, deadline) - time.monotonic()
+        if page["events"] and not page["ended"] and not page["more"] and linger > 0:
+            await asyncio.sleep(linger)  # gather what else arrives: one answer instead of many
+            page = await self.page(deploy_id, after)
+        return {"events": page["events"], "last": page["last"], "deploy": page["deploy"], "ended": page["ended"]}
+
+    async def visible(self, deploy_id: int, stage: str | None) -> None:
+        """404 unless the request exists (and is of the caller's stage); from memory after the first time."""
+        known = self.stages.get(deploy_id)
+        if known is None:
+            deploy = await self.db(self.store.get_row, deploy_id)
+            known = self.stages[deploy_id] = deploy["stage"]
+            if len(self.stages) > 100_000:
+                self.stages.pop(next(iter(self.stages)))
+        if stage is not None and known != stage:
+            raise ApiError(404, f"no deploy {deploy_id}")
+
+    async def page(self, deploy_id: int, after: int) -> dict:
+        """``Store.page``, asked once per change for all followers at the same cursor."""
+        loop = asyncio.get_running_loop()
+        version = (self.epoch, self.versions.get(deploy_id, 0))
+        key = (deploy_id, after)
+        hit = self.pages.get(key)
+        if hit is not None and hit[0] == version and hit[1] > time.monotonic():
+            self.pages.move_to_end(key)
+            return await asyncio.shield(hit[2])
+        task = loop.create_task(self.db(self.store.page, deploy_id, after))  # not tied to one follower's connection
+        self.pages[key] = (version, time.monotonic() + PAGE_TTL, task)
+        while len(self.pages) > MAX_PAGES:
+            self.pages.popitem(last=False)
+        try:
+            return await asyncio.shield(task)
+        except Exception:
+            if self.pages.get(key, (None, None, None))[2] is task:
+                del self.pages[key]
+            raise
