@@ -285,7 +285,11 @@ def db_bytes(database: str, postgres) -> int:
         import psycopg
         with psycopg.connect(postgres.url, autocommit=True) as conn:
             return conn.execute("SELECT pg_database_size('postgres')").fetchone()[0]
-    return sum(os.path.getsize(p) for p in (database, database + "-wal") if os.path.exists(p))
+    import sqlite3  # the database's pages in use (the WAL counted in, free pages out), not its files' sizes
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10) as conn:
+        pages, free, size = (conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "freelist_count",
+                                                                                 "page_size"))
+    return (pages - free) * size
 
 
 def start_server(port: int, database: str, src: str | None) -> subprocess.Popen:

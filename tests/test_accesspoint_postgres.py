@@ -301,6 +301,7 @@ def test_a_dropped_database_connection_is_a_503_and_the_next_call_reconnects(in_
     import psycopg
 
     from pampa_deployer.errors import AccessPointError
+    from pampa_deployer.server import database
     srv, url, address = in_process
     admin = AccessPointClient(address, KEY)
     request = admin.create_request("production", "main", NODES, "ana")
@@ -308,6 +309,12 @@ def test_a_dropped_database_connection_is_a_503_and_the_next_call_reconnects(in_
         killed = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
                               "AND backend_type = 'client backend' AND query NOT LIKE 'LISTEN %%'").fetchall()
     assert killed
-    with pytest.raises(AccessPointError, match="503"):
-        admin.deploy(request["id"])
-    assert admin.deploy(request["id"])["state"] == "PENDING"
+    failures = []  # each worker thread's connection was dropped: each may cost one 503, never a hang
+    for _ in range(2 * database.Postgres.workers):
+        try:
+            state = admin.deploy(request["id"])["state"]
+            break
+        except AccessPointError as e:
+            failures.append(str(e))
+    assert state == "PENDING"
+    assert len(failures) <= database.Postgres.workers and all("503" in f for f in failures), failures

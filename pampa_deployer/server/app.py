@@ -3,10 +3,11 @@
 
 Standard library only (asyncio + sqlite3; psycopg for PostgreSQL). The HTTP layer (``connections.py``)
 bounds every connection; this module admits callers (before their body is read), routes, scopes and
-answers. Database work runs in a small pool of threads (one for SQLite's one connection, a few for
-PostgreSQL), so a slow statement or a row lock delays the requests that need it, never the event loop
-that every other client and every parked long poll (``polls.py``) lives on. Credentials are compared
-in constant time, never logged, and wrong ones are counted per address (``guard.py``).
+answers. A request's work (parsing its body, the database, encoding the answer) runs in a few worker
+threads that take turns between client addresses (``workers.py``: one for SQLite's one connection, four
+for PostgreSQL), so a slow statement, a row lock or a flooding client delays its own requests, never the
+event loop that every other client and every parked long poll (``polls.py``) lives on. Credentials are
+compared in constant time, never logged, and wrong ones are counted per address (``guard.py``).
 """
 from __future__ import annotations
 
@@ -14,17 +15,17 @@ import asyncio
 import contextlib
 import functools
 import hmac
+import json
 import math
 import os
 import re
 import ssl
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from .change import Change
 from .checks import ApiError, text
-from .connections import AsyncHTTPServer
+from .connections import AsyncHTTPServer, give_back_memory
 from .database import DatabaseError
 from .door import check_text, parse
 from .guard import Guard
@@ -32,6 +33,7 @@ from .http import HttpError, Limits, Request, Response
 from .log import ServerLog
 from .polls import Polls
 from .store import Quotas, Store
+from .workers import Workers, source
 
 #: Ids are 64-bit integers; longer digit strings are answered 404 without being parsed.
 MAX_ID_DIGITS = 15
@@ -136,13 +138,13 @@ class App:
         self.limits = limits or Limits()
         self.log = log or ServerLog()
         self.guard = Guard()
-        self.pool = ThreadPoolExecutor(max_workers=store.workers, thread_name_prefix="pampa-ap-db")
+        self.workers = Workers(store.workers)
         self.polls = Polls(store, self.db)
         self._sweeper: asyncio.Task | None = None
 
     async def db(self, fn, *args):
-        """``fn(*args)`` in a database thread: the event loop goes on serving while it runs."""
-        return await asyncio.get_running_loop().run_in_executor(self.pool, functools.partial(fn, *args))
+        """``fn(*args)`` in a worker thread, in the calling address's turn: the event loop goes on serving."""
+        return await self.workers.run(fn, *args)
 
     # -- lifecycle (called by the HTTP server in its loop) ----------------------------------------------------
     async def started(self) -> None:
@@ -152,13 +154,17 @@ class App:
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
-        self.pool.shutdown(wait=True)
+        self.workers.stop()
 
     async def _sweep(self) -> None:
         """Record runs that went quiet as ``stalled`` events, so followers learn of it through their cursor."""
         every = max(0.1, min(5.0, self.store.stall_after / 4))
+        trimmed = asyncio.get_running_loop().time()
         while True:
             await asyncio.sleep(every)
+            if asyncio.get_running_loop().time() - trimmed > 10:
+                trimmed = asyncio.get_running_loop().time()
+                give_back_memory()  # the sweeper's other chore: memory freed after a burst goes back
             try:
                 await self.db(self.store.sweep_stalls)
             except DatabaseError as e:
@@ -174,6 +180,7 @@ class App:
     async def admit(self, request: Request) -> int:
         """The caller (401 if unknown, 429 if its address guessed too often); its body limit."""
         token = bearer(request)
+        source.set(request.peer)  # this request's work takes this address's turns
         if not self.api_key:
             request.caller = Principal(admin=True)
             return self.limits.max_admin_body
@@ -213,15 +220,30 @@ class App:
             except ValueError:
                 raise ApiError(400, "too many query parameters") from None
             action, allowed, groups = route(request.method, url.path)
-            body = parse(request.body)
             self._permit(who, allowed, groups)
-            status, answer = await self._dispatch(action, who, groups, body, query)
+            if action == "events":
+                deploy_id = parse_id(groups[0])
+                return Response(200, await self.polls.events(deploy_id, _cursor(query), None if who.admin else who.stage,
+                                                             _wait_seconds(query)))
+            if action == "get":
+                return Response(200, await self.polls.view(parse_id(groups[0]), None if who.admin else who.stage,
+                                                           shared=self.store.db.one_process))
+            if action == "next":
+                found = await self.polls.next(who.stage, who.node, _wait_seconds(query),
+                                              functools.partial(self._same_token, who))
+                return Response(200, {"deploy": found or None})
+            status, answer = await self.db(self._answer, action, who, groups, request.body, query)
             return Response(status, answer)
         except ApiError as e:
             return Response(e.status, {"error": e.message, **e.extra})
         except DatabaseError as e:
             self.log.say(f"database {e.reason}", str(e))
             return Response(503, {"error": f"the access point's database is unavailable ({e.reason}); retry later"})
+
+    def _answer(self, action: str, who: Principal, groups: list[str], raw: bytes, query: dict) -> tuple[int, bytes]:
+        """In a worker: the body read, the store asked, the answer encoded (none of it on the event loop)."""
+        status, answer = self._dispatch(action, who, groups, parse(raw), query)
+        return status, json.dumps(answer).encode()
 
     @staticmethod
     def _permit(who: Principal, allowed: str, groups: list[str]) -> None:
@@ -234,21 +256,15 @@ class App:
         if allowed in ("node", "node-or-admin") and groups[-1] != who.node:
             raise ApiError(403, f"this token is for node {who.node} of stage {who.stage}, not {groups[-1][:128]}")
 
-    async def _dispatch(self, action, who: Principal, groups, body, query):
-        store, db = self.store, self.db
+    def _dispatch(self, action, who: Principal, groups, body, query):
+        store = self.store
         scope = None if who.admin else who.stage
-        deploy_id = parse_id(groups[0]) if groups and action not in ("next", "hello", "report") else None
-        if action == "events":
-            return 200, await self.polls.events(deploy_id, _cursor(query), scope, _wait_seconds(query))
-        if action == "next":
-            still_valid = functools.partial(self._same_token, who)
-            found = await self.polls.next(who.stage, who.node, _wait_seconds(query), still_valid)
-            return 200, {"deploy": found or None}
+        deploy_id = parse_id(groups[0]) if groups and action not in ("hello", "report") else None
         if action == "list":
             stage = query.get("stage")
             if scope is not None and stage not in (None, scope):
                 raise ApiError(403, f"this token is for stage {scope}")
-            return 200, {"deploys": await db(store.list, scope or stage, query.get("state"))}
+            return 200, {"deploys": store.list(scope or stage, query.get("state"))}
         if action == "finish" and body.get("result") not in ("done", "failed"):
             raise ApiError(400, "'result' must be 'done' or 'failed'")
         calls = {
@@ -268,7 +284,7 @@ class App:
             "token": (201, store.issue_token, body),
         }
         status, fn, *args = calls[action]
-        return status, await db(fn, *args)
+        return status, fn(*args)
 
     def _same_token(self, who: Principal) -> bool:
         """Is the caller's node token still the one issued for its node (not replaced since it was checked)?"""

@@ -30,6 +30,26 @@ from .log import ServerLog
 #: Descriptors kept for everything but client connections: the database, the listening socket, the log,
 #: PostgreSQL's connections, and the connections accepted in one batch before their 503.
 RESERVED_FDS = 64
+#: Bytes read from a socket at once (asyncio reads 256 KiB): what a connection buffers before its head is
+#: parsed and its caller admitted, so 800 unknown clients sending bodies cost 800 small buffers, not 200 MB.
+READ_CHUNK = 16 * 1024
+
+
+def give_back_memory() -> None:
+    """Return freed heap to the system (glibc's malloc_trim): a burst of large bodies leaves no lasting RSS."""
+    global _libc
+    if _libc is None:
+        try:
+            import ctypes
+            _libc = ctypes.CDLL("libc.so.6")
+            _libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _libc = False
+    if _libc:
+        _libc.malloc_trim(0)
+
+
+_libc = None
 
 
 def fit(limits: Limits) -> tuple[int, int]:
@@ -139,6 +159,7 @@ class AsyncHTTPServer:
             self.per_source[peer] = self.per_source.get(peer, 0) + 1
             self._tasks.add(task)
             writer.transport.set_write_buffer_limits(high=64 * 1024)
+            writer.transport.max_size = READ_CHUNK  # asyncio's read size (256 KiB by default)
             first = True
             while await self._one_request(reader, writer, peer, first):
                 first = False

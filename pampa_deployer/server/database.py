@@ -80,6 +80,7 @@ class Sqlite:
     id_column = "INTEGER PRIMARY KEY AUTOINCREMENT"
     for_update = ""
     workers = 1  # one connection: more threads would only queue on it
+    one_process = True  # every write is made here, so this process knows of each change at once
 
     def __init__(self, path: str):
         self.url = path
@@ -200,6 +201,7 @@ class Postgres:
     id_column = "BIGSERIAL PRIMARY KEY"
     for_update = " FOR UPDATE"
     workers = 4
+    one_process = False  # other processes write too: their changes arrive later, by NOTIFY
 
     def __init__(self, url: str):
         self.url = url

@@ -66,10 +66,12 @@ class EventLog:
             if kept or marker:
                 seq = self.db.execute("SELECT MAX(id) AS last FROM events WHERE deploy_id = ?",
                                       (deploy_id,)).fetchone()["last"]  # ours: the deploy row is locked
-            self.db.execute("UPDATE runs SET step = ?, updated_at = ?, events = events + ?, bytes = bytes + ?, "
-                            "seq = ?, stalled_at = NULL WHERE deploy_id = ? AND node = ?",
-                            (step, now, len(kept) + marker, size, seq, deploy_id, node))
-            if run["stalled_at"] is not None:
+            # one past the quota: the marker is written, nothing more will be
+            count = self.quotas.events_per_run + 1 if marker else run["events"] + len(kept)
+            self.db.execute("UPDATE runs SET step = ?, updated_at = ?, events = ?, bytes = bytes + ?, seq = ? "
+                            "WHERE deploy_id = ? AND node = ?", (step, now, count, size, seq, deploy_id, node))
+            if run["stalled_at"] is not None:  # it reports again: followers learn it is no longer stalled
+                self.db.execute("UPDATE runs SET stalled_at = NULL WHERE deploy_id = ? AND node = ?", (deploy_id, node))
                 self._event(deploy_id, "stalled", {"node": node, "stalled": None}, now, node=node)
             self._seen(stage, node)
             self._touch(deploy_id)
@@ -84,8 +86,8 @@ class EventLog:
         """The events the run may still keep (encoded), their size, and whether this call crossed the quota."""
         quotas = self.quotas
         events, size = run["events"], run["bytes"]
-        if events >= quotas.events_per_run or size >= quotas.bytes_per_run:
-            return [], 0, False  # over for good: the marker was written when it crossed
+        if events > quotas.events_per_run:
+            return [], 0, False  # over for good: the marker was written when it crossed (and counted one past it)
         kept, added = [], 0
         for body in bodies:
             encoded = json.dumps(body)
@@ -131,8 +133,8 @@ class EventLog:
                                     for run in map(public, runs)]
                 live = self.db.execute(
                     "SELECT EXISTS (SELECT 1 FROM runs WHERE deploy_id = ? AND state IN ('waiting', 'running')) AS live, "
-                    "EXISTS (SELECT 1 FROM runs WHERE deploy_id = ? AND state IN ('waiting', 'running') AND stalled_at "
-                    "IS NOT NULL) AS stalled", (deploy_id, deploy_id)).fetchone()
+                    "EXISTS (SELECT 1 FROM runs WHERE deploy_id = ? AND stalled_at IS NOT NULL AND state IN "
+                    "('waiting', 'running')) AS stalled", (deploy_id, deploy_id)).fetchone()
                 summary["stalled"] = deploy["state"] not in rules.TERMINAL_REQUEST and bool(live["stalled"])
                 ended = deploy["state"] in rules.TERMINAL_REQUEST and not live["live"]
             else:

@@ -15,6 +15,7 @@ A parked poll costs a future, never a thread. What a wake-up costs is bounded by
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import OrderedDict
 from typing import Awaitable, Callable
@@ -123,8 +124,9 @@ class Polls:
         return self.store.next_for(stage, node)
 
     # -- followers ------------------------------------------------------------------------------------------
-    async def events(self, deploy_id: int, after: int, stage: str | None, wait: float) -> dict:
-        """The page after ``after`` once it has something (or the request ended, or ``wait`` ran out)."""
+    async def events(self, deploy_id: int, after: int, stage: str | None, wait: float) -> bytes:
+        """The page after ``after`` once it has something (or the request ended, or ``wait`` ran out), as the
+        answer's JSON: encoded once per page, in the database thread, for every follower it goes to."""
         await self.visible(deploy_id, stage)
         arrived = time.monotonic()
         deadline = arrived + wait
@@ -142,7 +144,7 @@ class Polls:
         if page["events"] and not page["ended"] and not page["more"] and linger > 0:
             await asyncio.sleep(linger)  # gather what else arrives: one answer instead of many
             page = await self.page(deploy_id, after)
-        return {"events": page["events"], "last": page["last"], "deploy": page["deploy"], "ended": page["ended"]}
+        return page["answer"]
 
     async def visible(self, deploy_id: int, stage: str | None) -> None:
         """404 unless the request exists (and is of the caller's stage); from memory after the first time."""
@@ -155,16 +157,27 @@ class Polls:
         if stage is not None and known != stage:
             raise ApiError(404, f"no deploy {deploy_id}")
 
+    async def view(self, deploy_id: int, stage: str | None, shared: bool) -> bytes:
+        """``GET /deploys/ID``'s answer. ``shared`` (one process: every change is known here): built once per
+        change of the request and kept while nothing changes, so asking again and again costs nothing."""
+        if not shared:
+            return await self.db(_encoded, self.store.get, deploy_id, stage)
+        await self.visible(deploy_id, stage)
+        return (await self._shared(("view", deploy_id), deploy_id, _encoded, self.store.get, deploy_id))
+
     async def page(self, deploy_id: int, after: int) -> dict:
         """``Store.page``, asked once per change for all followers at the same cursor."""
-        loop = asyncio.get_running_loop()
+        return await self._shared((deploy_id, after), deploy_id, _answered, self.store.page, deploy_id, after)
+
+    async def _shared(self, key, deploy_id: int, *job):
+        """``job`` run in a worker once per change of ``deploy_id`` (and at most every PAGE_TTL seconds) for every
+        caller asking with this ``key`` meanwhile."""
         version = (self.epoch, self.versions.get(deploy_id, 0))
-        key = (deploy_id, after)
         hit = self.pages.get(key)
         if hit is not None and hit[0] == version and hit[1] > time.monotonic():
             self.pages.move_to_end(key)
             return await asyncio.shield(hit[2])
-        task = loop.create_task(self.db(self.store.page, deploy_id, after))  # not tied to one follower's connection
+        task = asyncio.get_running_loop().create_task(self.db(*job))  # tied to no one caller's connection
         self.pages[key] = (version, time.monotonic() + PAGE_TTL, task)
         while len(self.pages) > MAX_PAGES:
             self.pages.popitem(last=False)
@@ -174,3 +187,15 @@ class Polls:
             if self.pages.get(key, (None, None, None))[2] is task:
                 del self.pages[key]
             raise
+
+
+def _answered(page, deploy_id: int, after: int) -> dict:
+    """``page(deploy_id, after)`` with ``answer``: the bytes a follower gets (``events``, ``last``, ``deploy``,
+    ``ended``)."""
+    found = page(deploy_id, after)
+    answer = {k: found[k] for k in ("events", "last", "deploy", "ended")}
+    return {**found, "answer": json.dumps(answer).encode()}
+
+
+def _encoded(fn, *args) -> bytes:
+    return json.dumps(fn(*args)).encode()

@@ -70,8 +70,9 @@ COLUMNS = {
 }
 #: Indexes on those columns, made once they exist.
 INDEXES = """
-CREATE INDEX IF NOT EXISTS runs_by_kind ON runs (deploy_id, opens_gate, state);
+CREATE INDEX IF NOT EXISTS runs_by_state ON runs (deploy_id, state, opens_gate);
 CREATE INDEX IF NOT EXISTS runs_by_seq ON runs (deploy_id, seq);
+CREATE INDEX IF NOT EXISTS runs_stalled ON runs (deploy_id, stalled_at);
 CREATE INDEX IF NOT EXISTS runs_live ON runs (state, stalled_at);
 """
 
