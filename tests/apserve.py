@@ -23,10 +23,10 @@ class Serve:
     """``pampa access-point serve --port 0 ARGS``; ``url`` from its first line; ``stop()`` -> its stderr."""
 
     def __init__(self, *args: str, env: dict | None = None, preexec=None, cwd: Path | None = None,
-                 key: str | None = KEY, wait: bool = True):
+                 key: str | None = KEY, wait: bool = True, prefix: list[str] | None = None):
         environment = {**os.environ, **({"PAMPA_AP_KEY": key} if key is not None else {}), **(env or {})}
-        self.proc = subprocess.Popen([sys.executable, "-m", "pampa_deployer", "access-point", "serve", "--port", "0",
-                                      *args], env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen([*(prefix or []), sys.executable, "-m", "pampa_deployer", "access-point", "serve",
+                                      "--port", "0", *args], env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, preexec_fn=preexec,
                                      cwd=cwd or os.environ.get("PAMPA_TEST_SERVER_SRC") or None)
         self.pid = self.proc.pid

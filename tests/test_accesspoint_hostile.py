@@ -10,8 +10,7 @@ import threading
 import time
 
 import pytest
-
-from apserve import KEY, NODES, Serve, call, ok, request, token, wait_until
+from apserve import KEY, NODES, Serve, call, ok, request, token
 
 
 @pytest.fixture

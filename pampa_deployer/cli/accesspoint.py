@@ -191,7 +191,8 @@ def private_folder(path: Path) -> int:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError as e:
-        why = "it is a symbolic link; give the folder itself" if e.errno == errno.ELOOP else e.strerror
+        link = e.errno in (errno.ELOOP, errno.ENOTDIR) and path.is_symlink()
+        why = "it is a symbolic link; give the folder itself" if link else e.strerror
         raise UsageError(f"access-point token: cannot use --out {path}: {why}") from None
     info = os.fstat(fd)
     problem = None
