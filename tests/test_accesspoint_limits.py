@@ -14,6 +14,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 from apserve import KEY, Serve, call, ok, request, token, wait_until
@@ -453,3 +454,51 @@ def test_token_out_refuses_a_folder_that_is_a_link(stage_dir, tmp_path):
     done = _token(stage_dir, tmp_path / "link")
     assert done.returncode == 2 and "it is a symbolic link; give the folder itself" in done.stderr
     assert list(real.iterdir()) == []
+
+
+def test_an_internal_error_is_logged_once_with_its_traceback_and_answered_503(inproc, monkeypatch):
+    import io
+
+    from pampa_deployer.server.log import ServerLog
+    srv = inproc()
+    log = io.StringIO()
+    srv.log.stream = srv.app.log.stream = log  # the server's stderr, read here
+
+    def broken(*args):
+        raise ValueError("a bug in the store")
+    monkeypatch.setattr(srv.store, "list", broken)
+    for _ in range(5):
+        status, answer, _ = call(srv.server_address[1], "GET", "/deploys")
+        assert status == 503 and answer["error"] == ("the access point failed on this request (ValueError); it is in "
+                                                     "its log; retry later")
+    text = log.getvalue()
+    assert text.count("internal error answering GET /api/v1/deploys: ValueError: a bug in the store") == 1
+    assert "Traceback (most recent call last)" in text and "in broken" in text
+    assert isinstance(srv.log, ServerLog)
+
+
+def test_followers_at_one_cursor_share_one_read_of_the_database_per_change(inproc):
+    """300 followers of one request made a legitimate client wait 14.6 s: each poll read the whole request.
+    Now a change is read once for every follower at the same cursor (counted in statements, not timed)."""
+    srv = inproc()
+    port = srv.server_address[1]
+    created = request(port)
+    node = token(port, "kepler-1")
+    ok(port, "POST", f"/deploys/{created['id']}/nodes/kepler-1/start", {}, key=node)
+    cursor = ok(port, "GET", f"/deploys/{created['id']}/events")["last"]
+    answers = []
+    followers = [threading.Thread(target=lambda: answers.append(
+        ok(port, "GET", f"/deploys/{created['id']}/events?after={cursor}&wait=20"))) for _ in range(30)]
+    for f in followers:
+        f.start()
+    wait_until(lambda: srv.open_connections >= 30, "30 followers connected")
+    time.sleep(1.0)  # and parked in their long poll (one not parked yet finds the change itself: still one read)
+    reads = []
+    srv.store.db.conn.set_trace_callback(lambda sql: reads.append(sql) if sql.startswith("SELECT id, kind") else None)
+    ok(port, "POST", f"/deploys/{created['id']}/nodes/kepler-1/progress",
+       {"events": [{"kind": "step_started", "step": "migrate"}]}, key=node)
+    for f in followers:
+        f.join(60)
+    srv.store.db.conn.set_trace_callback(None)
+    assert len(answers) == 30 and all([e["step"] for e in a["events"]] == ["migrate"] for a in answers)
+    assert 1 <= len(reads) <= 3, len(reads)

@@ -238,9 +238,18 @@ def test_the_documented_recipe_creates_the_database_and_runs_two_processes_on_it
 # -- in one process: what happens when the database makes a write wait --------------------------------------
 @pytest.fixture
 def in_process(postgres, monkeypatch):
+    yield from _in_process(postgres, monkeypatch, 1)  # the documented 10 s, shortened for the test
+
+
+@pytest.fixture
+def in_process_patient(postgres, monkeypatch):
+    yield from _in_process(postgres, monkeypatch, 60)  # a lock is waited for until the test lets it go
+
+
+def _in_process(postgres, monkeypatch, statement_timeout: int):
     from pampa_deployer.server import database
     from pampa_deployer.server.app import make_server
-    monkeypatch.setattr(database, "STATEMENT_TIMEOUT", 1)  # the documented 10 s, shortened for the test
+    monkeypatch.setattr(database, "STATEMENT_TIMEOUT", statement_timeout)
     url = postgres.fresh_url()
     srv = make_server("127.0.0.1", 0, url, KEY)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
@@ -318,3 +327,39 @@ def test_a_dropped_database_connection_is_a_503_and_the_next_call_reconnects(in_
             failures.append(str(e))
     assert state == "PENDING"
     assert len(failures) <= database.Postgres.workers and all("503" in f for f in failures), failures
+
+
+def test_a_write_waiting_on_a_row_lock_holds_up_no_other_client(in_process_patient):
+    """Database work runs in worker threads, each with its own connection: a start waiting for another process's
+    row lock does not stop the server from answering everyone else (before: the event loop waited with it)."""
+    import psycopg
+
+    srv, url, address = in_process_patient
+    admin = AccessPointClient(address, KEY)
+    locked = admin.create_request("production", "main", NODES, "ana")
+    kepler = AccessPointClient(address, admin.issue_token("production", "kepler-1", ["kepler"])["token"], timeout=60)
+    outcome = []
+    with psycopg.connect(url) as other:
+        other.execute("SELECT id FROM deploys WHERE id = %s FOR UPDATE", (locked["id"],))
+        waiting = threading.Thread(target=lambda: outcome.append(_attempt(kepler.start_run, locked["id"], "kepler-1")))
+        waiting.start()
+        deadline = time.monotonic() + 30
+        with psycopg.connect(postgres_admin_url(url), autocommit=True) as watch:
+            while not watch.execute("SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'").fetchall():
+                assert time.monotonic() < deadline, "the start never waited on the lock"
+                time.sleep(0.05)
+        # the lock is still held: others are answered meanwhile (a bound that tells answered from held up)
+        fast = AccessPointClient(address, KEY, timeout=20)
+        assert fast.deploys("production")[0]["id"] == locked["id"]
+        other_request = fast.create_request("staging", "main", NODES, "ana")
+        assert fast.deploy(other_request["id"])["state"] == "PENDING"
+        assert waiting.is_alive()  # and the start still waits
+    waiting.join(60)
+    assert outcome and outcome[0] == "running"
+
+
+def _attempt(fn, *args):
+    try:
+        return fn(*args)["state"]
+    except Exception as e:  # noqa: BLE001 - the test reads it
+        return repr(e)
