@@ -1,6 +1,7 @@
 """Pull mode at scale: one access point process, N agents long-polling it (not part of the test suite).
 
-    bench/run pull [--agents 1000] [--keplers 10] [--requests 3] [--step-seconds 0.5]
+    bench/run pull [--agents 1000] [--keplers 10] [--requests 3] [--step-seconds 0.5] [--subnet 127.0.130]
+    bench/run pull --agents 10000                # issue 24's target: one process, 10,000 agents
     bench/run pull --postgres --servers 2     # two access point processes sharing one PostgreSQL
 
 The access point runs as its own process (`pampa access-point serve`, SQLite), or as `--servers K`
@@ -49,15 +50,16 @@ KEY = "bench-pull-admin-key"
 class Conn:
     """One keep-alive HTTP/1.1 connection (what urllib does not give): enough for the protocol."""
 
-    def __init__(self, host: str, port: int, token: str):
-        self.host, self.port, self.token = host, port, token
+    def __init__(self, host: str, port: int, token: str, source: str | None = None):
+        self.host, self.port, self.token, self.source = host, port, token, source
         self.reader = self.writer = None
 
     async def call(self, method: str, path: str, body: dict | None = None, timeout: float = 60) -> dict:
         for attempt in range(3):
             try:
                 if self.writer is None:
-                    self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+                    self.reader, self.writer = await asyncio.open_connection(
+                        self.host, self.port, local_addr=(self.source, 0) if self.source else None)
                 data = json.dumps(body).encode() if body is not None else b""
                 head = (f"{method} /api/v1{path} HTTP/1.1\r\nHost: ap\r\nAuthorization: Bearer {self.token}\r\n"
                         f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n").encode()
@@ -85,8 +87,24 @@ class Conn:
         self.reader = self.writer = None
 
 
-async def agent(name: str, token: str, port: int, step_seconds: float, log: dict, stop: asyncio.Event) -> None:
-    conn = Conn("127.0.0.1", port, token)
+FAILURES: dict[str, int] = {}
+
+
+async def agent(name: str, token: str, port: int, step_seconds: float, log: dict, stop: asyncio.Event,
+                source: str | None = None) -> None:
+    """An agent that never gives up (as a real one backs off and retries); its failures are counted."""
+    while not stop.is_set():
+        try:
+            await agent_once(name, token, port, step_seconds, log, stop, source)
+        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, RuntimeError, ValueError) as e:
+            why = f"{type(e).__name__}: {str(e)[:60]}"
+            FAILURES[why] = FAILURES.get(why, 0) + 1
+            await asyncio.sleep(1)
+
+
+async def agent_once(name: str, token: str, port: int, step_seconds: float, log: dict, stop: asyncio.Event,
+                     source: str | None = None) -> None:
+    conn = Conn("127.0.0.1", port, token, source)
     while not stop.is_set():
         try:
             found = (await conn.call("GET", f"/nodes/{name}/next?wait=25", timeout=40))["deploy"]
@@ -171,8 +189,9 @@ async def run(args) -> None:
         database = postgres.fresh_url()
     ports = [free_port() for _ in range(args.servers)]
     profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
+    connections = str(args.agents + 1000)  # every agent keeps one connection open
     servers = [subprocess.Popen([sys.executable, *(profile if i == 0 else []), "-m", "pampa_deployer", "access-point",
-                                 "serve", "--port", str(p), "--database", database],
+                                 "serve", "--port", str(p), "--database", database, "--max-connections", connections],
                                 env={**os.environ, "PAMPA_AP_KEY": KEY},
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i, p in enumerate(ports)]
     peaks: list[dict] = [{} for _ in servers]
@@ -182,15 +201,21 @@ async def run(args) -> None:
         for port in ports:
             await wait_until_up(Conn("127.0.0.1", port, KEY))
         tokens = {}
-        for n in names:
-            tokens[n] = (await admin.call("POST", "/tokens", {"stage": "bench", "node": n, "roles": [role[n]]}))["token"]
+
+        async def issue(batch):
+            conn = Conn("127.0.0.1", ports[0], KEY)
+            for n in batch:
+                tokens[n] = (await conn.call("POST", "/tokens", {"stage": "bench", "node": n, "roles": [role[n]]}))["token"]
+            conn.close()
+        await asyncio.gather(*(issue(names[i::8]) for i in range(8)))
         for server, peak in zip(servers, peaks):
             threading.Thread(target=sample, args=(server.pid, peak, stop_sampling), daemon=True).start()
         log: dict = {}
         stop = asyncio.Event()
-        tasks = [asyncio.create_task(agent(n, tokens[n], ports[i % len(ports)], args.step_seconds, log, stop))
-                 for i, n in enumerate(names)]
-        await asyncio.sleep(3)  # every agent parked in its long poll
+        # at most 1,000 agents per source address (the server allows 1,024 connections from one address)
+        tasks = [asyncio.create_task(agent(n, tokens[n], ports[i % len(ports)], args.step_seconds, log, stop,
+                                           f"{args.subnet}.{1 + i // 1000}")) for i, n in enumerate(names)]
+        await asyncio.sleep(3 + len(names) / 2000)  # every agent parked in its long poll
         cpu0, t0 = total_cpu(servers), time.monotonic()
         rows = []
         for _ in range(args.requests):
@@ -198,10 +223,16 @@ async def run(args) -> None:
                                                             "requested_by": "bench"})
             requested = time.time()
             did = created["id"]
-            while True:
-                d = await admin.call("GET", f"/deploys/{did}")
+            deadline = time.monotonic() + args.timeout
+            while True:  # the request's own row (the list), not its 10,000 runs every half second
+                d = next(x for x in (await admin.call("GET", "/deploys?stage=bench"))["deploys"] if x["id"] == did)
                 if d["state"] in ("DONE", "FAILED"):
                     break
+                if time.monotonic() > deadline:
+                    d = await admin.call("GET", f"/deploys/{did}")
+                    waiting = [n["node"] for n in d["nodes"] if n["state"] in ("waiting", "running")]
+                    sys.exit(f"request {did} not done after {args.timeout:g} s: {len(waiting)} nodes still waiting or "
+                             f"running ({', '.join(waiting[:5])}...); agents' failures: {dict(list(FAILURES.items())[:5])}")
                 await asyncio.sleep(0.5)
             runs = log[did]
             kepler_started = max(runs[n]["started"] for n in names if role[n] == "kepler")
@@ -228,6 +259,8 @@ async def run(args) -> None:
               f"peak threads {max(p.get('threads', 0) for p in peaks)}")
         if postgres:
             print(f"  PostgreSQL's own processes: {postgres_cpu(postgres):.1f} CPU-s since it started")
+        if FAILURES:
+            print(f"  agents' failed calls (each retried): {FAILURES}")
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -251,6 +284,8 @@ def main() -> None:
                    "(agents spread over them; more than one needs --postgres)")
     p.add_argument("--postgres", action="store_true", help="start a throwaway PostgreSQL and use it as the store")
     p.add_argument("--profile", metavar="FILE", help="run the server under cProfile and write its stats to FILE")
+    p.add_argument("--timeout", type=float, default=300, help="give up on a request not done after this (s)")
+    p.add_argument("--subnet", default="127.0.130", help="the agents' source addresses: SUBNET.1, .2, ... (1,000 each)")
     args = p.parse_args()
     if args.servers > 1 and not args.postgres:
         p.error("--servers above 1 needs --postgres (several processes on one SQLite file are not supported)")

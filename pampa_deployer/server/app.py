@@ -31,6 +31,7 @@ from .door import check_text, parse
 from .guard import Guard
 from .http import HttpError, Limits, Request, Response
 from .log import ServerLog
+from .nodes import digest
 from .polls import Polls
 from .store import Quotas, Store
 from .workers import Workers, source
@@ -39,6 +40,11 @@ from .workers import Workers, source
 MAX_ID_DIGITS = 15
 #: The longest a long poll may wait (``wait=`` is capped to this).
 MAX_WAIT = 30.0
+#: Actions whose work is a few indexed rows: with a small body they may run in the loop (``App.quick``).
+LIGHT = frozenset({"start", "progress", "finish_run", "hello", "report", "take", "allow", "finish", "token"})
+LIGHT_BODY = 16 * 1024
+#: Node tokens whose scope is kept in memory at most (one process): a fleet of 10,000 nodes and more.
+MAX_SCOPES = 100_000
 _ID = r"(\d+)"
 _NAME = r"([^/]+)"
 
@@ -139,11 +145,24 @@ class App:
         self.log = log or ServerLog()
         self.guard = Guard()
         self.workers = Workers(store.workers)
-        self.polls = Polls(store, self.db)
+        self.polls = Polls(store, self.db, self.quick)
         self._sweeper: asyncio.Task | None = None
+        self._scopes: dict[str, dict] = {}  # token digest -> scope (one process only: see _scope)
+        self._digest_of: dict[tuple[str, str], str] = {}
 
     async def db(self, fn, *args):
         """``fn(*args)`` in a worker thread, in the calling address's turn: the event loop goes on serving."""
+        return await self.workers.run(fn, *args)
+
+    async def quick(self, fn, *args):
+        """A small, bounded job (a few indexed rows): on SQLite, run at once in the loop when the database is free,
+        sparing the two thread hand-offs that cost more than the job; else in a worker like any other."""
+        lock = self.store.lock
+        if self.store.db.one_process and lock.acquire(blocking=False):
+            try:
+                return fn(*args)
+            finally:
+                lock.release()
         return await self.workers.run(fn, *args)
 
     # -- lifecycle (called by the HTTP server in its loop) ----------------------------------------------------
@@ -174,7 +193,25 @@ class App:
 
     def changed(self, change: Change) -> None:
         """A write here or in another process changed something (called in the loop's thread)."""
+        if change.everything:
+            self._scopes.clear()
+        for key in change.revoked:
+            self._scopes.pop(self._digest_of.pop(key, None), None)
         self.polls.changed(change)
+
+    async def _scope(self, token: str) -> dict | None:
+        """A node token's scope. With one process every token change is seen here first, so the answer is kept
+        until its node's token is replaced; with several, each request asks the database."""
+        key = digest(token)
+        scope = self._scopes.get(key)
+        if scope is None:
+            scope = await self.quick(self.store.token_scope, token)
+            if scope is not None and self.store.db.one_process:
+                if len(self._scopes) >= MAX_SCOPES:
+                    self._scopes.clear()
+                self._scopes[key] = scope
+                self._digest_of[(scope["stage"], scope["node"])] = key
+        return scope
 
     # -- admission: who is asking, before the body is read ---------------------------------------------------
     async def admit(self, request: Request) -> int:
@@ -194,7 +231,7 @@ class App:
         scope = None
         if token:
             try:
-                scope = await self.db(self.store.token_scope, token)
+                scope = await self._scope(token)
             except DatabaseError as e:
                 raise HttpError(503, f"the access point's database is unavailable ({e.reason}); retry later") from None
         if scope is None:
@@ -232,7 +269,8 @@ class App:
                 found = await self.polls.next(who.stage, who.node, _wait_seconds(query),
                                               functools.partial(self._same_token, who))
                 return Response(200, {"deploy": found or None})
-            status, answer = await self.db(self._answer, action, who, groups, request.body, query)
+            run = self.quick if action in LIGHT and len(request.body) <= LIGHT_BODY else self.db
+            status, answer = await run(self._answer, action, who, groups, request.body, query)
             return Response(status, answer)
         except ApiError as e:
             return Response(e.status, {"error": e.message, **e.extra})

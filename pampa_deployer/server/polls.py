@@ -28,11 +28,14 @@ LINGER = 0.25
 #: Seconds a shared page is reused while nothing is known to have changed (a lost notification's bound).
 PAGE_TTL = 2.0
 MAX_PAGES = 512
+#: Agents woken at once by a request appearing or opening its gate, and the pause between such batches: the
+#: keplers (first in line) get their answers and start before thousands of others queue up behind them.
+WAKE_BATCH, WAKE_PAUSE = 250, 0.005
 
 
 class Polls:
-    def __init__(self, store, db: Callable[..., Awaitable]):
-        self.store, self.db = store, db
+    def __init__(self, store, db: Callable[..., Awaitable], quick: Callable[..., Awaitable] | None = None):
+        self.store, self.db, self.quick = store, db, quick or db
         self.agents: dict[tuple[str, str], set[asyncio.Future]] = {}
         self.followers: dict[int, set[asyncio.Future]] = {}
         self.versions: dict[int, int] = {}
@@ -67,9 +70,11 @@ class Polls:
                 keys = await self.db(self.store.woken_by, deploy_id)
             except Exception:  # noqa: BLE001 - the database is away: every poll re-checks when it times out
                 continue
-            for key in keys:
-                if key in self.agents:
+            parked = [key for key in keys if key in self.agents]
+            for start in range(0, len(parked), WAKE_BATCH):  # keplers first; the herd a batch at a time
+                for key in parked[start:start + WAKE_BATCH]:
                     self._wake(self.agents, key)
+                await asyncio.sleep(WAKE_PAUSE)
 
     @staticmethod
     def _wake(table: dict, key) -> None:
@@ -109,7 +114,7 @@ class Polls:
         while True:
             waiter = self._park(self.agents, key)
             try:
-                found = await self.db(self._next_check, stage, node, still_valid if woken else None)
+                found = await self.quick(self._next_check, stage, node, still_valid if woken else None)
                 remaining = deadline - time.monotonic()
                 if found or remaining <= 0:
                     return found
@@ -150,7 +155,7 @@ class Polls:
         """404 unless the request exists (and is of the caller's stage); from memory after the first time."""
         known = self.stages.get(deploy_id)
         if known is None:
-            deploy = await self.db(self.store.get_row, deploy_id)
+            deploy = await self.quick(self.store.get_row, deploy_id)
             known = self.stages[deploy_id] = deploy["stage"]
             if len(self.stages) > 100_000:
                 self.stages.pop(next(iter(self.stages)))
