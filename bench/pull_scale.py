@@ -173,7 +173,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def run(args) -> None:
+def fleet(args) -> tuple[list[str], dict, list[dict]]:
+    """Names, role per name, and the request's node list: keplers, then half newtons, a quarter eulers, copernicos."""
     names = [f"kepler-{i}" for i in range(args.keplers)]
     rest = args.agents - args.keplers
     newtons, eulers = rest // 2, rest // 4
@@ -182,32 +183,94 @@ async def run(args) -> None:
     role = {n: n.split("-")[0] for n in names}
     nodes = [{"node": n, "roles": [role[n]], "gated": role[n] in ("euler", "copernico"),
               "opens_gate": role[n] == "kepler"} for n in names]
-    tmp = Path(tempfile.mkdtemp(prefix="pampa-pull-bench-"))
-    database, postgres = str(tmp / "ap.sqlite3"), None
+    return names, role, nodes
+
+
+def start_servers(args, database: str) -> tuple[list[subprocess.Popen], list[int]]:
+    ports = [free_port() for _ in range(args.servers)]
+    profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
+    more = ["--max-connections", str(args.agents + 1000)] if args.agents + 1000 > 4096 else []  # one each, and room
+    env = {**os.environ, "PAMPA_AP_KEY": KEY}
+    if args.server_src:
+        env["PYTHONPATH"] = args.server_src
+    servers = [subprocess.Popen([sys.executable, *(profile if i == 0 else []), "-m", "pampa_deployer", "access-point",
+                                 "serve", "--port", str(p), "--database", database, *more], env=env,
+                                cwd=args.server_src or None, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for i, p in enumerate(ports)]
+    return servers, ports
+
+
+async def issue_tokens(port: int, names: list[str], role: dict) -> dict:
+    tokens = {}
+
+    async def issue(batch):
+        conn = Conn("127.0.0.1", port, KEY)
+        for n in batch:
+            tokens[n] = (await conn.call("POST", "/tokens", {"stage": "bench", "node": n, "roles": [role[n]]}))["token"]
+        conn.close()
+    await asyncio.gather(*(issue(names[i::8]) for i in range(8)))
+    return tokens
+
+
+async def one_request(admin: Conn, nodes: list[dict], names: list[str], role: dict, log: dict, args) -> dict:
+    """Request, wait for DONE (the request's row from the list, not its runs), and read the agents' log."""
+    created = await admin.call("POST", "/deploys", {"stage": "bench", "branch": "main", "nodes": nodes,
+                                                    "requested_by": "bench"})
+    requested, did = time.time(), created["id"]
+    deadline = time.monotonic() + args.timeout
+    while True:
+        d = next(x for x in (await admin.call("GET", "/deploys?stage=bench"))["deploys"] if x["id"] == did)
+        if d["state"] in ("DONE", "FAILED"):
+            break
+        if time.monotonic() > deadline:
+            d = await admin.call("GET", f"/deploys/{did}")
+            waiting = [n["node"] for n in d["nodes"] if n["state"] in ("waiting", "running")]
+            sys.exit(f"request {did} not done after {args.timeout:g} s: {len(waiting)} nodes still waiting or "
+                     f"running ({', '.join(waiting[:5])}...); agents' failures: {dict(list(FAILURES.items())[:5])}")
+        await asyncio.sleep(0.5)
+    runs = log[did]
+
+    def last(roles, what):
+        return max(runs[n][what] for n in names if role[n] in roles)
+    return {"request->keplers started": last(("kepler",), "started") - requested,
+            "request->newtons started": last(("newton",), "started") - requested,
+            "ALLOWED->gated started": last(("euler", "copernico"), "started") - last(("kepler",), "finished"),
+            "request->DONE": d["ended_at"] - d["created_at"], "state": d["state"]}
+
+
+def report(args, rows: list[dict], servers, peaks, cpu: float, wall: float, postgres) -> None:
+    rest = args.agents - args.keplers
+    print(f"pull mode: {args.agents} agents ({args.keplers} keplers, {rest // 2} newtons, {rest // 4} eulers, "
+          f"{rest - rest // 2 - rest // 4} copernicos), {len(servers)} access point process(es) on "
+          f"{'PostgreSQL' if postgres else 'SQLite'}{' from ' + args.server_src if args.server_src else ''}")
+    for i, r in enumerate(rows, 1):
+        print(f"  request {i}: " + ", ".join(f"{k} {v:.2f}s" if isinstance(v, float) else f"{k} {v}"
+                                            for k, v in r.items()))
+    for key in ("request->keplers started", "request->newtons started", "ALLOWED->gated started"):
+        print(f"  median {key}: {statistics.median(r[key] for r in rows):.2f}s")
+    print(f"  server CPU (all processes): {cpu:.1f}s over {wall:.1f}s ({100 * cpu / wall:.0f}% of one core); "
+          f"per process peak RSS {max(p.get('rss_mb', 0) for p in peaks):.0f} MB, "
+          f"peak threads {max(p.get('threads', 0) for p in peaks)}; load average {os.getloadavg()[0]:.1f}")
+    if postgres:
+        print(f"  PostgreSQL's own processes: {postgres_cpu(postgres):.1f} CPU-s since it started")
+    if FAILURES:
+        print(f"  agents' failed calls (each retried): {dict(list(FAILURES.items())[:10])}")
+
+
+async def run(args) -> None:
+    names, role, nodes = fleet(args)
+    database, postgres = str(Path(tempfile.mkdtemp(prefix="pampa-pull-bench-")) / "ap.sqlite3"), None
     if args.postgres:
         postgres = start_postgres()
         database = postgres.fresh_url()
-    ports = [free_port() for _ in range(args.servers)]
-    profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
-    connections = str(args.agents + 1000)  # every agent keeps one connection open
-    servers = [subprocess.Popen([sys.executable, *(profile if i == 0 else []), "-m", "pampa_deployer", "access-point",
-                                 "serve", "--port", str(p), "--database", database, "--max-connections", connections],
-                                env={**os.environ, "PAMPA_AP_KEY": KEY},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i, p in enumerate(ports)]
+    servers, ports = start_servers(args, database)
     peaks: list[dict] = [{} for _ in servers]
     stop_sampling = threading.Event()
     try:
         admin = Conn("127.0.0.1", ports[0], KEY)
         for port in ports:
             await wait_until_up(Conn("127.0.0.1", port, KEY))
-        tokens = {}
-
-        async def issue(batch):
-            conn = Conn("127.0.0.1", ports[0], KEY)
-            for n in batch:
-                tokens[n] = (await conn.call("POST", "/tokens", {"stage": "bench", "node": n, "roles": [role[n]]}))["token"]
-            conn.close()
-        await asyncio.gather(*(issue(names[i::8]) for i in range(8)))
+        tokens = await issue_tokens(ports[0], names, role)
         for server, peak in zip(servers, peaks):
             threading.Thread(target=sample, args=(server.pid, peak, stop_sampling), daemon=True).start()
         log: dict = {}
@@ -219,48 +282,11 @@ async def run(args) -> None:
         cpu0, t0 = total_cpu(servers), time.monotonic()
         rows = []
         for _ in range(args.requests):
-            created = await admin.call("POST", "/deploys", {"stage": "bench", "branch": "main", "nodes": nodes,
-                                                            "requested_by": "bench"})
-            requested = time.time()
-            did = created["id"]
-            deadline = time.monotonic() + args.timeout
-            while True:  # the request's own row (the list), not its 10,000 runs every half second
-                d = next(x for x in (await admin.call("GET", "/deploys?stage=bench"))["deploys"] if x["id"] == did)
-                if d["state"] in ("DONE", "FAILED"):
-                    break
-                if time.monotonic() > deadline:
-                    d = await admin.call("GET", f"/deploys/{did}")
-                    waiting = [n["node"] for n in d["nodes"] if n["state"] in ("waiting", "running")]
-                    sys.exit(f"request {did} not done after {args.timeout:g} s: {len(waiting)} nodes still waiting or "
-                             f"running ({', '.join(waiting[:5])}...); agents' failures: {dict(list(FAILURES.items())[:5])}")
-                await asyncio.sleep(0.5)
-            runs = log[did]
-            kepler_started = max(runs[n]["started"] for n in names if role[n] == "kepler")
-            allowed = max(runs[n]["finished"] for n in names if role[n] == "kepler")
-            gated_started = max(runs[n]["started"] for n in names if role[n] in ("euler", "copernico"))
-            newton_started = max(runs[n]["started"] for n in names if role[n] == "newton")
-            rows.append({"request->keplers started": kepler_started - requested,
-                         "request->newtons started": newton_started - requested,
-                         "ALLOWED->gated started": gated_started - allowed,
-                         "request->DONE": d["ended_at"] - d["created_at"], "state": d["state"]})
+            rows.append(await one_request(admin, nodes, names, role, log, args))
             await asyncio.sleep(2)
         wall, cpu = time.monotonic() - t0, total_cpu(servers) - cpu0
         stop.set()
-        print(f"pull mode: {args.agents} agents ({args.keplers} keplers, {newtons} newtons, {eulers} eulers, "
-              f"{rest - newtons - eulers} copernicos), {len(servers)} access point process(es) on "
-              f"{'PostgreSQL' if postgres else 'SQLite'}")
-        for i, r in enumerate(rows, 1):
-            print(f"  request {i}: " + ", ".join(f"{k} {v:.2f}s" if isinstance(v, float) else f"{k} {v}"
-                                                for k, v in r.items()))
-        for key in ("request->keplers started", "request->newtons started", "ALLOWED->gated started"):
-            print(f"  median {key}: {statistics.median(r[key] for r in rows):.2f}s")
-        print(f"  server CPU (all processes): {cpu:.1f}s over {wall:.1f}s ({100 * cpu / wall:.0f}% of one core); "
-              f"per process peak RSS {max(p.get('rss_mb', 0) for p in peaks):.0f} MB, "
-              f"peak threads {max(p.get('threads', 0) for p in peaks)}")
-        if postgres:
-            print(f"  PostgreSQL's own processes: {postgres_cpu(postgres):.1f} CPU-s since it started")
-        if FAILURES:
-            print(f"  agents' failed calls (each retried): {FAILURES}")
+        report(args, rows, servers, peaks, cpu, wall, postgres)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -284,6 +310,7 @@ def main() -> None:
                    "(agents spread over them; more than one needs --postgres)")
     p.add_argument("--postgres", action="store_true", help="start a throwaway PostgreSQL and use it as the store")
     p.add_argument("--profile", metavar="FILE", help="run the server under cProfile and write its stats to FILE")
+    p.add_argument("--server-src", help="run the server from this checkout (before/after comparisons)")
     p.add_argument("--timeout", type=float, default=300, help="give up on a request not done after this (s)")
     p.add_argument("--subnet", default="127.0.130", help="the agents' source addresses: SUBNET.1, .2, ... (1,000 each)")
     args = p.parse_args()
