@@ -292,12 +292,13 @@ def db_bytes(database: str, postgres) -> int:
     return (pages - free) * size
 
 
-def start_server(port: int, database: str, src: str | None) -> subprocess.Popen:
+def start_server(port: int, database: str, src: str | None, nice: int = 0) -> subprocess.Popen:
     env = {**os.environ, "PAMPA_AP_KEY": KEY}
     if src:
         env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.Popen([sys.executable, "-m", "pampa_deployer", "access-point", "serve", "--port", str(port),
-                             "--database", database], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+    return subprocess.Popen(["nice", "-n", str(nice), sys.executable, "-m", "pampa_deployer", "access-point", "serve",
+                             "--port", str(port), "--database", database], env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL,
                             stderr=open(Path(tempfile.gettempdir()) / f"pampa-hostile-{port}.log", "w"),
                             cwd=src or None)
 
@@ -392,7 +393,7 @@ async def main_async(args) -> None:
         for name in args.scenarios.split(","):
             database = postgres.fresh_url() if postgres else str(Path(tempfile.mkdtemp(prefix="pampa-hostile-")) / "ap.sqlite3")
             port = free_port()
-            server = start_server(port, database, args.server_src)
+            server = start_server(port, database, args.server_src, args.server_nice)
             try:
                 await wait_up(port)
                 info = await setup(port)
@@ -424,6 +425,8 @@ def main() -> None:
     p.add_argument("--subnet", default="127.0.130", help="source addresses of the clients (SUBNET.2, .11-.17)")
     p.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL as the store")
     p.add_argument("--server-src", help="run the server from this checkout (before/after comparisons)")
+    p.add_argument("--server-nice", type=int, default=0, help="the server's nice value (-10: ahead of the other work "
+                   "of a shared machine, as if it had its own core)")
     args = p.parse_args()
     unknown = set(args.scenarios.split(",")) - set(SCENARIOS)
     if unknown:

@@ -52,6 +52,14 @@ def give_back_memory() -> None:
 _libc = None
 
 
+if hasattr(asyncio, "timeout"):  # Python 3.11+: a deadline on the running task, no task of its own per read
+    async def within(seconds: float, awaitable):
+        async with asyncio.timeout(seconds):
+            return await awaitable
+else:  # pragma: no cover - Python 3.10
+    within = asyncio.wait_for
+
+
 def fit(limits: Limits) -> tuple[int, int]:
     """(connection cap, listen backlog) that the open-file limit can hold: a full accept queue, accepted
     at once, plus every allowed connection and the reserve must stay below it."""
@@ -190,8 +198,8 @@ class AsyncHTTPServer:
         """Read, answer and write one request; True if the connection may carry another."""
         limits = self.limits
         try:
-            raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"),
-                                         limits.head_timeout if first else limits.keepalive_timeout)
+            raw = await within(limits.head_timeout if first else limits.keepalive_timeout,
+                               reader.readuntil(b"\r\n\r\n"))
         except asyncio.TimeoutError:
             if reader.at_eof() or not reader._buffer:  # noqa: SLF001 - nothing sent: close quietly
                 return False
@@ -212,7 +220,7 @@ class AsyncHTTPServer:
             return await self._refuse(writer, e)  # the body, if any, is not read: close
         if length:
             try:
-                request.body = await asyncio.wait_for(reader.readexactly(length), limits.body_timeout)
+                request.body = await within(limits.body_timeout, reader.readexactly(length))
             except asyncio.TimeoutError:
                 return await self._refuse(writer, HttpError(408, "request body not received in time"))
             except asyncio.IncompleteReadError:
@@ -243,7 +251,8 @@ class AsyncHTTPServer:
         """Write the answer; False (and the connection dropped, buffers freed) if it is not read in time."""
         try:
             writer.write(response.encode(keep_alive, head_only))
-            await asyncio.wait_for(writer.drain(), self.limits.write_timeout)
+            if writer.transport.get_write_buffer_size():  # not all taken by the kernel yet: wait until it is
+                await within(self.limits.write_timeout, writer.drain())
             return True
         except asyncio.TimeoutError:
             writer.transport.abort()

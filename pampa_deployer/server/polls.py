@@ -181,7 +181,7 @@ class Polls:
         hit = self.pages.get(key)
         if hit is not None and hit[0] == version and hit[1] > time.monotonic():
             self.pages.move_to_end(key)
-            return await asyncio.shield(hit[2])
+            return hit[2].result() if hit[2].done() else await asyncio.shield(hit[2])
         task = asyncio.get_running_loop().create_task(self.db(*job))  # tied to no one caller's connection
         self.pages[key] = (version, time.monotonic() + PAGE_TTL, task)
         while len(self.pages) > MAX_PAGES:
