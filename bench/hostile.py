@@ -2,7 +2,7 @@
 database's growth while one client misbehaves (not part of the test suite).
 
     bench/run hostile [--scenarios idle,slowloris,followers,pipelined,bodies,flood] [--seconds 15] [--postgres]
-    bench/run hostile --server-src /work/main       # the same scenarios against another checkout's server
+    bench/run hostile --before /work/main           # each scenario on that checkout's server, then on this one
 
 The server is a real `pampa access-point serve` process (SQLite, or a throwaway PostgreSQL with
 `--postgres`). The attackers run in this process (asyncio), each from its own source address in
@@ -376,7 +376,8 @@ async def scenario(name: str, args, port: int, pid: int, info: dict, database: s
 
 
 async def main_async(args) -> None:
-    """Each scenario on a fresh server process and database, so its RSS and growth are its own."""
+    """Each scenario on a fresh server process and database, so its RSS and growth are its own; with --before,
+    each scenario runs on that checkout's server and then on this one, side by side under the same load."""
     postgres = None
     if args.postgres:
         sys.path.insert(0, str(HERE.parent / "tests"))
@@ -385,33 +386,40 @@ async def main_async(args) -> None:
         if why:
             sys.exit(f"--postgres: {why}")
         postgres = pgserver.PostgresServer().start()
-    print(f"access point on {'PostgreSQL' if postgres else 'SQLite'}{' from ' + args.server_src if args.server_src else ''}; "
-          f"{args.seconds:g} s per scenario, a fresh server each", flush=True)
-    print(f"{'scenario':<10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'calls':>6} {'errors':>6} "
+    sources = ([("before", args.before)] if args.before else []) + [("after" if args.before else "", args.server_src)]
+    print(f"access point on {'PostgreSQL' if postgres else 'SQLite'}"
+          f"{'; before: ' + args.before if args.before else ''}; {args.seconds:g} s per scenario, a fresh server each",
+          flush=True)
+    print(f"{'scenario':<18} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'calls':>6} {'errors':>6} "
           f"{'RSS peak':>9} {'RSS end':>8} {'DB +MB':>7} {'CPU s':>6} {'load':>5}", flush=True)
     try:
         for name in args.scenarios.split(","):
-            database = postgres.fresh_url() if postgres else str(Path(tempfile.mkdtemp(prefix="pampa-hostile-")) / "ap.sqlite3")
-            port = free_port()
-            server = start_server(port, database, args.server_src, args.server_nice)
-            try:
-                await wait_up(port)
-                info = await setup(port)
-                r = await scenario(name, args, port, server.pid, info, database, postgres)
-                alive = "" if server.poll() is None else f" (the server exited: {server.returncode})"
-                print(f"{name:<10} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {r['max_ms']:8.0f} {r['calls']:6d} "
-                      f"{r['errors']:6d} {r['rss_peak_mb']:7.0f}MB {r['rss_end_mb']:6.0f}MB {r['db_growth_mb']:7.1f} "
-                      f"{r['server_cpu_s']:6.1f} {r['load']:5.1f}  {r['attack']}{alive}", flush=True)
-            finally:
-                server.send_signal(signal.SIGTERM)
-                try:
-                    server.wait(30)
-                except subprocess.TimeoutExpired:
-                    server.kill()
-                    server.wait(10)
+            for label, src in sources:
+                await one_scenario(f"{name} {label}".strip(), name, src, args, postgres)
     finally:
         if postgres is not None:
             postgres.stop()
+
+
+async def one_scenario(title: str, name: str, src: str | None, args, postgres) -> None:
+    database = postgres.fresh_url() if postgres else str(Path(tempfile.mkdtemp(prefix="pampa-hostile-")) / "ap.sqlite3")
+    port = free_port()
+    server = start_server(port, database, src, args.server_nice)
+    try:
+        await wait_up(port)
+        info = await setup(port)
+        r = await scenario(name, args, port, server.pid, info, database, postgres)
+        alive = "" if server.poll() is None else f" (the server exited: {server.returncode})"
+        print(f"{title:<18} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {r['max_ms']:8.0f} {r['calls']:6d} "
+              f"{r['errors']:6d} {r['rss_peak_mb']:7.0f}MB {r['rss_end_mb']:6.0f}MB {r['db_growth_mb']:7.1f} "
+              f"{r['server_cpu_s']:6.1f} {r['load']:5.1f}  {r['attack']}{alive}", flush=True)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(10)
 
 
 def main() -> None:
@@ -424,7 +432,8 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=15.0, help="how long the legitimate client measures, per scenario")
     p.add_argument("--subnet", default="127.0.130", help="source addresses of the clients (SUBNET.2, .11-.17)")
     p.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL as the store")
-    p.add_argument("--server-src", help="run the server from this checkout (before/after comparisons)")
+    p.add_argument("--server-src", help="run the server from this checkout instead of this one")
+    p.add_argument("--before", metavar="CHECKOUT", help="run each scenario on CHECKOUT's server first, then on this one")
     p.add_argument("--server-nice", type=int, default=0, help="the server's nice value (-10: ahead of the other work "
                    "of a shared machine, as if it had its own core)")
     args = p.parse_args()

@@ -88,6 +88,7 @@ class Conn:
 
 
 FAILURES: dict[str, int] = {}
+SERVERS: list = []
 
 
 async def agent(name: str, token: str, port: int, step_seconds: float, log: dict, stop: asyncio.Event,
@@ -193,10 +194,13 @@ def start_servers(args, database: str) -> tuple[list[subprocess.Popen], list[int
     env = {**os.environ, "PAMPA_AP_KEY": KEY}
     if args.server_src:
         env["PYTHONPATH"] = args.server_src
+    logs = Path(tempfile.mkdtemp(prefix="pampa-pull-logs-"))
     servers = [subprocess.Popen([sys.executable, *(profile if i == 0 else []), "-m", "pampa_deployer", "access-point",
                                  "serve", "--port", str(p), "--database", database, *more], env=env,
-                                cwd=args.server_src or None, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-               for i, p in enumerate(ports)]
+                                cwd=args.server_src or None, stdout=subprocess.DEVNULL,
+                                stderr=open(logs / f"server-{i}.log", "w")) for i, p in enumerate(ports)]
+    for server, i in zip(servers, range(len(servers))):
+        server.log = logs / f"server-{i}.log"
     return servers, ports
 
 
@@ -222,7 +226,10 @@ async def one_request(admin: Conn, nodes: list[dict], names: list[str], role: di
         d = next(x for x in (await admin.call("GET", "/deploys?stage=bench"))["deploys"] if x["id"] == did)
         if d["state"] in ("DONE", "FAILED"):
             break
-        if time.monotonic() > deadline:
+        if time.monotonic() > deadline or any(server.poll() is not None for server in SERVERS):
+            gone = [f"{server.log}: {server.log.read_text()[-1500:]}" for server in SERVERS if server.poll() is not None]
+            if gone:
+                sys.exit(f"an access point process ended: {gone}")
             d = await admin.call("GET", f"/deploys/{did}")
             waiting = [n["node"] for n in d["nodes"] if n["state"] in ("waiting", "running")]
             sys.exit(f"request {did} not done after {args.timeout:g} s: {len(waiting)} nodes still waiting or "
@@ -264,6 +271,7 @@ async def run(args) -> None:
         postgres = start_postgres()
         database = postgres.fresh_url()
     servers, ports = start_servers(args, database)
+    SERVERS[:] = servers
     peaks: list[dict] = [{} for _ in servers]
     stop_sampling = threading.Event()
     try:
@@ -275,10 +283,15 @@ async def run(args) -> None:
             threading.Thread(target=sample, args=(server.pid, peak, stop_sampling), daemon=True).start()
         log: dict = {}
         stop = asyncio.Event()
-        # at most 1,000 agents per source address (the server allows 1,024 connections from one address)
-        tasks = [asyncio.create_task(agent(n, tokens[n], ports[i % len(ports)], args.step_seconds, log, stop,
-                                           f"{args.subnet}.{1 + i // 1000}")) for i, n in enumerate(names)]
-        await asyncio.sleep(3 + len(names) / 2000)  # every agent parked in its long poll
+        # at most 1,000 agents per source address (the server allows 1,024 connections from one address), started
+        # 500 at a time: this one process is also every agent, and a connect storm of 10,000 starves it
+        tasks = []
+        for i, n in enumerate(names):
+            tasks.append(asyncio.create_task(agent(n, tokens[n], ports[i % len(ports)], args.step_seconds, log, stop,
+                                                   f"{args.subnet}.{1 + i // 1000}")))
+            if i % 500 == 499:
+                await asyncio.sleep(0.5)
+        await asyncio.sleep(3)  # every agent parked in its long poll
         cpu0, t0 = total_cpu(servers), time.monotonic()
         rows = []
         for _ in range(args.requests):
