@@ -77,7 +77,10 @@ def call(port: int, method: str, path: str, body=None, key: str | None = KEY, so
     sent = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {}),
             **(headers or {})}
     try:
-        conn.request(method, "/api/v1" + path, body=data, headers=sent)
+        try:
+            conn.request(method, "/api/v1" + path, body=data, headers=sent)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # answered and closed before the whole body was sent (401, 413): the answer is still there to read
         response = conn.getresponse()
         raw = response.read()
         try:

@@ -263,8 +263,7 @@ class App:
                 return Response(200, await self.polls.events(deploy_id, _cursor(query), None if who.admin else who.stage,
                                                              _wait_seconds(query)))
             if action == "get":
-                return Response(200, await self.polls.view(parse_id(groups[0]), None if who.admin else who.stage,
-                                                           shared=self.store.db.one_process))
+                return Response(200, await self.polls.view(parse_id(groups[0]), None if who.admin else who.stage))
             if action == "next":
                 found = await self.polls.next(who.stage, who.node, _wait_seconds(query),
                                               functools.partial(self._same_token, who))

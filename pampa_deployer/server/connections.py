@@ -33,6 +33,8 @@ RESERVED_FDS = 64
 #: Bytes read from a socket at once (asyncio reads 256 KiB): what a connection buffers before its head is
 #: parsed and its caller admitted, so 800 unknown clients sending bodies cost 800 small buffers, not 200 MB.
 READ_CHUNK = 16 * 1024
+#: After refusing a request whose body is not read: how long and how much of it is read and dropped before the close.
+LINGER, LINGER_BYTES = 2.0, 8 * 1024 * 1024
 
 
 def give_back_memory() -> None:
@@ -61,12 +63,12 @@ else:  # pragma: no cover - Python 3.10
 
 
 def fit(limits: Limits) -> tuple[int, int]:
-    """(connection cap, listen backlog) that the open-file limit can hold: a full accept queue, accepted
-    at once, plus every allowed connection and the reserve must stay below it."""
+    """(connection cap, listen backlog) that the open-file limit can hold: every allowed connection, two full
+    accept queues (one accepted at once, the one before still closing after its 503s) and the reserve."""
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     usable = max(64, (soft if soft != resource.RLIM_INFINITY else 1 << 20) - RESERVED_FDS)
-    backlog = max(16, min(limits.backlog, usable // 4))
-    return max(1, min(limits.max_connections, usable - backlog)), backlog
+    backlog = max(16, min(limits.backlog, usable // 8))
+    return max(1, min(limits.max_connections, usable - 2 * backlog)), backlog
 
 
 class AsyncHTTPServer:
@@ -217,7 +219,7 @@ class AsyncHTTPServer:
             if length > allowed:
                 raise HttpError(413, f"body of {length} bytes is over the limit of {allowed}")
         except HttpError as e:
-            return await self._refuse(writer, e)  # the body, if any, is not read: close
+            return await self._refuse(writer, e, reader)  # the body, if any, is not read: close
         if length:
             try:
                 request.body = await within(limits.body_timeout, reader.readexactly(length))
@@ -242,8 +244,16 @@ class AsyncHTTPServer:
             return Response(503, {"error": f"the access point failed on this request ({type(e).__name__}); "
                                            "it is in its log; retry later"})
 
-    async def _refuse(self, writer, error: HttpError) -> bool:
-        await self._send(writer, error.response(), False)
+    async def _refuse(self, writer, error: HttpError, unread: asyncio.StreamReader | None = None) -> bool:
+        """Answer ``error`` and close. ``unread``: the client may still be sending a body we will not read; closing
+        at once would reset the connection and could destroy the answer before the client reads it, so we stop
+        writing and discard what arrives (never keeping it) for a moment first, as web servers' lingering close."""
+        if await self._send(writer, error.response(), False) and unread is not None:
+            try:
+                writer.write_eof()
+                await within(LINGER, _discard(unread))
+            except (asyncio.TimeoutError, OSError, ssl.SSLError, RuntimeError):
+                pass
         return False
 
     async def _send(self, writer: asyncio.StreamWriter, response: Response, keep_alive: bool,
@@ -259,6 +269,16 @@ class AsyncHTTPServer:
             return False
         except (ConnectionError, OSError):
             return False
+
+
+async def _discard(reader: asyncio.StreamReader) -> None:
+    """Read and drop up to LINGER_BYTES, until the client closes."""
+    left = LINGER_BYTES
+    while left > 0:
+        chunk = await reader.read(min(left, READ_CHUNK))
+        if not chunk:
+            return
+        left -= len(chunk)
 
 
 def _peer(writer: asyncio.StreamWriter) -> str:

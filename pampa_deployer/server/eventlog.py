@@ -105,6 +105,12 @@ class EventLog:
                         "its outcome still is"}
 
     # -- reading --------------------------------------------------------------------------------------
+    def last_event(self, deploy_id: int) -> int | None:
+        """The newest event of a request: it changes with everything a view of the request shows (but the clock)."""
+        with self.lock:
+            row = self.db.execute("SELECT MAX(id) AS last FROM events WHERE deploy_id = ?", (deploy_id,)).fetchone()
+        return row["last"] if row else None
+
     def page(self, deploy_id: int, after: int, stage: str | None = None) -> dict:
         """What a follower at cursor ``after`` has not seen: ``{"events", "last", "deploy", "ended", "more"}``.
 

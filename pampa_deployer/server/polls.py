@@ -162,22 +162,22 @@ class Polls:
         if stage is not None and known != stage:
             raise ApiError(404, f"no deploy {deploy_id}")
 
-    async def view(self, deploy_id: int, stage: str | None, shared: bool) -> bytes:
-        """``GET /deploys/ID``'s answer. ``shared`` (one process: every change is known here): built once per
-        change of the request and kept while nothing changes, so asking again and again costs nothing."""
-        if not shared:
-            return await self.db(_encoded, self.store.get, deploy_id, stage)
+    async def view(self, deploy_id: int, stage: str | None) -> bytes:
+        """``GET /deploys/ID``'s answer, built once per change of the request (its newest event, read from the
+        index: right across processes too) and at most every PAGE_TTL seconds (stalls and heartbeats show then),
+        so asking again and again for a request that did not change costs two small reads, not its runs."""
         await self.visible(deploy_id, stage)
-        return (await self._shared(("view", deploy_id), deploy_id, _encoded, self.store.get, deploy_id))
+        mark = await self.quick(self.store.last_event, deploy_id)
+        return await self._shared(("view", deploy_id), (mark,), _encoded, self.store.get, deploy_id)
 
     async def page(self, deploy_id: int, after: int) -> dict:
         """``Store.page``, asked once per change for all followers at the same cursor."""
-        return await self._shared((deploy_id, after), deploy_id, _answered, self.store.page, deploy_id, after)
-
-    async def _shared(self, key, deploy_id: int, *job):
-        """``job`` run in a worker once per change of ``deploy_id`` (and at most every PAGE_TTL seconds) for every
-        caller asking with this ``key`` meanwhile."""
         version = (self.epoch, self.versions.get(deploy_id, 0))
+        return await self._shared((deploy_id, after), version, _answered, self.store.page, deploy_id, after)
+
+    async def _shared(self, key, version, *job):
+        """``job`` run in a worker once per ``version`` (and at most every PAGE_TTL seconds) for every caller
+        asking with this ``key`` meanwhile."""
         hit = self.pages.get(key)
         if hit is not None and hit[0] == version and hit[1] > time.monotonic():
             self.pages.move_to_end(key)
