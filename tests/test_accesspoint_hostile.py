@@ -69,7 +69,7 @@ def test_progress_times_out_of_range_and_names_with_control_characters_are_refus
                   {"kind": "output", "step": "b", "line": "x", "at": 99999999999},
                   {"kind": "step_started", "step": "b", "at": "yesterday"}):
         status, answer, _ = call(ap.port, "POST", path, {"events": [event]}, key=node)
-        assert status == 400 and "Unix time" in answer["error"], (event, answer)
+        assert status == 400 and "Unix seconds" in answer["error"], (event, answer)
     status, answer, _ = call(ap.port, "POST", "/tokens", {"stage": "production", "node": "evil\x1b[2J", "roles": []})
     assert status == 400 and "control characters" in answer["error"]
     status, answer, _ = call(ap.port, "GET", "/deploys?stage=a%00b")
