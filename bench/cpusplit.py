@@ -160,7 +160,7 @@ def split_one(tool: str, fleet, hosts, workload: str, project: Path, spec_file: 
 def start_access_point(root: Path) -> tuple[subprocess.Popen, str]:
     db = root / "access-point.sqlite3"
     proc = subprocess.Popen([sys.executable, "-m", "pampa_deployer", "access-point", "serve", "--bind", "127.0.0.1",
-                             "--port", "0", "--db", str(db)], env={**os.environ, "PAMPA_AP_KEY": "bench-key"},
+                             "--port", "0", "--db", str(db)], env={**os.environ, "PAMPA_AP_KEY": "bench-access-point-key"},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     line = proc.stdout.readline()
     url = line.split(" on ", 1)[1].split()[0]
@@ -190,7 +190,7 @@ def main() -> None:
             with_ap = project.parent / (project.name + "-ap")
             wl.write_stage(fleet, hosts, args.workload, args.hosts, with_ap)
             stage = with_ap / "stages" / "bench.yml"
-            stage.write_text(stage.read_text() + f"access_point:\n  url: {url}\n  api_key: bench-key\n")
+            stage.write_text(stage.read_text() + f"access_point:\n  url: {url}\n  api_key: bench-access-point-key\n")
         spec_file = wl.dump(wl.spec(fleet, hosts, args.workload, project), project / "spec.json")
         if args.workload == "app":  # the first run clones and installs: not what is measured
             split_one("floor", fleet, hosts, args.workload, project, spec_file, None)

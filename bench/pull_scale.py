@@ -1,6 +1,7 @@
 """Pull mode at scale: one access point process, N agents long-polling it (not part of the test suite).
 
-    bench/run pull [--agents 1000] [--keplers 10] [--requests 3] [--step-seconds 0.5]
+    bench/run pull [--agents 1000] [--keplers 10] [--requests 3] [--step-seconds 0.5] [--subnet 127.0.130]
+    bench/run pull --agents 10000                # issue 24's target: one process, 10,000 agents
     bench/run pull --postgres --servers 2     # two access point processes sharing one PostgreSQL
 
 The access point runs as its own process (`pampa access-point serve`, SQLite), or as `--servers K`
@@ -43,21 +44,22 @@ sys.path.insert(0, str(HERE))
 
 from procwatch import cpu_seconds, sample  # noqa: E402
 
-KEY = "bench-admin-key"
+KEY = "bench-pull-admin-key"
 
 
 class Conn:
     """One keep-alive HTTP/1.1 connection (what urllib does not give): enough for the protocol."""
 
-    def __init__(self, host: str, port: int, token: str):
-        self.host, self.port, self.token = host, port, token
+    def __init__(self, host: str, port: int, token: str, source: str | None = None):
+        self.host, self.port, self.token, self.source = host, port, token, source
         self.reader = self.writer = None
 
     async def call(self, method: str, path: str, body: dict | None = None, timeout: float = 60) -> dict:
         for attempt in range(3):
             try:
                 if self.writer is None:
-                    self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+                    self.reader, self.writer = await asyncio.open_connection(
+                        self.host, self.port, local_addr=(self.source, 0) if self.source else None)
                 data = json.dumps(body).encode() if body is not None else b""
                 head = (f"{method} /api/v1{path} HTTP/1.1\r\nHost: ap\r\nAuthorization: Bearer {self.token}\r\n"
                         f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n").encode()
@@ -85,8 +87,25 @@ class Conn:
         self.reader = self.writer = None
 
 
-async def agent(name: str, token: str, port: int, step_seconds: float, log: dict, stop: asyncio.Event) -> None:
-    conn = Conn("127.0.0.1", port, token)
+FAILURES: dict[str, int] = {}
+SERVERS: list = []
+
+
+async def agent(name: str, token: str, port: int, step_seconds: float, log: dict, stop: asyncio.Event,
+                source: str | None = None) -> None:
+    """An agent that never gives up (as a real one backs off and retries); its failures are counted."""
+    while not stop.is_set():
+        try:
+            await agent_once(name, token, port, step_seconds, log, stop, source)
+        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, RuntimeError, ValueError) as e:
+            why = f"{type(e).__name__}: {str(e)[:60]}"
+            FAILURES[why] = FAILURES.get(why, 0) + 1
+            await asyncio.sleep(1)
+
+
+async def agent_once(name: str, token: str, port: int, step_seconds: float, log: dict, stop: asyncio.Event,
+                     source: str | None = None) -> None:
+    conn = Conn("127.0.0.1", port, token, source)
     while not stop.is_set():
         try:
             found = (await conn.call("GET", f"/nodes/{name}/next?wait=25", timeout=40))["deploy"]
@@ -155,7 +174,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def run(args) -> None:
+def fleet(args) -> tuple[list[str], dict, list[dict]]:
+    """Names, role per name, and the request's node list: keplers, then half newtons, a quarter eulers, copernicos."""
     names = [f"kepler-{i}" for i in range(args.keplers)]
     rest = args.agents - args.keplers
     newtons, eulers = rest // 2, rest // 4
@@ -164,70 +184,122 @@ async def run(args) -> None:
     role = {n: n.split("-")[0] for n in names}
     nodes = [{"node": n, "roles": [role[n]], "gated": role[n] in ("euler", "copernico"),
               "opens_gate": role[n] == "kepler"} for n in names]
-    tmp = Path(tempfile.mkdtemp(prefix="pampa-pull-bench-"))
-    database, postgres = str(tmp / "ap.sqlite3"), None
+    return names, role, nodes
+
+
+def start_servers(args, database: str) -> tuple[list[subprocess.Popen], list[int]]:
+    ports = [free_port() for _ in range(args.servers)]
+    profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
+    more = ["--max-connections", str(args.agents + 1000)] if args.agents + 1000 > 4096 else []  # one each, and room
+    env = {**os.environ, "PAMPA_AP_KEY": KEY}
+    if args.server_src:
+        env["PYTHONPATH"] = args.server_src
+    logs = Path(tempfile.mkdtemp(prefix="pampa-pull-logs-"))
+    servers = [subprocess.Popen([sys.executable, *(profile if i == 0 else []), "-m", "pampa_deployer", "access-point",
+                                 "serve", "--port", str(p), "--database", database, *more], env=env,
+                                cwd=args.server_src or None, stdout=subprocess.DEVNULL,
+                                stderr=open(logs / f"server-{i}.log", "w")) for i, p in enumerate(ports)]
+    for server, i in zip(servers, range(len(servers))):
+        server.log = logs / f"server-{i}.log"
+    return servers, ports
+
+
+async def issue_tokens(port: int, names: list[str], role: dict) -> dict:
+    tokens = {}
+
+    async def issue(batch):
+        conn = Conn("127.0.0.1", port, KEY)
+        for n in batch:
+            tokens[n] = (await conn.call("POST", "/tokens", {"stage": "bench", "node": n, "roles": [role[n]]}))["token"]
+        conn.close()
+    await asyncio.gather(*(issue(names[i::8]) for i in range(8)))
+    return tokens
+
+
+async def one_request(admin: Conn, nodes: list[dict], names: list[str], role: dict, log: dict, args) -> dict:
+    """Request, wait for DONE (the request's row from the list, not its runs), and read the agents' log."""
+    created = await admin.call("POST", "/deploys", {"stage": "bench", "branch": "main", "nodes": nodes,
+                                                    "requested_by": "bench"})
+    requested, did = time.time(), created["id"]
+    deadline = time.monotonic() + args.timeout
+    while True:
+        d = next(x for x in (await admin.call("GET", "/deploys?stage=bench"))["deploys"] if x["id"] == did)
+        if d["state"] in ("DONE", "FAILED"):
+            break
+        if time.monotonic() > deadline or any(server.poll() is not None for server in SERVERS):
+            gone = [f"{server.log}: {server.log.read_text()[-1500:]}" for server in SERVERS if server.poll() is not None]
+            if gone:
+                sys.exit(f"an access point process ended: {gone}")
+            d = await admin.call("GET", f"/deploys/{did}")
+            waiting = [n["node"] for n in d["nodes"] if n["state"] in ("waiting", "running")]
+            sys.exit(f"request {did} not done after {args.timeout:g} s: {len(waiting)} nodes still waiting or "
+                     f"running ({', '.join(waiting[:5])}...); agents' failures: {dict(list(FAILURES.items())[:5])}")
+        await asyncio.sleep(0.5)
+    runs = log[did]
+
+    def last(roles, what):
+        return max(runs[n][what] for n in names if role[n] in roles)
+    return {"request->keplers started": last(("kepler",), "started") - requested,
+            "request->newtons started": last(("newton",), "started") - requested,
+            "ALLOWED->gated started": last(("euler", "copernico"), "started") - last(("kepler",), "finished"),
+            "request->DONE": d["ended_at"] - d["created_at"], "state": d["state"]}
+
+
+def report(args, rows: list[dict], servers, peaks, cpu: float, wall: float, postgres) -> None:
+    rest = args.agents - args.keplers
+    print(f"pull mode: {args.agents} agents ({args.keplers} keplers, {rest // 2} newtons, {rest // 4} eulers, "
+          f"{rest - rest // 2 - rest // 4} copernicos), {len(servers)} access point process(es) on "
+          f"{'PostgreSQL' if postgres else 'SQLite'}{' from ' + args.server_src if args.server_src else ''}")
+    for i, r in enumerate(rows, 1):
+        print(f"  request {i}: " + ", ".join(f"{k} {v:.2f}s" if isinstance(v, float) else f"{k} {v}"
+                                            for k, v in r.items()))
+    for key in ("request->keplers started", "request->newtons started", "ALLOWED->gated started"):
+        print(f"  median {key}: {statistics.median(r[key] for r in rows):.2f}s")
+    print(f"  server CPU (all processes): {cpu:.1f}s over {wall:.1f}s ({100 * cpu / wall:.0f}% of one core); "
+          f"per process peak RSS {max(p.get('rss_mb', 0) for p in peaks):.0f} MB, "
+          f"peak threads {max(p.get('threads', 0) for p in peaks)}; load average {os.getloadavg()[0]:.1f}")
+    if postgres:
+        print(f"  PostgreSQL's own processes: {postgres_cpu(postgres):.1f} CPU-s since it started")
+    if FAILURES:
+        print(f"  agents' failed calls (each retried): {dict(list(FAILURES.items())[:10])}")
+
+
+async def run(args) -> None:
+    names, role, nodes = fleet(args)
+    database, postgres = str(Path(tempfile.mkdtemp(prefix="pampa-pull-bench-")) / "ap.sqlite3"), None
     if args.postgres:
         postgres = start_postgres()
         database = postgres.fresh_url()
-    ports = [free_port() for _ in range(args.servers)]
-    profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
-    servers = [subprocess.Popen([sys.executable, *(profile if i == 0 else []), "-m", "pampa_deployer", "access-point",
-                                 "serve", "--port", str(p), "--database", database],
-                                env={**os.environ, "PAMPA_AP_KEY": KEY},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i, p in enumerate(ports)]
+    servers, ports = start_servers(args, database)
+    SERVERS[:] = servers
     peaks: list[dict] = [{} for _ in servers]
     stop_sampling = threading.Event()
     try:
         admin = Conn("127.0.0.1", ports[0], KEY)
         for port in ports:
             await wait_until_up(Conn("127.0.0.1", port, KEY))
-        tokens = {}
-        for n in names:
-            tokens[n] = (await admin.call("POST", "/tokens", {"stage": "bench", "node": n, "roles": [role[n]]}))["token"]
+        tokens = await issue_tokens(ports[0], names, role)
         for server, peak in zip(servers, peaks):
             threading.Thread(target=sample, args=(server.pid, peak, stop_sampling), daemon=True).start()
         log: dict = {}
         stop = asyncio.Event()
-        tasks = [asyncio.create_task(agent(n, tokens[n], ports[i % len(ports)], args.step_seconds, log, stop))
-                 for i, n in enumerate(names)]
+        # at most 1,000 agents per source address (the server allows 1,024 connections from one address), started
+        # 500 at a time: this one process is also every agent, and a connect storm of 10,000 starves it
+        tasks = []
+        for i, n in enumerate(names):
+            tasks.append(asyncio.create_task(agent(n, tokens[n], ports[i % len(ports)], args.step_seconds, log, stop,
+                                                   f"{args.subnet}.{1 + i // 1000}")))
+            if i % 500 == 499:
+                await asyncio.sleep(0.5)
         await asyncio.sleep(3)  # every agent parked in its long poll
         cpu0, t0 = total_cpu(servers), time.monotonic()
         rows = []
         for _ in range(args.requests):
-            created = await admin.call("POST", "/deploys", {"stage": "bench", "branch": "main", "nodes": nodes,
-                                                            "requested_by": "bench"})
-            requested = time.time()
-            did = created["id"]
-            while True:
-                d = await admin.call("GET", f"/deploys/{did}")
-                if d["state"] in ("DONE", "FAILED"):
-                    break
-                await asyncio.sleep(0.5)
-            runs = log[did]
-            kepler_started = max(runs[n]["started"] for n in names if role[n] == "kepler")
-            allowed = max(runs[n]["finished"] for n in names if role[n] == "kepler")
-            gated_started = max(runs[n]["started"] for n in names if role[n] in ("euler", "copernico"))
-            newton_started = max(runs[n]["started"] for n in names if role[n] == "newton")
-            rows.append({"request->keplers started": kepler_started - requested,
-                         "request->newtons started": newton_started - requested,
-                         "ALLOWED->gated started": gated_started - allowed,
-                         "request->DONE": d["ended_at"] - d["created_at"], "state": d["state"]})
+            rows.append(await one_request(admin, nodes, names, role, log, args))
             await asyncio.sleep(2)
         wall, cpu = time.monotonic() - t0, total_cpu(servers) - cpu0
         stop.set()
-        print(f"pull mode: {args.agents} agents ({args.keplers} keplers, {newtons} newtons, {eulers} eulers, "
-              f"{rest - newtons - eulers} copernicos), {len(servers)} access point process(es) on "
-              f"{'PostgreSQL' if postgres else 'SQLite'}")
-        for i, r in enumerate(rows, 1):
-            print(f"  request {i}: " + ", ".join(f"{k} {v:.2f}s" if isinstance(v, float) else f"{k} {v}"
-                                                for k, v in r.items()))
-        for key in ("request->keplers started", "request->newtons started", "ALLOWED->gated started"):
-            print(f"  median {key}: {statistics.median(r[key] for r in rows):.2f}s")
-        print(f"  server CPU (all processes): {cpu:.1f}s over {wall:.1f}s ({100 * cpu / wall:.0f}% of one core); "
-              f"per process peak RSS {max(p.get('rss_mb', 0) for p in peaks):.0f} MB, "
-              f"peak threads {max(p.get('threads', 0) for p in peaks)}")
-        if postgres:
-            print(f"  PostgreSQL's own processes: {postgres_cpu(postgres):.1f} CPU-s since it started")
+        report(args, rows, servers, peaks, cpu, wall, postgres)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -251,6 +323,9 @@ def main() -> None:
                    "(agents spread over them; more than one needs --postgres)")
     p.add_argument("--postgres", action="store_true", help="start a throwaway PostgreSQL and use it as the store")
     p.add_argument("--profile", metavar="FILE", help="run the server under cProfile and write its stats to FILE")
+    p.add_argument("--server-src", help="run the server from this checkout (before/after comparisons)")
+    p.add_argument("--timeout", type=float, default=300, help="give up on a request not done after this (s)")
+    p.add_argument("--subnet", default="127.0.130", help="the agents' source addresses: SUBNET.1, .2, ... (1,000 each)")
     args = p.parse_args()
     if args.servers > 1 and not args.postgres:
         p.error("--servers above 1 needs --postgres (several processes on one SQLite file are not supported)")

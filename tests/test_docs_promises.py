@@ -372,3 +372,30 @@ def test_ci_md_report_table_names_every_top_level_field():
     documented = set(re.findall(r"`([a-z ]+)`", row.split("|")[3]))
     states = {canary.PASSED, canary.FAILED, canary.DECLINED, canary.INTERRUPTED, canary.WHOLE}
     assert states <= documented, sorted(states - documented)
+
+
+def test_what_a_node_can_and_cannot_do_names_the_defaults_the_server_has_and_tests_that_exist():
+    """docs/access-point.md: each row of the node's limits names a test that exists, and its numbers are the code's."""
+    from pampa_deployer.accesspoint.wire import MAX_EVENTS, MAX_LINE
+    from pampa_deployer.server.guard import Guard
+    from pampa_deployer.server.http import Limits
+    from pampa_deployer.server.store import Quotas
+
+    doc = (ROOT / "docs" / "access-point.md").read_text()
+    section = doc[doc.index("### What a node can and cannot do"):]
+    limits = doc[doc.index("### Limits: what an outsider"):doc.index("### What a node can and cannot do")]
+    sources = "\n".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
+    named = re.findall(r"`(test_[a-z0-9_]+)`", section)
+    assert len(named) >= 13 and all(f"def {name}(" in sources for name in named), named
+    q, lim, guard = Quotas(), Limits(), Guard()
+    assert f"{q.events_per_run:,} events and {q.bytes_per_run // 1024 ** 2} MiB of them per run" in section
+    assert f"its {q.keep} newest requests (`--keep`)" in section
+    assert f"{MAX_EVENTS} events a call, {MAX_LINE:,} characters a line, {lim.max_body // 1024} KiB a body" in section
+    assert f"{lim.max_per_source} from one address" in section
+    assert f"{guard.burst} wrong ones, then one every {guard.refill:g} s" in section
+    assert f"| open connections | {lim.max_connections} (`--max-connections`)" in limits
+    assert f"| open connections from one address | {lim.max_per_source} (`--max-per-source`" in limits
+    assert f"{lim.max_body // 1024} KiB with a node token; {lim.max_admin_body // 1024 ** 2} MiB with the API key" in limits
+    assert f"| an answer not read by the client | {lim.write_timeout:g} s;" in limits
+    assert f"| the listen backlog | {lim.backlog} " in limits
+    assert f"`--keep N` (default {q.keep})" in doc

@@ -12,7 +12,7 @@ from pampa_deployer.errors import AccessPointError
 from pampa_deployer.server.app import make_server
 from pampa_deployer.server.store import Store
 
-KEY = "admin-k3y-pull"
+KEY = "admin-k3y-pull-mode"
 NODES = [
     {"node": "kepler-1", "roles": ["kepler"], "gated": False, "opens_gate": True},
     {"node": "kepler-2", "roles": ["kepler"], "gated": False, "opens_gate": True},

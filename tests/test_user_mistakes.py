@@ -111,7 +111,7 @@ def test_access_point_port_in_use_is_one_line(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = pampa(tmp_path, "access-point", "serve", "--port", str(port), env={"PAMPA_AP_KEY": "k" * 12})
+        result = pampa(tmp_path, "access-point", "serve", "--port", str(port), env={"PAMPA_AP_KEY": "k" * 16})
     line = one_line(result, 2)
     assert line == (f"pampa: error: access-point serve: cannot listen on 127.0.0.1:{port}: the address is taken "
                     "(another access point?); pick another --port")
@@ -120,7 +120,7 @@ def test_access_point_port_in_use_is_one_line(tmp_path):
 
 def test_access_point_database_that_is_a_folder(tmp_path):
     result = pampa(tmp_path, "access-point", "serve", "--port", "0", "--db", str(tmp_path),
-                   env={"PAMPA_AP_KEY": "k" * 12})
+                   env={"PAMPA_AP_KEY": "k" * 16})
     assert "cannot open the database" in one_line(result, 2)
 
 
@@ -129,14 +129,14 @@ def test_a_postgresql_database_without_the_driver_is_one_line(tmp_path):
     (blocked / "psycopg").mkdir(parents=True)
     (blocked / "psycopg" / "__init__.py").write_text("raise ImportError('psycopg is not installed here')\n")
     result = pampa(tmp_path, "access-point", "serve", "--port", "0", "--database", "postgresql://ap@127.0.0.1/pampa",
-                   env={"PAMPA_AP_KEY": "k" * 12, "PYTHONPATH": str(blocked)})
+                   env={"PAMPA_AP_KEY": "k" * 16, "PYTHONPATH": str(blocked)})
     assert one_line(result, 2) == ("pampa: error: access-point serve: a postgresql:// database needs the PostgreSQL "
                                    "driver psycopg; install pampa-deployer with its [postgres] extra (docs/pull-mode.md)")
 
 
 def test_an_unreachable_postgresql_database_is_one_line_without_its_password(tmp_path, psycopg_driver):
     url = f"postgresql://ap:hunter2-secret@127.0.0.1:{free_port()}/pampa"
-    result = pampa(tmp_path, "access-point", "serve", "--port", "0", env={"PAMPA_AP_KEY": "k" * 12,
+    result = pampa(tmp_path, "access-point", "serve", "--port", "0", env={"PAMPA_AP_KEY": "k" * 16,
                                                                           "PAMPA_AP_DATABASE": url})
     line = one_line(result, 2)
     assert line.startswith("pampa: error: access-point serve: cannot connect to postgresql://ap:***@127.0.0.1:")

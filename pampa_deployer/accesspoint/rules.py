@@ -10,8 +10,11 @@ from __future__ import annotations
 from typing import Iterable, Mapping
 
 PENDING, TAKEN, ALLOWED, DONE, FAILED = "PENDING", "TAKEN", "ALLOWED", "DONE", "FAILED"
-ORDER = (PENDING, TAKEN, ALLOWED, DONE, FAILED)
-TERMINAL_REQUEST = (DONE, FAILED)
+#: A pull request the developer called off (``POST /deploys/ID/cancel``): never handed out again, its gate never
+#: opens; nodes already running it are told so in their next answer and stop at a step boundary.
+CANCELLED = "CANCELLED"
+ORDER = (PENDING, TAKEN, ALLOWED, DONE, FAILED, CANCELLED)
+TERMINAL_REQUEST = (DONE, FAILED, CANCELLED)
 
 WAITING, RUNNING, OK, NODE_FAILED, INTERRUPTED, SKIPPED = "waiting", "running", "ok", "failed", "interrupted", "skipped"
 NODE_STATES = (WAITING, RUNNING, OK, NODE_FAILED, INTERRUPTED, SKIPPED)

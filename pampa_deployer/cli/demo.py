@@ -33,7 +33,7 @@ AP_PORT = 8750
 DEFAULT_SUBNET = "127.0.0"
 """Hosts on SUBNET.11, .12...; the access point on SUBNET.1 (``--subnet`` moves them all)."""
 AP_KEY_ENV = "PAMPA_AP_KEY"
-DEMO_KEY = "pampa-demo-key"
+DEMO_KEY = "pampa-demo-access-point-key"
 
 
 def fleet_hosts(per_role: int) -> list[tuple[str, tuple[str, ...]]]:
