@@ -12,14 +12,13 @@ from dataclasses import dataclass, field
 from .commands import readiness
 from .commands.command import Command
 from .plan import HostPlan
-from .steps.actions import Run
 from .steps.secrets import remote_path
 
 
 def sudo_commands(hp: HostPlan) -> list[str]:
     """The scripts of the host's restart steps that call sudo (they must not prompt for a password)."""
-    return [a.command.script for s in hp.steps if s.name.startswith("restart") for a in s.actions
-            if isinstance(a, Run) and "sudo" in a.command.script.split()]
+    return [c.script for s in hp.steps if s.name.startswith("restart") for a in s.actions for c in a.commands()
+            if "sudo" in c.script.split()]
 
 
 def secret_folders(hp: HostPlan, secret_files) -> list[str]:

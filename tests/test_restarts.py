@@ -1,0 +1,418 @@
+"""Restarts (issue 21): the drain and the hot and phased puma restarts as exact strings, the step builders,
+and the scripts run for real in a local shell against real puma processes (no root, no sshd)."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from pampa_deployer.commands import puma
+from pampa_deployer.commands.service import ALIVE, Service, describe_drain, drain
+from pampa_deployer.engine.executor import perform
+from pampa_deployer.engine.results import StepFailed
+from pampa_deployer.engine.backends.local import LocalBackend
+from pampa_deployer.errors import ConfigErrors
+from pampa_deployer.inventory import stage_from_mapping
+from pampa_deployer.plan import build_plan
+from pampa_deployer.steps.actions import Restart, Run
+
+PID = Service("worker", "cd ~/code/shop && bin/restart worker", pid_file="~/run/worker.pid")
+UNIT = Service("shop_worker", "sudo systemctl restart shop_worker", stop="sudo systemctl stop shop_worker",
+               reload="sudo systemctl reload shop_worker")
+
+
+def stage(units: dict, **extra):
+    data = {"app": "shop", "repo": "git@example.com:shop.git",
+            "hosts": {"k1": {"address": "10.0.0.1", "roles": ["kepler"]},
+                      "n1": {"address": "10.0.0.3", "roles": ["newton"]}},
+            "units": units, **extra}
+    return stage_from_mapping(data, environ={})
+
+
+def step_actions(plan, host: str, step: str) -> tuple:
+    hp = next(h for h in plan.hosts if h.host.name == host)
+    return next(s for s in hp.steps if s.name == step).actions
+
+
+# -- exact strings --------------------------------------------------------------------------------------------
+def test_drain_of_a_pid_file_service_exact():
+    assert drain(PID, 30) == (
+        "{ " + ALIVE + "; pampa_drain() { if pid=$(cat ~/run/worker.pid 2>/dev/null); pampa_alive \"$pid\"; then "
+        "t0=$(date +%s%3N); if ! kill -TERM \"$pid\"; then pampa_alive \"$pid\" && return 1; fi; end=$((t0 + 30000)); "
+        "while pampa_alive \"$pid\" && [ $(date +%s%3N) -lt \"$end\" ]; do sleep 0.1; done; "
+        "if pampa_alive \"$pid\"; then kill -KILL -- \"-$pid\" 2>/dev/null || kill -KILL \"$pid\"; i=0; "
+        "while pampa_alive \"$pid\" && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; "
+        "if pampa_alive \"$pid\"; then echo worker\": pid $pid still runs after KILL\" >&2; return 1; fi; "
+        "echo \"pampa-note: \"worker\": still running 30s after TERM: killed (KILL)\"; "
+        "else ms=$(($(date +%s%3N) - t0)); echo worker\": stopped $((ms / 1000)).$((ms % 1000 / 100))s after TERM\"; "
+        "fi; else echo worker\": was not running\"; fi; cd ~/code/shop && bin/restart worker; }; pampa_drain; }")
+    assert ALIVE == ("pampa_alive() { case \"$1\" in ''|*[!0-9]*) return 1;; esac; [ -r \"/proc/$1/status\" ] && "
+                     "! grep -q '^State:[[:space:]]*Z' \"/proc/$1/status\"; }")
+
+
+def test_drain_of_a_systemd_unit_exact():
+    assert drain(UNIT, 30) == (
+        "{ pampa_drain() { if systemctl is-active --quiet shop_worker; then t0=$(date +%s%3N); "
+        "sudo systemctl stop shop_worker || return 1; ms=$(($(date +%s%3N) - t0)); "
+        "if [ \"$(systemctl show --property=Result --value shop_worker)\" = timeout ]; then "
+        "echo \"pampa-note: \"shop_worker\": did not stop within its TimeoutStopSec after TERM: systemd killed it "
+        "(KILL) after $((ms / 1000)).$((ms % 1000 / 100))s\"; "
+        "else echo shop_worker\": stopped $((ms / 1000)).$((ms % 1000 / 100))s after TERM\"; fi; "
+        "else echo shop_worker\": was not running\"; fi; sudo systemctl restart shop_worker; }; pampa_drain; }")
+    assert describe_drain(UNIT, 30) == ("drain shop_worker: sudo systemctl stop shop_worker (systemd: TERM, KILL after "
+                                        "the unit's TimeoutStopSec); then sudo systemctl restart shop_worker")
+    assert describe_drain(PID, 12.5) == ("drain worker: TERM to the pid in ~/run/worker.pid, KILL after 12.5s; "
+                                         "then cd ~/code/shop && bin/restart worker")
+
+
+def test_values_reaching_the_shell_are_quoted():
+    odd = Service("my unit;reboot", "true", pid_file="~/run/a b.pid")
+    script = drain(odd, 1)
+    assert "cat ~/'run/a b.pid'" in script and "echo 'my unit;reboot'\": was not running\"" in script
+    restart = puma.restart(odd, "phased", "/srv/x y/puma.state", "~/code/x y", 10)
+    assert "[ -r '/srv/x y/puma.state' ]" in restart and "readlink -f ~/'code/x y'" in restart
+    with pytest.raises(ValueError):
+        puma.restart(odd, "full", "s", "l", 1)
+
+
+def test_puma_stats_come_from_the_control_app_the_state_file_names():
+    assert puma.stats_function("~/run/puma.state") == (
+        "pampa_stats() { [ -r ~/run/puma.state ] || { echo \"no puma state file \"~/run/puma.state; return 1; }; "
+        "u=$(sed -n 's/^control_url: *//p' ~/run/puma.state); k=$(sed -n 's/^control_auth_token: *//p' "
+        "~/run/puma.state); case \"$u\" in unix://*) set -- --unix-socket \"${u#unix://}\"; a=http://puma;; "
+        "tcp://*) set --; a=\"http://${u#tcp://}\";; ssl://*) set -- -k; a=\"https://${u#ssl://}\";; "
+        "*) echo \"the puma state file \"~/run/puma.state\" names no control app (control_url)\"; return 1;; esac; "
+        "printf 'url = \"%s/stats?token=%s\"\\n' \"$a\" \"$k\" | curl -sS -m 5 \"$@\" -K - 2>&1; }")
+    assert puma.look_function() == (
+        "pampa_look() { s=$(pampa_stats); case \"$s\" in '{'*) ;; *) e=$(printf '%s' \"${s:-no answer}\" | "
+        "tail -n 1); return 1;; esac; set -- $(printf '%s' \"$s\" | tr '{},[]' '\\n\\n\\n\\n\\n' | awk '"
+        + puma.SUMMARY_AWK + "'); c=$1 n=$2 b=$3 old=$4 ph=$5; shift 5; list=\" $* \"; }")
+
+
+def test_puma_stats_summary_reads_cluster_and_single_mode():
+    cluster = ('{"started_at":"2026-12-02T12:40:45Z","workers":2,"phase":3,"booted_workers":1,"old_workers":1,'
+               '"worker_status":[{"started_at":"x","pid":10902,"index":0,"phase":3,"booted":true,"last_checkin":"x",'
+               '"last_status":{"backlog":0,"running":1}},{"started_at":"x","pid":10906,"index":1,"phase":2,'
+               '"booted":false,"last_checkin":"x","last_status":{}}]}')
+    single = '{"started_at":"x","backlog":0,"running":1,"pool_capacity":4,"max_threads":4}'
+
+    def summary(js):
+        return subprocess.run(["sh", "-c", f"printf '%s' \"$1\" | tr '{{}},[]' '\\n\\n\\n\\n\\n' | awk "
+                                     f"'{puma.SUMMARY_AWK}'", "sh", js],
+                              capture_output=True, text=True, check=True).stdout.split()
+
+    assert summary(cluster) == ["1", "2", "1", "1", "3", "10902:1", "10906:0"]
+    assert summary(single) == ["0", "0", "0", "0", "-1"]
+
+
+def test_the_phased_restart_of_a_pid_file_puma_exact_parts():
+    script = puma.restart(Service("puma", "cd ~/code/shop && bin/restart puma", pid_file="~/run/puma.pid"),
+                          "phased", "~/run/puma.state", "~/code/shop", 120)
+    assert script.startswith("{ " + ALIVE + "; " + puma.stats_function("~/run/puma.state") + "; "
+                             + puma.look_function() + "; pampa_restart() { if pid=$(cat ~/run/puma.pid 2>/dev/null); "
+                             "pampa_alive \"$pid\"; then pampa_look || { echo puma\": cannot tell when a phased restart "
+                             "is done: puma's control app does not answer ($e); add state_path and "
+                             "activate_control_app to config/puma.rb (docs/operations.md, Zero-downtime restarts), or "
+                             "set units.puma_restart: full\" >&2; return 1; }; ")
+    assert ("before=' '; for x in $list; do before=\"$before${x%:*} \"; done; ph0=$ph; kill -USR1 \"$pid\" || "
+            "return 1; echo puma\": phased restart asked \"\"(USR1 to pid $pid)\"\"; waiting up to 120s for every "
+            "worker to boot on the new code\"; else echo puma\": not running: starting it\"; before=' '; ph0=-1; "
+            "cd ~/code/shop && bin/restart puma || return 1; fi; want=$(readlink -f ~/code/shop 2>/dev/null); "
+            "end=$(($(date +%s) + 120)); ") in script
+    assert ("if [ \"$n\" -gt 0 ] && [ \"$b\" = \"$n\" ] && [ \"$stale\" = 0 ] && [ \"$old\" = 0 ]; then break; fi; "
+            in script)
+    assert ("[ \"$died\" -lt 3 ] || { echo puma\": the phased restart failed: $died new workers exited before they "
+            "booted, so the new code does not boot (see puma's log); the workers from before keep serving\" >&2; "
+            "return 1; }") in script
+    assert script.endswith("echo puma\": phased restart done: $n workers on the new code\"; }; pampa_restart; }")
+
+
+def test_the_hot_restart_of_a_systemd_unit_asks_systemctl_reload():
+    script = puma.restart(UNIT, "hot", "/srv/shop/tmp/pids/puma.state", "/srv/shop", 30.2)
+    assert "if systemctl is-active --quiet shop_worker; then pampa_look ||" in script
+    assert ("sudo systemctl reload shop_worker || return 1; echo shop_worker\": hot restart asked "
+            "\"\"(\"'sudo systemctl reload shop_worker'\")\"\"; waiting up to 31s") in script
+    assert "else echo shop_worker\": not running: starting it\"; before=' '; ph0=-1; sudo systemctl restart" in script
+    assert "pampa-note" not in script  # the phased-only note: a hot restart replaces every worker at once anyway
+    assert puma.describe(UNIT, "hot", "/srv/x.state", 30) == (
+        "hot restart shop_worker: sudo systemctl reload shop_worker (its ExecReload sends USR2), or when not "
+        "running sudo systemctl restart shop_worker; then wait up to 30s until puma's control app (/srv/x.state) "
+        "lists every worker booted on the new code")
+
+
+# -- the step builders -----------------------------------------------------------------------------------------
+def test_full_is_the_default_and_keeps_the_plain_restart_command():
+    plan = build_plan(stage({"restart": "sudo systemctl restart {unit}"}))
+    (action,) = step_actions(plan, "k1", "restart_puma")
+    assert isinstance(action, Run) and action.command.script == "sudo systemctl restart shop_app"
+    assert action.command.timeout == 600  # the step's timeout, as for any command
+
+
+def test_pid_file_and_stop_make_every_restart_a_drain():
+    plan = build_plan(stage({"pid_file": "~/run/{unit}.pid", "stop_timeout": 5, "workers": ["{app}_worker"],
+                             "restart": "cd {path} && bin/restart {unit}"}))
+    (worker,) = step_actions(plan, "n1", "restart_workers")
+    assert isinstance(worker, Restart) and worker.unit == "shop_worker"
+    assert worker.command.script == drain(Service("shop_worker", "cd ~/code/shop && bin/restart shop_worker",
+                                                  pid_file="~/run/shop_worker.pid"), 5)
+    assert worker.display() == ("drain shop_worker: TERM to the pid in ~/run/shop_worker.pid, KILL after 5s; "
+                                "then cd ~/code/shop && bin/restart shop_worker")
+    assert worker.command.timeout == 600 and worker.command.cwd is None
+    systemd = build_plan(stage({"stop": "sudo systemctl stop {unit}"}))
+    procs = step_actions(systemd, "k1", "restart_processes")
+    assert [a.unit for a in procs] == ["shop_dispatcher", "shop_jobs", "shop_planner"]
+    assert [c.script for c in procs[0].commands()] == ["sudo systemctl restart shop_dispatcher",
+                                                      "sudo systemctl stop shop_dispatcher"]
+
+
+def test_phased_puma_waits_on_the_state_file_and_the_live_code():
+    plan = build_plan(stage({"puma_restart": "phased", "pid_file": "~/run/{unit}.pid", "puma": ["puma"],
+                             "puma_state": "~/run/{unit}.state", "restart_timeout": 45,
+                             "restart": "cd {path} && bin/restart {unit}"}, strategy="releases"))
+    (action,) = step_actions(plan, "k1", "restart_puma")
+    svc = Service("puma", "cd ~/code/shop/current && bin/restart puma", pid_file="~/run/puma.pid")
+    assert action.command.script == puma.restart(svc, "phased", "~/run/puma.state", "~/code/shop/current", 45)
+    assert action.display().startswith("phased restart puma: USR1 to the pid in ~/run/puma.pid, or when not "
+                                       "running cd ~/code/shop/current && bin/restart puma; then wait up to 45s")
+    assert [c.script for c in action.commands()] == ["curl", "awk", "cd ~/code/shop/current && bin/restart puma"]
+    default = build_plan(stage({"puma_restart": "hot"}))
+    (hot,) = step_actions(default, "k1", "restart_puma")
+    assert "[ -r ~/code/shop/tmp/pids/puma.state ]" in hot.command.script  # the default state file
+    assert "sudo systemctl reload shop_app || return 1" in hot.command.script
+
+
+def test_a_wrong_mode_or_template_is_one_line_naming_the_key():
+    with pytest.raises(ConfigErrors) as e:
+        stage({"puma_restart": "phase"})
+    assert str(e.value) == ("command-line: units.puma_restart: expected one of full, hot, phased, got 'phase' "
+                            "(did you mean 'phased'?)")
+    with pytest.raises(ConfigErrors) as e:
+        stage({"stop_timeout": 0})
+    assert "units.stop_timeout: expected a positive number, got 0" in str(e.value)
+    from pampa_deployer.errors import ConfigError
+    with pytest.raises(ConfigError) as e:
+        build_plan(stage({"pid_file": "~/run/{unitt}.pid"}))
+    assert "units.pid_file: unknown variable {unitt}" in str(e.value)
+
+
+# -- for real, in a local shell, against real puma processes -------------------------------------------------------
+needs_puma = pytest.mark.skipif(not (shutil.which("puma") and shutil.which("curl")), reason="needs puma and curl")
+
+CONFIG_RU = 'rev = File.read("REVISION").strip\nrun ->(_env) { [200, {}, ["revision=#{rev}\\n"]] }\n'
+
+
+def puma_rb(home: Path, workers: int = 2, control: bool = True) -> str:
+    run = home / "run"
+    lines = ['directory ENV.fetch("PWD")', f"workers {workers}", "threads 1, 2", f'bind "unix://{run}/app.sock"',
+             f'pidfile "{run}/puma.pid"', f'state_path "{run}/puma.state"']
+    if control:
+        lines.append(f'activate_control_app "unix://{run}/control.sock"')
+    return "\n".join(lines) + "\n"
+
+
+class LocalPuma:
+    """An app folder in a temporary home, a puma started from it, and the restart step's command for it."""
+
+    def __init__(self, home: Path, folder: str = "app", **config):
+        self.home, self.app = home, home / folder
+        (home / "run").mkdir(parents=True, exist_ok=True)
+        self.app.mkdir(parents=True, exist_ok=True)
+        (self.app / "puma.rb").write_text(puma_rb(home, **config))
+        (self.app / "config.ru").write_text(CONFIG_RU)
+        self.release("one")
+
+    def release(self, name: str, where: Path | None = None) -> None:
+        (where or self.app).joinpath("REVISION").write_text(name + "\n")
+
+    def start_command(self, folder: str) -> str:
+        return (f"cd ~/{folder} && (setsid nohup puma -C puma.rb >> ~/run/puma.log 2>&1 < /dev/null &)")
+
+    def action(self, mode: str, live: str = "app", start_in: str = "app", timeout: float = 60) -> Restart:
+        units = {"puma_restart": mode, "pid_file": "~/run/{unit}.pid", "puma": ["puma"],
+                 "puma_state": "~/run/{unit}.state", "restart_timeout": timeout,
+                 "restart": self.start_command(start_in)}
+        plan = build_plan(stage(units, path=f"~/{live}"))
+        (restart,) = step_actions(plan, "k1", "restart_puma")
+        return restart
+
+    def run(self, action) -> tuple[str, StepFailed | None]:
+        lines: list[str] = []
+
+        class Sink:
+            def command_started(self, display): pass
+            def output(self, stream, line): lines.append(f"{stream}: {line}")
+            def gate_reached(self): pass
+            def report_version(self, action, revision): pass
+            def aborted(self): return False
+
+        try:
+            perform(action, LocalBackend("local", home=str(self.home)), Sink())
+            return "\n".join(lines), None
+        except StepFailed as e:
+            return "\n".join(lines), e
+
+    def master(self) -> int:
+        return int((self.home / "run" / "puma.pid").read_text())
+
+    def workers(self) -> set[int]:
+        children = Path(f"/proc/{self.master()}/task/{self.master()}/children").read_text().split()
+        return {int(c) for c in children}
+
+    def get(self) -> str:
+        return subprocess.run(["curl", "-sS", "-m", "5", "--unix-socket", str(self.home / "run" / "app.sock"),
+                               "http://app/"], capture_output=True, text=True).stdout
+
+    def stop(self) -> None:
+        try:
+            pid = self.master()
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(100):
+                if not Path(f"/proc/{pid}").exists():
+                    return
+                time.sleep(0.05)
+            os.killpg(pid, signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+
+
+@pytest.fixture
+def local_puma(tmp_path):
+    made: list[LocalPuma] = []
+
+    def make(**kwargs) -> LocalPuma:
+        made.append(LocalPuma(tmp_path, **kwargs))
+        return made[-1]
+    yield make
+    for p in made:
+        p.stop()
+
+
+@needs_puma
+def test_phased_restart_starts_puma_then_replaces_every_worker_and_keeps_the_master(local_puma):
+    app = local_puma()
+    out, failed = app.run(app.action("phased"))
+    assert failed is None, out
+    assert "stdout: puma: not running: starting it" in out and out.endswith("phased restart done: 2 workers on the new code")
+    assert app.get() == "revision=one\n"
+    master, workers = app.master(), app.workers()
+    app.release("two")
+
+    out, failed = app.run(app.action("phased"))
+
+    assert failed is None, out
+    assert f"stdout: puma: phased restart asked (USR1 to pid {master})" in out
+    assert app.master() == master and app.workers().isdisjoint(workers) and len(app.workers()) == 2
+    assert app.get() == "revision=two\n"
+    assert "pampa-note" not in out  # one at a time: puma's phase went up
+
+
+@needs_puma
+def test_hot_restart_keeps_the_pid_and_replaces_the_workers(local_puma):
+    app = local_puma()
+    assert app.run(app.action("hot"))[1] is None
+    master, workers = app.master(), app.workers()
+    app.release("two")
+
+    out, failed = app.run(app.action("hot"))
+
+    assert failed is None, out
+    assert f"stdout: puma: hot restart asked (USR2 to pid {master})" in out
+    assert app.master() == master and app.workers().isdisjoint(workers)
+    assert app.get() == "revision=two\n"
+
+
+@needs_puma
+def test_new_code_that_cannot_boot_fails_the_phased_restart_and_the_old_workers_keep_serving(local_puma):
+    app = local_puma()
+    assert app.run(app.action("phased"))[1] is None
+    (app.app / "config.ru").write_text('raise "boom: cannot boot"\n' + CONFIG_RU)
+    t0 = time.monotonic()
+
+    out, failed = app.run(app.action("phased", timeout=120))
+
+    took = time.monotonic() - t0
+    assert failed is not None and failed.exit_code == 1, out
+    assert failed.message.startswith("puma: the phased restart failed: 3 new workers exited before they booted")
+    assert took < 100, "the deaths end the wait, not the 120 s timeout"  # a bound telling the two apart
+    assert app.get() == "revision=one\n"  # the old worker still answers
+
+
+@needs_puma
+def test_a_puma_without_control_app_is_not_signalled_and_the_step_says_what_to_add(local_puma):
+    app = local_puma(control=False)
+    out, failed = app.run(app.action("phased", timeout=2))  # it starts, but the wait has nothing to read
+    assert failed is not None and "names no control app (control_url)" in failed.message
+    master, workers = app.master(), app.workers()
+
+    out, failed = app.run(app.action("phased"))
+
+    assert failed.message == ("puma: cannot tell when a phased restart is done: puma's control app does not answer "
+                              f"(the puma state file {app.home}/run/puma.state names no control app (control_url)); "
+                              "add state_path and activate_control_app to config/puma.rb (docs/operations.md, "
+                              "Zero-downtime restarts), or set units.puma_restart: full").replace(str(app.home), "~")
+    assert app.master() == master and app.workers() == workers  # nothing was signalled
+
+
+@needs_puma
+def test_single_mode_puma_is_named(local_puma):
+    app = local_puma(workers=0)
+    out, failed = app.run(app.action("hot"))
+    assert failed is not None and failed.message.startswith("puma: puma runs in single mode (no workers): a hot "
+                                                            "restart needs cluster mode"), out
+
+
+@needs_puma
+def test_a_puma_started_in_a_release_folder_does_not_follow_current(local_puma, tmp_path):
+    app = local_puma(folder="releases/1")
+    (tmp_path / "releases" / "2").mkdir()
+    for name in ("puma.rb", "config.ru"):
+        shutil.copy(app.app / name, tmp_path / "releases" / "2" / name)
+    app.release("two", tmp_path / "releases" / "2")
+    (tmp_path / "current").symlink_to(tmp_path / "releases" / "1")
+    assert app.run(app.action("phased", live="current", start_in="releases/1"))[1] is None
+    (tmp_path / "current").unlink()
+    (tmp_path / "current").symlink_to(tmp_path / "releases" / "2")
+
+    out, failed = app.run(app.action("phased", live="current", start_in="current"))
+
+    assert failed is not None, out
+    assert failed.message == (f"puma: the new workers run in {tmp_path}/releases/1, not in the live code "
+                              f"~/current ({tmp_path}/releases/2): puma restarts into the folder it was started "
+                              "from; set directory to ~/current in config/puma.rb")
+    assert app.get() == "revision=one\n"
+
+
+def test_drain_terms_then_kills_what_ignores_term_and_says_so(tmp_path):
+    start = ("(setsid nohup bash -c \"trap '' TERM; while :; do sleep 0.1; done\" >/dev/null 2>&1 </dev/null & "
+             "echo $! > ~/w.pid)")
+    quick = Service("worker", start, pid_file="~/w.pid")
+    backend = LocalBackend("local", home=str(tmp_path))
+    try:
+        first = backend.run(drain_command(quick, 0.5))
+        assert first.ok and first.stdout.startswith("worker: was not running"), first
+        before = int((tmp_path / "w.pid").read_text())
+
+        second = backend.run(drain_command(quick, 0.5))
+
+        assert second.ok, second
+        assert "pampa-note: worker: still running 0.5s after TERM: killed (KILL)" in second.stdout
+        assert not Path(f"/proc/{before}/cmdline").exists() or not Path(f"/proc/{before}/cmdline").read_bytes()
+        polite = Service("worker", "(setsid nohup sleep 30 >/dev/null 2>&1 </dev/null & echo $! > ~/w.pid)",
+                         pid_file="~/w.pid")
+        third = backend.run(drain_command(polite, 5))
+        assert third.ok
+        fourth = backend.run(drain_command(polite, 5))
+        assert fourth.ok and "worker: stopped 0." in fourth.stdout and "after TERM" in fourth.stdout
+        assert "pampa-note" not in fourth.stdout
+    finally:
+        subprocess.run(["bash", "-c", f"kill -9 -- -$(cat {tmp_path}/w.pid) 2>/dev/null"], check=False)
+
+
+def drain_command(svc: Service, stop_timeout: float):
+    from pampa_deployer.commands.command import Command
+    return Command(drain(svc, stop_timeout), timeout=60)
