@@ -13,9 +13,9 @@ import pytest
 
 from pampa_deployer.commands import puma
 from pampa_deployer.commands.service import ALIVE, Service, describe_drain, drain
+from pampa_deployer.engine.backends.local import LocalBackend
 from pampa_deployer.engine.executor import perform
 from pampa_deployer.engine.results import StepFailed
-from pampa_deployer.engine.backends.local import LocalBackend
 from pampa_deployer.errors import ConfigErrors
 from pampa_deployer.inventory import stage_from_mapping
 from pampa_deployer.plan import build_plan
