@@ -110,26 +110,50 @@ def test_puma_stats_summary_reads_cluster_and_single_mode():
     assert summary(single) == ["0", "0", "0", "0", "-1"]
 
 
-def test_the_phased_restart_of_a_pid_file_puma_exact_parts():
-    script = puma.restart(Service("puma", "cd ~/code/shop && bin/restart puma", pid_file="~/run/puma.pid"),
-                          "phased", "~/run/puma.state", "~/code/shop", 120)
-    assert script.startswith("{ " + ALIVE + "; " + puma.stats_function("~/run/puma.state") + "; "
-                             + puma.look_function() + "; pampa_restart() { if pid=$(cat ~/run/puma.pid 2>/dev/null); "
-                             "pampa_alive \"$pid\"; then pampa_look || { echo puma\": cannot tell when a phased restart "
-                             "is done: puma's control app does not answer ($e); add state_path and "
-                             "activate_control_app to config/puma.rb (docs/operations.md, Zero-downtime restarts), or "
-                             "set units.puma_restart: full\" >&2; return 1; }; ")
-    assert ("before=' '; for x in $list; do before=\"$before${x%:*} \"; done; ph0=$ph; kill -USR1 \"$pid\" || "
-            "return 1; echo puma\": phased restart asked \"\"(USR1 to pid $pid)\"\"; waiting up to 120s for every "
-            "worker to boot on the new code\"; else echo puma\": not running: starting it\"; before=' '; ph0=-1; "
-            "cd ~/code/shop && bin/restart puma || return 1; fi; want=$(readlink -f ~/code/shop 2>/dev/null); "
-            "end=$(($(date +%s) + 120)); ") in script
-    assert ("if [ \"$n\" -gt 0 ] && [ \"$b\" = \"$n\" ] && [ \"$stale\" = 0 ] && [ \"$old\" = 0 ]; then break; fi; "
-            in script)
-    assert ("[ \"$died\" -lt 3 ] || { echo puma\": the phased restart failed: $died new workers exited before they "
-            "booted, so the new code does not boot (see puma's log); the workers from before keep serving\" >&2; "
-            "return 1; }") in script
-    assert script.endswith("echo puma\": phased restart done: $n workers on the new code\"; }; pampa_restart; }")
+def test_the_phased_restart_of_a_pid_file_puma_exact():
+    svc = Service("puma", "cd ~/code/shop && bin/restart puma", pid_file="~/run/puma.pid")
+    script = puma.restart(svc, "phased", "~/run/puma.state", "~/code/shop", 120, "~/code/shop", 30)
+    assert script == (
+        "{ " + ALIVE + "; " + puma.stats_function("~/run/puma.state") + "; " + puma.look_function()
+        + "; pampa_restart() { "
+        'moved=; if pid=$(cat ~/run/puma.pid 2>/dev/null); pampa_alive "$pid"; then r=$(sed -n '
+        '\'s/^running_from: *//p\' ~/run/puma.state 2>/dev/null | tr -d \'"\'); root=$(readlink -f '
+        '~/code/shop 2>/dev/null); case "$r" in \'\'|"$root"|"$root"/*) ;; *) moved=$r;; esac; fi; if [ -n '
+        '"$moved" ]; then echo "pampa-note: "puma": ran from $moved, outside this stage\'s code $root: '
+        'restarted fully, as a phased restart would have kept the old code"; '
+        + drain(svc, 30) +
+        " || return 1; before=' '; ph0=-1; elif pid=$(cat ~/run/puma.pid 2>/dev/null); pampa_alive "
+        '"$pid"; then pampa_look || { echo puma": cannot tell when a phased restart is done: puma\'s '
+        'control app does not answer ($e); add state_path and activate_control_app to config/puma.rb '
+        '(docs/operations.md, Zero-downtime restarts), or set units.puma_restart: full" >&2; return 1; '
+        '}; [ "$c" = 1 ] || { echo puma": puma runs in single mode (no workers): a phased restart needs '
+        'cluster mode (workers 2 in config/puma.rb), or set units.puma_restart: full" >&2; return 1; }; '
+        'before=\' \'; for x in $list; do before="$before${x%:*} "; done; ph0=$ph; kill -USR1 "$pid" || '
+        'return 1; echo puma": phased restart asked ""(USR1 to pid $pid)""; waiting up to 120s for every '
+        'worker to boot on the new code"; else echo puma": not running: starting it"; before=\' \'; '
+        'ph0=-1; cd ~/code/shop && bin/restart puma || return 1; fi; want=$(readlink -f ~/code/shop '
+        "2>/dev/null); end=$(($(date +%s) + 120)); last=; died=0; young=' '; while :; do if pampa_look; "
+        'then stale=0; fresh=\' \'; for x in $list; do p=${x%:*}; case "$before" in *" $p "*) '
+        'stale=$((stale+1));; *) fresh="$fresh$p ";; esac; done; for p in $young; do case "$fresh" in *" '
+        '$p "*) ;; *) died=$((died+1));; esac; done; young=\' \'; for x in $list; do case "$x" in *:0) '
+        'case "$before" in *" ${x%:*} "*) ;; *) young="$young${x%:*} ";; esac;; esac; done; m="$b of $n '
+        'workers booted, $stale of them from before the restart"; [ "$m" = "$last" ] || { echo puma": '
+        '$m"; last=$m; }; if [ "$n" -gt 0 ] && [ "$b" = "$n" ] && [ "$stale" = 0 ] && [ "$old" = 0 ]; '
+        'then break; fi; [ "$c" = 1 ] || { echo puma": puma runs in single mode (no workers): a phased '
+        'restart needs cluster mode (workers 2 in config/puma.rb), or set units.puma_restart: full" >&2; '
+        'return 1; }; [ "$died" -lt 3 ] || { echo puma": the phased restart failed: $died new workers '
+        "exited before they booted, so the new code does not boot (see puma's log); the workers from "
+        'before keep serving" >&2; return 1; }; else m="puma\'s control app does not answer: $e"; [ "$m" '
+        '= "$last" ] || { echo puma": $m"; last=$m; }; fi; [ "$(date +%s)" -lt "$end" ] || { echo puma": '
+        'the phased restart did not complete within 120s: $last" >&2; return 1; }; sleep 0.5; done; for '
+        'p in $fresh; do d=$(readlink "/proc/$p/cwd" 2>/dev/null) || continue; case "$d" in '
+        '"$want"|"$want"/*) ;; *) echo puma": the new workers run in $d, not in the live code '
+        '"~/code/shop" ($want): puma restarts into the folder it was started from; set directory to '
+        '"~/code/shop" in config/puma.rb" >&2; return 1;; esac; done; [ "$ph0" -lt 0 ] || [ "$ph" -gt '
+        '"$ph0" ] || echo "pampa-note: "puma": puma restarted every worker at once instead of one at a '
+        'time (preload_app, or a reload that sends USR2): requests waited while they booted"; echo '
+        'puma": phased restart done: $n workers on the new code"; }; pampa_restart; }'
+    )
 
 
 def test_the_hot_restart_of_a_systemd_unit_asks_systemctl_reload():
@@ -138,7 +162,8 @@ def test_the_hot_restart_of_a_systemd_unit_asks_systemctl_reload():
     assert ("sudo systemctl reload shop_worker || return 1; echo shop_worker\": hot restart asked "
             "\"\"(\"'sudo systemctl reload shop_worker'\")\"\"; waiting up to 31s") in script
     assert "else echo shop_worker\": not running: starting it\"; before=' '; ph0=-1; sudo systemctl restart" in script
-    assert "pampa-note" not in script  # the phased-only note: a hot restart replaces every worker at once anyway
+    assert "one at a time" not in script  # the phased-only note: a hot restart replaces every worker at once anyway
+    assert "as a hot restart would have kept the old code\"; " + drain(UNIT, 30) + " || return 1" in script
     assert puma.describe(UNIT, "hot", "/srv/x.state", 30) == (
         "hot restart shop_worker: sudo systemctl reload shop_worker (its ExecReload sends USR2), or when not "
         "running sudo systemctl restart shop_worker; then wait up to 30s until puma's control app (/srv/x.state) "
@@ -176,7 +201,8 @@ def test_phased_puma_waits_on_the_state_file_and_the_live_code():
                              "restart": "cd {path} && bin/restart {unit}"}, strategy="releases"))
     (action,) = step_actions(plan, "k1", "restart_puma")
     svc = Service("puma", "cd ~/code/shop/current && bin/restart puma", pid_file="~/run/puma.pid")
-    assert action.command.script == puma.restart(svc, "phased", "~/run/puma.state", "~/code/shop/current", 45)
+    assert action.command.script == puma.restart(svc, "phased", "~/run/puma.state", "~/code/shop/current", 45,
+                                                 "~/code/shop", 30)
     assert action.display().startswith("phased restart puma: USR1 to the pid in ~/run/puma.pid, or when not "
                                        "running cd ~/code/shop/current && bin/restart puma; then wait up to 45s")
     assert [c.script for c in action.commands()] == ["curl", "awk", "cd ~/code/shop/current && bin/restart puma"]
@@ -232,11 +258,12 @@ class LocalPuma:
     def start_command(self, folder: str) -> str:
         return (f"cd ~/{folder} && (setsid nohup puma -C puma.rb >> ~/run/puma.log 2>&1 < /dev/null &)")
 
-    def action(self, mode: str, live: str = "app", start_in: str = "app", timeout: float = 60) -> Restart:
+    def action(self, mode: str, path: str = "app", start_in: str = "app", timeout: float = 60,
+               **settings) -> Restart:
         units = {"puma_restart": mode, "pid_file": "~/run/{unit}.pid", "puma": ["puma"],
                  "puma_state": "~/run/{unit}.state", "restart_timeout": timeout,
                  "restart": self.start_command(start_in)}
-        plan = build_plan(stage(units, path=f"~/{live}"))
+        plan = build_plan(stage(units, path=f"~/{path}", **settings))
         (restart,) = step_actions(plan, "k1", "restart_puma")
         return restart
 
@@ -368,23 +395,44 @@ def test_single_mode_puma_is_named(local_puma):
 
 @needs_puma
 def test_a_puma_started_in_a_release_folder_does_not_follow_current(local_puma, tmp_path):
-    app = local_puma(folder="releases/1")
-    (tmp_path / "releases" / "2").mkdir()
+    app = local_puma(folder="shop/releases/1")
+    second = tmp_path / "shop" / "releases" / "2"
+    second.mkdir()
     for name in ("puma.rb", "config.ru"):
-        shutil.copy(app.app / name, tmp_path / "releases" / "2" / name)
-    app.release("two", tmp_path / "releases" / "2")
-    (tmp_path / "current").symlink_to(tmp_path / "releases" / "1")
-    assert app.run(app.action("phased", live="current", start_in="releases/1"))[1] is None
-    (tmp_path / "current").unlink()
-    (tmp_path / "current").symlink_to(tmp_path / "releases" / "2")
+        shutil.copy(app.app / name, second / name)
+    app.release("two", second)
+    current = tmp_path / "shop" / "current"
+    current.symlink_to(app.app)
+    releases = {"path": "shop", "strategy": "releases"}
+    assert app.run(app.action("phased", start_in="shop/releases/1", **releases))[1] is None  # not running: started
+    current.unlink()
+    current.symlink_to(second)  # a deploy switched current
 
-    out, failed = app.run(app.action("phased", live="current", start_in="current"))
+    out, failed = app.run(app.action("phased", start_in="shop/current", **releases))
 
     assert failed is not None, out
-    assert failed.message == (f"puma: the new workers run in {tmp_path}/releases/1, not in the live code "
-                              f"~/current ({tmp_path}/releases/2): puma restarts into the folder it was started "
-                              "from; set directory to ~/current in config/puma.rb")
+    assert failed.message == (f"puma: the new workers run in {tmp_path}/shop/releases/1, not in the live code "
+                              f"~/shop/current ({second}): puma restarts into the folder it was started from; set "
+                              "directory to ~/shop/current in config/puma.rb")
     assert app.get() == "revision=one\n"
+
+
+@needs_puma
+def test_a_puma_running_from_another_code_path_is_restarted_fully_with_a_note(local_puma, tmp_path):
+    app = local_puma(folder="old")
+    assert app.run(app.action("phased", path="old", start_in="old"))[1] is None
+    master = app.master()
+    (tmp_path / "new").mkdir()
+    for name in ("puma.rb", "config.ru"):
+        shutil.copy(app.app / name, tmp_path / "new" / name)
+    app.release("two", tmp_path / "new")
+
+    out, failed = app.run(app.action("phased", path="new", start_in="new"))
+
+    assert failed is None, out
+    assert (f"stdout: pampa-note: puma: ran from {tmp_path}/old, outside this stage's code {tmp_path}/new: restarted "
+            "fully, as a phased restart would have kept the old code") in out
+    assert app.master() != master and app.get() == "revision=two\n"
 
 
 def test_drain_terms_then_kills_what_ignores_term_and_says_so(tmp_path):

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 
 from ..shell import quote
-from .service import ALIVE, Service
+from .service import ALIVE, Service, stop_and_start
 
 FULL, HOT, PHASED = "full", "hot", "phased"
 MODES = (FULL, HOT, PHASED)
@@ -87,57 +87,94 @@ def _asked(service: Service, mode: str) -> str:
     return f"\"(\"{quote(service.reload)}\")\""
 
 
-def restart(service: Service, mode: str, state: str, live: str, timeout: float) -> str:
-    """Ask puma for a ``mode`` (hot or phased) restart, or start it; wait until it serves the new code."""
+def restart(service: Service, mode: str, state: str, live: str, timeout: float, deploy_to: str | None = None,
+            stop_timeout: float = 30.0) -> str:
+    """Ask puma for a ``mode`` (hot or phased) restart, or start it; wait until it serves the new code.
+
+    A puma that runs from outside ``deploy_to`` (its state file's ``running_from``: the code path moved,
+    or the strategy changed) would restart into its old folder: it is drained and started instead, once,
+    with a note.
+    """
     if mode not in SIGNALS:
         raise ValueError(f"not a zero-downtime puma mode: {mode!r}")
-    name = service.label
     limit = max(1, math.ceil(timeout))
+    body = "; ".join([_choose(service, mode, state, deploy_to or live, limit, stop_timeout),
+                      _wait(service, mode, live, limit), _where(service, live)])
+    return ("{ " + ALIVE + "; " + stats_function(state) + "; " + look_function() + "; pampa_restart() { "
+            f"{body}; {_phased_note(service, mode)}"
+            f"echo {service.label}\": {mode} restart done: $n workers on the new code\"; }}; pampa_restart; }}")
+
+
+def _single(service: Service, mode: str) -> str:
+    return (f"echo {service.label}\": puma runs in single mode (no workers): a {mode} restart needs cluster mode "
+            f"(workers 2 in config/puma.rb), or set units.puma_restart: full\" >&2; return 1")
+
+
+def _choose(service: Service, mode: str, state: str, deploy_to: str, limit: int, stop_timeout: float) -> str:
+    """Puma moved (drain and start it), runs (note its workers, ask for the restart) or not (start it)."""
+    name = service.label
     fix = ("add state_path and activate_control_app to config/puma.rb (docs/operations.md, "
            "Zero-downtime restarts), or set units.puma_restart: full")
-    single = (f"echo {name}\": puma runs in single mode (no workers): a {mode} restart needs cluster mode "
-              f"(workers 2 in config/puma.rb), or set units.puma_restart: full\" >&2; return 1")
-    before = (f"if {service.running()}; then "
-              f"pampa_look || {{ echo {name}\": cannot tell when a {mode} restart is done: puma's control app "
-              f"does not answer ($e); {fix}\" >&2; return 1; }}; "
-              f"[ \"$c\" = 1 ] || {{ {single}; }}; before=' '; for x in $list; do before=\"$before${{x%:*}} \"; done; "
-              "ph0=$ph; "
-              f"{_ask(service, mode)} || return 1; "
-              f"echo {name}\": {mode} restart asked \"{_asked(service, mode)}\"; waiting up to {limit}s for every "
-              f"worker to boot on the new code\"; "
-              f"else echo {name}\": not running: starting it\"; before=' '; ph0=-1; {service.start} || return 1; fi")
-    observe = ("stale=0; fresh=' '; for x in $list; do p=${x%:*}; case \"$before\" in *\" $p \"*) "
-               "stale=$((stale+1));; *) fresh=\"$fresh$p \";; esac; done; "
-               "for p in $young; do case \"$fresh\" in *\" $p \"*) ;; *) died=$((died+1));; esac; done; "
-               "young=' '; for x in $list; do case \"$x\" in *:0) case \"$before\" in *\" ${x%:*} \"*) ;; "
-               "*) young=\"$young${x%:*} \";; esac;; esac; done; "
-               "m=\"$b of $n workers booted, $stale of them from before the restart\"; "
-               f"[ \"$m\" = \"$last\" ] || {{ echo {name}\": $m\"; last=$m; }}; "
-               "if [ \"$n\" -gt 0 ] && [ \"$b\" = \"$n\" ] && [ \"$stale\" = 0 ] && [ \"$old\" = 0 ]; then break; fi; "
-               f"[ \"$c\" = 1 ] || {{ {single}; }}; "
-               f"[ \"$died\" -lt {BOOT_DEATHS} ] || {{ echo {name}\": the {mode} restart failed: $died new workers "
-               f"exited before they booted, so the new code does not boot (see puma's log); {_left[mode]}\" >&2; "
-               "return 1; }")
-    wait = ("want=$(readlink -f " + quote(live) + " 2>/dev/null); end=$(($(date +%s) + " + str(limit) + ")); "
-            "last=; died=0; young=' '; while :; do "
-            f"if pampa_look; then {observe}; "
+    probe = (f"moved=; if {service.running()}; then r=$(sed -n 's/^running_from: *//p' {quote(state)} 2>/dev/null | "
+             f"tr -d '\"'); root=$(readlink -f {quote(deploy_to)} 2>/dev/null); "
+             "case \"$r\" in ''|\"$root\"|\"$root\"/*) ;; *) moved=$r;; esac; fi")
+    moved = (f"echo \"pampa-note: \"{name}\": ran from $moved, outside this stage's code $root: restarted fully, as "
+             f"a {mode} restart would have kept the old code\"; {stop_and_start(service, stop_timeout)} || return 1; "
+             "before=' '; ph0=-1")
+    running = (f"pampa_look || {{ echo {name}\": cannot tell when a {mode} restart is done: puma's control app "
+               f"does not answer ($e); {fix}\" >&2; return 1; }}; [ \"$c\" = 1 ] || {{ {_single(service, mode)}; }}; "
+               "before=' '; for x in $list; do before=\"$before${x%:*} \"; done; ph0=$ph; "
+               f"{_ask(service, mode)} || return 1; echo {name}\": {mode} restart asked \"{_asked(service, mode)}\"; "
+               f"waiting up to {limit}s for every worker to boot on the new code\"")
+    stopped = f"echo {name}\": not running: starting it\"; before=' '; ph0=-1; {service.start} || return 1"
+    return (f"{probe}; if [ -n \"$moved\" ]; then {moved}; elif {service.running()}; then {running}; "
+            f"else {stopped}; fi")
+
+
+def _observe(service: Service, mode: str) -> str:
+    """One look at puma's workers: new or from before, booted or not, and new ones that died booting."""
+    name = service.label
+    return ("stale=0; fresh=' '; for x in $list; do p=${x%:*}; case \"$before\" in *\" $p \"*) "
+            "stale=$((stale+1));; *) fresh=\"$fresh$p \";; esac; done; "
+            "for p in $young; do case \"$fresh\" in *\" $p \"*) ;; *) died=$((died+1));; esac; done; "
+            "young=' '; for x in $list; do case \"$x\" in *:0) case \"$before\" in *\" ${x%:*} \"*) ;; "
+            "*) young=\"$young${x%:*} \";; esac;; esac; done; "
+            "m=\"$b of $n workers booted, $stale of them from before the restart\"; "
+            f"[ \"$m\" = \"$last\" ] || {{ echo {name}\": $m\"; last=$m; }}; "
+            "if [ \"$n\" -gt 0 ] && [ \"$b\" = \"$n\" ] && [ \"$stale\" = 0 ] && [ \"$old\" = 0 ]; then break; fi; "
+            f"[ \"$c\" = 1 ] || {{ {_single(service, mode)}; }}; "
+            f"[ \"$died\" -lt {BOOT_DEATHS} ] || {{ echo {name}\": the {mode} restart failed: $died new workers "
+            f"exited before they booted, so the new code does not boot (see puma's log); {_left[mode]}\" >&2; "
+            "return 1; }")
+
+
+def _wait(service: Service, mode: str, live: str, limit: int) -> str:
+    """Look every half second until the restart is done, fails, or ``limit`` seconds pass."""
+    name = service.label
+    return (f"want=$(readlink -f {quote(live)} 2>/dev/null); end=$(($(date +%s) + {limit})); "
+            f"last=; died=0; young=' '; while :; do if pampa_look; then {_observe(service, mode)}; "
             f"else m=\"puma's control app does not answer: $e\"; [ \"$m\" = \"$last\" ] || "
             f"{{ echo {name}\": $m\"; last=$m; }}; fi; "
             f"[ \"$(date +%s)\" -lt \"$end\" ] || {{ echo {name}\": the {mode} restart did not complete within "
             f"{limit}s: $last\" >&2; return 1; }}; sleep 0.5; done")
-    where = ("for p in $fresh; do d=$(readlink \"/proc/$p/cwd\" 2>/dev/null) || continue; "
-             "case \"$d\" in \"$want\"|\"$want\"/*) ;; "
-             f"*) echo {name}\": the new workers run in $d, not in the live code \"{quote(live)}\" ($want): puma "
-             f"restarts into the folder it was started from; set directory to \"{quote(live)}\" in config/puma.rb\" "
-             ">&2; return 1;; esac; done")
-    phased_note = ""
-    if mode == PHASED:
-        phased_note = (f"[ \"$ph0\" -lt 0 ] || [ \"$ph\" -gt \"$ph0\" ] || echo \"pampa-note: \"{name}\": puma "
-                       "restarted every worker at once instead of one at a time (preload_app, or a reload that sends "
-                       "USR2): requests waited while they booted\"; ")
-    return ("{ " + ALIVE + "; " + stats_function(state) + "; " + look_function() + "; pampa_restart() { "
-            f"{before}; {wait}; {where}; {phased_note}"
-            f"echo {name}\": {mode} restart done: $n workers on the new code\"; }}; pampa_restart; }}")
+
+
+def _where(service: Service, live: str) -> str:
+    """Every new worker runs inside the live code (a ``directory`` naming a release folder would not)."""
+    return ("for p in $fresh; do d=$(readlink \"/proc/$p/cwd\" 2>/dev/null) || continue; "
+            "case \"$d\" in \"$want\"|\"$want\"/*) ;; "
+            f"*) echo {service.label}\": the new workers run in $d, not in the live code \"{quote(live)}\" ($want): "
+            f"puma restarts into the folder it was started from; set directory to \"{quote(live)}\" in "
+            "config/puma.rb\" >&2; return 1;; esac; done")
+
+
+def _phased_note(service: Service, mode: str) -> str:
+    """A phased restart that puma did as a hot one (phase did not go up) is worth a note, not a failure."""
+    if mode != PHASED:
+        return ""
+    return (f"[ \"$ph0\" -lt 0 ] || [ \"$ph\" -gt \"$ph0\" ] || echo \"pampa-note: \"{service.label}\": puma "
+            "restarted every worker at once instead of one at a time (preload_app, or a reload that sends "
+            "USR2): requests waited while they booted\"; ")
 
 
 def describe(service: Service, mode: str, state: str, timeout: float) -> str:

@@ -91,6 +91,13 @@ def _drain_systemd(service: Service) -> str:
             f"{service.start}; }}; pampa_drain; }}")
 
 
+def stop_and_start(service: Service, stop_timeout: float) -> str:
+    """The service drained then started when pampa can drain it, else ``units.restart`` alone."""
+    if service.pid_file is None and not service.stop:
+        return service.start
+    return drain(service, stop_timeout)
+
+
 def describe_drain(service: Service, stop_timeout: float) -> str:
     """One line for ``plan``: how the service is stopped and started again."""
     if service.pid_file is None:

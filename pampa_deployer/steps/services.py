@@ -66,7 +66,8 @@ def restart_puma(ctx: StepContext) -> tuple[Restart | Run, ...]:
     for name in _names(ctx, units, "puma"):
         svc = service(ctx, units, name)
         state = fill_plain(units.puma_state, {**ctx.variables, "unit": name})
-        script = puma.restart(svc, mode, state, ctx.live_path, units.restart_timeout)
+        script = puma.restart(svc, mode, state, ctx.live_path, units.restart_timeout, ctx.host.path,
+                              units.stop_timeout)
         out.append(Restart(unit=name, summary=puma.describe(svc, mode, state, units.restart_timeout),
                            command=ctx.command(script, cwd=False), uses=_uses(svc, *_PUMA_USES, ask="reload")))
     return tuple(out)

@@ -1,7 +1,9 @@
-# A long-running Pampa process (worker, dispatcher, jobs, planner): writes a heartbeat.
+# A long-running Pampa process (worker, dispatcher, jobs, planner): runs one short job after another,
+# each writing a heartbeat. On TERM it finishes the job it is running, then exits (a graceful stop).
 name = File.basename($PROGRAM_NAME, ".rb")
-# No TERM trap: Ruby exits at once on TERM, even inside sleep.
-loop do
+stopping = false
+Signal.trap("TERM") { stopping = true }
+until stopping
   File.write(File.join(Dir.home, "run", "#{name}.heartbeat"), "#{Process.pid} #{Time.now.to_f}\n")
-  sleep 2
+  sleep 0.5 # the job
 end
