@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from pampa_deployer.commands import puma
+from pampa_deployer.commands.command import Command
 from pampa_deployer.commands.service import ALIVE, Service, describe_drain, drain
 from pampa_deployer.engine.backends.local import LocalBackend
 from pampa_deployer.engine.executor import perform
@@ -232,10 +233,11 @@ needs_puma = pytest.mark.skipif(not (shutil.which("puma") and shutil.which("curl
 CONFIG_RU = 'rev = File.read("REVISION").strip\nrun ->(_env) { [200, {}, ["revision=#{rev}\\n"]] }\n'
 
 
-def puma_rb(home: Path, workers: int = 2, control: bool = True) -> str:
+def puma_rb(home: Path, workers: int = 2, control: bool = True, directory: bool = True) -> str:
     run = home / "run"
-    lines = ['directory ENV.fetch("PWD")', f"workers {workers}", "threads 1, 2", f'bind "unix://{run}/app.sock"',
-             f'pidfile "{run}/puma.pid"', f'state_path "{run}/puma.state"']
+    lines = ['directory ENV.fetch("PWD")'] if directory else []
+    lines += [f"workers {workers}", "threads 1, 2", f'bind "unix://{run}/app.sock"',
+              f'pidfile "{run}/puma.pid"', f'state_path "{run}/puma.state"']
     if control:
         lines.append(f'activate_control_app "unix://{run}/control.sock"')
     return "\n".join(lines) + "\n"
@@ -461,6 +463,91 @@ def test_drain_terms_then_kills_what_ignores_term_and_says_so(tmp_path):
         subprocess.run(["bash", "-c", f"kill -9 -- -$(cat {tmp_path}/w.pid) 2>/dev/null"], check=False)
 
 
-def drain_command(svc: Service, stop_timeout: float):
-    from pampa_deployer.commands.command import Command
+def drain_command(svc: Service, stop_timeout: float) -> Command:
     return Command(drain(svc, stop_timeout), timeout=60)
+
+
+# -- pampa check: can this host's puma do a hot or phased restart? ------------------------------------------------
+def test_check_probes_a_hot_or_phased_puma_and_nothing_else():
+    from pampa_deployer.readiness import probe_for
+    units = {"puma_restart": "phased", "pid_file": "~/run/{unit}.pid", "puma": ["puma"],
+             "puma_state": "~/run/{unit}.state", "restart": "cd {path} && bin/restart {unit}"}
+    s = stage(units, strategy="releases")
+    hp = next(h for h in build_plan(s).hosts if h.host.name == "k1")
+    svc = Service("puma", "cd ~/code/shop/current && bin/restart puma", pid_file="~/run/puma.pid")
+    probe = puma.probe(svc, "~/run/puma.state", "~/code/shop", "~/code/shop/current", True)
+    assert probe_for(s, hp).script.endswith(" ; " + probe)
+    assert probe.endswith(
+        "if pid=$(cat ~/run/puma.pid 2>/dev/null); pampa_alive \"$pid\"; then if pampa_look; then if [ \"$c\" = 1 ]; "
+        "then echo puma:puma=cluster:$n; else echo puma:puma=single; fi; else echo puma:puma=no-control:\"$e\"; fi; "
+        "r=$(sed -n 's/^running_from: *//p' ~/run/puma.state 2>/dev/null | tr -d '\"'); "
+        "root=$(readlink -f ~/code/shop 2>/dev/null); case \"$r\" in ''|\"$root\"|\"$root\"/*) ;; "
+        "*) echo puma:puma.moved=\"$r\";; esac; else echo puma:puma=not-running; fi; "
+        "if [ ! -f ~/code/shop/current/config/puma.rb ]; then echo puma:puma.config=missing; else "
+        "grep -Eq '^[[:space:]]*directory[[:space:]]' ~/code/shop/current/config/puma.rb || "
+        "echo puma:puma.directory=missing; [ ! -e ~/code/shop/current/Gemfile ] || "
+        "grep -Eq '^[[:space:]]*prune_bundler' ~/code/shop/current/config/puma.rb || "
+        "echo puma:puma.prune_bundler=missing; fi )")
+    assert "config/puma.rb" not in puma.probe(svc, "~/run/puma.state", "~/code/shop", "~/code/shop", False)
+    full = stage({"pid_file": "~/run/{unit}.pid"})  # a full restart needs nothing of puma
+    assert "pampa_look" not in probe_for(full, next(h for h in build_plan(full).hosts if h.host.name == "k1")).script
+
+
+def test_check_says_what_keeps_a_puma_from_a_hot_or_phased_restart():
+    from pampa_deployer.readiness import judge
+    units = {"puma_restart": "phased", "pid_file": "~/run/{unit}.pid", "puma": ["puma"]}
+    s = stage(units, strategy="releases")
+    hp = next(h for h in build_plan(s).hosts if h.host.name == "k1")
+    base = {"probe": "started", "git": "ok:0123456789ab", "path": "ok", "disk": "99999999:/"}
+
+    def said(**found):
+        result = judge(s, hp, {**base, **{k.replace("_", ":", 1).replace("__", "."): v for k, v in found.items()}}, 1)
+        return [p.line("k1") for p in result.problems], result.facts
+
+    assert said(puma_puma="cluster:2") == ([], {"branch_head": "0123456789ab", "free_mb": 97656,
+                                                "puma": {"puma": "phased, 2 workers"}})
+    assert said(puma_puma="not-running")[1]["puma"] == {"puma": "not running (a deploy starts it)"}
+    assert said(puma_puma="single")[0] == [
+        "k1: puma (puma) runs in single mode: a phased restart needs cluster mode; set workers (2 or more) in "
+        "config/puma.rb (docs/operations.md, Zero-downtime restarts), or set units.puma_restart: full"]
+    assert said(puma_puma="no-control:curl: (7) Couldn't connect to server")[0] == [
+        "k1: puma (puma) answers on no control app (curl: (7) Couldn't connect to server), so a phased restart "
+        "could not tell when it is done; add state_path and activate_control_app to config/puma.rb "
+        "(docs/operations.md, Zero-downtime restarts), check units.puma_state, or set units.puma_restart: full"]
+    assert said(puma_puma="not-running", puma_puma__directory="missing", puma_puma__prune_bundler="missing")[0] == [
+        "k1: ~/code/shop/current/config/puma.rb sets no directory, so a phased restart of puma (puma) re-enters the "
+        "folder it was started in, not the new release; add `directory \"~/code/shop/current\"` to config/puma.rb "
+        "(docs/operations.md, Zero-downtime restarts)",
+        "k1: ~/code/shop/current/config/puma.rb has no prune_bundler, so the workers of a phased restart of puma "
+        "(puma) keep the gems of the release puma started in; add prune_bundler to config/puma.rb "
+        "(docs/operations.md, Zero-downtime restarts)"]
+    assert said(puma_puma="cluster:2", puma_puma__config="missing")[1]["puma_config"] == {
+        "puma": "no ~/code/shop/current/config/puma.rb: not checked"}
+    moved = said(puma_puma="cluster:2", puma_puma__moved="/home/d/old")
+    assert moved[0] == [] and moved[1]["puma"] == {"puma": "phased, 2 workers; runs from /home/d/old, outside the "
+                                                           "stage's code: the next deploy restarts it fully, once"}
+
+
+@needs_puma
+def test_check_probe_reads_a_real_puma_and_the_live_config(local_puma, tmp_path):
+    app = local_puma(folder="shop/releases/1", control=False)
+    (tmp_path / "shop" / "current").symlink_to(app.app)
+    action = app.action("phased", start_in="shop/current", path="shop", strategy="releases", timeout=1)
+    backend = LocalBackend("local", home=str(tmp_path))
+
+    def said() -> list[str]:
+        return backend.run(Command(action.probe, timeout=60)).stdout.splitlines()
+
+    assert said() == ["puma:puma=not-running", "puma:puma.config=missing"]
+    app.run(action)  # started; no control app to wait on
+    for _ in range(300):
+        if (tmp_path / "run" / "puma.state").exists():
+            break
+        time.sleep(0.1)
+    (app.app / "config").mkdir()
+    (app.app / "config" / "puma.rb").write_text("workers 2\n")
+    (app.app / "Gemfile").write_text('gem "puma"\n')
+    assert said()[1:] == ["puma:puma.directory=missing", "puma:puma.prune_bundler=missing"]
+    assert said()[0].startswith("puma:puma=no-control:the puma state file ")
+    (app.app / "config" / "puma.rb").write_text('directory "/x/current"\nworkers 2\nprune_bundler\n')
+    assert len(said()) == 1

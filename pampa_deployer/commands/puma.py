@@ -27,6 +27,7 @@ arguments and never printed. Pure builders, no I/O.
 from __future__ import annotations
 
 import math
+import posixpath
 
 from ..shell import quote
 from .service import ALIVE, Service, stop_and_start
@@ -175,6 +176,32 @@ def _phased_note(service: Service, mode: str) -> str:
     return (f"[ \"$ph0\" -lt 0 ] || [ \"$ph\" -gt \"$ph0\" ] || echo \"pampa-note: \"{service.label}\": puma "
             "restarted every worker at once instead of one at a time (preload_app, or a reload that sends "
             "USR2): requests waited while they booted\"; ")
+
+
+def probe(service: Service, state: str, deploy_to: str, live: str, releases: bool) -> str:
+    """``pampa check``'s read-only look at one puma (a subshell printing ``puma:UNIT...=`` lines): running or
+    not; cluster with N workers, single mode, or no control app; running from outside the stage's code.
+
+    Under the releases strategy also the live ``config/puma.rb``: without ``directory`` a restart re-enters
+    the folder puma was started in (``$PWD``, a release folder unless started as ``cd current``), and without
+    ``prune_bundler`` the workers of an app with a Gemfile keep the gems of the release puma started in.
+    (Puma's own environment cannot be read from outside: setting its process title overwrites it.)
+    """
+    k, st = quote(f"puma:{service.unit}"), quote(state)
+    look = (f"if pampa_look; then if [ \"$c\" = 1 ]; then echo {k}=cluster:$n; else echo {k}=single; fi; "
+            f"else echo {k}=no-control:\"$e\"; fi; "
+            f"r=$(sed -n 's/^running_from: *//p' {st} 2>/dev/null | tr -d '\"'); "
+            f"root=$(readlink -f {quote(deploy_to)} 2>/dev/null); "
+            f"case \"$r\" in ''|\"$root\"|\"$root\"/*) ;; *) echo {k}.moved=\"$r\";; esac")
+    config = ""
+    if releases:
+        rb, gemfile = quote(posixpath.join(live, "config/puma.rb")), quote(posixpath.join(live, "Gemfile"))
+        config = (f"; if [ ! -f {rb} ]; then echo {k}.config=missing; else "
+                  f"grep -Eq '^[[:space:]]*directory[[:space:]]' {rb} || echo {k}.directory=missing; "
+                  f"[ ! -e {gemfile} ] || grep -Eq '^[[:space:]]*prune_bundler' {rb} || "
+                  f"echo {k}.prune_bundler=missing; fi")
+    return (f"( {ALIVE}; {stats_function(state)}; {look_function()}; if {service.running()}; then {look}; "
+            f"else echo {k}=not-running; fi{config} )")
 
 
 def describe(service: Service, mode: str, state: str, timeout: float) -> str:

@@ -86,6 +86,7 @@ class Restart:
     summary: str
     command: Command
     uses: tuple[str, ...] = ()  # programs and commands besides shell built-ins, for ``pampa check``
+    probe: str = ""  # a read-only shell snippet for ``pampa check`` about this service (commands/puma.py)
 
     def display(self) -> str:
         return self.summary

@@ -69,7 +69,8 @@ def restart_puma(ctx: StepContext) -> tuple[Restart | Run, ...]:
         script = puma.restart(svc, mode, state, ctx.live_path, units.restart_timeout, ctx.host.path,
                               units.stop_timeout)
         out.append(Restart(unit=name, summary=puma.describe(svc, mode, state, units.restart_timeout),
-                           command=ctx.command(script, cwd=False), uses=_uses(svc, *_PUMA_USES, ask="reload")))
+                           command=ctx.command(script, cwd=False), uses=_uses(svc, *_PUMA_USES, ask="reload"),
+                           probe=puma.probe(svc, state, ctx.host.path, ctx.live_path, ctx.layout is not None)))
     return tuple(out)
 
 

@@ -19,3 +19,9 @@ activate_control_app "unix://#{run_dir}/puma-control.sock"
 
 # A worker that started under `bundle exec` would keep the Gemfile of the release it started in.
 prune_bundler
+
+# A worker's thread reads each request itself instead of parking new connections in the reactor: a
+# worker stopping for a restart closes the connections its reactor holds unread (puma counts them as
+# idle), and their requests would fail; its threads finish theirs. Behind a buffering proxy (nginx)
+# this costs nothing; without one, a slow client holds a thread while it sends its request.
+queue_requests false
