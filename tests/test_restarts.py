@@ -551,3 +551,61 @@ def test_check_probe_reads_a_real_puma_and_the_live_config(local_puma, tmp_path)
     assert said()[0].startswith("puma:puma=no-control:the puma state file ")
     (app.app / "config" / "puma.rb").write_text('directory "/x/current"\nworkers 2\nprune_bundler\n')
     assert len(said()) == 1
+
+
+# -- what docs/operations.md (Zero-downtime restarts) shows ----------------------------------------------------
+def _doc(marker: str) -> str:
+    from conftest import doc_block
+    return doc_block("operations.md", marker)
+
+
+def test_the_documented_puma_rb_is_what_the_demo_app_runs():
+    """Every directive of the docs' config/puma.rb is in the demo app's, which the fleet tests deploy."""
+    from pampa_deployer.fleet import APP_SOURCE
+    demo = {line.split()[0] for line in (APP_SOURCE / "config" / "puma.rb").read_text().splitlines()
+            if line.strip() and not line.startswith("#")}
+    documented = {line.split()[0] for line in _doc("puma.rb").splitlines() if line.strip()}
+    assert documented == {"workers", "directory", "prune_bundler", "pidfile", "state_path", "activate_control_app",
+                          "queue_requests"}
+    assert documented <= demo
+    assert "queue_requests false" in (APP_SOURCE / "config" / "puma.rb").read_text()
+
+
+def test_the_documented_systemd_units_send_what_the_stage_asks_for():
+    import yaml
+    unit = _doc("unit: phased")
+    assert "ExecReload=/bin/kill -USR1 $MAINPID" in unit and "TimeoutStopSec=30" in unit
+    assert "ListenStream=0.0.0.0:3000" in _doc("unit: socket")
+    units = {**yaml.safe_load(_doc("units: systemd"))["units"], "puma": ["mysaas_app"], "workers": ["mysaas_worker"]}
+    plan = build_plan(stage(units))
+    (puma_restart,) = step_actions(plan, "k1", "restart_puma")
+    assert puma_restart.display().startswith("phased restart mysaas_app: sudo systemctl reload mysaas_app (its "
+                                             "ExecReload sends USR1), or when not running sudo systemctl restart")
+    (worker,) = step_actions(plan, "n1", "restart_workers")
+    assert worker.display() == ("drain mysaas_worker: sudo systemctl stop mysaas_worker (systemd: TERM, KILL after "
+                                "the unit's TimeoutStopSec); then sudo systemctl restart mysaas_worker")
+    scripts = yaml.safe_load(_doc("units: pid files"))["units"]
+    (worker,) = step_actions(build_plan(stage({**scripts, "workers": ["worker"]})), "n1", "restart_workers")
+    assert worker.display() == ("drain worker: TERM to the pid in ~/run/worker.pid, KILL after 60s; then "
+                                "cd ~/code/shop && bin/restart worker")
+
+
+def test_the_documented_check_lines_are_what_check_says():
+    from conftest import DOCS
+
+    from pampa_deployer.readiness import judge
+    shown = [line for line in (DOCS / "operations.md").read_text().splitlines() if line.startswith("euler-2: ")]
+    s = stage_from_mapping({"app": "mysaas", "repo": "git@example.com:mysaas.git", "strategy": "releases",
+                            "units": {"puma": ["mysaas_app"], "puma_restart": "phased"},
+                            "hosts": {"euler-2": {"address": "10.0.1.2", "roles": ["euler"]}}}, environ={})
+    hp = build_plan(s).hosts[0]
+    found = {"probe": "started", "git": "ok:0123456789ab", "path": "ok", "disk": "99999999:/",
+             "puma:mysaas_app": "single", "puma:mysaas_app.directory": "missing"}
+    assert [p.line("euler-2") for p in judge(s, hp, found, 1).problems] == shown
+
+
+def test_the_demo_deploys_with_phased_restarts_and_drains():
+    from pampa_deployer.cli.demo import demo_fleet, demo_stage
+    units = demo_stage(demo_fleet())["units"]
+    assert (units["puma_restart"], units["pid_file"], units["puma_state"]) == \
+        ("phased", "~/run/{unit}.pid", "~/run/{unit}.state")

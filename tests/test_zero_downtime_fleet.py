@@ -11,7 +11,7 @@ import json
 import time
 
 import pytest
-from conftest import alive, head, pid, trace
+from conftest import alive, doc_shows, head, pid, trace
 from releasefleet import ROOT, WEB
 
 from pampa_deployer.fleet import APP_SOURCE
@@ -22,6 +22,7 @@ pytestmark = pytest.mark.fleet
 PUMAS = ["kepler-1", "kepler-2", "euler-1"]
 GATED = ["euler-1", "copernico-1"]
 CONFIG_RU = (APP_SOURCE / "config.ru").read_text()
+PUMA_RB = (APP_SOURCE / "config" / "puma.rb").read_text()
 PROCESS_RB = (APP_SOURCE / "bin" / "process.rb").read_text()
 #: Divisions and dispatchers update their code too, so every puma host serves each new release.
 SEQUENCES = {"euler": ["git_fetch", "git_reset", "bundle", "restart_puma", "report_version"],
@@ -68,6 +69,8 @@ def test_a_deploy_under_load_refuses_no_request(project, fleet, mode, strategy):
     for host in PUMAS:
         assert load.revisions[host].get(old, 0) > 0 and load.revisions[host].get(new, 0) > 0, (host, load.revisions)
         assert f"puma: {mode} restart done: 2 workers on the new code" in host_log(project, host)
+    if (mode, strategy) == ("phased", "in_place"):
+        doc_shows("operations.md", "output: restart", host_log(project, "kepler-1"))
 
 
 def test_a_rollback_under_load_refuses_no_request(project, fleet):
@@ -147,3 +150,31 @@ def test_a_worker_that_finishes_its_job_stops_on_term_one_that_does_not_is_kille
     finally:
         fleet.commit("The worker stops on TERM again", {"bin/worker.rb": 'load File.join(__dir__, "process.rb")\n'})
         assert project.pampa("deploy", "test", "--roles", "newton", timeout=600).returncode == 0
+
+
+@pytest.mark.parametrize("strategy", ["in_place", "releases"])
+def test_check_says_each_puma_can_restart_and_names_a_config_that_cannot(project, fleet, strategy):
+    zero_downtime_stage(project, "phased", strategy)
+    assert project.pampa("deploy", "test", timeout=600).returncode == 0
+
+    ready = project.pampa("check", "test", "--roles", "kepler,euler")
+
+    assert ready.returncode == 0, ready.stdout + ready.stderr
+    for host in PUMAS:
+        line = next(x for x in ready.stdout.splitlines() if x.startswith(f"{host}: "))
+        assert line.startswith(f"{host}: ready (") and line.endswith("MB free, puma puma: phased, 2 workers)"), line
+    if strategy != "releases":
+        return
+    fleet.commit("A puma.rb that forgot its directory", {"config/puma.rb": PUMA_RB.replace("directory ENV", "# ENV")})
+    try:
+        assert project.pampa("deploy", "test", timeout=600).returncode == 0  # this restart still had it
+
+        late = project.pampa("check", "test", "--hosts", "kepler-1")
+
+        assert late.returncode == 4, late.stdout + late.stderr
+        assert (f"kepler-1: ~/{ROOT}/pampa-demo/current/config/puma.rb sets no directory, so a phased restart of puma "
+                "(puma) re-enters the folder it was started in, not the new release; add `directory "
+                f"\"~/{ROOT}/pampa-demo/current\"` to config/puma.rb") in late.stdout
+    finally:
+        fleet.commit("The directory is back", {"config/puma.rb": PUMA_RB})
+        assert project.pampa("deploy", "test", timeout=600).returncode == 0
