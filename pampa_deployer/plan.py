@@ -175,8 +175,11 @@ def build_step(stage: Stage, ctx: StepContext, name: str, roles: tuple[str, ...]
         actions = health_check(ctx, roles) if name == "health_check" else _built(stage, name, ctx)
     timeout = spec.get("timeout") or default_timeout(name, stage.setting("step_timeout"))
     if timeout:
-        actions = tuple(replace(a, command=_with_timeout(a.command, timeout)) if isinstance(a, (Run, Restart))
-                        else a for a in actions)
+        # A restart that waits (restart_timeout, stop_timeout) gets at least what it may wait, unless the
+        # stage sets the step's timeout itself.
+        actions = tuple(replace(a, command=_with_timeout(a.command, timeout if spec.get("timeout") else
+                                                         max(timeout, a.command.timeout or 0)))
+                        if isinstance(a, (Run, Restart)) else a for a in actions)
     custom = name not in BUILDERS and (name in step_specs or name in stage.tasks)
     return StepPlan(name=name, actions=actions, custom=custom)
 

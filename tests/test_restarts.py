@@ -609,3 +609,15 @@ def test_the_demo_deploys_with_phased_restarts_and_drains():
     units = demo_stage(demo_fleet())["units"]
     assert (units["puma_restart"], units["pid_file"], units["puma_state"]) == \
         ("phased", "~/run/{unit}.pid", "~/run/{unit}.state")
+
+
+def test_a_restart_gets_at_least_the_time_it_may_wait_unless_the_step_says_otherwise():
+    units = {"puma_restart": "phased", "restart_timeout": 900, "stop_timeout": 700, "workers": ["w"],
+             "pid_file": "~/run/{unit}.pid"}
+    plan = build_plan(stage(units))
+    assert step_actions(plan, "k1", "restart_puma")[0].command.timeout == 900 + 700 + 60
+    assert step_actions(plan, "n1", "restart_workers")[0].command.timeout == 700 + 60
+    assert step_actions(build_plan(stage({"pid_file": "~/run/{unit}.pid"})), "n1",
+                        "restart_workers")[0].command.timeout == 600  # the step's default is more
+    own = build_plan(stage(units, steps={"restart_puma": {"timeout": 30}}))
+    assert step_actions(own, "k1", "restart_puma")[0].command.timeout == 30

@@ -107,10 +107,12 @@ RESTARTS = {
                 "KILL). Unset (and no `pid_file`): `restart` alone, as its manager does it.",
                 "sudo systemctl stop {unit}"),
     "stop_timeout": Key("number", 30.0, "Pid-file services: seconds a service may take to stop after TERM "
-                        "(to finish its running job) before it is killed (KILL to its process group).", "60",
-                        rule="positive"),
+                        "(to finish its running job) before it is killed (KILL to its process group). The "
+                        "restart steps' timeout is at least this plus 60 s.", "60", rule="positive"),
     "restart_timeout": Key("number", 120.0, "Seconds a hot or phased restart may take before the step fails "
-                           "(sooner when new workers die while booting).", "300", rule="positive"),
+                           "(sooner when new workers die while booting). restart_puma's timeout is at least "
+                           "this plus `stop_timeout` plus 60 s, unless `steps.restart_puma.timeout` is set.",
+                           "300", rule="positive"),
 }
 
 TOP: dict[str, Key] = {

@@ -17,6 +17,10 @@ from .actions import Restart, Run, StepContext
 #: Programs the restart scripts run besides POSIX tools and coreutils (``pampa check`` looks for them).
 _PUMA_USES = ("curl", "awk")
 
+#: Seconds a restart command gets beyond what it may wait for (the start, KILL's own wait): the step's
+#: timeout is at least that much (plan.py), so the step's own bound never cuts a wait it promised short.
+_SLACK = 60.0
+
 
 def _units(ctx: StepContext) -> UnitsView:
     return view(ctx.settings, "units", UnitsView)  # defaults from the schema, not restated here
@@ -52,7 +56,8 @@ def _drains(ctx: StepContext, group: str) -> tuple[Restart | Run, ...]:
             out.append(Run(ctx.command(svc.start, cwd=False)))
             continue
         out.append(Restart(unit=name, summary=describe_drain(svc, units.stop_timeout),
-                           command=ctx.command(drain(svc, units.stop_timeout), cwd=False),
+                           command=ctx.command(drain(svc, units.stop_timeout), cwd=False,
+                                               timeout=units.stop_timeout + _SLACK),
                            uses=_uses(svc)))
     return tuple(out)
 
@@ -69,7 +74,9 @@ def restart_puma(ctx: StepContext) -> tuple[Restart | Run, ...]:
         script = puma.restart(svc, mode, state, ctx.live_path, units.restart_timeout, ctx.host.path,
                               units.stop_timeout)
         out.append(Restart(unit=name, summary=puma.describe(svc, mode, state, units.restart_timeout),
-                           command=ctx.command(script, cwd=False), uses=_uses(svc, *_PUMA_USES, ask="reload"),
+                           command=ctx.command(script, cwd=False,
+                                               timeout=units.restart_timeout + units.stop_timeout + _SLACK),
+                           uses=_uses(svc, *_PUMA_USES, ask="reload"),
                            probe=puma.probe(svc, state, ctx.host.path, ctx.live_path, ctx.layout is not None)))
     return tuple(out)
 
