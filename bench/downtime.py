@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -104,6 +105,23 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def medians(rows: list[dict]) -> list[dict]:
+    """One row per strategy and mode over the rounds: counts summed, the longest window, median latencies."""
+    out = []
+    for key in dict.fromkeys((r["strategy"], r["mode"]) for r in rows):
+        runs = [r for r in rows if (r["strategy"], r["mode"]) == key]
+
+        def med(field: str):
+            values = [r[field] for r in runs if r[field] is not None]
+            return round(statistics.median(values), 1) if values else None
+        out.append({**runs[0], "sent": sum(r["sent"] for r in runs), "failed": sum(r["failed"] for r in runs),
+                    "by_kind": {k: sum(r["by_kind"][k] for r in runs) for k in FAILURES},
+                    "window_max_s": max(r["window_max_s"] for r in runs),
+                    **{f: med(f) for f in ("p50_before_ms", "p99_before_ms", "p50_during_ms", "p99_during_ms",
+                                           "deploy_s", "load_avg")}})
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hosts", type=int, default=6)
@@ -140,6 +158,9 @@ def main() -> int:
         shutil.rmtree(root, ignore_errors=True)
     print()
     print(table(rows))
+    if args.runs > 1:
+        print(f"\nover {args.runs} rounds: failures summed, longest window, medians of the rest")
+        print(table(medians(rows)))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0
