@@ -3,6 +3,7 @@
     bench/run downtime                                   # 6 hosts, full/hot/phased, in place and releases
     bench/run downtime --hosts 30 --runs 3 --rate 20     # 30 hosts, three rounds
     bench/run downtime --modes phased --strategies releases --subnet 127.0.121
+    bench/run downtime --hosts 30 --batch 6              # rolling: 6 hosts restart at a time
 
 A real sshd fleet (one sshd per host in its own mount namespace) runs the demo app's puma in cluster mode
 (2 workers, fleet/app/config/puma.rb). A load client (fleet/load.py) sends GET / to every puma host
@@ -58,26 +59,28 @@ def write_stage(fleet: Fleet, project: Path, strategy: str, mode: str) -> None:
     fleet.write_stage(project / "stages", "bench", **settings)
 
 
-def deploy(project: Path) -> tuple[int, float, str]:
+def deploy(project: Path, batch: str | None = None) -> tuple[int, float, str]:
     t0 = time.monotonic()
-    run = subprocess.run([sys.executable, "-m", "pampa_deployer", "deploy", "bench", "--ci"], cwd=project,
+    run = subprocess.run([sys.executable, "-m", "pampa_deployer", "deploy", "bench", "--ci",
+                          *(["--batch", batch] if batch else [])], cwd=project,
                          capture_output=True, text=True, timeout=1800)
     return run.returncode, time.monotonic() - t0, run.stdout[-3000:] + run.stderr[-2000:]
 
 
-def measure(fleet: Fleet, project: Path, strategy: str, mode: str, rate: float) -> dict:
+def measure(fleet: Fleet, project: Path, strategy: str, mode: str, rate: float, batch: str | None) -> dict:
     write_stage(fleet, project, strategy, mode)
     new = fleet.commit(f"Release deployed under load ({strategy}, {mode})")
     load_avg = os.getloadavg()[0]
     with Load({h.name: (h.address, 9292) for h in fleet.hosts}, rate=rate, timeout=15) as load:
         time.sleep(3)  # answers from before the deploy
         load.mark("deploy")
-        code, took, output = deploy(project)
+        code, took, output = deploy(project, batch)
         load.mark("deployed")
         time.sleep(2)
     s = summary(load.samples, load.marks["deploy"], load.marks["deployed"])
     served_new = sum(1 for h in fleet.hosts if s.revisions.get(h.name, {}).get(new))
-    return {"strategy": strategy, "mode": mode, "hosts": len(fleet.hosts), "rate": rate, "exit": code,
+    return {"strategy": strategy, "mode": mode, "hosts": len(fleet.hosts), "rate": rate, "batch": batch,
+            "exit": code,
             "deploy_s": round(took, 2), "load_avg": round(load_avg, 2), "sent": s.sent,
             "failed": s.failures, "by_kind": {k: s.failed.get(k, 0) for k in FAILURES},
             "window_max_s": round(max(s.window.values(), default=0.0), 2),
@@ -130,6 +133,8 @@ def main() -> int:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--subnet", default="127.0.121")
+    parser.add_argument("--batch", help="deploy in rolling batches (pampa deploy --batch N|N%%): on one machine, "
+                                         "how many hosts boot new workers at once")
     parser.add_argument("--json", help="also write every run's numbers to this file")
     args = parser.parse_args()
     modes = [m for m in args.modes.split(",") if m]
@@ -146,7 +151,7 @@ def main() -> int:
                 return 1
             for _ in range(args.runs):
                 for mode in modes:
-                    row = measure(fleet, project, strategy, mode, args.rate)
+                    row = measure(fleet, project, strategy, mode, args.rate, args.batch)
                     rows.append(row)
                     print(f"{strategy:9} {mode:7} exit {row['exit']} sent {row['sent']} failed {row['failed']} "
                           f"window {row['window_max_s']}s p99 {row['p99_before_ms']} -> {row['p99_during_ms']} ms "
