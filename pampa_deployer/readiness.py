@@ -86,7 +86,7 @@ def judge(stage, hp, found: dict[str, str], min_free_mb: int) -> HostReadiness:
                                     f"check `repo` in {file} and that the host's key may read it"))
     _folder(out, "path", found.get("path", ""), f"code path {host.path}",
             f"fix `path` in {file} or the folder's owner and permissions")
-    if found.get("checkout") == "not-a-checkout":
+    if found.get("checkout") == "not-a-checkout" and hp.layout is None:  # a releases root is no checkout
         out.problems.append(Problem("path", f"code path {host.path} exists, is not empty and is not a git checkout",
                                     "move its content away (git clone needs an empty folder) or fix `path`"))
     disk = found.get("disk", "")

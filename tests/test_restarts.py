@@ -621,3 +621,16 @@ def test_a_restart_gets_at_least_the_time_it_may_wait_unless_the_step_says_other
                         "restart_workers")[0].command.timeout == 600  # the step's default is more
     own = build_plan(stage(units, steps={"restart_puma": {"timeout": 30}}))
     assert step_actions(own, "k1", "restart_puma")[0].command.timeout == 30
+
+
+def test_check_of_a_releases_host_names_no_loop_variable_and_no_checkout_problem():
+    """Two things `pampa check` said of every releases host once it was deployed (found by the fleet test)."""
+    from pampa_deployer.commands import readiness as probe
+    from pampa_deployer.readiness import judge
+    s = stage({}, strategy="releases")
+    hp = next(h for h in build_plan(s).hosts if h.host.name == "k1")
+    used = probe.programs_used(c for step in hp.steps for a in step.actions for c in a.commands())
+    assert "r" not in used and {"sort", "tail", "git"} <= set(used)  # `for r in $(ls ... | sort -r | tail ...)`
+    found = {"probe": "started", "git": "ok:0123456789ab", "path": "ok", "disk": "99999999:/",
+             "checkout": "not-a-checkout"}  # ROOT holds repo.git, releases/, shared/: no .git of its own
+    assert judge(s, hp, found, 1).problems == []

@@ -19,9 +19,10 @@ _NOT_PROGRAMS = {"cd", "export", "source", ".", "if", "then", "else", "fi", "tes
                  "echo", "printf", "sudo", "exec", "exit", "set", "do", "done", "for", "while", "!", "{", "}",
                  "(", ")", "env", "nohup", "setsid", "time"}
 
-#: Builtins whose arguments are never a program (``echo "note: x"``, ``cd DIR``, ``[ -d x ]``).
+#: Builtins whose arguments are never a program (``echo "note: x"``, ``cd DIR``, ``[ -d x ]``, the name
+#: of ``for r in ...``).
 _NO_PROGRAM_AFTER = {"cd", "source", ".", "export", "set", "exit", "[", "[[", "test", "echo", "printf", "true",
-                     "false"}
+                     "false", "for"}
 
 
 def programs_used(commands: Iterable[Command]) -> list[str]:
