@@ -93,7 +93,7 @@ RESTARTS = {
                         "workers one at a time, SIGUSR1), `hot` (puma re-executes itself and keeps its listening "
                         "socket, SIGUSR2) or `full` (stop, then start). With `hot` and `phased` the step waits "
                         "until puma's control app lists every worker booted on the new code "
-                        "(docs/operations.md, Zero-downtime restarts).", "phased", rule="puma_mode"),
+                        "(docs/operations.md, Zero-downtime restarts).", "phased", choices=PUMA_MODES),
     "pid_file": Key("str", None, "Pid-file services: where each unit's main process writes its pid (`{unit}` is "
                     "the unit); pampa signals that pid itself. Unset: the units are systemd units.",
                     "~/run/{unit}.pid"),

@@ -10,7 +10,7 @@ import difflib
 import re
 from typing import Any, Callable
 
-from .schema import PUMA_MODES, TOP, Key
+from .schema import TOP, Key
 
 _TYPE_NAMES = {
     "str": "a string", "int": "an integer", "number": "a number", "bool": "true or false",
@@ -40,7 +40,6 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
              "an octal mode in quotes such as '0600' (unquoted, YAML reads 0600 as the number 384)"),
     "shell_names": (lambda v: isinstance(v, dict) and all(SHELL_NAME.match(str(k)) for k in v),
                     "names made of letters, digits and _ that do not start with a digit"),
-    "puma_mode": (lambda v: v in PUMA_MODES, "one of " + ", ".join(PUMA_MODES)),
     "code_path": (lambda v: _own_folder(str(v)),
                   "a folder of its own such as ~/code/{app}, not ~, / or . (the revision log is written "
                   "next to it, as PATH.revisions.jsonl)"),
@@ -63,8 +62,6 @@ def rule_problem(rule: str, value: Any, name: str) -> str | None:
     if rule == "shell_names":
         bad = next(str(k) for k in value if not SHELL_NAME.match(str(k)))
         return f"{name}: '{bad}' is not a valid environment variable name; expected {expected}"
-    if rule == "puma_mode":
-        return f"{name}: expected {expected}, got {_describe(value)}{suggest(value, PUMA_MODES)}"
     return f"{name}: expected {expected}, got {_describe(value)}"
 
 
