@@ -1,10 +1,11 @@
 """Restarting puma, the processes (dispatchers, jobs, planners) and the workers.
 
-Every service is drained before it starts again: TERM, up to ``units.stop_timeout`` seconds for its
-running job, then KILL (a pid-file service, signalled by pampa), or systemd's own stop (a systemd
-unit). Puma can instead restart without dropping a request (``units.puma_restart: hot`` or ``phased``):
-then the step ends only once puma's control app lists every worker booted on the new code. The shell
-lives in ``commands/service.py`` and ``commands/puma.py``; this module fills the stage's templates.
+A service pampa can reach is drained before it starts again: TERM, up to ``units.stop_timeout`` seconds
+for its running job, then KILL (``units.pid_file``: pampa signals the pid), or systemd's own stop
+(``units.stop``); one it cannot gets ``units.restart`` alone, as before. Puma can instead restart without
+dropping a request (``units.puma_restart: hot`` or ``phased``): then the step ends only once puma's
+control app lists every worker booted on the new code. The shell lives in ``commands/service.py`` and
+``commands/puma.py``; this module fills the stage's templates.
 """
 from __future__ import annotations
 
