@@ -15,7 +15,7 @@ from .inventory.model import Host, Stage
 from .inventory.validate import suggest
 from .sequences import GATE_ROLE, STEP_ORDER, ordered_union, step_order
 from .shell import TemplateError, render
-from .steps import BUILDERS, Run, StepContext, default_timeout
+from .steps import BUILDERS, Restart, Run, StepContext, default_timeout
 from .steps.git import git_reset_to
 from .steps.health import checks_for, health_check
 from .steps.python import call_task
@@ -175,8 +175,11 @@ def build_step(stage: Stage, ctx: StepContext, name: str, roles: tuple[str, ...]
         actions = health_check(ctx, roles) if name == "health_check" else _built(stage, name, ctx)
     timeout = spec.get("timeout") or default_timeout(name, stage.setting("step_timeout"))
     if timeout:
-        actions = tuple(Run(_with_timeout(a.command, timeout)) if isinstance(a, Run) else a
-                        for a in actions)
+        # A restart that waits (restart_timeout, stop_timeout) gets at least what it may wait, unless the
+        # stage sets the step's timeout itself.
+        actions = tuple(replace(a, command=_with_timeout(a.command, timeout if spec.get("timeout") else
+                                                         max(timeout, a.command.timeout or 0)))
+                        if isinstance(a, (Run, Restart)) else a for a in actions)
     custom = name not in BUILDERS and (name in step_specs or name in stage.tasks)
     return StepPlan(name=name, actions=actions, custom=custom)
 
@@ -187,9 +190,10 @@ def known_steps(stage: Stage) -> list[str]:
     return list(STEP_ORDER) + custom + [n for n in stage.tasks if n not in custom]
 
 
-_TEMPLATE_SETTINGS = {"restart_puma": ("units.restart", "units.puma"),
-                      "restart_processes": ("units.restart", "units.processes"),
-                      "restart_workers": ("units.restart", "units.workers")}
+_UNIT_TEMPLATES = ("units.restart", "units.pid_file", "units.stop")
+_TEMPLATE_SETTINGS = {"restart_puma": ("units.puma", *_UNIT_TEMPLATES, "units.reload", "units.puma_state"),
+                      "restart_processes": ("units.processes", *_UNIT_TEMPLATES),
+                      "restart_workers": ("units.workers", *_UNIT_TEMPLATES)}
 
 
 def _built(stage: Stage, name: str, ctx: StepContext) -> tuple:

@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from .commands import readiness
 from .commands.command import Command
 from .plan import HostPlan
-from .steps.actions import Run
+from .steps.actions import Restart
 from .steps.secrets import remote_path
 
 
 def sudo_commands(hp: HostPlan) -> list[str]:
     """The scripts of the host's restart steps that call sudo (they must not prompt for a password)."""
-    return [a.command.script for s in hp.steps if s.name.startswith("restart") for a in s.actions
-            if isinstance(a, Run) and "sudo" in a.command.script.split()]
+    return [c.script for s in hp.steps if s.name.startswith("restart") for a in s.actions for c in a.commands()
+            if "sudo" in c.script.split()]
 
 
 def secret_folders(hp: HostPlan, secret_files) -> list[str]:
@@ -31,11 +31,17 @@ def secret_folders(hp: HostPlan, secret_files) -> list[str]:
     return folders
 
 
+def service_probes(hp: HostPlan) -> list[str]:
+    """The read-only probes of the host's services that need one (a puma restarted hot or phased)."""
+    return [a.probe for s in hp.steps for a in s.actions if isinstance(a, Restart) and a.probe]
+
+
 def probe_for(stage, hp: HostPlan) -> Command:
     """The host's readiness probe, from what its plan says it will need."""
     commands = (c for step in hp.steps for action in step.actions for c in action.commands())
     return readiness.probe_command(hp.host, str(stage.setting("repo")), secret_folders(hp, stage.secret_files),
-                                   bool(sudo_commands(hp)), readiness.programs_used(commands), stage.redactor)
+                                   bool(sudo_commands(hp)), readiness.programs_used(commands), stage.redactor,
+                                   service_probes(hp))
 
 
 @dataclass
@@ -80,7 +86,7 @@ def judge(stage, hp, found: dict[str, str], min_free_mb: int) -> HostReadiness:
                                     f"check `repo` in {file} and that the host's key may read it"))
     _folder(out, "path", found.get("path", ""), f"code path {host.path}",
             f"fix `path` in {file} or the folder's owner and permissions")
-    if found.get("checkout") == "not-a-checkout":
+    if found.get("checkout") == "not-a-checkout" and hp.layout is None:  # a releases root is no checkout
         out.problems.append(Problem("path", f"code path {host.path} exists, is not empty and is not a git checkout",
                                     "move its content away (git clone needs an empty folder) or fix `path`"))
     disk = found.get("disk", "")
@@ -108,7 +114,47 @@ def judge(stage, hp, found: dict[str, str], min_free_mb: int) -> HostReadiness:
         if key.startswith("cmd:") and value != "ok":
             out.problems.append(Problem("commands", f"command '{key[4:]}' is not installed (a deploy step runs it)",
                                         "install it, or load it with the stage's `prefix` (e.g. rvm)"))
+    _puma(out, stage, hp, found)
     return out
+
+
+def _puma(out: HostReadiness, stage, hp, found: dict[str, str]) -> None:
+    """What the puma probes said: can a hot or phased restart do its work on this host?"""
+    mode = stage.setting("units.puma_restart") or "full"
+    live = hp.layout.current if hp.layout is not None else hp.host.path
+    docs = "(docs/operations.md, Zero-downtime restarts)"
+    for key, value in found.items():
+        if not key.startswith("puma:"):
+            continue
+        unit, _, aspect = key[len("puma:"):].partition(".")
+        state, _, detail = value.partition(":")
+        if not aspect and state == "cluster":
+            out.facts.setdefault("puma", {})[unit] = f"{mode}, {detail} workers"
+        elif not aspect and state == "not-running":
+            out.facts.setdefault("puma", {})[unit] = "not running (a deploy starts it)"
+        elif not aspect and state == "single":
+            out.problems.append(Problem("puma", f"puma ({unit}) runs in single mode: a {mode} restart needs cluster "
+                                        "mode", f"set workers (2 or more) in config/puma.rb {docs}, or set "
+                                        "units.puma_restart: full"))
+        elif not aspect and state == "no-control":
+            out.problems.append(Problem("puma", f"puma ({unit}) answers on no control app ({detail.strip()}), so a "
+                                        f"{mode} restart could not tell when it is done",
+                                        f"add state_path and activate_control_app to config/puma.rb {docs}, check "
+                                        "units.puma_state, or set units.puma_restart: full"))
+        elif aspect == "moved":
+            pumas = out.facts.setdefault("puma", {})
+            pumas[unit] = (pumas.get(unit, "running") + f"; runs from {value}, outside the stage's code: the next "
+                           "deploy restarts it fully, once")
+        elif aspect == "directory":
+            out.problems.append(Problem("puma", f"{live}/config/puma.rb sets no directory, so a {mode} restart of "
+                                        f"puma ({unit}) re-enters the folder it was started in, not the new "
+                                        "release", f"add `directory \"{live}\"` to config/puma.rb {docs}"))
+        elif aspect == "prune_bundler":
+            out.problems.append(Problem("puma", f"{live}/config/puma.rb has no prune_bundler, so the workers of a "
+                                        f"{mode} restart of puma ({unit}) keep the gems of the release puma "
+                                        "started in", f"add prune_bundler to config/puma.rb {docs}"))
+        elif aspect == "config":
+            out.facts.setdefault("puma_config", {})[unit] = f"no {live}/config/puma.rb: not checked"
 
 
 def not_started(host: str, result) -> HostReadiness:

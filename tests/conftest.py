@@ -217,6 +217,28 @@ def pid(fleet: Fleet, name: str, service: str) -> int | None:
     return int(path.read_text()) if path.exists() else None
 
 
+def puma_workers(fleet: Fleet, name: str) -> set[int]:
+    """The host's puma workers: a phased or hot restart replaces them, not the master (whose pid stays)."""
+    master = pid(fleet, name, "puma")
+    try:
+        return {int(c) for c in Path(f"/proc/{master}/task/{master}/children").read_text().split()}
+    except (OSError, ValueError):
+        return set()
+
+
+def restarted(fleet: Fleet, name: str, service: str, before) -> bool:
+    """``service`` runs anew since ``before`` (``served(...)``): new puma workers, or a new pid."""
+    after = served(fleet, name, service)
+    if service == "puma":
+        return bool(after) and not after & before
+    return after is not None and after != before and alive(after)
+
+
+def served(fleet: Fleet, name: str, service: str):
+    """What ``restarted`` compares: puma's worker pids, or the service's pid."""
+    return puma_workers(fleet, name) if service == "puma" else pid(fleet, name, service)
+
+
 def alive(process_id: int | None) -> bool:
     if not process_id:
         return False

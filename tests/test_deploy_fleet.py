@@ -5,7 +5,7 @@ import json
 import stat
 
 import pytest
-from conftest import SECRET, alive, head, migrations, pid, trace
+from conftest import SECRET, head, migrations, restarted, served, trace
 
 pytestmark = pytest.mark.fleet
 
@@ -17,7 +17,7 @@ NEWTONS = ["newton-1", "newton-2"]
 def test_full_deploy_updates_every_host(project, fleet):
     project.stage()
     gated_before = {h: head(fleet, h) for h in GATED}
-    pids_before = {h: pid(fleet, h, s) for h, s in
+    pids_before = {h: served(fleet, h, s) for h, s in
                    [("kepler-1", "puma"), ("kepler-2", "planner"), ("euler-1", "puma"),
                     ("newton-1", "worker"), ("newton-2", "worker"), ("copernico-1", "dispatcher")]}
     new = fleet.commit("Release for the full deploy test")
@@ -38,8 +38,7 @@ def test_full_deploy_updates_every_host(project, fleet):
     for (host, service), before in zip([("kepler-1", "puma"), ("kepler-2", "planner"), ("euler-1", "puma"),
                                         ("newton-1", "worker"), ("newton-2", "worker"),
                                         ("copernico-1", "dispatcher")], pids_before.values()):
-        after = pid(fleet, host, service)
-        assert after is not None and after != before and alive(after), (host, service)
+        assert restarted(fleet, host, service, before), (host, service)
     report = json.loads((project.root / "report.json").read_text())
     assert {h["name"]: h["result"] for h in report["hosts"]} == {h: "ok" for h, _ in
                                                                    [(x.name, 0) for x in fleet.hosts]}

@@ -313,9 +313,9 @@ def test_secret_in_a_new_folder_is_checked_creatable_then_created_by_the_deploy(
 
 # -- run STEP and deploy --skip -----------------------------------------------------------------------
 def test_run_one_step_fleet_wide_keeps_the_gate_and_reports(project, fleet, tmp_path):
-    from conftest import pid, trace
+    from conftest import restarted, served, trace
     project.stage(trace=True)
-    before = {h: pid(fleet, h, "puma") for h in ("kepler-1", "kepler-2", "euler-1")}
+    before = {h: served(fleet, h, "puma") for h in ("kepler-1", "kepler-2", "euler-1")}
     report = tmp_path / "run.json"
     r = project.pampa("run", "test", "restart_puma", "--report", str(report))
     assert r.returncode == 0, r.stdout + r.stderr
@@ -324,7 +324,7 @@ def test_run_one_step_fleet_wide_keeps_the_gate_and_reports(project, fleet, tmp_
     assert {h["name"]: [s["name"] for s in h["steps"]] for h in data["hosts"]} == \
         {"kepler-1": ["restart_puma"], "kepler-2": ["restart_puma"], "euler-1": ["restart_puma"]}
     for host in ("kepler-1", "kepler-2", "euler-1"):
-        assert len(trace(fleet, host)) == 1 and pid(fleet, host, "puma") != before[host]
+        assert len(trace(fleet, host)) == 1 and restarted(fleet, host, "puma", before[host])
     for host in ("newton-1", "newton-2", "copernico-1"):
         assert trace(fleet, host) == []  # not part of the run: never touched
     # euler-1 is gated: it restarts only after every kepler finished.

@@ -54,8 +54,9 @@ def check(args) -> int:
     else:
         for r in results:
             if not r.problems:
+                pumas = "".join(f", puma {u}: {said}" for u, said in r.facts.get("puma", {}).items())
                 print(f"{r.host}: ready (branch {plan.branch} at {r.facts.get('branch_head', '?')}, "
-                      f"{r.facts.get('free_mb', '?')} MB free)")
+                      f"{r.facts.get('free_mb', '?')} MB free{pumas})")
             for p in r.problems:
                 print(p.line(r.host) if p.check != "connect" else f"{r.host}: {_unprefixed(p.message, r.host)}")
         problems = sum(len(r.problems) for r in results)

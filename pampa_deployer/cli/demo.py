@@ -86,7 +86,9 @@ def demo_fleet(root: Path | str = DEFAULT_DIR, per_role: int = 1, subnet: str = 
 def demo_stage_text(fleet: Fleet) -> str:
     header = ("# The demo stage, written by `pampa demo` for its local fleet of sshd hosts\n"
               "# (stages/demo.yml in the repository is the one for the default --dir /tmp/pampa-demo).\n"
-              "# Restarts use the demo app's pid-file script instead of systemd; see units.restart.\n"
+              "# Restarts use the demo app's pid-file script instead of systemd; see units.restart. Puma runs\n"
+              "# in cluster mode and restarts one worker at a time (units.puma_restart: phased), so a deploy\n"
+              "# refuses no request; the other services are drained (TERM, then KILL after units.stop_timeout).\n"
               "# Checks run on each host after the restarts: puma must answer with the revision just deployed,\n"
               "# and every restarted process must be the one writing its heartbeat.\n")
     return header + yaml.safe_dump(demo_stage(fleet), sort_keys=False)

@@ -19,9 +19,10 @@ _NOT_PROGRAMS = {"cd", "export", "source", ".", "if", "then", "else", "fi", "tes
                  "echo", "printf", "sudo", "exec", "exit", "set", "do", "done", "for", "while", "!", "{", "}",
                  "(", ")", "env", "nohup", "setsid", "time"}
 
-#: Builtins whose arguments are never a program (``echo "note: x"``, ``cd DIR``, ``[ -d x ]``).
+#: Builtins whose arguments are never a program (``echo "note: x"``, ``cd DIR``, ``[ -d x ]``, the name
+#: of ``for r in ...``).
 _NO_PROGRAM_AFTER = {"cd", "source", ".", "export", "set", "exit", "[", "[[", "test", "echo", "printf", "true",
-                     "false"}
+                     "false", "for"}
 
 
 def programs_used(commands: Iterable[Command]) -> list[str]:
@@ -64,10 +65,10 @@ def _creatable(key: str, path: str) -> str:
 
 
 def probe_command(host: Host, repo: str, secret_folders: Iterable[str] = (), sudo: bool = False,
-                  programs: Iterable[str] = (), redactor=None) -> Command:
+                  programs: Iterable[str] = (), redactor=None, services: Iterable[str] = ()) -> Command:
     """The host's whole readiness probe, run with its prefix and env like a deploy step: the repository and
     branch, the code path, free disk, each secret folder, sudo without a password (when a restart uses it),
-    and each program the steps call."""
+    each program the steps call, and the services' own probes (a puma restarted hot or phased)."""
     path = quote(host.path)
     parts = [
         # Printed only when the probe started at all: it runs like every deploy step, after the prefix and
@@ -94,6 +95,7 @@ def probe_command(host: Host, repo: str, secret_folders: Iterable[str] = (), sud
     for program in programs:
         parts.append(f"command -v {quote(program)} >/dev/null 2>&1 && echo cmd:{program}=ok "
                      f"|| echo cmd:{program}=missing")
+    parts.extend(services)
     kwargs = {"redactor": redactor} if redactor is not None else {}
     return Command(script=" ; ".join(parts), prefix=host.prefix, env=tuple(sorted(host.env.items())),
                    timeout=60, **kwargs)

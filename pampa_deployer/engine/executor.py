@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Callable, Protocol
 
 from ..errors import AccessPointError
-from ..steps.actions import CallTask, HealthCheck, OpenGate, ReportVersion, Run, Upload
+from ..steps.actions import CallTask, HealthCheck, OpenGate, ReportVersion, Restart, Run, Upload
 from . import startrecord
 from .backends.base import Backend, tail
 from .results import StepFailed
@@ -57,6 +57,17 @@ def _health_check(action: HealthCheck, backend: Backend, sink: Sink) -> None:
                          f"health check '{action.name}' {what}")
 
 
+def _restart(action: Restart, backend: Backend, sink: Sink) -> None:
+    """A service restart ran on the host; when it failed, its last stderr line says why (a phased restart
+    that did not complete, a new worker that cannot boot, a service that does not stop)."""
+    sink.command_started(action.display())
+    result = backend.run(action.command, sink.output)
+    if not result.ok:
+        last = tail(result.stderr, 1) or tail(result.stdout, 1) or f"exit code {result.exit_code}"
+        said = last if last.startswith(f"{action.unit}: ") else f"restart of {action.unit} failed: {last}"
+        raise StepFailed(result.exit_code, tail(result.stderr) or tail(result.stdout), said)
+
+
 def _upload(action: Upload, backend: Backend, sink: Sink) -> None:
     sink.command_started(action.display())
     try:
@@ -92,6 +103,7 @@ EXECUTORS: dict[type, Callable[[object, Backend, Sink], None]] = {
     StartRecord: _start_record,
     Run: _run,
     HealthCheck: _health_check,
+    Restart: _restart,
     Upload: _upload,
     ReportVersion: _report_version,
     OpenGate: _open_gate,

@@ -4,7 +4,7 @@ Before anything of a step happens on a host, the host's start record (``commands
 is rewritten to name the step, so a deploy killed at any moment leaves a host that says which
 run and step it was in. A step is shown started only once the host says the record is written.
 
-A step that begins with a command (``Run``, ``HealthCheck``) carries the record in that command:
+A step that begins with a command (``Run``, ``HealthCheck``, ``Restart``) carries the record in that command:
 the host's shell writes it with a built-in just before the body, in the same round trip, and
 the backend tells the line ``RECORDED`` when it is written (or raises ``RecordFailed``). Any other
 step (an upload, a task call) writes the record on its own first.
@@ -16,7 +16,7 @@ from typing import Callable
 
 from ..commands import revlog
 from ..commands.command import Command
-from ..steps.actions import HealthCheck, Run
+from ..steps.actions import HealthCheck, Restart, Run
 from .backends.base import RECORDED, Backend, tail
 from .results import RecordFailed, StepFailed
 
@@ -27,7 +27,7 @@ class StartRecord:
 
     line: str
     alone: Command                     # the record as a command of its own, for a step without ``then``
-    then: Run | HealthCheck | None = None
+    then: Run | HealthCheck | Restart | None = None
 
     def display(self) -> str:
         return self.then.display() if self.then is not None else "start record"
@@ -40,7 +40,7 @@ def for_step(actions: list, base: Command, record: dict) -> list:
     """The step's actions with the start record naming it written first (folded into its first command)."""
     line = revlog.step_record(base, record)
     first = actions[0] if actions else None
-    if isinstance(first, (Run, HealthCheck)) and first.command.record is None:
+    if isinstance(first, (Run, HealthCheck, Restart)) and first.command.record is None:
         return [StartRecord(line, revlog.step_command(base, record), first), *actions[1:]]
     return [StartRecord(line, revlog.step_command(base, record)), *actions]
 

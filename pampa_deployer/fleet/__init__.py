@@ -314,7 +314,10 @@ class Fleet:
             "ssh": {"known_hosts": str(self.known_hosts), "config": str(self.ssh_config)},
             "env": {"DATABASE_URL": "sqlite://db/app.sqlite3"},
             "units": {"restart": "cd {path} && bin/restart {unit} {address}", "puma": ["puma"],
-                      "processes": ["dispatcher", "jobs", "planner"], "workers": ["worker"]},
+                      "processes": ["dispatcher", "jobs", "planner"], "workers": ["worker"],
+                      # Zero downtime out of the box: puma runs in cluster mode (config/puma.rb) and is
+                      # restarted one worker at a time; every service is drained through its pid file.
+                      "puma_restart": "phased", "pid_file": "~/run/{unit}.pid", "puma_state": "~/run/{unit}.state"},
             "hosts": {h.name: {"address": h.address, "port": h.port, "roles": list(h.roles),
                                "env": {"PAMPA_HOST": h.name}} for h in self.hosts},
         }

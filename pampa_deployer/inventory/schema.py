@@ -86,6 +86,36 @@ ROLE = {
     "sequence": Key("list[str]", None, "Custom roles: the ordered steps the role runs.", "[bundle, restart_puma]"),
 }
 
+#: Zero-downtime restarts and drains (issue 21): how each service is restarted and stopped.
+PUMA_MODES = ("full", "hot", "phased")
+
+RESTARTS = {
+    "puma_restart": Key("str", "full", "How restart_puma restarts puma: `phased` (cluster mode replaces its "
+                        "workers one at a time, SIGUSR1), `hot` (puma re-executes itself and keeps its listening "
+                        "socket, SIGUSR2) or `full` (stop, then start). With `hot` and `phased` the step waits "
+                        "until puma's control app lists every worker booted on the new code "
+                        "(docs/operations.md, Zero-downtime restarts).", "phased", choices=PUMA_MODES),
+    "pid_file": Key("str", None, "Pid-file services: where each unit's main process writes its pid (`{unit}` is "
+                    "the unit); pampa signals that pid itself. Unset: the units are systemd units.",
+                    "~/run/{unit}.pid"),
+    "puma_state": Key("str", "{path}/tmp/pids/puma.state", "Puma's state file (`state_path` in config/puma.rb): "
+                      "it names the control app that says when a hot or phased restart is done.",
+                      "{deploy_to}/shared/tmp/pids/puma.state"),
+    "reload": Key("str", "sudo systemctl reload {unit}", "systemd units: asks puma for a hot or phased restart "
+                  "(the unit's ExecReload sends SIGUSR2 or SIGUSR1).", "sudo systemctl reload {unit}"),
+    "stop": Key("str", None, "systemd units: stops one unit before `restart` starts it again, so the step can say "
+                "how long the stop took and whether systemd had to kill (TERM, the unit's TimeoutStopSec, then "
+                "KILL). Unset (and no `pid_file`): `restart` alone, as its manager does it.",
+                "sudo systemctl stop {unit}"),
+    "stop_timeout": Key("number", 30.0, "Pid-file services: seconds a service may take to stop after TERM "
+                        "(to finish its running job) before it is killed (KILL to its process group). The "
+                        "restart steps' timeout is at least this plus 60 s.", "60", rule="positive"),
+    "restart_timeout": Key("number", 120.0, "Seconds a hot or phased restart may take before the step fails "
+                           "(sooner when new workers die while booting). restart_puma's timeout is at least "
+                           "this plus `stop_timeout` plus 60 s, unless `steps.restart_puma.timeout` is set.",
+                           "300", rule="positive"),
+}
+
 TOP: dict[str, Key] = {
     "app": Key("str", None, "Application name; used in the default code path and unit names.", "mysaas"),
     "repo": Key("str", None, "Git URL every host fetches from.", "git@github.com:acme/mysaas.git"),
@@ -118,8 +148,10 @@ TOP: dict[str, Key] = {
         "processes": Key("list[str]", ["{app}_dispatcher", "{app}_jobs", "{app}_planner"],
                          "Units restarted by restart_processes.", "[mysaas_dispatcher]"),
         "workers": Key("list[str]", ["{app}_worker"], "Units restarted by restart_workers.", "[mysaas_worker]"),
-        "restart": Key("str", "sudo systemctl restart {unit}", "Command template used for each unit.",
+        "restart": Key("str", "sudo systemctl restart {unit}", "Command template that (re)starts one unit: a "
+                       "`full` restart after the drain, and the start of a service that is not running.",
                        "sudo systemctl restart {unit}"),
+        **RESTARTS,
     }),
     "bundler": Key("section", None, "Bundler settings.", "", {
         "update": Key("bool", False, "Run `bundle update` instead of `bundle install`.", "true"),

@@ -48,6 +48,13 @@ class UnitsView:
     processes: list
     workers: list
     restart: str
+    puma_restart: str
+    pid_file: str | None
+    puma_state: str
+    reload: str
+    stop: str | None
+    stop_timeout: float
+    restart_timeout: float
 
 
 @dataclass(frozen=True)

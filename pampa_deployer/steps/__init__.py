@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .actions import Action, Command, HealthCheck, OpenGate, ReportVersion, Run, StepContext, Upload
+from .actions import Action, Command, HealthCheck, OpenGate, ReportVersion, Restart, Run, StepContext, Upload
 from .bundle import bundle
 from .gate import open_gate
 from .git import git_fetch, git_reset, switch_release
@@ -49,4 +49,5 @@ def default_timeout(name: str, stage_timeout: float | None) -> float | None:
     return max(stage_timeout, long) if long else stage_timeout
 
 
-__all__ = ["Action", "BUILDERS", "LONG_TIMEOUTS", "default_timeout", "Command", "HealthCheck", "OpenGate", "ReportVersion", "Run", "StepContext", "Upload"]
+__all__ = ["Action", "BUILDERS", "LONG_TIMEOUTS", "default_timeout", "Command", "HealthCheck", "OpenGate", "ReportVersion", "Restart", "Run", "StepContext",
+           "Upload"]

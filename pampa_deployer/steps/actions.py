@@ -78,6 +78,25 @@ class HealthCheck:
 
 
 @dataclass(frozen=True)
+class Restart:
+    """Restart one service (a drain then a start, or a hot or phased puma restart that waits for the new
+    code); the step fails naming the service and the command's last word on stderr (commands/puma.py)."""
+
+    unit: str
+    summary: str
+    command: Command
+    uses: tuple[str, ...] = ()  # programs and commands besides shell built-ins, for ``pampa check``
+    probe: str = ""  # a read-only shell snippet for ``pampa check`` about this service (commands/puma.py)
+
+    def display(self) -> str:
+        return self.summary
+
+    def commands(self) -> tuple[Command, ...]:
+        """For ``pampa check``: the script is shell syntax; what it runs is in ``uses``."""
+        return tuple(Command(script=u) for u in self.uses)
+
+
+@dataclass(frozen=True)
 class OpenGate:
     """This kepler host is done: count it towards opening the gate for gated roles."""
 
@@ -117,7 +136,7 @@ class CallTask:
         return ()  # what a task runs is decided by its code, on the host
 
 
-Action = Run | Upload | ReportVersion | HealthCheck | OpenGate | CallTask
+Action = Run | Upload | ReportVersion | HealthCheck | Restart | OpenGate | CallTask
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from invoke.runners import Result
 from ...commands.command import Command
 from ...plan import build_step, known_steps, step_context
 from ...shell import quote
-from ...steps.actions import CallTask, Run, Upload
+from ...steps.actions import CallTask, Restart, Run, Upload
 from ...steps.secrets import remote_path
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -147,8 +147,8 @@ class TaskContext(Context):
         for action in step.actions:
             if isinstance(action, CallTask):
                 action = replace(action, timeout=self._timeout(action.timeout))
-            elif isinstance(action, Run):
-                action = Run(replace(action.command, timeout=self._timeout(action.command.timeout)))
+            elif isinstance(action, (Run, Restart)):
+                action = replace(action, command=replace(action.command, timeout=self._timeout(action.command.timeout)))
             self.perform(action)
 
     def perform(self, action) -> None:
