@@ -5,7 +5,7 @@ import json
 import stat
 
 import pytest
-from conftest import SECRET, alive, head, migrations, pid, trace
+from conftest import SECRET, alive, head, kill_leftovers, migrations, pid, running, trace
 
 pytestmark = pytest.mark.fleet
 
@@ -191,3 +191,48 @@ def test_host_lost_mid_deploy_fails_alone(project, fleet):
     assert "internal error" not in err
     for host in ("kepler-1", "kepler-2", "newton-1"):
         assert head(fleet, host) == new
+
+
+
+#: pampa with more than 1,024 descriptors open before it starts (as at a thousand hosts): every one it
+#: opens then is at or above select()'s FD_SETSIZE, where select() on a channel fails.
+HIGH_DESCRIPTORS = """
+import os, sys
+held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+assert held[-1] >= 1024, held[-1]
+from pampa_deployer.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("shell_session", [True, False], ids=["session", "channel-per-command"])
+def test_deploy_works_with_more_than_1024_descriptors_open(project, fleet, shell_session):
+    """Issue 24: at 1,000 hosts, hosts failed with 'filedescriptor out of range in select()'. A deploy
+    whose process already holds 1,100 descriptors reads every channel (the session, a channel per
+    command, the fresh channel that stops a timed-out step) and deploys every host."""
+    import subprocess
+    import sys
+    project.stage(ssh={"shell_session": shell_session},
+                  steps={"too_slow": {"run": "sleep 4105", "roles": ["newton"], "after": "report_version",
+                                      "timeout": 1}})
+    new = fleet.commit("Release with many descriptors open")
+    try:
+        result = subprocess.run([sys.executable, "-c", HIGH_DESCRIPTORS, "deploy", "test", "--report", "r.json"],
+                                cwd=project.root, capture_output=True, text=True, timeout=300,
+                                stdin=subprocess.DEVNULL)
+        left = [h for h in NEWTONS if running(fleet, h, "sleep 4105")]
+    finally:
+        for h in NEWTONS:
+            kill_leftovers(fleet, h, "sleep 4105")
+
+    assert "out of range" not in result.stdout + result.stderr
+    assert result.returncode == 1, result.stdout + result.stderr  # only the newtons' too_slow failed
+    report = json.loads((project.root / "r.json").read_text())
+    assert {h["name"]: h["result"] for h in report["hosts"]} == \
+        {h.name: "failed" if h.name in NEWTONS else "ok" for h in fleet.hosts}
+    for host in KEPLERS + NEWTONS:
+        assert head(fleet, host) == new, host
+        assert migrations(fleet, host) == ["2"], host
+    for host in NEWTONS:
+        assert f"RESULT {host} [newton] failed at too_slow exit 124" in result.stdout
+    assert "stopped (TERM)" in result.stdout and left == []  # the stop's own channel was read too

@@ -14,7 +14,6 @@ session starts, not once per command.
 """
 from __future__ import annotations
 
-import select
 import threading
 import time
 import uuid
@@ -26,6 +25,7 @@ from ...commands import procgroup
 from ...commands.command import Command
 from ..results import CommandResult, RecordFailed
 from .base import RECORDED, LineSplitter, OnLine
+from .channelwait import ChannelWaiter
 
 
 class SessionBroken(Exception):
@@ -47,6 +47,7 @@ class ShellSession:
         self.busy = threading.Lock()  # one command at a time; others (the lock's renewals) use a channel
         try:
             self.channel = transport.open_session(timeout=open_timeout)
+            self._waiter = ChannelWaiter(self.channel)
             self.channel.exec_command('exec "${SHELL:-/bin/sh}" -s')
             # No wait: the hello is read along with the first command's output.
             self.channel.sendall((procgroup.session_setup(self.tag, self._hello.token.decode()) + "\n").encode())
@@ -100,7 +101,7 @@ class ShellSession:
         deadline = time.monotonic() + timeout if timeout else None
         while not (out.done and err.done):
             wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
-            select.select([self.channel], [], [], wait)
+            self._waiter.wait(wait)
             while self.channel.recv_ready():
                 stdout(self.channel.recv(65536))
             while self.channel.recv_stderr_ready():
@@ -125,7 +126,7 @@ class ShellSession:
         while self.kind is None and time.monotonic() < deadline:
             if self.channel.closed or self.channel.exit_status_ready():
                 return False
-            select.select([self.channel], [], [], max(0.0, min(1.0, deadline - time.monotonic())))
+            self._waiter.wait(max(0.0, min(1.0, deadline - time.monotonic())))
             while self.channel.recv_ready():
                 self._early += self._hello.feed(self.channel.recv(65536))
         return self.kind is not None

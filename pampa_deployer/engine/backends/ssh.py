@@ -1,15 +1,14 @@
 """The SSH backend: one Fabric connection per host, kept for the whole run.
 
 Fabric resolves ssh_config (User, Port, IdentityFile, ProxyJump) and opens the
-connection; commands then run on raw paramiko channels read with ``select``,
-which avoids invoke's sleep-polling runner. TCP_NODELAY is set on the socket:
+connection; commands then run on raw paramiko channels, woken by each arrival (channelwait: no
+file descriptor, so no limit on how many hosts), which avoids invoke's sleep-polling runner. TCP_NODELAY is set on the socket:
 paramiko leaves Nagle's algorithm on, which adds tens of ms per command.
 """
 from __future__ import annotations
 
 import os
 import posixpath
-import select
 import socket
 import threading
 import time
@@ -27,6 +26,7 @@ from ...inventory.settings import SSHView, view
 from ...steps.actions import Upload
 from ..results import CommandResult
 from .base import LineSplitter, OnLine, record_first
+from .channelwait import ChannelWaiter
 from .hostkeys import UnknownHostKey, secure
 from .liveness import ConnectionLost, Heartbeat, HostUnresponsive
 from .session import SessionBroken, ShellSession
@@ -314,12 +314,12 @@ class SSHBackend:
         out = LineSplitter("stdout", command, on_line)
         err = LineSplitter("stderr", command, on_line)
         deadline = time.monotonic() + command.timeout if command.timeout else None
+        waiter = ChannelWaiter(channel)
         try:
             line = procgroup.on_channel(command.line(), tag) if tag else command.line() + " </dev/null"
             channel.exec_command(line)
             while True:
-                wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
-                select.select([channel], [], [], wait)
+                waiter.wait(1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic())))
                 while channel.recv_ready():
                     out.feed(channel.recv(65536))
                 while channel.recv_stderr_ready():
@@ -357,6 +357,7 @@ class SSHBackend:
     def _run_on_fresh_channel(self, script: str, timeout: float, open_timeout: float | None = None) -> CommandResult:
         """A bookkeeping command on a channel of its own, bounded by ``timeout``; never a shell session."""
         channel = self.connection.transport.open_session(timeout=open_timeout or self.settings.connect_timeout)
+        waiter = ChannelWaiter(channel)
         try:
             channel.settimeout(timeout)
             channel.exec_command(script)
@@ -365,7 +366,7 @@ class SSHBackend:
             while not channel.exit_status_ready() or channel.recv_ready():
                 if time.monotonic() >= deadline:
                     return CommandResult(124, out.decode("utf-8", "replace"), "timed out")
-                select.select([channel], [], [], 0.2)
+                waiter.wait(max(0.0, min(1.0, deadline - time.monotonic())))
                 while channel.recv_ready():
                     out += channel.recv(65536)
                 if channel.closed and not channel.exit_status_ready():
