@@ -27,8 +27,15 @@ def declare_deploy(cmd) -> None:
     p.add_argument("stage")
     p.add_argument("--skip", type=csv, action="extend", metavar="STEP[,STEP]",
                    help="leave these steps out of this deploy (repeatable)")
+    add_no_skip(p)
     add_run_options(p)
     p.set_defaults(handler=run)
+
+
+def add_no_skip(p) -> None:
+    p.add_argument("--no-skip", action="store_true",
+                   help="bundle and migrate do their work even when nothing changed (no `bundle check`, "
+                        "no migration check)")
 
 
 def declare_run(cmd) -> None:
@@ -45,6 +52,7 @@ def declare_rollback(cmd) -> None:
             "pampa rollback production --to 3f2a9c1 --dry-run")
     p.add_argument("stage")
     p.add_argument("--to", metavar="REV", help="target revision (must be present on every targeted host)")
+    add_no_skip(p)
     add_run_options(p, "rollback")
     p.set_defaults(handler=run)
 
@@ -57,6 +65,7 @@ def request_from(args, stage) -> DeployRequest:
                          accept_new_host_keys=args.accept_new_host_keys, grace=args.grace,
                          steps=tuple(getattr(args, "steps", None) or ()) or None,
                          skip=tuple(getattr(args, "skip", None) or ()) or None,
+                         no_skip=bool(getattr(args, "no_skip", False)),
                          access_point_optional=bool(getattr(args, "access_point_optional", False)))
 
 

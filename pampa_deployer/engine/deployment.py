@@ -59,6 +59,7 @@ class DeployRequest:
     handle_signals: bool = True            # route SIGINT/SIGTERM to the run (main thread only)
     steps: tuple[str, ...] | None = None   # only these steps (`pampa run STAGE STEP...`)
     skip: tuple[str, ...] | None = None    # without these steps
+    no_skip: bool = False                  # bundle and migrate do their work even when nothing changed (`--no-skip`)
     access_point_optional: bool = False    # go on when the access point is unreachable (else: the stage's setting)
     fleet_target: bool = False             # rollback: `to` was chosen for the whole fleet elsewhere (a pull request)
 
@@ -134,8 +135,8 @@ class Deployment:
                     revision = resolve_target(self.stage, draft, reader, r.to)
             else:
                 revision = resolve_target(self.stage, draft, pool, r.to)
-        self.planned = narrow(build_plan(self.stage, r.roles, r.hosts, kind=r.kind, revision=revision),
-                              r.steps, r.skip)
+        self.planned = narrow(build_plan(self.stage, r.roles, r.hosts, kind=r.kind, revision=revision,
+                                         skip_unchanged=not r.no_skip), r.steps, r.skip)
         return self.planned
 
     def run(self) -> Outcome:

@@ -11,9 +11,10 @@ from typing import Callable
 
 from .. import provenance
 from ..commands import revlog
+from ..commands import skip as skips
 from ..errors import ConnectError
 from ..plan import HostPlan, Plan, StepPlan
-from ..steps.actions import ReportVersion
+from ..steps.actions import ReportVersion, Run
 from ..steps.releases import live_path
 from . import events as ev
 from . import startrecord
@@ -50,9 +51,11 @@ NOTE_PREFIX = "pampa-note: "
 class _HostSink:
     """The executor's sink for one step of one host: events, the gate, the access point session."""
 
-    def __init__(self, hp: HostPlan, step: str, ctx: RunContext, notes: list[str]):
+    def __init__(self, hp: HostPlan, step: str, ctx: RunContext, notes: list[str], may_skip: bool = False):
         self.hp, self.step, self.ctx, self.name = hp, step, ctx, hp.host.name
         self.notes = notes
+        self.may_skip = may_skip  # the step was built to say when it skips its work (commands/skip.py)
+        self.skipped: str | None = None
 
     def step_started(self) -> None:
         self.ctx.bus.emit(ev.StepStarted(host=self.name, step=self.step))
@@ -62,6 +65,10 @@ class _HostSink:
 
     def output(self, stream: str, line: str) -> None:
         self.ctx.bus.emit(ev.Output(host=self.name, step=self.step, stream=stream, line=line))
+        if stream == "stdout" and self.may_skip and line.startswith(skips.SKIP_PREFIX):
+            # The host's words, bounded and printable: they reach the terminal and the report.
+            why = "".join(c for c in line[len(skips.SKIP_PREFIX):] if c.isprintable())[:200].strip()
+            self.skipped = why or "nothing to do"
         if stream == "stdout" and line.startswith(NOTE_PREFIX):
             note = line[len(NOTE_PREFIX):]
             self.notes.append(note)
@@ -170,7 +177,8 @@ class HostRun:
     def run_step(self, step: StepPlan) -> bool:
         """Run one step's actions; False (and the host's outcome set) when it failed."""
         s0 = time.time()
-        sink = _HostSink(self.hp, step.name, self.ctx, self.notes)
+        may_skip = any(isinstance(a, Run) and skips.offers(a.command.script) for a in step.actions)
+        sink = _HostSink(self.hp, step.name, self.ctx, self.notes, may_skip)
         actions: list = list(step.actions)
         if self.ctx.dry_run:
             sink.step_started()  # nothing is written on a host in a dry run
@@ -186,7 +194,7 @@ class HostRun:
             self.end(INTERRUPTED if interrupted else FAILED, step=step.name, exit_code=e.exit_code, stderr=e.stderr,
                      reason=self.interrupted_during(step.name) if interrupted else e.message)
             return False
-        self.steps.append(StepResult(step.name, True, s0, time.time()))
+        self.steps.append(StepResult(step.name, True, s0, time.time(), skipped=sink.skipped))
         self.bus.emit(ev.StepFinished(host=self.name, result=self.steps[-1]))
         return True
 

@@ -45,6 +45,7 @@ class StepResult:
     exit_code: int | None = None
     stderr_tail: str = ""
     message: str = ""
+    skipped: str | None = None  # the step succeeded without its work, and why (commands/skip.py)
 
     @property
     def seconds(self) -> float:

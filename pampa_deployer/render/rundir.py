@@ -76,7 +76,7 @@ class RunDirectory(ev.Handler):
         self._host(e.host).write(f"{stamp(e.at)} [{e.step}] {e.stream}: {e.line}\n")
 
     def on_step_finished(self, e: ev.StepFinished) -> None:
-        verdict = "ok" if e.ok else f"FAILED ({e.message})"
+        verdict = (f"skipped: {e.skipped}" if e.skipped else "ok") if e.ok else f"FAILED ({e.message})"
         self._host(e.host).write(f"{stamp(e.at)} [{e.step}] {verdict}\n")
 
     def on_host_finished(self, e: ev.HostFinished) -> None:

@@ -148,7 +148,7 @@ class TaskContext(Context):
             if isinstance(action, CallTask):
                 action = replace(action, timeout=self._timeout(action.timeout))
             elif isinstance(action, Run):
-                action = Run(replace(action.command, timeout=self._timeout(action.command.timeout)))
+                action = replace(action, command=replace(action.command, timeout=self._timeout(action.command.timeout)))
             self.perform(action)
 
     def perform(self, action) -> None:
