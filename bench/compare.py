@@ -47,8 +47,9 @@ from latency import Latency  # noqa: E402
 from pampa_deployer.fleet import Fleet  # noqa: E402
 
 PEER_PY = HERE / ".venv" / "bin" / "python"
-TOOLS = ["floor", "openssh_connect", "openssh_script", "openssh_cm", "pampa", "threadinggroup", "naive_fabric",
-         "pyinfra", "ansible"]
+TOOLS = ["floor", "openssh_connect", "openssh_script", "openssh_cm", "pampa", "pampa_baseline", "threadinggroup",
+         "naive_fabric", "pyinfra", "ansible"]
+PAMPAS = ("pampa", "pampa_baseline")
 ALIASES = {"connect_only": "openssh_connect"}  # the name earlier tables used
 NOTHING_TO_VERIFY = {"openssh_connect"}  # deploys nothing: only its exit code counts
 
@@ -68,16 +69,23 @@ def make_fleet(root: Path, count: int, subnet: str = "127.0.3") -> Fleet:
 def precompile() -> None:
     """Byte-compile pampa once, as an installed package is: with PYTHONDONTWRITEBYTECODE set (as on the
     CI machine), an editable checkout would otherwise compile its 60 modules from source on every run."""
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(HERE.parent / "pampa_deployer")], check=True)
+    for root in [HERE.parent] + ([Path(BASELINE["dir"])] if BASELINE else []):
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(root / "pampa_deployer")], check=True)
+
+
+#: ``--baseline DIR``: a checkout of pampa to run as the tool ``pampa_baseline`` (before/after in one run).
+BASELINE: dict[str, str] = {}
 
 
 def command(tool: str, spec_file: Path, work: Path, project: Path, n: int) -> tuple[list[str], dict]:
     env = {**os.environ}
     if tool == "floor":
         return [sys.executable, str(HERE / "peers" / "floor.py"), str(spec_file)], env
-    if tool == "pampa":
+    if tool in ("pampa", "pampa_baseline"):
+        if tool == "pampa_baseline":
+            env["PYTHONPATH"] = BASELINE["dir"]
         return [sys.executable, "-m", "pampa_deployer", "--stages", str(project / "stages"), "deploy", "bench",
-                "--ci", "--parallel", str(n)], env
+                "--ci", "--parallel", str(n), "--report", str(work / f"{tool}-report.json")], env
     if tool in ("openssh_cm", "openssh_connect"):
         return [sys.executable, str(HERE / "peers" / "openssh_cm.py"), str(spec_file)] + \
             (["--connect"] if tool == "openssh_connect" else []), env
@@ -131,18 +139,31 @@ def timed(argv: list[str], env: dict, cwd: Path) -> tuple[float, float, float, i
     return wall, cpu, machine, proc.returncode, (proc.stdout + proc.stderr)[-600:]
 
 
+def gate_seconds(report: Path) -> float | None:
+    """From pampa's JSON report: seconds from the run's start until every kepler host had finished, which
+    is when the gate opens (the bench's kepler gates no role, so every tool runs every host at once)."""
+    import datetime
+    data = json.loads(report.read_text())
+    at = lambda text: datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()  # noqa: E731
+    keplers = [at(h["ended"]) for h in data["hosts"] if "kepler" in h["roles"] and h["ended"]]
+    return max(keplers) - at(data["started"]) if keplers else None
+
+
 def bench(fleet: Fleet, workload: str, n: int, runs: int, tools: list[str], work: Path) -> dict:
     hosts = fleet.hosts[:n]
     project = work / f"{workload}-{n}"
     project.mkdir(parents=True, exist_ok=True)
     wl.write_stage(fleet, hosts, workload, n, project)
     spec_file = wl.dump(wl.spec(fleet, hosts, workload, project), project / "spec.json")
-    results: dict[str, dict] = {t: {"wall": [], "cpu": [], "machine": [], "load": [], "failed": []} for t in tools}
-    if workload == "app":  # the first run on a fresh fleet clones and installs: not what is compared
-        revision = wl.reset(fleet, hosts, workload)
-        argv, env = command("floor", spec_file, project, project, n)
-        subprocess.run(argv, env=env, cwd=project, capture_output=True, stdin=subprocess.DEVNULL)
-        wl.verify(fleet, hosts, workload, revision)  # waits for every puma to serve
+    results: dict[str, dict] = {t: {"wall": [], "cpu": [], "machine": [], "load": [], "gate": [], "failed": []}
+                                for t in tools}
+    if workload != "light":  # the first run on a fresh fleet clones and installs: not what is compared
+        # pampa deploys once too, untimed, so its hosts have a revision log as on any fleet it deployed before.
+        for tool in ["floor"] + [t for t in PAMPAS if t in tools][:1]:
+            revision = wl.reset(fleet, hosts, workload)
+            argv, env = command(tool, spec_file, project, project, n)
+            subprocess.run(argv, env=env, cwd=project, capture_output=True, stdin=subprocess.DEVNULL)
+            wl.verify(fleet, hosts, workload, revision)  # waits for every puma to serve
     for round_no in range(runs):
         for tool in tools:
             revision = wl.reset(fleet, hosts, workload)
@@ -158,6 +179,8 @@ def bench(fleet: Fleet, workload: str, n: int, runs: int, tools: list[str], work
             results[tool]["cpu"].append(cpu)
             results[tool]["machine"].append(machine)
             results[tool]["load"].append(load)
+            if tool in PAMPAS:
+                results[tool]["gate"].append(gate_seconds(project / f"{tool}-report.json"))
             print(f"  {workload} N={n} round {round_no + 1} {tool}: {wall:.2f}s wall, {cpu:.2f}s CPU, "
                   f"{machine:.2f}s machine CPU (load average {load:.2f})", flush=True)
     return results
@@ -182,13 +205,23 @@ def table(workload: str, n: int, results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def gates(results: dict) -> str:
+    """Median start → gate open of pampa (and of the baseline, if it ran)."""
+    said = []
+    for tool in PAMPAS:
+        opened = [g for g in results.get(tool, {}).get("gate", []) if g is not None]
+        if opened:
+            said.append(f"{statistics.median(opened):.2f}" + (" (baseline)" if tool != "pampa" else ""))
+    return ", ".join(said) or "—"
+
+
 def summary(rows: list[tuple[str, int, float, dict]]) -> str:
     """One line per workload and size: each tool's median, pampa's ratios, the load averages seen."""
     tools = [t for t in TOOLS if any(r.get(t, {}).get("wall") for *_, r in rows)]
     ratio = lambda a, b: f"{a / b:.2f}×" if a and b else "—"  # noqa: E731
     lines = ["| workload, N, RTT | " + " | ".join(tools) + " | pampa × floor | pampa × openssh_script | "
-             "ThreadingGroup ÷ pampa | pyinfra ÷ pampa | load average (1 min) |",
-             "|---" * (len(tools) + 6) + "|"]
+             "ThreadingGroup ÷ pampa | pyinfra ÷ pampa | pampa: start → gate open (s) | load average (1 min) |",
+             "|---" * (len(tools) + 7) + "|"]
     for workload, n, rtt, results in rows:
         med = {t: statistics.median(r["wall"]) for t, r in results.items() if r["wall"]}
         loads = [x for r in results.values() for x in r["load"]]
@@ -198,23 +231,29 @@ def summary(rows: list[tuple[str, int, float, dict]]) -> str:
         lines.append(f"| {workload}, {n}, {rtt * 1000:.0f} ms | " + " | ".join(cells) +
                      f" | {ratio(pampa, med.get('floor'))} | {ratio(pampa, med.get('openssh_script'))} | "
                      f"{ratio(med.get('threadinggroup'), pampa)} | {ratio(med.get('pyinfra'), pampa)} | "
-                     f"{min(loads, default=0):.2f}–{max(loads, default=0):.2f} |")
+                     f"{gates(results)} | {min(loads, default=0):.2f}–{max(loads, default=0):.2f} |")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workload", choices=["light", "app", "all"], default="all")
+    p.add_argument("--workload", choices=["light", "app", "app-change", "all"], default="all")
     p.add_argument("--hosts", help="comma-separated N values (default: light 10,50,100; app 10,30)")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--tools", default=",".join(TOOLS))
     p.add_argument("--rtt", type=float, default=0.0,
                    help="milliseconds of round trip between the tools and every host (a delaying relay)")
     p.add_argument("--subnet", default="127.0.3", help="the fleet's loopback subnet (default: 127.0.3)")
+    p.add_argument("--baseline", metavar="DIR", help="a checkout of pampa (e.g. `git worktree add DIR main`) "
+                   "measured as the tool pampa_baseline")
     p.add_argument("--dir", default="/tmp/pampa-bench")
     p.add_argument("--out", default=str(HERE / "results"))
     args = p.parse_args()
     tools = [ALIASES.get(t, t) for t in args.tools.split(",")]
+    if args.baseline:
+        BASELINE["dir"] = str(Path(args.baseline).resolve())
+    elif "pampa_baseline" in tools:
+        raise SystemExit("pampa_baseline needs --baseline DIR")
     unknown = [t for t in tools if t not in TOOLS]
     if unknown:
         raise SystemExit(f"unknown tool(s) {', '.join(unknown)}; known: {', '.join(TOOLS)}")

@@ -13,8 +13,9 @@ def host(entry):
     home = spec["homes"][name]
     env = {**os.environ, "HOME": home}
     for step in spec["steps"]:
-        if step[1] == "run":
-            subprocess.run(["bash", "-c", step[2]], env=env, cwd=home, check=True, stdout=subprocess.DEVNULL,
+        if step[1] == "run":  # /root is each host's home inside its namespace: here, the home itself
+            subprocess.run(["bash", "-c", step[2].replace("/root/", home + "/")], env=env, cwd=home, check=True,
+                           stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
         else:
             _, _, local, remote, mode = step
