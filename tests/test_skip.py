@@ -55,7 +55,7 @@ def test_the_plan_shows_the_command_as_typed_and_when_it_is_skipped():
     assert migrate.display() == ("export DATABASE_URL=sqlite://x && cd ~/code/shop && bundle exec sequel -m "
                                  "db/migrations $DATABASE_URL  # skipped if the last deploy ended ok, db/migrations "
                                  "did not change since, and the database's own schema version is current")
-    assert bundle.command.line() == f"export DATABASE_URL=sqlite://x && cd ~/code/shop && " + \
+    assert bundle.command.line() == "export DATABASE_URL=sqlite://x && cd ~/code/shop && " + \
         skip.unless_gems_installed("bundle install", CODE)
     assert [c.line() for c in bundle.commands()] == ["export DATABASE_URL=sqlite://x && cd ~/code/shop && "
                                                       "bundle install"]  # what `pampa check` looks for

@@ -13,8 +13,8 @@ import shutil
 import subprocess
 
 import pytest
-
 from conftest import FLEET_SUBNET, Project, _can_run_fleet, doc_shows, head, migrations
+
 from pampa_deployer.fleet import Fleet
 
 pytestmark = pytest.mark.fleet

@@ -25,10 +25,10 @@ class _Stream:
         self.waiter, self.index = waiter, index
 
     def set(self) -> None:
-        self.waiter._mark(self.index, True)
+        self.waiter.mark(self.index, True)
 
     def clear(self) -> None:
-        self.waiter._mark(self.index, False)
+        self.waiter.mark(self.index, False)
 
 
 class ChannelWaiter:
@@ -47,7 +47,8 @@ class ChannelWaiter:
         channel.in_buffer.set_event(_Stream(self, 0))
         channel.in_stderr_buffer.set_event(_Stream(self, 1))
 
-    def _mark(self, index: int, ready: bool) -> None:
+    def mark(self, index: int, ready: bool) -> None:
+        """Stream ``index`` (0 stdout, 1 stderr) has something to read, or no longer has."""
         with self._lock:
             self._ready[index] = ready
             if any(self._ready):
