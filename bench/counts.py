@@ -8,9 +8,9 @@ timed, so the numbers are the same on a busy machine and a quiet one:
   run, from the kernel's exit records (taskstats.py), by kind: sshd (per connection), shells, commands,
   and by name; per host is the total over the hosts (the lock host does a little more);
 - **what pampa asked each host for**, counted inside the pampa process (paramiko and the shell session
-  wrapped, see ``_counter.py``): SSH channels opened, exec requests, commands sent on shell sessions,
-  SFTP sessions. A *round trip* is a command sent and its answer awaited: an exec channel's command or a
-  session command.
+  wrapped, see ``_counter.py``): SSH channels opened, exec requests, commands run on shell sessions,
+  writes to them, SFTP sessions. A *round trip* is what is sent before an answer is awaited: an exec
+  channel's command, or one write to a session (one command, or several sent ahead together).
 """
 from __future__ import annotations
 
@@ -88,10 +88,12 @@ def main() -> None:
     asked = result["asked"]
     print("\n| pampa asked the hosts for | total | per host |\n|---|---|---|")
     for key, label in (("channels", "SSH channels opened"), ("execs", "exec requests (a command per channel)"),
-                       ("session_commands", "commands on shell sessions"), ("sftp", "SFTP sessions")):
+                       ("session_commands", "commands on shell sessions"),
+                       ("session_sends", "writes to shell sessions (several commands sent ahead: one)"),
+                       ("sftp", "SFTP sessions")):
         print(f"| {label} | {asked.get(key, 0)} | {asked.get(key, 0) / n:.1f} |")
-    trips = asked.get("execs", 0) + asked.get("session_commands", 0)  # a session's own exec included
-    print(f"| **round trips** (exec requests + session commands) | {trips} | {trips / n:.1f} |")
+    trips = asked.get("execs", 0) + asked.get("session_sends", 0)  # a session's own exec included
+    print(f"| **round trips** (exec requests + session writes) | {trips} | {trips / n:.1f} |")
     print(f"\npampa under test: {asked.get('pampa')}")
     per_host = sorted(asked.get("trips_by_host", {}).values())
     if per_host:

@@ -236,3 +236,49 @@ def test_deploy_works_with_more_than_1024_descriptors_open(project, fleet, shell
     for host in NEWTONS:
         assert f"RESULT {host} [newton] failed at too_slow exit 124" in result.stdout
     assert "stopped (TERM)" in result.stdout and left == []  # the stop's own channel was read too
+
+
+def test_consecutive_steps_cost_one_round_trip_together(project, fleet, monkeypatch):
+    """Issue 24: the steps that need no answer from pampa's side are sent to the host's session together:
+    newton-1 (not the lock host) costs two writes, its steps through report_version and then the
+    revision-log line, where it cost one per command. Counted, not timed. Each step still has its own
+    start, result and timing, and the start record named each step in turn."""
+    from collections import Counter
+
+    from pampa_deployer.engine.backends.session import ShellSession
+    project.stage()
+    new = fleet.commit("Release sent ahead")
+    writes: Counter = Counter()
+    send = ShellSession._send
+
+    def counted(self, text):
+        if not text.startswith("__pampa_sshd="):  # the session's first line goes with its exec request
+            writes[self.channel.get_transport().getpeername()[0]] += 1
+        return send(self, text)
+    monkeypatch.setattr(ShellSession, "_send", counted)
+
+    assert project.run_main("deploy", "test", "--hosts", "kepler-1,newton-1", "--report", "r.json") == 0
+
+    assert writes[fleet.host("newton-1").address] == 2
+    assert head(fleet, "newton-1") == new and migrations(fleet, "newton-1") == ["2"]
+    steps = next(h for h in json.loads((project.root / "r.json").read_text())["hosts"]
+                 if h["name"] == "newton-1")["steps"]
+    assert [s["name"] for s in steps] == ["git_fetch", "git_reset", "secrets", "bundle", "migrate", "restart_workers",
+                                          "report_version"]
+    assert all(s["result"] == "ok" for s in steps)
+    assert [s["started"] for s in steps] == sorted(s["started"] for s in steps)
+
+
+def test_a_failed_step_stops_the_steps_sent_after_it(project, fleet):
+    """The steps after a failed one were already sent to the host: it runs none of them."""
+    project.stage(steps={"break_here": {"run": "exit 7", "roles": ["newton"], "after": "git_reset"}})
+    before = pid(fleet, "newton-2", "worker")
+    secret = fleet.code("newton-2") / "config.rb"
+    secret.unlink(missing_ok=True)
+
+    result = project.pampa("deploy", "test", "--hosts", "newton-2")
+
+    assert result.returncode == 1
+    assert "RESULT newton-2 [newton] failed at break_here exit 7" in result.stdout
+    assert not secret.exists() and pid(fleet, "newton-2", "worker") == before  # nothing after it ran
+    assert "newton-2 secrets start" not in result.stdout and "newton-2 bundle" not in result.stdout

@@ -65,3 +65,24 @@ def test_channel_waiter_wakes_on_either_stream_and_opens_no_descriptor():
     channel.status_event.set()
     assert waiter.wait(0)
     assert len(os.listdir("/proc/self/fd")) == descriptors
+
+
+def test_results_of_commands_sent_ahead_are_read_one_after_another_in_any_chunking():
+    """What follows a command's marker line is the next command's; a "skip" marker says the host did
+    not start it; the next command's record acknowledgement is never taken for this one's."""
+    from pampa_deployer.commands.command import Command
+    from pampa_deployer.engine.backends.session import _MarkedStream, _Preamble
+    data = b"one\nM 0 0\n__ACK__\ntwo\nM 3\nM skip\n"
+    for size in (1, 2, 5, len(data)):
+        lines, results, rest = [], [], data
+        for _ in range(3):
+            out = _MarkedStream("stdout", Command("x"), lambda s, line: lines.append(line), b"M")
+            ack = _Preamble("__ACK__", "M")
+            for i in range(0, len(rest), size):
+                fed = ack.feed(rest[i:i + size]) if ack.said is None else rest[i:i + size]
+                out.feed(fed)
+            out.text()
+            results.append((ack.seen, out.skipped, out.exit_code if not out.skipped else None))
+            rest = out.rest
+        assert results == [(False, False, 0), (True, False, 3), (False, True, None)], size
+        assert lines == ["one", "two"] and rest == b""

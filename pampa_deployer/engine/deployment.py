@@ -180,6 +180,7 @@ class Deployment:
                          access_point=self.access_point, dry_run=self.request.dry_run, run_id=self.run_id,
                          message=self.request.message)
         self.stop.on_hard(pool.abort_all)
+        self.stop.on_soft(pool.hold_all)
         self.announce(plan, gate)
         scheduler = options.scheduler(self.stop)
         hosts = Rollout(ctx, pool, scheduler).run()

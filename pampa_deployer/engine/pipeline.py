@@ -12,6 +12,7 @@ from typing import Callable
 from .. import provenance
 from ..commands import revlog
 from ..commands import skip as skips
+from ..commands.command import Command
 from ..errors import ConnectError
 from ..plan import HostPlan, Plan, StepPlan
 from ..steps.actions import ReportVersion, Run
@@ -21,10 +22,10 @@ from . import startrecord
 from .apsession import Session
 from .backends.base import Backend
 from .backends.liveness import ConnectionLost, HostUnresponsive
-from .executor import perform
+from .executor import ahead, perform
 from .gate import Gate
 from .preflight import Preflight
-from .results import FAILED, INTERRUPTED, OK, SKIPPED, HostResult, StepFailed, StepResult
+from .results import FAILED, INTERRUPTED, OK, SKIPPED, HostResult, NotStarted, StepFailed, StepResult
 from .stop import StopSignal
 
 
@@ -127,11 +128,15 @@ class HostRun:
         if self.ctx.stop.halted:
             return self.finish(SKIPPED, reason=f"not started: {self.ctx.stop.halted}")
         if not self.ctx.dry_run:
+            self.send_ahead(0, revlog.start_command(self.base, self.start_record()))
             self.before = self.start()
-        for step in self.hp.steps:
-            if self.ctx.stop.stopping:
+        for index, step in enumerate(self.hp.steps):
+            # A step sent ahead may already be under way on the host: its result says (NotStarted if not).
+            if self.ctx.stop.stopping and not self.sent_ahead():
                 self.end(INTERRUPTED, step=step.name, reason=f"interrupted before {step.name}")
                 break
+            if not self.ctx.stop.stopping and not self.sent_ahead():
+                self.send_ahead(index)
             if not self.run_step(step):
                 break
         if not self.ctx.dry_run and not self.gone:
@@ -174,6 +179,24 @@ class HostRun:
                  else f"gate closed: {self.ctx.gate.reason}; not touched")
         return False
 
+    def sent_ahead(self) -> bool:
+        return bool(getattr(self.backend, "sent_ahead", lambda: False)())
+
+    def send_ahead(self, index: int, start: Command | None = None) -> None:
+        """Send the host, in one round trip, the commands of the steps from ``index`` on that need no
+        answer from this side (up to and including the first that does: a version report, a Python
+        step), ``start`` first. Each step's result, output, record, timeout and stop stay its own."""
+        send = getattr(self.backend, "send_ahead", None)
+        if send is None or self.ctx.dry_run:
+            return
+        items = [(start, False)] if start is not None else []
+        for step in self.hp.steps[index:]:
+            commands, goes_on = ahead(startrecord.for_step(list(step.actions), self.base, self.start_record(step.name)))
+            items += [(command, n == 0) for n, command in enumerate(commands)]
+            if not goes_on:
+                break
+        send(items)
+
     def run_step(self, step: StepPlan) -> bool:
         """Run one step's actions; False (and the host's outcome set) when it failed."""
         s0 = time.time()
@@ -187,6 +210,9 @@ class HostRun:
         try:
             for action in actions:
                 self.perform(action, sink, step.name)
+        except NotStarted:  # sent ahead, and the host did not begin it: the run is stopping
+            self.end(INTERRUPTED, step=step.name, reason=f"interrupted before {step.name}")
+            return False
         except StepFailed as e:
             interrupted = self.ctx.stop.stopping and not self.gone
             self.steps.append(StepResult(step.name, False, s0, time.time(), e.exit_code, e.stderr, e.message))
@@ -202,7 +228,7 @@ class HostRun:
         """One action through the executor; what goes wrong with the host (not the step) fails the step too."""
         try:
             perform(action, self.backend, sink)
-        except StepFailed:
+        except (StepFailed, NotStarted):
             raise
         except HostUnresponsive as e:
             self.gone = True

@@ -28,6 +28,11 @@ class RecordFailed(Exception):
         self.result = result
 
 
+class NotStarted(Exception):
+    """A command sent ahead (``send_ahead``) was not started by the host: the run is stopping (the
+    host found the session's stop file before the step), so the step never began there."""
+
+
 class StepFailed(Exception):
     """The action failed; the step (and its host) fails with this exit code, stderr tail and message."""
 
