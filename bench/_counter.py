@@ -46,9 +46,13 @@ wrap(paramiko.Transport, "open_session", "channels", _peer)
 wrap(paramiko.Channel, "exec_command", "execs", lambda ch: _peer(ch.get_transport()), trip=True)
 wrap(paramiko.SFTPClient, "__init__", "sftp", lambda c: "?")
 wrap(session_module.ShellSession, "run", "session_commands", lambda s: "?")
-# The session's first line goes with its exec request (counted above) and is not waited for.
-wrap(session_module.ShellSession, "_send", "session_sends", lambda s: _peer(s.channel.get_transport()), trip=True,
-     unless=lambda text: text.startswith("__pampa_sshd="))
+if hasattr(session_module.ShellSession, "_send"):
+    # The session's first line goes with its exec request and is not waited for.
+    wrap(session_module.ShellSession, "_send", "session_sends", lambda s: _peer(s.channel.get_transport()),
+         trip=True, unless=lambda text: text.startswith("__pampa_sshd="))
+else:  # pampa before issue 24: one write per command, each awaited
+    wrap(session_module.ShellSession, "_roundtrip", "session_sends", lambda s: _peer(s.channel.get_transport()),
+         trip=True)
 
 
 def _write(path: str) -> None:

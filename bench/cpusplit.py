@@ -34,7 +34,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import workload as wl  # noqa: E402
-from compare import ALIASES, NOTHING_TO_VERIFY, command, machine_cpu, make_fleet, precompile, stop_fleet  # noqa: E402
+from compare import ALIASES, BASELINE, NOTHING_TO_VERIFY, command, machine_cpu, make_fleet, precompile, stop_fleet  # noqa: E402
 from taskstats import ExitListener  # noqa: E402
 
 SHELLS = {"bash", "sh", "dash"}
@@ -175,7 +175,10 @@ def main() -> None:
     p.add_argument("--dir", default="/tmp/pampa-bench-cpusplit")
     p.add_argument("--subnet", default="127.0.52")
     p.add_argument("--by-comm", action="store_true", help="also print the processes by name (servers' side)")
+    p.add_argument("--baseline", metavar="DIR", help="a checkout of pampa, split as the tool pampa_baseline")
     args = p.parse_args()
+    if args.baseline:
+        BASELINE["dir"] = str(Path(args.baseline).resolve())
     root = Path(args.dir)
     precompile()
     fleet = make_fleet(root / "fleet", args.hosts, subnet=args.subnet)

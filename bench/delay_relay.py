@@ -65,6 +65,8 @@ def _serve(target: tuple[str, int], delay: float):
         try:
             await asyncio.gather(_carry(client_reader, server_writer, delay),
                                  _carry(server_reader, client_writer, delay))
+        except asyncio.CancelledError:
+            pass  # the relay is stopping with this connection still open
         finally:
             for w in (client_writer, server_writer):
                 w.close()

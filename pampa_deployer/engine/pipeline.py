@@ -123,7 +123,11 @@ class HostRun:
     def run(self, connect: Callable[[], None]) -> HostResult:
         if self.ctx.stop.stopping:
             return self.finish(SKIPPED, reason="interrupted before it started")
-        if not self.connect(connect) or not self.wait_for_preflight() or not self.wait_for_gate():
+        if not self.connect(connect):
+            return self.finish()
+        if not self.ctx.dry_run:  # e.g. the shell session, opened while the lock is being taken
+            getattr(self.backend, "prepare", lambda: None)()
+        if not self.wait_for_preflight() or not self.wait_for_gate():
             return self.finish()
         if self.ctx.stop.halted:
             return self.finish(SKIPPED, reason=f"not started: {self.ctx.stop.halted}")

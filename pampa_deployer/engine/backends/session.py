@@ -73,7 +73,7 @@ class ShellSession:
             self.channel = transport.open_session(timeout=open_timeout)
             self._waiter = ChannelWaiter(self.channel)
             self.channel.exec_command('exec "${SHELL:-/bin/sh}" -s')
-            # No wait: the hello is read along with the first command's output. $PPID is the session's sshd:
+            # The hello is read along with the first command's output. $PPID is the session's sshd:
             # once it has gone (pampa's connection with it), nothing sent ahead starts.
             self._send("__pampa_sshd=$PPID; " + procgroup.session_setup(self.tag, self._hello.token.decode()) + "\n")
         except paramiko.SSHException as e:

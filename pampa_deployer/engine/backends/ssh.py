@@ -77,6 +77,7 @@ class SSHBackend:
         self._channel: paramiko.Channel | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self._lock = threading.Lock()
+        self._opening = threading.Lock()
         self._sessions: dict[str | None, ShellSession] = {}
         self._broken: set[str | None] = set()
         self._running: set[str] = set()  # tags of the commands running now (see procgroup)
@@ -210,18 +211,29 @@ class SSHBackend:
             raise ConnectionLost("the connection is closed")
 
     def _session(self, prefix: str | None) -> ShellSession | None:
-        session = self._sessions.get(prefix)
-        if session is None and prefix not in self._broken:
+        with self._opening:  # the lock host's preflight and its pipeline may both ask for it first
+            session = self._sessions.get(prefix)
+            if session is None and prefix not in self._broken:
+                try:
+                    session = ShellSession(self.connection.transport, prefix, self.settings.connect_timeout)
+                    session.stopper = self.stop_command
+                except SessionBroken:
+                    # e.g. the prefix fails: each command then runs (and fails) on its own channel.
+                    self._broken.add(prefix)
+                    return None
+                with self._lock:
+                    self._sessions[prefix] = session
+            return session
+
+    def prepare(self) -> None:
+        """Open the host's shell session now (a channel, a login shell waiting for commands; no prefix,
+        nothing of the run), while the host waits for the run's lock: its first command then costs
+        no channel round trip of its own."""
+        if self.settings.shell_session and not self._aborted and self.connection is not None:
             try:
-                session = ShellSession(self.connection.transport, prefix, self.settings.connect_timeout)
-                session.stopper = self.stop_command
-            except SessionBroken:
-                # e.g. the prefix fails: each command then runs (and fails) on its own channel.
-                self._broken.add(prefix)
-                return None
-            with self._lock:
-                self._sessions[prefix] = session
-        return session
+                self._session(None)
+            except (paramiko.SSHException, EOFError, OSError):
+                pass  # the first command meets the problem and reports it
 
     def _open_timeout(self) -> float:
         """How long a channel open may wait: the connect timeout, or the abort's short bound once aborted."""
