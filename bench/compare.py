@@ -149,25 +149,30 @@ def gate_seconds(report: Path) -> float | None:
     return max(keplers) - at(data["started"]) if keplers else None
 
 
-def bench(fleet: Fleet, workload: str, n: int, runs: int, tools: list[str], work: Path) -> dict:
+def bench(fleet: Fleet, workload: str, n: int, runs: int, tools: list[str], work: Path,
+          parallel: int | None = None) -> dict:
+    """``parallel``: hosts at once for every tool that takes a number (pampa, pyinfra, the scripts);
+    default all N. ThreadingGroup and connect-only run all N at once regardless."""
     hosts = fleet.hosts[:n]
     project = work / f"{workload}-{n}"
     project.mkdir(parents=True, exist_ok=True)
     wl.write_stage(fleet, hosts, workload, n, project)
-    spec_file = wl.dump(wl.spec(fleet, hosts, workload, project), project / "spec.json")
+    spec_file = wl.dump({**wl.spec(fleet, hosts, workload, project), "parallel": parallel or n},
+                        project / "spec.json")
+    n_at_once = parallel or n
     results: dict[str, dict] = {t: {"wall": [], "cpu": [], "machine": [], "load": [], "gate": [], "failed": []}
                                 for t in tools}
     if workload != "light":  # the first run on a fresh fleet clones and installs: not what is compared
         # pampa deploys once too, untimed, so its hosts have a revision log as on any fleet it deployed before.
         for tool in ["floor"] + [t for t in PAMPAS if t in tools][:1]:
             revision = wl.reset(fleet, hosts, workload)
-            argv, env = command(tool, spec_file, project, project, n)
+            argv, env = command(tool, spec_file, project, project, n_at_once)
             subprocess.run(argv, env=env, cwd=project, capture_output=True, stdin=subprocess.DEVNULL)
             wl.verify(fleet, hosts, workload, revision)  # waits for every puma to serve
     for round_no in range(runs):
         for tool in tools:
             revision = wl.reset(fleet, hosts, workload)
-            argv, env = command(tool, spec_file, project, project, n)
+            argv, env = command(tool, spec_file, project, project, n_at_once)
             load = os.getloadavg()[0]
             wall, cpu, machine, code, tail = timed(argv, env, project)
             problems = [] if tool in NOTHING_TO_VERIFY else wl.verify(fleet, hosts, workload, revision)
@@ -241,6 +246,8 @@ def main() -> None:
     p.add_argument("--hosts", help="comma-separated N values (default: light 10,50,100; app 10,30)")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--tools", default=",".join(TOOLS))
+    p.add_argument("--parallel", type=int, default=None,
+                   help="hosts at once for pampa, pyinfra and the scripts (default: every host)")
     p.add_argument("--rtt", type=float, default=0.0,
                    help="milliseconds of round trip between the tools and every host (a delaying relay)")
     p.add_argument("--subnet", default="127.0.3", help="the fleet's loopback subnet (default: 127.0.3)")
@@ -276,7 +283,7 @@ def main() -> None:
     try:
         with Latency(fleet, rtt) if rtt else contextlib.nullcontext():
             for workload, n in plan:
-                results = bench(fleet, workload, n, args.runs, tools, root / "work")
+                results = bench(fleet, workload, n, args.runs, tools, root / "work", args.parallel)
                 suffix = f"-rtt{args.rtt:g}" if rtt else ""
                 (out / f"{workload}-{n}{suffix}.json").write_text(json.dumps(results, indent=1))
                 report.append(table(workload, n, results))

@@ -27,5 +27,5 @@ def host(entry):
             os.replace(tmp, target)
 
 
-with ThreadPoolExecutor(len(spec["hosts"])) as pool:
+with ThreadPoolExecutor(spec.get("parallel") or len(spec["hosts"])) as pool:
     list(pool.map(host, spec["hosts"]))

@@ -54,5 +54,5 @@ def host(entry):
         raise SystemExit(f"{name}: exit {result.returncode}: {result.stderr.decode()[-300:]}")
 
 
-with ThreadPoolExecutor(len(spec["hosts"])) as pool:
+with ThreadPoolExecutor(spec.get("parallel") or len(spec["hosts"])) as pool:
     list(pool.map(host, spec["hosts"]))
