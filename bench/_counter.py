@@ -1,7 +1,8 @@
 """Run pampa with its SSH traffic counted (bench/counts.py): ``_counter.py OUT.json PAMPA-ARGS...``.
 
-Wraps paramiko's channel opening, exec requests and SFTP client, and the shell session's command
-round trip, counting by host address; writes the counts to OUT.json when pampa exits.
+Wraps paramiko's channel opening, exec requests and SFTP client, and the shell session's writes
+(each one a round trip: pampa then waits for what it sent; several commands sent ahead together are
+one) and commands, counting by host address; writes the counts to OUT.json when pampa exits.
 """
 from __future__ import annotations
 
@@ -28,14 +29,15 @@ def _peer(transport) -> str:
         return "?"
 
 
-def wrap(owner, name: str, key: str, peer_of, trip: bool = False) -> None:
+def wrap(owner, name: str, key: str, peer_of, trip: bool = False, unless=None) -> None:
     original = getattr(owner, name)
 
     def counted(self, *args, **kwargs):
-        with lock:
-            counts[key] += 1
-            if trip:
-                trips[peer_of(self)] += 1
+        if unless is None or not unless(*args):
+            with lock:
+                counts[key] += 1
+                if trip:
+                    trips[peer_of(self)] += 1
         return original(self, *args, **kwargs)
     setattr(owner, name, counted)
 
@@ -43,8 +45,14 @@ def wrap(owner, name: str, key: str, peer_of, trip: bool = False) -> None:
 wrap(paramiko.Transport, "open_session", "channels", _peer)
 wrap(paramiko.Channel, "exec_command", "execs", lambda ch: _peer(ch.get_transport()), trip=True)
 wrap(paramiko.SFTPClient, "__init__", "sftp", lambda c: "?")
-wrap(session_module.ShellSession, "_roundtrip", "session_commands",
-     lambda s: _peer(s.channel.get_transport()), trip=True)
+wrap(session_module.ShellSession, "run", "session_commands", lambda s: "?")
+if hasattr(session_module.ShellSession, "_send"):
+    # The session's first line goes with its exec request and is not waited for.
+    wrap(session_module.ShellSession, "_send", "session_sends", lambda s: _peer(s.channel.get_transport()),
+         trip=True, unless=lambda text: text.startswith("__pampa_sshd="))
+else:  # pampa before issue 24: one write per command, each awaited
+    wrap(session_module.ShellSession, "_roundtrip", "session_sends", lambda s: _peer(s.channel.get_transport()),
+         trip=True)
 
 
 def _write(path: str) -> None:

@@ -8,9 +8,10 @@ timed, so the numbers are the same on a busy machine and a quiet one:
   run, from the kernel's exit records (taskstats.py), by kind: sshd (per connection), shells, commands,
   and by name; per host is the total over the hosts (the lock host does a little more);
 - **what pampa asked each host for**, counted inside the pampa process (paramiko and the shell session
-  wrapped, see ``_counter.py``): SSH channels opened, exec requests, commands sent on shell sessions,
-  SFTP sessions. A *round trip* is a command sent and its answer awaited: an exec channel's command or a
-  session command.
+  wrapped, see ``_counter.py``): SSH channels opened, exec requests, commands run on shell sessions,
+  writes to them, SFTP sessions. A *round trip* is what is sent before an answer is awaited: an exec
+  request (a channel's command, or a session's shell), or one write to a session (one command, or
+  several sent ahead together). ``--baseline DIR`` counts another checkout of pampa the same way.
 """
 from __future__ import annotations
 
@@ -34,15 +35,16 @@ from cpusplit import SHELLS, SSHD, descendants  # noqa: E402
 from taskstats import ExitListener  # noqa: E402
 
 
-def count_once(fleet, hosts, project: Path) -> dict:
+def count_once(fleet, hosts, project: Path, baseline: str | None = None) -> dict:
     listeners = [int((fleet.root / "hosts" / h.name / "sshd" / "unshare.pid").read_text()) for h in hosts]
     revision = wl.reset(fleet, hosts, "light")
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         counts_file = Path(f.name)
     argv = [sys.executable, str(HERE / "_counter.py"), str(counts_file), "--stages", str(project / "stages"),
             "deploy", "bench", "--ci", "--parallel", str(len(hosts))]
+    env = {**os.environ, **({"PYTHONPATH": baseline} if baseline else {})}
     with ExitListener() as listener:
-        proc = subprocess.run(argv, cwd=project, stdin=subprocess.DEVNULL, capture_output=True, timeout=600)
+        proc = subprocess.run(argv, cwd=project, stdin=subprocess.DEVNULL, capture_output=True, timeout=600, env=env)
         time.sleep(1.0)  # the servers' per-connection processes end and are reaped
         exits = list(listener.exits)
         dropped = listener.dropped
@@ -64,6 +66,7 @@ def main() -> None:
     p.add_argument("--hosts", type=int, default=4)
     p.add_argument("--dir", default="/tmp/pampa-bench-counts")
     p.add_argument("--subnet", default=os.environ.get("PAMPA_TEST_SUBNET", "127.0.53"))
+    p.add_argument("--baseline", metavar="DIR", help="count this checkout of pampa instead (e.g. main's)")
     args = p.parse_args()
     root = Path(args.dir)
     fleet = make_fleet(root / "fleet", args.hosts, subnet=args.subnet)
@@ -72,7 +75,7 @@ def main() -> None:
         project = root / "work" / f"light-{args.hosts}"
         project.mkdir(parents=True, exist_ok=True)
         wl.write_stage(fleet, hosts, "light", args.hosts, project)
-        result = count_once(fleet, hosts, project)
+        result = count_once(fleet, hosts, project, str(Path(args.baseline).resolve()) if args.baseline else None)
     finally:
         stop_fleet(fleet)
     n = args.hosts
@@ -88,10 +91,12 @@ def main() -> None:
     asked = result["asked"]
     print("\n| pampa asked the hosts for | total | per host |\n|---|---|---|")
     for key, label in (("channels", "SSH channels opened"), ("execs", "exec requests (a command per channel)"),
-                       ("session_commands", "commands on shell sessions"), ("sftp", "SFTP sessions")):
+                       ("session_commands", "commands run on shell sessions"),
+                       ("session_sends", "writes to shell sessions, each awaited (several commands sent ahead: one)"),
+                       ("sftp", "SFTP sessions")):
         print(f"| {label} | {asked.get(key, 0)} | {asked.get(key, 0) / n:.1f} |")
-    trips = asked.get("execs", 0) + asked.get("session_commands", 0)  # a session's own exec included
-    print(f"| **round trips** (exec requests + session commands) | {trips} | {trips / n:.1f} |")
+    trips = asked.get("execs", 0) + asked.get("session_sends", 0)  # a session's own exec included
+    print(f"| **round trips** (exec requests + session writes) | {trips} | {trips / n:.1f} |")
     print(f"\npampa under test: {asked.get('pampa')}")
     per_host = sorted(asked.get("trips_by_host", {}).values())
     if per_host:

@@ -1,6 +1,6 @@
 """Where every CPU-second of one deploy goes: the tool, sshd, the shells, the commands, the access point.
 
-    bench/run cpusplit --workload light --hosts 50 [--tools floor,connect_only,openssh_cm,pampa,pampa+ap]
+    bench/run cpusplit --workload light --hosts 50 [--tools floor,openssh_connect,openssh_script,pampa,pampa+ap]
     bench/run cpusplit --workload app --hosts 30 --by-comm
 
 ``pampa+ap`` is pampa with the reference access point (started here, on 127.0.0.1): it registers the
@@ -34,7 +34,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import workload as wl  # noqa: E402
-from compare import command, machine_cpu, make_fleet, precompile, stop_fleet  # noqa: E402
+from compare import ALIASES, BASELINE, NOTHING_TO_VERIFY, command, machine_cpu, make_fleet, precompile, stop_fleet  # noqa: E402
 from taskstats import ExitListener  # noqa: E402
 
 SHELLS = {"bash", "sh", "dash"}
@@ -114,7 +114,7 @@ def split_one(tool: str, fleet, hosts, workload: str, project: Path, spec_file: 
         out = proc.stdout.read()
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
-        problems = [] if tool == "connect_only" else wl.verify(fleet, hosts, workload, revision)
+        problems = [] if tool in NOTHING_TO_VERIFY else wl.verify(fleet, hosts, workload, revision)
         time.sleep(1.0)  # the servers' per-connection processes end and are reaped
         servers = sum(cpu_of(pid) for pid in listeners) - servers0
         ap = (cpu_of(access_point.pid, children=False) - ap0) if access_point else 0.0
@@ -171,11 +171,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workload", choices=["light", "app"], default="light")
     p.add_argument("--hosts", type=int, default=50)
-    p.add_argument("--tools", default="floor,connect_only,openssh_cm,pampa")
+    p.add_argument("--tools", default="floor,openssh_connect,openssh_script,pampa")
     p.add_argument("--dir", default="/tmp/pampa-bench-cpusplit")
     p.add_argument("--subnet", default="127.0.52")
     p.add_argument("--by-comm", action="store_true", help="also print the processes by name (servers' side)")
+    p.add_argument("--baseline", metavar="DIR", help="a checkout of pampa, split as the tool pampa_baseline")
     args = p.parse_args()
+    if args.baseline:
+        BASELINE["dir"] = str(Path(args.baseline).resolve())
     root = Path(args.dir)
     precompile()
     fleet = make_fleet(root / "fleet", args.hosts, subnet=args.subnet)
@@ -194,7 +197,7 @@ def main() -> None:
         spec_file = wl.dump(wl.spec(fleet, hosts, args.workload, project), project / "spec.json")
         if args.workload == "app":  # the first run clones and installs: not what is measured
             split_one("floor", fleet, hosts, args.workload, project, spec_file, None)
-        tools = args.tools.split(",")
+        tools = [ALIASES.get(t, t) for t in args.tools.split(",")]
         results = {tool: split_one(tool, fleet, hosts, args.workload, project, spec_file, access_point)
                    for tool in tools}
     finally:

@@ -21,6 +21,7 @@ def sample(pid: int, peaks: dict, stop: threading.Event, every: float = 0.1, soc
                 peaks["threads"] = max(peaks.get("threads", 0), int(line.split()[1]))
         if sockets:
             peaks["sockets"] = max(peaks.get("sockets", 0), count_sockets(pid))
+            peaks["fds"] = max(peaks.get("fds", 0), count_descriptors(pid))
         time.sleep(every)
 
 
@@ -28,6 +29,14 @@ def count_sockets(pid: int) -> int:
     """Open sockets of ``pid`` (0 once it has gone)."""
     try:
         return sum(1 for fd in Path(f"/proc/{pid}/fd").iterdir() if os.readlink(fd).startswith("socket:"))
+    except OSError:
+        return 0
+
+
+def count_descriptors(pid: int) -> int:
+    """Open file descriptors of ``pid``, of every kind (0 once it has gone)."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
     except OSError:
         return 0
 

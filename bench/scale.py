@@ -1,9 +1,10 @@
-"""500 hosts, light workload: every host must succeed; peak memory, threads and open connections of pampa.
+"""500 hosts, light workload: every host must succeed; peak memory, threads, open connections and
+descriptors of pampa.
 
-    bench/run scale [--hosts 500] [--parallel 32]
-Samples the pampa process's RSS, thread count and open TCP connections every 20 ms from /proc while
-it deploys. Hosts are real sshd servers on 127.0.4.1-250 (beyond 250, the same addresses on the
-next port), each in its own mount namespace, as in every benchmark.
+    bench/run scale [--hosts 500] [--parallel 32] [--subnet 127.0.4]
+Samples the pampa process's RSS, thread count, open TCP connections and file descriptors every 20 ms
+from /proc while it deploys. Hosts are real sshd servers on SUBNET.1-250 (beyond 250, the same
+addresses on the next port), each in its own mount namespace, as in every benchmark.
 """
 from __future__ import annotations
 
@@ -29,10 +30,11 @@ def main() -> None:
     p.add_argument("--hosts", type=int, default=500)
     p.add_argument("--parallel", type=int, default=None, help="default: pampa's own default (32)")
     p.add_argument("--dir", default="/tmp/pampa-bench-scale")
+    p.add_argument("--subnet", default="127.0.4", help="the fleet's loopback subnet (default: 127.0.4)")
     args = p.parse_args()
     precompile()
     t = time.perf_counter()
-    fleet = make_fleet(Path(args.dir) / "fleet", args.hosts, subnet="127.0.4")
+    fleet = make_fleet(Path(args.dir) / "fleet", args.hosts, subnet=args.subnet)
     print(f"{args.hosts} sshd servers started in {time.perf_counter() - t:.1f}s", flush=True)
     try:
         project = Path(args.dir) / "work"
@@ -59,11 +61,11 @@ def main() -> None:
         problems = wl.verify(fleet, fleet.hosts, "light", None)
         failures = [line for line in out.splitlines() if "handshake" in line or "refused" in line or "timed out" in line]
         print("| hosts | --parallel | exit | hosts verified | wall (s) | pampa CPU (s) | peak RSS (MB) | peak threads "
-              "| peak open sockets | connect errors |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+              "| peak open sockets | peak open descriptors | connect errors |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         print(f"| {args.hosts} | {args.parallel or 'default (32)'} | {proc.returncode} | "
               f"{args.hosts - len(problems)}/{args.hosts} | {wall:.2f} | {cpu:.2f} | {peaks.get('rss_mb', 0):.0f} | "
-              f"{peaks.get('threads', 0)} | {peaks.get('sockets', 0)} | {len(failures)} |")
+              f"{peaks.get('threads', 0)} | {peaks.get('sockets', 0)} | {peaks.get('fds', 0)} | {len(failures)} |")
         if proc.returncode or problems:
             print("\n".join(line for line in out.splitlines() if "FAILED" in line or "RESULT" in line
                             and " ok " not in line)[-3000:], problems[:5])

@@ -127,8 +127,13 @@ def _override(stage: Stage, name: str, spec: Mapping, ctx: StepContext) -> tuple
 
 
 def host_steps(stage: Stage, host: Host, roles: tuple[str, ...], kind: str = "deploy",
-               revision: str | None = None, stamp: str | None = None) -> tuple[StepPlan, ...]:
-    """Build the steps ``host`` runs for ``roles`` (the union of their sequences, each step once)."""
+               revision: str | None = None, stamp: str | None = None,
+               skip_unchanged: bool = True) -> tuple[StepPlan, ...]:
+    """Build the steps ``host`` runs for ``roles`` (the union of their sequences, each step once).
+
+    ``skip_unchanged`` lets bundle and migrate skip work the release does not need (never for
+    ``pampa run``, which runs the steps it is given).
+    """
     layout = layout_of(stage.settings, host.path, stamp or release_stamp())
     step_specs: Mapping = stage.setting("steps") or {}
     custom = {n: s for n, s in step_specs.items() if n not in BUILDERS}
@@ -146,7 +151,7 @@ def host_steps(stage: Stage, host: Host, roles: tuple[str, ...], kind: str = "de
     names = ordered_union(sequences, order)
     if kind == "rollback":
         names = _rollback_steps(names, layout)
-    ctx = step_context(stage, host, layout)
+    ctx = replace(step_context(stage, host, layout), skip_unchanged=skip_unchanged and kind != "run")
     return tuple(build_step(stage, ctx, name, roles, kind, revision) for name in names
                  if (step_specs.get(name) or {}).get("enabled") is not False)
 
@@ -241,10 +246,12 @@ def _host_layout(stage: Stage, host: Host, stamp: str, steps) -> Layout | None:
 
 
 def build_plan(stage: Stage, roles: Iterable[str] | None = None, hosts: Iterable[str] | None = None,
-               kind: str = "deploy", revision: str | None = None, stamp: str | None = None) -> Plan:
+               kind: str = "deploy", revision: str | None = None, stamp: str | None = None,
+               skip_unchanged: bool = True) -> Plan:
     """The plan for a deploy (``kind='deploy'``) or a rollback to ``revision``.
 
     ``stamp`` names this run's releases (releases strategy); by default the current UTC time.
+    ``skip_unchanged=False`` (``--no-skip``): bundle and migrate always do their work.
     """
     stamp = stamp or release_stamp()
     selected = select_hosts(stage, roles, hosts)
@@ -255,7 +262,7 @@ def build_plan(stage: Stage, roles: Iterable[str] | None = None, hosts: Iterable
         host_roles = tuple(r for r in host.roles if not role_filter or r in role_filter)
         opens = GATE_ROLE in host_roles
         gated = (not opens) and has_kepler and any(stage.roles[r].gated for r in host_roles)
-        steps = host_steps(stage, host, host_roles, kind, revision, stamp)
+        steps = host_steps(stage, host, host_roles, kind, revision, stamp, skip_unchanged)
         host_plans.append(HostPlan(host=host, roles=host_roles, gated=gated, opens_gate=opens,
                                    steps=steps, layout=_host_layout(stage, host, stamp, steps)))
     # Keplers first, then ungated hosts, then gated ones: the scheduler starts them in this order.

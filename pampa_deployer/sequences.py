@@ -13,6 +13,10 @@ STEP_ORDER = (
     "restart_puma", "restart_processes", "restart_workers", "health_check", "report_version", "open_gate",
 )
 
+#: Built-in steps that skip work a release does not need (commands/skip.py), unless
+#: ``steps.NAME.always`` or ``--no-skip``.
+SKIPPING_STEPS = ("bundle", "migrate")
+
 #: The seed's sequences (the original brief's "Sequences"; README.md lists them), with bundle before migrate.
 DEFAULT_SEQUENCES: Mapping[str, tuple[str, ...]] = {
     "kepler": ("git_fetch", "git_reset", "secrets", "bundle", "migrate",

@@ -141,13 +141,17 @@ def test_remote_commands_run_in_their_own_process_group_and_can_be_stopped():
         '__pampa_rc=$?; rm -f "${TMPDIR:-/tmp}"/pampa-t1.pgid; exit $__pampa_rc')
     # The shell session: job control under bash (no process started for the group), setsid elsewhere.
     assert procgroup.session_setup("s1", "HI") == (
-        "trap 'rm -f \"${TMPDIR:-/tmp}\"/pampa-s1.pgid' EXIT; "
+        "trap 'rm -f \"${TMPDIR:-/tmp}\"/pampa-s1.* \"${TMPDIR:-/tmp}\"/pampa-s1-*.pgid' EXIT; "
         "case ${BASH_VERSION-} in ?*) set -m; echo 'HI bash';; *) echo 'HI sh';; esac")
     assert procgroup.in_group("cd ~/app && sleep 9", "s1", "bash") == (
         '( echo $BASHPID > "${TMPDIR:-/tmp}"/pampa-s1.pgid || exit\ncd ~/app && sleep 9\n) </dev/null')
     assert procgroup.in_group("cd ~/app && sleep 9", "s1", "sh") == (
         '( exec setsid -w "${SHELL:-/bin/sh}" -c \'echo $$ > "${TMPDIR:-/tmp}"/pampa-s1.pgid || exit\n'
         'cd ~/app && sleep 9\' ) </dev/null')
+    assert procgroup.in_group("sleep 9", "s1", None) == (  # the shell not known yet: chosen on the host
+        'if [ -n "${BASH_VERSION-}" ]; then ( echo $BASHPID > "${TMPDIR:-/tmp}"/pampa-s1.pgid || exit\nsleep 9\n) '
+        '</dev/null\nelse ( exec setsid -w "${SHELL:-/bin/sh}" -c \'echo $$ > "${TMPDIR:-/tmp}"/pampa-s1.pgid || '
+        'exit\nsleep 9\' ) </dev/null\nfi')
     assert procgroup.emptied("s1") == 'printf \'\' > "${TMPDIR:-/tmp}"/pampa-s1.pgid'
     assert procgroup.kill_command("t1", 2) == (
         'f="${TMPDIR:-/tmp}"/pampa-t1.pgid; pg=$(cat "$f" 2>/dev/null); '

@@ -5,7 +5,7 @@ import json
 import stat
 
 import pytest
-from conftest import SECRET, head, migrations, restarted, served, trace
+from conftest import SECRET, head, kill_leftovers, migrations, pid, restarted, running, served, trace
 
 pytestmark = pytest.mark.fleet
 
@@ -190,3 +190,94 @@ def test_host_lost_mid_deploy_fails_alone(project, fleet):
     assert "internal error" not in err
     for host in ("kepler-1", "kepler-2", "newton-1"):
         assert head(fleet, host) == new
+
+
+
+#: pampa with more than 1,024 descriptors open before it starts (as at a thousand hosts): every one it
+#: opens then is at or above select()'s FD_SETSIZE, where select() on a channel fails.
+HIGH_DESCRIPTORS = """
+import os, sys
+held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+assert held[-1] >= 1024, held[-1]
+from pampa_deployer.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("shell_session", [True, False], ids=["session", "channel-per-command"])
+def test_deploy_works_with_more_than_1024_descriptors_open(project, fleet, shell_session):
+    """Issue 24: at 1,000 hosts, hosts failed with 'filedescriptor out of range in select()'. A deploy
+    whose process already holds 1,100 descriptors reads every channel (the session, a channel per
+    command, the fresh channel that stops a timed-out step) and deploys every host."""
+    import subprocess
+    import sys
+    project.stage(ssh={"shell_session": shell_session},
+                  steps={"too_slow": {"run": "sleep 4105", "roles": ["newton"], "after": "report_version",
+                                      "timeout": 1}})
+    new = fleet.commit("Release with many descriptors open")
+    try:
+        result = subprocess.run([sys.executable, "-c", HIGH_DESCRIPTORS, "deploy", "test", "--report", "r.json"],
+                                cwd=project.root, capture_output=True, text=True, timeout=300,
+                                stdin=subprocess.DEVNULL)
+        left = [h for h in NEWTONS if running(fleet, h, "sleep 4105")]
+    finally:
+        for h in NEWTONS:
+            kill_leftovers(fleet, h, "sleep 4105")
+
+    assert "out of range" not in result.stdout + result.stderr
+    assert result.returncode == 1, result.stdout + result.stderr  # only the newtons' too_slow failed
+    report = json.loads((project.root / "r.json").read_text())
+    assert {h["name"]: h["result"] for h in report["hosts"]} == \
+        {h.name: "failed" if h.name in NEWTONS else "ok" for h in fleet.hosts}
+    for host in KEPLERS + NEWTONS:
+        assert head(fleet, host) == new, host
+        assert migrations(fleet, host) == ["2"], host
+    for host in NEWTONS:
+        assert f"RESULT {host} [newton] failed at too_slow exit 124" in result.stdout
+    assert "stopped (TERM)" in result.stdout and left == []  # the stop's own channel was read too
+
+
+def test_consecutive_steps_cost_one_round_trip_together(project, fleet, monkeypatch):
+    """Issue 24: the steps that need no answer from pampa's side are sent to the host's session together:
+    newton-1 (not the lock host) costs two writes, its steps through report_version and then the
+    revision-log line, where it cost one per command. Counted, not timed. Each step still has its own
+    start, result and timing, and the start record named each step in turn."""
+    from collections import Counter
+
+    from pampa_deployer.engine.backends.session import ShellSession
+    project.stage()
+    new = fleet.commit("Release sent ahead")
+    writes: Counter = Counter()
+    send = ShellSession._send
+
+    def counted(self, text):
+        if not text.startswith("__pampa_sshd="):  # the session's first line goes with its exec request
+            writes[self.channel.get_transport().getpeername()[0]] += 1
+        return send(self, text)
+    monkeypatch.setattr(ShellSession, "_send", counted)
+
+    assert project.run_main("deploy", "test", "--hosts", "kepler-1,newton-1", "--report", "r.json") == 0
+
+    assert writes[fleet.host("newton-1").address] == 2
+    assert head(fleet, "newton-1") == new and migrations(fleet, "newton-1") == ["2"]
+    steps = next(h for h in json.loads((project.root / "r.json").read_text())["hosts"]
+                 if h["name"] == "newton-1")["steps"]
+    assert [s["name"] for s in steps] == ["git_fetch", "git_reset", "secrets", "bundle", "migrate", "restart_workers",
+                                          "report_version"]
+    assert all(s["result"] == "ok" for s in steps)
+    assert [s["started"] for s in steps] == sorted(s["started"] for s in steps)
+
+
+def test_a_failed_step_stops_the_steps_sent_after_it(project, fleet):
+    """The steps after a failed one were already sent to the host: it runs none of them."""
+    project.stage(steps={"break_here": {"run": "exit 7", "roles": ["newton"], "after": "git_reset"}})
+    before = pid(fleet, "newton-2", "worker")
+    secret = fleet.code("newton-2") / "config.rb"
+    secret.unlink(missing_ok=True)
+
+    result = project.pampa("deploy", "test", "--hosts", "newton-2")
+
+    assert result.returncode == 1
+    assert "RESULT newton-2 [newton] failed at break_here exit 7" in result.stdout
+    assert not secret.exists() and pid(fleet, "newton-2", "worker") == before  # nothing after it ran
+    assert "newton-2 secrets start" not in result.stdout and "newton-2 bundle" not in result.stdout

@@ -28,7 +28,12 @@ def slow_stage(project, seconds: int = 4):
 
 # -- deploy lock --------------------------------------------------------------------------------------
 def test_second_deploy_refuses_while_first_holds_the_lock(project, fleet):
-    slow_stage(project, 6)
+    # The first deploy's step waits until the test has looked (a file on each newton), not a fixed time.
+    go = [fleet.home(h) / "go-4110" for h in ("newton-1", "newton-2")]
+    for f in go:
+        f.unlink(missing_ok=True)
+    project.stage(steps={"slow": {"run": "n=0; while [ ! -e ~/go-4110 ] && [ $n -lt 1200 ]; do sleep 0.1; "
+                                  "n=$((n+1)); done", "roles": ["newton"], "after": "git_reset"}})
     first = project.popen("deploy", "test", "-m", "first deploy")
     seen: list[str] = []
     read_until(first, "newton-1 slow start", seen)
@@ -36,7 +41,11 @@ def test_second_deploy_refuses_while_first_holds_the_lock(project, fleet):
     second = project.pampa("deploy", "test")
     status = project.pampa("lock", "status", "test")
     info = json.loads((lock_dir(fleet) / "info.json").read_text())
+    for f in go:
+        f.touch()
     first_out, _ = first.communicate(timeout=120)
+    for f in go:
+        f.unlink()
 
     assert second.returncode == 3
     assert "stage test is locked on kepler-1" in second.stderr and f"(pid {first.pid})" in second.stderr

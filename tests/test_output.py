@@ -415,3 +415,32 @@ def test_a_pull_mode_node_in_the_live_view_shows_the_time_it_has_run():
     text = console.export_text()
     assert re.search(r"k\s+running\s+migrate\s+1[23]\.\ds", text), text
     assert re.search(r"n\s+ok\s+7\.0s", text), text
+
+
+def test_run_directory_holds_a_host_log_open_only_while_the_host_runs(tmp_path):
+    """Issue 24: open files follow the hosts in flight, not the fleet (a thousand finished hosts held a
+    thousand files). A line after the host finished is still appended to its log."""
+    from pampa_deployer.engine.results import HostResult
+    from pampa_deployer.render.rundir import RunDirectory
+
+    def open_logs() -> list[str]:
+        found = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                found.append(os.readlink(f"/proc/self/fd/{fd}"))
+            except OSError:
+                continue
+        return [path for path in found if path.startswith(str(tmp_path)) and path.endswith(".log")
+                and "/hosts/" in path]
+
+    run = RunDirectory(tmp_path / "runs", "production", "deploy")
+    for n in range(3):
+        run(ev.CommandStarted(host=f"h{n}", step="git_fetch", display="git fetch"))
+    assert len(open_logs()) == 3
+    run(ev.HostFinished(host="h1", result=HostResult("h1", "newton", "ok", 0.0, 1.0)))
+    assert sorted(path.rsplit("/", 1)[1] for path in open_logs()) == ["h0.log", "h2.log"]
+    run(ev.Output(host="h1", step="report_version", stream="stdout", line="later"))
+    run.close()
+    assert open_logs() == []
+    text = (run.path / "hosts" / "h1.log").read_text()
+    assert "result: ok" in text and text.rstrip().endswith("[report_version] stdout: later")

@@ -121,6 +121,9 @@ def test_revision_log_commands_exact():
     assert revlog.step_command(base, {"run": "r1", "step": "migrate"}).line() == (
         "printf '%s\\n' '{\"run\": \"r1\", \"step\": \"migrate\"}' > ~/code/shop.deploying.json")
     assert not revlog.start_command(base, {}).killable  # bookkeeping: no process group of its own
+    # Built-ins and one git, changing no shell state: the session's own shell runs them (no subshell, no fork).
+    assert not revlog.start_command(base, {}).subshell and not revlog.step_command(base, {}).subshell
+    assert revlog.append_command(base, {}).subshell  # it sets variables: kept in a subshell
 
 
 def test_revision_log_append_and_read_in_a_real_local_shell(tmp_path):
@@ -214,6 +217,8 @@ def test_session_script_exact():
         "printf '%s %d %d\\n' 'M' \"$__pampa_rc\" \"$__pampa_rec\"; printf '%s\\n' 'M' >&2\n")
     # The prefix runs in the session shell itself, once.
     assert script("source ~/env", "M", in_subshell=False).startswith("source ~/env\n__pampa_rc=$?; ")
+    assert script("printf x > f", "M", in_subshell=False, braced=True).startswith(
+        "{\nprintf x > f\n} </dev/null\n__pampa_rc=$?; ")
 
 
 @pytest.mark.parametrize("shell", ["bash", "dash"])
@@ -331,3 +336,39 @@ def test_a_dead_holders_lock_is_taken_over_and_unlocked_before_its_lease_in_a_re
     assert be.run(lock.unlock_command(ROOT, STAGE, {"by": "ed"}, dead=other)).stdout.startswith("PAMPA-LOCK-LIVE")
     assert "PAMPA-LOCK-REMOVED" in be.run(lock.unlock_command(ROOT, STAGE, {"by": "ed"}, dead=raw)).stdout
     assert not (tmp_path / ".pampa/locks/production.lock").exists()
+
+
+@pytest.mark.parametrize("shell", ["bash", "dash"])
+def test_commands_sent_ahead_in_a_real_local_shell(tmp_path, shell):
+    """Issue 24: consecutive steps sent together. The shell runs each only while every earlier one
+    succeeded (a failed record counts), the session's sshd is alive, and, for a step's first command,
+    no stop file exists; else it prints a "skip" marker. A killable one sent before the hello said which
+    shell it is still leads its own process group."""
+    import subprocess
+
+    from pampa_deployer.commands import procgroup
+    from pampa_deployer.engine.backends.session import ahead, script
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TMPDIR": str(tmp_path), "SHELL": f"/bin/{shell}"}
+    stop = f"{tmp_path}/s1.stop"
+
+    def run(*entries, sshd="$PPID"):
+        text = f"__pampa_sshd={sshd}; " + procgroup.session_setup("s1", "HI") + "\n__pampa_go=1\n" + "".join(
+            ahead(script(body, "M", tag=tag, kind=None, record=record, ack="ACK"), "M", stop if first else None)
+            for body, tag, record, first in entries)
+        done = subprocess.run(["setsid", "-w", shell, "-s"], input=text, capture_output=True, text=True, env=env,
+                              cwd=tmp_path, timeout=30)
+        return [line for line in done.stdout.splitlines()[1:] if line != "ACK"], done.stderr.splitlines()
+
+    probe = f"cut -d' ' -f5 /proc/self/stat > {tmp_path}/pg; cat {tmp_path}/pampa-s1-1.pgid > {tmp_path}/file"
+    out, err = run((probe + "; echo one", "s1-1", "true", True), ("echo two", None, None, False),
+                   ("echo three; exit 4", None, None, True), ("echo four", None, None, True))
+    assert out == ["one", "M 0 0", "two", "M 0", "three", "M 4", "M skip"] and err == ["M"] * 4
+    assert (tmp_path / "pg").read_text().strip() == (tmp_path / "file").read_text().strip() != ""
+    out, _ = run(("echo one", None, "false", True), ("echo two", None, None, False))  # the record failed
+    assert out[0].startswith("M 0 ") and out[0] != "M 0 0" and out[1:] == ["M skip"]
+    (tmp_path / "s1.stop").touch()  # the run is stopping: no step starts, a step's later command goes on
+    out, _ = run(("echo one", None, None, False), ("echo two", None, None, True))
+    assert out == ["one", "M 0", "M skip"]
+    (tmp_path / "s1.stop").unlink()
+    out, _ = run(("echo one", None, None, True), sshd="999999999")  # pampa's connection has gone
+    assert out == ["M skip"]

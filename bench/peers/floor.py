@@ -1,4 +1,9 @@
-"""The floor: the same command lines run locally with bash, no SSH, hosts in parallel (HOME = the host's home)."""
+"""The floor: the same command lines run locally with bash, no SSH, hosts in parallel (HOME = the host's home).
+
+Each command starts a session of its own (setsid), as every command under sshd does: with the kernel's
+autogroup scheduling (on here), a session is what gets a fair share of a busy machine, so the floor's
+hosts compete for the CPU like the SSH tools' sessions do, not as one process's threads.
+"""
 import json
 import os
 import subprocess
@@ -13,8 +18,9 @@ def host(entry):
     home = spec["homes"][name]
     env = {**os.environ, "HOME": home}
     for step in spec["steps"]:
-        if step[1] == "run":
-            subprocess.run(["bash", "-c", step[2]], env=env, cwd=home, check=True, stdout=subprocess.DEVNULL,
+        if step[1] == "run":  # /root is each host's home inside its namespace: here, the home itself
+            subprocess.run(["bash", "-c", step[2].replace("/root/", home + "/")], env=env, cwd=home, check=True,
+                           start_new_session=True, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
         else:
             _, _, local, remote, mode = step
@@ -26,5 +32,5 @@ def host(entry):
             os.replace(tmp, target)
 
 
-with ThreadPoolExecutor(len(spec["hosts"])) as pool:
+with ThreadPoolExecutor(spec.get("parallel") or len(spec["hosts"])) as pool:
     list(pool.map(host, spec["hosts"]))

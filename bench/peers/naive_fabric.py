@@ -20,5 +20,5 @@ def host(entry):
                 c.put(local, remote, preserve_mode=True)
 
 
-with ThreadPoolExecutor(len(spec["hosts"])) as pool:
+with ThreadPoolExecutor(spec.get("parallel") or len(spec["hosts"])) as pool:
     list(pool.map(host, spec["hosts"]))

@@ -66,5 +66,5 @@ def host(entry):
             master.wait()
 
 
-with ThreadPoolExecutor(len(spec["hosts"])) as pool:
+with ThreadPoolExecutor(spec.get("parallel") or len(spec["hosts"])) as pool:
     list(pool.map(host, spec["hosts"]))

@@ -19,6 +19,8 @@ def declare_plan(cmd) -> None:
     p.add_argument("--roles", type=csv, help="only hosts (and steps) of these roles, comma-separated")
     p.add_argument("--hosts", type=csv, help="only these hosts (names or shell globs), comma-separated")
     p.add_argument("--branch", help="plan this branch instead of the stage's")
+    p.add_argument("--no-skip", action="store_true", help="plan as `pampa deploy --no-skip` runs: bundle and "
+                   "migrate without their checks")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(handler=plan)
 
@@ -90,7 +92,7 @@ def render_plan(plan: Plan, console=None) -> None:
 def plan(args) -> int:
     overrides = {"branch": args.branch} if args.branch else None
     stage = load_stage(args.stage, args.stages, overrides=overrides)
-    built = build_plan(stage, args.roles, args.hosts)
+    built = build_plan(stage, args.roles, args.hosts, skip_unchanged=not getattr(args, "no_skip", False))
     if getattr(args, "json", False):
         print(json.dumps(plan_json(built), indent=2, default=str))
     else:

@@ -37,8 +37,15 @@ def declare_deploy(cmd) -> None:
                    help="--canary: wait this long after the canary passed before the rest start")
     p.add_argument("--canary-pause", action="store_true",
                    help="--canary: ask at the terminal before the rest start")
+    add_no_skip(p)
     add_run_options(p)
     p.set_defaults(handler=run)
+
+
+def add_no_skip(p) -> None:
+    p.add_argument("--no-skip", action="store_true",
+                   help="bundle and migrate do their work even when nothing changed (no `bundle check`, "
+                        "no migration check)")
 
 
 def declare_run(cmd) -> None:
@@ -55,6 +62,7 @@ def declare_rollback(cmd) -> None:
             "pampa rollback production --to 3f2a9c1 --dry-run")
     p.add_argument("stage")
     p.add_argument("--to", metavar="REV", help="target revision (must be present on every targeted host)")
+    add_no_skip(p)
     add_run_options(p, "rollback")
     p.set_defaults(handler=run)
 
@@ -67,6 +75,7 @@ def request_from(args, stage) -> DeployRequest:
                          accept_new_host_keys=args.accept_new_host_keys, grace=args.grace,
                          steps=tuple(getattr(args, "steps", None) or ()) or None,
                          skip=tuple(getattr(args, "skip", None) or ()) or None,
+                         no_skip=bool(getattr(args, "no_skip", False)),
                          access_point_optional=bool(getattr(args, "access_point_optional", False)),
                          canary=getattr(args, "canary", None), canary_wait=getattr(args, "canary_wait", None) or 0.0)
 

@@ -28,6 +28,10 @@ class Command:
     #: step): shell built-ins only, run in the login directory. If it fails the body does not run and the
     #: backend raises ``RecordFailed``. Not part of ``line()`` or ``display()``.
     record: str | None = None
+    #: False: a shell session runs it in its own shell, without the subshell (a fork) every other command
+    #: gets. Only for pampa's own bookkeeping that changes no shell state (no cd, export, umask, exit,
+    #: variables) and is not killable.
+    subshell: bool = True
 
     def line(self) -> str:
         """The exact line sent to the host's shell."""

@@ -44,22 +44,28 @@ def on_channel(line: str, tag: str) -> str:
 
 
 def session_setup(tag: str, hello: str) -> str:
-    """The first line a shell session runs: job control under bash, the pgid file removed on exit.
+    """The first line a shell session runs: job control under bash, the session's files (its commands'
+    pgid files ``pampa-TAG-N.pgid``, its stop file) removed on exit.
 
     Prints ``HELLO bash`` or ``HELLO sh`` so the engine knows which ``in_group`` form the shell takes.
     """
-    f = pgid_file(tag)
-    return (f"trap {quote(f'rm -f {f}')} EXIT; "
+    return (f"trap {quote(f'rm -f {PGID_DIR}/pampa-{tag}.* {PGID_DIR}/pampa-{tag}-*.pgid')} EXIT; "
             f"case ${{BASH_VERSION-}} in ?*) set -m; echo '{hello} bash';; *) echo '{hello} sh';; esac")
 
 
-def in_group(body: str, tag: str, kind: str) -> str:
-    """``body`` in a subshell of the session leading its own process group, its id in the pgid file."""
+def in_group(body: str, tag: str, kind: str | None) -> str:
+    """``body`` in a subshell of the session leading its own process group, its id in the pgid file.
+
+    ``kind`` None (the session has not yet said which shell it runs: a command sent before its hello
+    came back) chooses the form on the host.
+    """
     f = pgid_file(tag)
-    if kind == "bash":
-        return f"( echo $BASHPID > {f} || exit\n{body}\n) </dev/null"
+    bash = f"( echo $BASHPID > {f} || exit\n{body}\n) </dev/null"
     inner = f"echo $$ > {f} || exit\n{body}"
-    return f'( exec setsid -w "${{SHELL:-/bin/sh}}" -c {quote(inner)} ) </dev/null'
+    sh = f'( exec setsid -w "${{SHELL:-/bin/sh}}" -c {quote(inner)} ) </dev/null'
+    if kind is None:
+        return f'if [ -n "${{BASH_VERSION-}}" ]; then {bash}\nelse {sh}\nfi'
+    return bash if kind == "bash" else sh
 
 
 def emptied(tag: str) -> str:

@@ -44,7 +44,7 @@ def start_command(base: Command, record: dict) -> Command:
     script = (f"[ -d {quote(folder)} ] || mkdir -p {quote(folder)}; "
               f"printf '%s\\n' {quote(json.dumps(record, sort_keys=True))} > {quote(path)}; "
               f"git -C {quote(base.cwd or '.')} rev-parse HEAD 2>/dev/null || true")
-    return replace(base, script=script, cwd=None, prefix=None, env=())
+    return replace(base, script=script, cwd=None, prefix=None, env=(), subshell=False)
 
 
 def step_record(base: Command, record: dict) -> str:
@@ -62,7 +62,7 @@ def step_record(base: Command, record: dict) -> str:
 
 def step_command(base: Command, record: dict) -> Command:
     """``step_record`` sent on its own, for a step whose first action is not a command (e.g. an upload)."""
-    return replace(base, script=step_record(base, record), cwd=None, prefix=None, env=())
+    return replace(base, script=step_record(base, record), cwd=None, prefix=None, env=(), subshell=False)
 
 
 def revision_command(base: Command) -> Command:

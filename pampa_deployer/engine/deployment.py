@@ -60,6 +60,7 @@ class DeployRequest:
     handle_signals: bool = True            # route SIGINT/SIGTERM to the run (main thread only)
     steps: tuple[str, ...] | None = None   # only these steps (`pampa run STAGE STEP...`)
     skip: tuple[str, ...] | None = None    # without these steps
+    no_skip: bool = False                  # bundle and migrate do their work even when nothing changed (`--no-skip`)
     access_point_optional: bool = False    # go on when the access point is unreachable (else: the stage's setting)
     fleet_target: bool = False             # rollback: `to` was chosen for the whole fleet elsewhere (a pull request)
     run_id: str | None = None              # default: a new random id (a pull-mode agent: request-ID-CREATED)
@@ -140,8 +141,8 @@ class Deployment:
                     revision = resolve_target(self.stage, draft, reader, r.to)
             else:
                 revision = resolve_target(self.stage, draft, pool, r.to)
-        self.planned = narrow(build_plan(self.stage, r.roles, r.hosts, kind=r.kind, revision=revision),
-                              r.steps, r.skip)
+        self.planned = narrow(build_plan(self.stage, r.roles, r.hosts, kind=r.kind, revision=revision,
+                                         skip_unchanged=not r.no_skip), r.steps, r.skip)
         return self.planned
 
     def run(self) -> Outcome:
@@ -186,6 +187,7 @@ class Deployment:
                          access_point=self.access_point, dry_run=self.request.dry_run, run_id=self.run_id,
                          message=self.request.message)
         self.stop.on_hard(pool.abort_all)
+        self.stop.on_soft(pool.hold_all)
         self.announce(plan, gate)
         scheduler = options.scheduler(self.stop)
         canary = self.canary(plan)

@@ -100,6 +100,10 @@ class StepFinished(HostEvent):
     def message(self) -> str:
         return self.result.message
 
+    @property
+    def skipped(self) -> str | None:
+        return self.result.skipped
+
 
 @dataclass(frozen=True)
 class HostFinished(HostEvent):

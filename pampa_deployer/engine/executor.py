@@ -4,6 +4,8 @@ An action (``steps/actions.py``) is frozen data; ``perform`` carries it out on a
 tells a ``Sink`` what happened. The deploy's sink turns that into events and talks to the
 gate and the access point session; the fab sink prints lines. One table maps each action
 type to its handler, so a new action type without an executor fails loudly, in both places.
+A second table (``AHEAD``) says what each action will send the host before any answer comes back,
+so a backend can send consecutive steps' commands together (``ahead``).
 """
 from __future__ import annotations
 
@@ -109,6 +111,32 @@ EXECUTORS: dict[type, Callable[[object, Backend, Sink], None]] = {
     OpenGate: _open_gate,
     CallTask: _call_task,
 }
+
+
+#: What an action sends the host, and whether the actions after it need nothing from its outcome on
+#: this side (a version report's POST, a Python task's code, do: nothing after them is sent ahead).
+AHEAD: dict[type, Callable[[object], tuple[list, bool]]] = {
+    StartRecord: lambda a: ([startrecord.first_command(a)], True),
+    Run: lambda a: ([a.command], True),
+    HealthCheck: lambda a: ([a.command], True),
+    Restart: lambda a: ([a.command], True),
+    Upload: lambda a: ([a], True),
+    ReportVersion: lambda a: ([a.revision], False),
+    OpenGate: lambda a: ([], True),
+    CallTask: lambda a: ([], False),
+}
+
+
+def ahead(actions) -> tuple[list, bool]:
+    """The commands (and files) ``actions`` will send, in order, as far as they are known before any
+    answer; and whether what follows them may be sent too."""
+    sent: list = []
+    for action in actions:
+        items, goes_on = AHEAD[type(action)](action)
+        sent += items
+        if not goes_on:
+            return sent, False
+    return sent, True
 
 
 def perform(action, backend: Backend, sink: Sink) -> None:

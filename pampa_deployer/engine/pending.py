@@ -18,9 +18,9 @@ from pathlib import Path
 
 from ..commands import pending as cmd
 from ..commands import revlog
+from ..commands.skip import MIGRATIONS
 from ..errors import ConnectError, NotObserved
 from ..plan import Plan
-from ..steps.migrate import MIGRATIONS
 from ..steps.releases import live_path
 from .backends.base import tail
 from .backends.local import LocalBackend

@@ -11,19 +11,31 @@ from typing import Callable
 
 from .. import provenance
 from ..commands import revlog
+from ..commands import skip as skips
+from ..commands.command import Command
 from ..errors import ConnectError
 from ..plan import HostPlan, Plan, StepPlan
-from ..steps.actions import ReportVersion
+from ..steps.actions import ReportVersion, Run
 from ..steps.releases import live_path
 from . import events as ev
 from . import startrecord
 from .apsession import Session
 from .backends.base import Backend
 from .backends.liveness import ConnectionLost, HostUnresponsive
-from .executor import perform
+from .executor import ahead, perform
 from .gate import Gate
 from .preflight import Preflight
-from .results import FAILED, INTERRUPTED, NOT_STARTED_REFUSED, OK, SKIPPED, HostResult, StepFailed, StepResult
+from .results import (
+    FAILED,
+    INTERRUPTED,
+    NOT_STARTED_REFUSED,
+    OK,
+    SKIPPED,
+    HostResult,
+    NotStarted,
+    StepFailed,
+    StepResult,
+)
 from .stop import StopSignal
 
 
@@ -50,9 +62,11 @@ NOTE_PREFIX = "pampa-note: "
 class _HostSink:
     """The executor's sink for one step of one host: events, the gate, the access point session."""
 
-    def __init__(self, hp: HostPlan, step: str, ctx: RunContext, notes: list[str]):
+    def __init__(self, hp: HostPlan, step: str, ctx: RunContext, notes: list[str], may_skip: bool = False):
         self.hp, self.step, self.ctx, self.name = hp, step, ctx, hp.host.name
         self.notes = notes
+        self.may_skip = may_skip  # the step was built to say when it skips its work (commands/skip.py)
+        self.skipped: str | None = None
 
     def step_started(self) -> None:
         self.ctx.bus.emit(ev.StepStarted(host=self.name, step=self.step))
@@ -62,6 +76,10 @@ class _HostSink:
 
     def output(self, stream: str, line: str) -> None:
         self.ctx.bus.emit(ev.Output(host=self.name, step=self.step, stream=stream, line=line))
+        if stream == "stdout" and self.may_skip and line.startswith(skips.SKIP_PREFIX):
+            # The host's words, bounded and printable: they reach the terminal and the report.
+            why = "".join(c for c in line[len(skips.SKIP_PREFIX):] if c.isprintable())[:200].strip()
+            self.skipped = why or "nothing to do"
         if stream == "stdout" and line.startswith(NOTE_PREFIX):
             note = line[len(NOTE_PREFIX):]
             self.notes.append(note)
@@ -115,16 +133,24 @@ class HostRun:
     def run(self, connect: Callable[[], None]) -> HostResult:
         if self.ctx.stop.stopping:
             return self.finish(SKIPPED, reason="interrupted before it started")
-        if not self.connect(connect) or not self.wait_for_preflight() or not self.wait_for_gate():
+        if not self.connect(connect):
+            return self.finish()
+        if not self.ctx.dry_run:  # e.g. the shell session, opened while the lock is being taken
+            getattr(self.backend, "prepare", lambda: None)()
+        if not self.wait_for_preflight() or not self.wait_for_gate():
             return self.finish()
         if self.ctx.stop.halted:
             return self.finish(SKIPPED, reason=f"not started: {self.ctx.stop.halted}")
         if not self.ctx.dry_run:
+            self.send_ahead(0, revlog.start_command(self.base, self.start_record()))
             self.before = self.start()
-        for step in self.hp.steps:
-            if self.ctx.stop.stopping:
+        for index, step in enumerate(self.hp.steps):
+            # A step sent ahead may already be under way on the host: its result says (NotStarted if not).
+            if self.ctx.stop.stopping and not self.sent_ahead():
                 self.end(INTERRUPTED, step=step.name, reason=f"interrupted before {step.name}")
                 break
+            if not self.ctx.stop.stopping and not self.sent_ahead():
+                self.send_ahead(index)
             if not self.run_step(step):
                 break
         if not self.ctx.dry_run and not self.gone:
@@ -167,10 +193,29 @@ class HostRun:
                  else f"gate closed: {self.ctx.gate.reason}; not touched")
         return False
 
+    def sent_ahead(self) -> bool:
+        return bool(getattr(self.backend, "sent_ahead", lambda: False)())
+
+    def send_ahead(self, index: int, start: Command | None = None) -> None:
+        """Send the host, in one round trip, the commands of the steps from ``index`` on that need no
+        answer from this side (up to and including the first that does: a version report, a Python
+        step), ``start`` first. Each step's result, output, record, timeout and stop stay its own."""
+        send = getattr(self.backend, "send_ahead", None)
+        if send is None or self.ctx.dry_run:
+            return
+        items = [(start, False)] if start is not None else []
+        for step in self.hp.steps[index:]:
+            commands, goes_on = ahead(startrecord.for_step(list(step.actions), self.base, self.start_record(step.name)))
+            items += [(command, n == 0) for n, command in enumerate(commands)]
+            if not goes_on:
+                break
+        send(items)
+
     def run_step(self, step: StepPlan) -> bool:
         """Run one step's actions; False (and the host's outcome set) when it failed."""
         s0 = time.time()
-        sink = _HostSink(self.hp, step.name, self.ctx, self.notes)
+        may_skip = any(isinstance(a, Run) and skips.offers(a.command.script) for a in step.actions)
+        sink = _HostSink(self.hp, step.name, self.ctx, self.notes, may_skip)
         actions: list = list(step.actions)
         if self.ctx.dry_run:
             sink.step_started()  # nothing is written on a host in a dry run
@@ -179,6 +224,9 @@ class HostRun:
         try:
             for action in actions:
                 self.perform(action, sink, step.name)
+        except NotStarted:  # sent ahead, and the host did not begin it: the run is stopping
+            self.end(INTERRUPTED, step=step.name, reason=f"interrupted before {step.name}")
+            return False
         except StepFailed as e:
             interrupted = self.ctx.stop.stopping and not self.gone
             self.steps.append(StepResult(step.name, False, s0, time.time(), e.exit_code, e.stderr, e.message))
@@ -186,7 +234,7 @@ class HostRun:
             self.end(INTERRUPTED if interrupted else FAILED, step=step.name, exit_code=e.exit_code, stderr=e.stderr,
                      reason=self.interrupted_during(step.name) if interrupted else e.message)
             return False
-        self.steps.append(StepResult(step.name, True, s0, time.time()))
+        self.steps.append(StepResult(step.name, True, s0, time.time(), skipped=sink.skipped))
         self.bus.emit(ev.StepFinished(host=self.name, result=self.steps[-1]))
         return True
 
@@ -194,7 +242,7 @@ class HostRun:
         """One action through the executor; what goes wrong with the host (not the step) fails the step too."""
         try:
             perform(action, self.backend, sink)
-        except StepFailed:
+        except (StepFailed, NotStarted):
             raise
         except HostUnresponsive as e:
             self.gone = True

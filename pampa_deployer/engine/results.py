@@ -28,6 +28,11 @@ class RecordFailed(Exception):
         self.result = result
 
 
+class NotStarted(Exception):
+    """A command sent ahead (``send_ahead``) was not started by the host: the run is stopping (the
+    host found the session's stop file before the step), so the step never began there."""
+
+
 class StepFailed(Exception):
     """The action failed; the step (and its host) fails with this exit code, stderr tail and message."""
 
@@ -45,6 +50,7 @@ class StepResult:
     exit_code: int | None = None
     stderr_tail: str = ""
     message: str = ""
+    skipped: str | None = None  # the step succeeded without its work, and why (commands/skip.py)
 
     @property
     def seconds(self) -> float:

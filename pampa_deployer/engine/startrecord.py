@@ -18,7 +18,7 @@ from ..commands import revlog
 from ..commands.command import Command
 from ..steps.actions import HealthCheck, Restart, Run
 from .backends.base import RECORDED, Backend, tail
-from .results import RecordFailed, StepFailed
+from .results import NotStarted, RecordFailed, StepFailed
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,13 @@ def for_step(actions: list, base: Command, record: dict) -> list:
     return [StartRecord(line, revlog.step_command(base, record)), *actions]
 
 
+def first_command(action: StartRecord) -> Command:
+    """The command that writes the record: the step's first command carrying it, or the record alone."""
+    if action.then is None:
+        return action.alone
+    return replace(action.then.command, record=action.line)
+
+
 def perform(action: StartRecord, backend: Backend, sink, execute: Callable) -> None:
     """The executor's handler: write the record (with the first command, through ``execute``), then tell
     the sink the step started, before the first command is shown; a record not written fails the step."""
@@ -56,9 +63,12 @@ def perform(action: StartRecord, backend: Backend, sink, execute: Callable) -> N
         return
     held = _UntilRecorded(sink)
     try:
-        execute(replace(action.then, command=replace(action.then.command, record=action.line)), backend, held)
+        execute(replace(action.then, command=first_command(action)), backend, held)
     except RecordFailed as e:
         raise _not_written(e.result.exit_code, e.result.stderr) from e
+    except NotStarted:
+        held.waiting = False  # sent ahead, and the host never began the step: it did not start
+        raise
     finally:
         held.recorded()  # a backend that writes the record without saying so (test doubles): the step started
 

@@ -16,20 +16,29 @@ class StopSignal:
         self.aborted = threading.Event()  # set once every on_hard callback has returned
         self.halted: str | None = None  # why no new host may start (e.g. the lock was lost); steps go on
         self._on_hard: list[Callable[[], None]] = []
+        self._on_soft: list[Callable[[], None]] = []
         self._lock = threading.Lock()
 
     def on_hard(self, callback: Callable[[], None]) -> None:
         self._on_hard.append(callback)
 
+    def on_soft(self, callback: Callable[[], None]) -> None:
+        """Called (on a thread of its own) at the first signal: e.g. hosts told to start no step sent ahead."""
+        self._on_soft.append(callback)
+
     def request(self, signum: int) -> str:
         """Record a signal; returns "soft" for the first, "hard" after that."""
         with self._lock:
-            if not self.soft.is_set():
+            first = not self.soft.is_set()
+            if first:
                 self.signum = signum
                 self.soft.set()
-                return "soft"
-        self.abort()
-        return "hard"
+        if not first:
+            self.abort()
+            return "hard"
+        if self._on_soft:  # outside the lock (a second signal may come meanwhile); on a thread: never block
+            threading.Thread(target=lambda: [c() for c in self._on_soft], name="pampa-hold", daemon=True).start()
+        return "soft"
 
     def abort(self) -> None:
         if self.hard.is_set():

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from ..errors import ConfigError, ConfigErrors, PampaWarning
 from ..redact import Redactor, secret_fragments
-from ..sequences import DEFAULT_GATED, DEFAULT_SEQUENCES, STEP_ORDER
+from ..sequences import DEFAULT_GATED, DEFAULT_SEQUENCES, SKIPPING_STEPS, STEP_ORDER
 from ..shell import fill_plain
 from . import layers, schema, validate, yamlfile
 from .model import Host, Role, SecretFile, Stage, frozen
@@ -183,6 +183,9 @@ def _check_steps(settings: dict, roles: dict[str, Role], tasks: dict, where_of, 
     known = set(STEP_ORDER) | set(steps) | set(tasks)
     for name, spec in steps.items():
         spec = spec or {}
+        if spec.get("always") is not None and name not in SKIPPING_STEPS:
+            errors.append(f"{where_of(f'steps.{name}')}: steps.{name}.always: only "
+                          f"{' and '.join(SKIPPING_STEPS)} skip work (the others always run); remove it")
         if name in STEP_ORDER:
             for key in ("roles", "after"):
                 if spec.get(key) is not None:

@@ -35,6 +35,9 @@ STEP = {
     "enabled": Key("bool", True, "Set false to turn the step off.", "false"),
     "roles": Key("list[str]", None, "Custom steps only: the roles that run it.", "[kepler]"),
     "after": Key("str", None, "Custom steps only: the step it runs after.", "migrate"),
+    "always": Key("bool", False, "bundle and migrate: do the work even when nothing changed (bundle skips when "
+                  "`bundle check` finds every gem installed, migrate when no migration changed and the "
+                  "database's schema version is current; `--no-skip` does this for one run).", "true"),
     "timeout": Key("number", None, "Seconds before the step's commands are stopped on the host (TERM, then KILL) "
                    "and the step fails; default: the stage's `step_timeout` (migrate: 3600, bundle: 1800 "
                    "at least).", "600", rule="positive"),

@@ -168,6 +168,8 @@ class LiveView(Renderer):
     def on_step_finished(self, e: ev.StepFinished) -> None:
         if e.host in self.rows and not e.ok:
             self.rows[e.host].last = telling_line(e.stderr_tail) or e.message
+        elif e.host in self.rows and e.skipped:
+            self.rows[e.host].last = f"{e.step}: skipped ({e.skipped})"
 
     def on_host_finished(self, e: ev.HostFinished) -> None:
         if e.host not in self.rows:

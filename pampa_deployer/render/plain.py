@@ -78,7 +78,9 @@ class PlainRenderer(Renderer):
         took = e.at - e.started
         if e.ok and self.dry_run:
             return  # nothing ran, so there is no outcome to print
-        if e.ok:
+        if e.ok and e.skipped:
+            self.line(e.at, e.host, e.step, f"skipped: {e.skipped} ({took:.2f}s)")
+        elif e.ok:
             self.line(e.at, e.host, e.step, f"ok ({took:.2f}s)")
         else:
             told = telling_line(e.stderr_tail)

@@ -81,8 +81,8 @@ def to_dict(result: RunResult, exit_code: int) -> dict:
             "stderr_tail": h.stderr_tail or None, "notes": list(h.notes),
             "steps": [{"name": s.name, "result": _step_result(result, s), "started": _iso(s.started),
                        "ended": _iso(s.ended), "duration": round(s.seconds, 3), "exit_code":
-                       (None if dry and s.ok else 0 if s.ok else s.exit_code), "message": s.message or None}
-                      for s in h.steps],
+                       (None if dry and s.ok else 0 if s.ok else s.exit_code), "message": s.message or None,
+                       "skipped": s.skipped} for s in h.steps],
         } for h in result.hosts],
     }
 

@@ -34,8 +34,8 @@ def prune(base: Path, stage: str, keep: int) -> list[Path]:
 
 
 class RunDirectory(Renderer):
-    """Keeps a full log per host (every command and output line, masked) and a plain event log; at the
-    end of the run, the JSON report and the timeline. The folder is made at the run's first event, so a
+    """Keeps a full log per host (every command and output line, masked; open while the host runs) and a
+    plain event log; at the end of the run, the JSON report and the timeline. The folder is made at the run's first event, so a
     command refused before any host was planned leaves none behind."""
 
     def __init__(self, base: Path, stage: str, kind: str, keep: int | None = None):
@@ -77,12 +77,15 @@ class RunDirectory(Renderer):
         self._host(e.host).write(f"{stamp(e.at)} [{e.step}] {e.stream}: {e.line}\n")
 
     def on_step_finished(self, e: ev.StepFinished) -> None:
-        verdict = "ok" if e.ok else f"FAILED ({e.message})"
+        verdict = (f"skipped: {e.skipped}" if e.skipped else "ok") if e.ok else f"FAILED ({e.message})"
         self._host(e.host).write(f"{stamp(e.at)} [{e.step}] {verdict}\n")
 
     def on_host_finished(self, e: ev.HostFinished) -> None:
         r = e.result
         self._host(e.host).write(f"{stamp(e.at)} result: {r.result} {r.reason}\n")
+        # A finished host's log is closed (reopened for appending should anything come later): open
+        # files follow the hosts in flight, not the fleet, so a thousand hosts hold no thousand files.
+        self._files.pop(e.host).close()
 
     def on_run_finished(self, e: ev.RunFinished) -> None:
         self.close()

@@ -17,16 +17,26 @@ from ..redact import Redactor
 
 @dataclass(frozen=True)
 class Run:
-    """Run a command; the step fails if it exits non-zero."""
+    """Run a command; the step fails if it exits non-zero.
+
+    A command wrapped in a generated condition that may skip its work (commands/skip.py) keeps the
+    command an operator would type in ``typed`` and the condition in words in ``skip_when``: shown as
+    ``TYPED  # WHEN`` (a shell comment: the line stays readable and copyable), and ``typed`` is what
+    ``pampa check`` looks for programs in.
+    """
 
     command: Command
+    typed: Command | None = None
+    skip_when: str | None = None
 
     def display(self) -> str:
-        return self.command.display()
+        if self.typed is None:
+            return self.command.display()
+        return f"{self.typed.display()}  # {self.skip_when}"
 
     def commands(self) -> tuple[Command, ...]:
         """The shell commands this action sends (``pampa check`` looks for their programs)."""
-        return (self.command,)
+        return (self.typed or self.command,)
 
 
 @dataclass(frozen=True)
@@ -149,6 +159,7 @@ class StepContext:
     redactor: Redactor
     secret_files: tuple = ()
     layout: "object | None" = None  # steps.releases.Layout under the releases strategy
+    skip_unchanged: bool = True  # bundle and migrate may skip what did not change (false: --no-skip)
 
     @property
     def code_path(self) -> str:
@@ -164,6 +175,11 @@ class StepContext:
     def live_path(self) -> str:
         """The code the app runs: the checkout, or ``ROOT/current``."""
         return self.layout.current if self.layout is not None else self.host.path
+
+    def may_skip(self, step: str) -> bool:
+        """Whether ``step`` may skip work that did not change (not with --no-skip or ``steps.STEP.always``)."""
+        spec = (self.settings.get("steps") or {}).get(step) or {}
+        return self.skip_unchanged and not spec.get("always")
 
     def command(self, script: str, cwd: bool | str = True, timeout: float | None = None) -> Command:
         """A command in the code path (``cwd=True``), in no folder (False), or in the folder given."""

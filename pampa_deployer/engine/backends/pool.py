@@ -79,6 +79,18 @@ class BackendPool:
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
+    def hold_all(self, bound: float = 10.0) -> None:
+        """The run is stopping: every host that was sent steps ahead starts none of them now (``hold``)."""
+        with self._lock:
+            backends = [b for b in self.backends.values() if hasattr(b, "hold")]
+        threads = [threading.Thread(target=_quietly, args=(b.hold,), name="pampa-hold-host", daemon=True)
+                   for b in backends]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + bound
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
     def close_all(self) -> None:
         for backend in list(self.backends.values()):
             try:
@@ -91,6 +103,13 @@ class BackendPool:
 
     def __exit__(self, *exc) -> None:
         self.close_all()
+
+
+def _quietly(call: Callable[[], None]) -> None:
+    try:
+        call()
+    except Exception:  # noqa: BLE001 - one bad host must not stop the rest
+        pass
 
 
 def open_pool(stage: Stage, accept_new: bool = False, dry_run: bool = False, channels: bool = False) -> BackendPool:

@@ -1,35 +1,38 @@
 """The SSH backend: one Fabric connection per host, kept for the whole run.
 
-Fabric resolves ssh_config (User, Port, IdentityFile, ProxyJump) and opens the
-connection; commands then run on raw paramiko channels read with ``select``,
-which avoids invoke's sleep-polling runner. TCP_NODELAY is set on the socket:
-paramiko leaves Nagle's algorithm on, which adds tens of ms per command.
+Fabric resolves ssh_config (User, Port, IdentityFile, ProxyJump) and opens the connection (its
+settings and the connect errors' meaning: sshconfig.py); commands then run on raw paramiko
+channels, woken by each arrival (channelwait: no file descriptor, so no limit on how many hosts),
+which avoids invoke's sleep-polling runner. TCP_NODELAY is set on the socket: paramiko leaves
+Nagle's algorithm on, which adds tens of ms per command.
 """
 from __future__ import annotations
 
 import os
 import posixpath
-import select
 import socket
 import threading
 import time
 import uuid
 
 import paramiko
-from fabric import Config, Connection
+from fabric import Connection
 
 from ...commands import procgroup
 from ...commands import upload as via_session
 from ...commands.command import Command
-from ...errors import ConfigError, ConnectError
+from ...errors import ConnectError
 from ...inventory.model import Host
-from ...inventory.settings import SSHView, view
 from ...steps.actions import Upload
-from ..results import CommandResult
+from ..results import CommandResult, NotStarted
 from .base import LineSplitter, OnLine, record_first
-from .hostkeys import UnknownHostKey, secure
+from .channelwait import ChannelWaiter
+from .hostkeys import secure
 from .liveness import ConnectionLost, Heartbeat, HostUnresponsive
 from .session import SessionBroken, ShellSession
+from .sshconfig import SSHSettings, classify, fabric_config
+
+__all__ = ["SSHBackend", "SSHSettings", "classify", "sftp_put"]
 
 #: Seconds an SFTP read or write may wait for the host (the dead-peer rule usually ends it first).
 SFTP_TIMEOUT = 60.0
@@ -42,101 +45,6 @@ ABORT_OPEN_TIMEOUT = 3.0
 #: What an abort says of a host whose running command it could not reach.
 NOT_ANSWERING = ("the host did not answer the stop: its command may still be running there, and "
                  "`pampa status` shows the host incomplete")
-
-
-class SSHSettings:
-    """The stage's ``ssh`` section (``Stage.ssh``), resolved once per run; defaults come from the schema."""
-
-    def __init__(self, ssh: SSHView | None = None, known_hosts: str | None = None, accept_new: bool | None = None):
-        ssh = ssh or view({}, "ssh", SSHView)
-        self.known_hosts = os.path.expanduser(known_hosts or ssh.known_hosts)
-        self.accept_new = ssh.accept_new_host_keys if accept_new is None else accept_new
-        self.ssh_config = os.path.expanduser(ssh.config) if ssh.config else None
-        self.connect_timeout = ssh.connect_timeout
-        self.retries = ssh.connect_retries
-        self.shell_session = ssh.shell_session
-        self.alive_interval = ssh.server_alive_interval
-        self.alive_count_max = ssh.server_alive_count_max
-        self.stop_grace = ssh.stop_grace
-        # Bounded SSH handshakes in flight: hundreds at once overwhelm sshd's MaxStartups.
-        self.handshakes = threading.BoundedSemaphore(max(1, ssh.max_startups))
-        self.fabric_config: Config | None = None
-        #: How the operator trusts an unknown key, in the words of the command in use (`fab` says it otherwise).
-        self.accept_hint = "pass --accept-new-host-keys to trust it on first use"
-
-    @classmethod
-    def from_stage(cls, stage, accept_new: bool | None = None) -> "SSHSettings":
-        named = stage.origins.get("ssh.config", "default")
-        if stage.ssh.config and named != "default" and not os.path.isfile(os.path.expanduser(stage.ssh.config)):
-            # Checked when connecting (like a key file), so `plan` works where the file is not: ignoring a
-            # named file would silently drop its ProxyJump, User and Port.
-            raise ConfigError(f"{named}: ssh.config: {stage.ssh.config} does not exist; create it, fix the path, "
-                              "or leave `ssh.config` out to use ~/.ssh/config")
-        known = stage.ssh.known_hosts
-        if not os.path.isabs(os.path.expanduser(known)):
-            known = str(stage.root.parent / known)  # relative paths are relative to the project folder
-        return cls(stage.ssh, known_hosts=known, accept_new=accept_new)
-
-    @property
-    def dead_after(self) -> float:
-        """Seconds of silence after which a host is unresponsive (interval x count)."""
-        return self.alive_interval * self.alive_count_max
-
-
-def _fabric_config(settings: SSHSettings) -> Config:
-    """One Fabric config per run: the stage's ssh_config file only (not /etc/ssh/ssh_config)."""
-    if settings.fabric_config is None:
-        if settings.ssh_config and os.path.exists(settings.ssh_config):
-            settings.fabric_config = Config(runtime_ssh_path=settings.ssh_config)
-        else:
-            settings.fabric_config = Config(overrides={"load_ssh_configs": False})
-    return settings.fabric_config
-
-
-def classify(error: BaseException, host: Host, settings: SSHSettings, elapsed: float = 0.0) -> ConnectError:
-    """Turn a connect exception into one clear reason: refused, timed out, auth failed, host key...
-
-    ``elapsed`` (seconds the attempt took) tells a banner that never came (a frozen host, or a port
-    that is not SSH: not worth a retry) from a connection closed before the banner (sshd shedding load).
-    """
-    where = f"{host.name} ({host.address}:{host.port})"
-    if isinstance(error, UnknownHostKey):
-        return ConnectError(f"{where}: unknown host key {error.key.get_name()}; verify it and add it to "
-                            f"{settings.known_hosts}, or {settings.accept_hint}",
-                            "unknown host key")
-    if isinstance(error, paramiko.BadHostKeyException):
-        return ConnectError(f"{where}: HOST KEY CHANGED ({error.key.get_name()}): the key differs from "
-                            f"{settings.known_hosts}; this may be an attack. Refusing to connect. If the host was "
-                            "really rebuilt, remove its old line from known_hosts", "host key mismatch")
-    if isinstance(error, paramiko.AuthenticationException):
-        return ConnectError(f"{where}: authentication failed for user {host.user or os.environ.get('USER', '?')}; "
-                            "check `user` and `key` for this host", "auth failed")
-    if isinstance(error, paramiko.ssh_exception.NoValidConnectionsError) or isinstance(error, ConnectionRefusedError):
-        return ConnectError(f"{where}: connection refused; is sshd running and is the port right?",
-                            "refused", retryable=True)
-    if isinstance(error, (socket.timeout, TimeoutError)):
-        return ConnectError(f"{where}: connection timed out after {settings.connect_timeout:g}s",
-                            "timed out", retryable=True)
-    if isinstance(error, socket.gaierror):
-        return ConnectError(f"{where}: cannot resolve address '{host.address}'", "name not resolved")
-    if isinstance(error, OSError):
-        return ConnectError(f"{where}: {error.strerror or error}", "network error", retryable=True)
-    text = str(error)
-    if isinstance(error, paramiko.SSHException) and "protocol banner" in text:
-        if elapsed >= 0.9 * settings.connect_timeout or "timed out" in text:
-            return ConnectError(f"{where}: no SSH banner within {settings.connect_timeout:g}s (is this port an SSH "
-                                "server? is the host frozen or overloaded?)", "no SSH banner")
-        # The connection closed before the banner: sshd shedding load (MaxStartups); worth a retry.
-        return ConnectError(f"{where}: no SSH banner (is this port an SSH server?): the connection closed",
-                            "no SSH banner", retryable=True)
-    if isinstance(error, paramiko.SSHException) and ("No existing session" in text or "Authentication timeout" in text):
-        return ConnectError(f"{where}: unresponsive: no answer to the SSH handshake within "
-                            f"{settings.connect_timeout:g}s (is this port an SSH server? is the host frozen or "
-                            "overloaded?)", "unresponsive")
-    if isinstance(error, paramiko.SSHException):
-        # Banner/handshake errors happen when sshd sheds load (MaxStartups): worth a retry.
-        return ConnectError(f"{where}: SSH handshake failed: {error}", "handshake failed", retryable=True)
-    return ConnectError(f"{where}: {type(error).__name__}: {error}", "error")
 
 
 def sftp_put(sftp: paramiko.SFTPClient, upload: Upload) -> None:
@@ -169,10 +77,13 @@ class SSHBackend:
         self._channel: paramiko.Channel | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self._lock = threading.Lock()
+        self._opening = threading.Lock()
         self._sessions: dict[str | None, ShellSession] = {}
         self._broken: set[str | None] = set()
         self._running: set[str] = set()  # tags of the commands running now (see procgroup)
         self._aborted = False
+        self._holding = False  # the run is stopping: no step sent ahead may start (``hold``)
+        self._uploads: dict[Upload, Command] = {}  # small files sent ahead through the session
         self._silent = False  # the abort found the host not answering: nothing more is sent to it
         self.abort_outcome: str | None = None  # what the abort left on the host, in words (None: nothing ran)
         self._closing = False
@@ -188,7 +99,7 @@ class SSHBackend:
         # A config of its own: Fabric writes into the config on every Connection (and re-merges it,
         # emptying it for a moment), so a shared one breaks hosts connecting at the same time.
         conn = Connection(host.address, user=host.user or None, port=host.port,
-                          config=_fabric_config(settings).clone(), connect_timeout=max(1, int(round(timeout))),
+                          config=fabric_config(settings).clone(), connect_timeout=max(1, int(round(timeout))),
                           connect_kwargs=kwargs)
         secure(conn, settings.known_hosts, settings.accept_new)
         return conn
@@ -240,7 +151,12 @@ class SSHBackend:
         assert self.connection is not None, "connect() first"
         self._check_alive()
         try:
-            result = self._run(command, on_line)
+            try:
+                result = self._run(command, on_line)
+            except NotStarted:
+                if self._holding:
+                    raise  # the run is stopping: the host did not start this step, as asked
+                result = self._run(command, on_line)  # skipped for a reason of the host's: ask again
         except (paramiko.SSHException, EOFError, OSError) as e:
             self._check_alive()
             raise ConnectionLost(f"{type(e).__name__}: {e}") from e
@@ -253,10 +169,13 @@ class SSHBackend:
         if self.settings.shell_session and not self._aborted:
             session = self._session(command.prefix)
             # The session runs one command at a time: another thread (the lock's renewals on the lock
-            # host) gets a channel of its own instead of waiting behind a long step.
-            if session is not None and session.busy.acquire(blocking=False):
+            # host) gets a channel of its own instead of waiting behind a long step, or behind commands
+            # this thread sent ahead. The thread that sent them waits for its turn: they are in the shell.
+            mine = session is not None and session.sent_ahead_here()
+            if session is not None and session.busy.acquire(blocking=mine):
                 try:
-                    return self._run_in_session(session, command, on_line)
+                    if not session.reserved_elsewhere():
+                        return self._run_in_session(session, command, on_line)
                 finally:
                     session.busy.release()
         return self._run_on_channel(command, on_line)
@@ -264,13 +183,12 @@ class SSHBackend:
     def _run_in_session(self, session: ShellSession, command: Command, on_line: OnLine | None) -> CommandResult:
         # Pampa's own short commands (lock, revision log, uploads) are not killable: they need no process
         # group, and an upload's script must never become a process's argument (the sh form's `setsid`).
-        tag = session.tag if command.killable else None
+        tag = session.tag_for(command) if command.killable else None
         if tag:
             with self._lock:
                 self._running.add(tag)
         try:
-            result = session.run(command, on_line, killable=command.killable,
-                                 on_timeout=(lambda: self.stop_command(tag)) if tag else None)
+            result = session.run(command, on_line, tag, on_timeout=(lambda: self.stop_command(tag)) if tag else None)
         finally:
             with self._lock:
                 self._running.discard(tag)
@@ -293,17 +211,29 @@ class SSHBackend:
             raise ConnectionLost("the connection is closed")
 
     def _session(self, prefix: str | None) -> ShellSession | None:
-        session = self._sessions.get(prefix)
-        if session is None and prefix not in self._broken:
+        with self._opening:  # the lock host's preflight and its pipeline may both ask for it first
+            session = self._sessions.get(prefix)
+            if session is None and prefix not in self._broken:
+                try:
+                    session = ShellSession(self.connection.transport, prefix, self.settings.connect_timeout)
+                    session.stopper = self.stop_command
+                except SessionBroken:
+                    # e.g. the prefix fails: each command then runs (and fails) on its own channel.
+                    self._broken.add(prefix)
+                    return None
+                with self._lock:
+                    self._sessions[prefix] = session
+            return session
+
+    def prepare(self) -> None:
+        """Open the host's shell session now (a channel, a login shell waiting for commands; no prefix,
+        nothing of the run), while the host waits for the run's lock: its first command then costs
+        no channel round trip of its own."""
+        if self.settings.shell_session and not self._aborted and self.connection is not None:
             try:
-                session = ShellSession(self.connection.transport, prefix, self.settings.connect_timeout)
-            except SessionBroken:
-                # e.g. the prefix fails: each command then runs (and fails) on its own channel.
-                self._broken.add(prefix)
-                return None
-            with self._lock:
-                self._sessions[prefix] = session
-        return session
+                self._session(None)
+            except (paramiko.SSHException, EOFError, OSError):
+                pass  # the first command meets the problem and reports it
 
     def _open_timeout(self) -> float:
         """How long a channel open may wait: the connect timeout, or the abort's short bound once aborted."""
@@ -322,12 +252,12 @@ class SSHBackend:
         out = LineSplitter("stdout", command, on_line)
         err = LineSplitter("stderr", command, on_line)
         deadline = time.monotonic() + command.timeout if command.timeout else None
+        waiter = ChannelWaiter(channel)
         try:
             line = procgroup.on_channel(command.line(), tag) if tag else command.line() + " </dev/null"
             channel.exec_command(line)
             while True:
-                wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
-                select.select([channel], [], [], wait)
+                waiter.wait(1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic())))
                 while channel.recv_ready():
                     out.feed(channel.recv(65536))
                 while channel.recv_stderr_ready():
@@ -365,6 +295,7 @@ class SSHBackend:
     def _run_on_fresh_channel(self, script: str, timeout: float, open_timeout: float | None = None) -> CommandResult:
         """A bookkeeping command on a channel of its own, bounded by ``timeout``; never a shell session."""
         channel = self.connection.transport.open_session(timeout=open_timeout or self.settings.connect_timeout)
+        waiter = ChannelWaiter(channel)
         try:
             channel.settimeout(timeout)
             channel.exec_command(script)
@@ -373,7 +304,7 @@ class SSHBackend:
             while not channel.exit_status_ready() or channel.recv_ready():
                 if time.monotonic() >= deadline:
                     return CommandResult(124, out.decode("utf-8", "replace"), "timed out")
-                select.select([channel], [], [], 0.2)
+                waiter.wait(max(0.0, min(1.0, deadline - time.monotonic())))
                 while channel.recv_ready():
                     out += channel.recv(65536)
                 if channel.closed and not channel.exit_status_ready():
@@ -386,7 +317,7 @@ class SSHBackend:
         """A small file goes through the shell session (one command); others, or without a session, SFTP."""
         assert self.connection is not None, "connect() first"
         if self.settings.shell_session and not self._aborted and via_session.fits(upload.content):
-            command = via_session.upload_command(upload.remote, upload.content, upload.mode, uuid.uuid4().hex[:8])
+            command = self._uploads.pop(upload, None) or self._session_upload(upload)
             result = self.run(command)
             if not result.ok:
                 raise OSError(f"exit code {result.exit_code}: {result.stderr.strip()[-300:]}")
@@ -400,6 +331,58 @@ class SSHBackend:
         except (paramiko.SSHException, EOFError, socket.timeout) as e:
             self._check_alive()
             raise ConnectionLost(f"upload to {upload.remote}: {type(e).__name__}: {e}") from e
+
+    def _session_upload(self, upload: Upload) -> Command:
+        return via_session.upload_command(upload.remote, upload.content, upload.mode, uuid.uuid4().hex[:8])
+
+    # -- sending ahead ------------------------------------------------------------------------
+    def send_ahead(self, items: list[tuple[Command | Upload, bool]]) -> None:
+        """Send the host's shell session the commands the run will ask for next (and whether each begins
+        a step), so they cost one round trip together; ``run`` and ``put`` then read their results.
+        Only what goes through one session in a row: a file for SFTP or another prefix ends it."""
+        if not self.settings.shell_session or self._aborted or self._holding:
+            return
+        entries: list[tuple[Command, bool]] = []
+        uploads: dict[Upload, Command] = {}
+        for item, begins_step in items:
+            if isinstance(item, Upload):
+                if not via_session.fits(item.content):
+                    break
+                uploads[item] = command = self._session_upload(item)
+            else:
+                command = item
+            if entries and command.prefix != entries[0][0].prefix:
+                break
+            entries.append((command, begins_step))
+        if len(entries) < 2:
+            return  # one command costs one round trip either way
+        session = self._session(entries[0][0].prefix)
+        if session is None or session.reserved_elsewhere() or not session.busy.acquire(blocking=False):
+            return
+        try:
+            session.send_ahead(entries)
+            self._uploads.update(uploads)
+        finally:
+            session.busy.release()
+
+    def sent_ahead(self) -> bool:
+        """Are commands sent ahead still to be read (the host may be running them now)?"""
+        with self._lock:
+            sessions = list(self._sessions.values())
+        return any(session.ahead and not session.dead for session in sessions)
+
+    def hold(self) -> None:
+        """The run is stopping (first Ctrl-C): no step sent ahead may start now. Writes each busy
+        session's stop file over a fresh channel; the step the host is in goes on."""
+        self._holding = True
+        with self._lock:
+            sessions = [s for s in self._sessions.values() if s.ahead and not s.dead]
+        for session in sessions:
+            try:
+                self._run_on_fresh_channel(f": > {session.stop_file}", timeout=15.0,
+                                           open_timeout=self._open_timeout())
+            except Exception:  # noqa: BLE001 - a host that does not answer now is met by the abort
+                pass
 
     def abort(self) -> None:
         """Stop what runs now: its process groups on the host (TERM, KILL after the grace), then its channels.
