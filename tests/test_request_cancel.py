@@ -57,7 +57,7 @@ class CancellingAP:
                 {"seq": 1, "kind": "cancelled", "at": time.time(), "by": "ana@laptop",
                  "detail": "cancelled by ana@laptop: wrong branch"},
                 {"seq": 2, "kind": "step_finished", "node": "k1", "step": "migrate", "ok": True, "at": time.time(),
-                 "started": time.time() - 2},
+                 "started": time.time() - 2, "skipped": "no migration changed"},
                 {"seq": 3, "kind": "node", "node": "k1", "state": "interrupted", "step": "restart_puma",
                  "detail": ended[0]["detail"], "at": time.time()}],
                 "last": 3, "deploy": request("CANCELLED", ended)}, {}
@@ -91,7 +91,10 @@ def test_a_cancelled_request_is_followed_to_its_end_and_exits_1(tmp_path):
     assert "cancelled by ana@laptop: wrong branch; interrupted before restart_puma" in out
     assert "RESULT e1 [euler] skipped" in out and "cancelled by ana@laptop: wrong branch; not touched" in out
     assert "NOTE request 4 was cancelled by ana@laptop; it did not deploy every node" in out
-    assert json.loads((tmp_path / "r.json").read_text())["result"] == "failed"
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["result"] == "failed"
+    k1 = next(h for h in report["hosts"] if h["name"] == "k1")
+    assert [(s["name"], s["skipped"]) for s in k1["steps"]] == [("migrate", "no migration changed")]
 
 
 def test_cancel_refuses_another_stages_request_and_says_when_the_access_point_cannot(tmp_path):

@@ -25,7 +25,9 @@ def test_every_kind_goes_to_the_wire_and_back():
               wire.Progress(wire.COMMAND, "migrate", NOW, display="bundle exec sequel -m db/migrations"),
               wire.Progress(wire.OUTPUT, "migrate", NOW, line="== 2 AddVisits", stream="stderr"),
               wire.Progress(wire.STEP_FINISHED, "migrate", NOW + 2, ok=False, exit_code=3, message="exit code 3",
-                            stderr_tail="boom\nfatal", started=NOW)]
+                            stderr_tail="boom\nfatal", started=NOW),
+              wire.Progress(wire.STEP_FINISHED, "bundle", NOW + 3, ok=True, exit_code=0, started=NOW + 2,
+                            skipped="gems already installed")]
     for p in events:
         sent = json.loads(json.dumps(wire.encode(p)))  # what the agent posts, through real JSON
         assert wire.decode(sent) == p
@@ -34,7 +36,8 @@ def test_every_kind_goes_to_the_wire_and_back():
         served = {"seq": 7, "kind": body["kind"], "at": NOW + 1, **json.loads(json.dumps(body))}
         assert wire.served(served) == p
     assert wire.encode(events[0]) == {"kind": "step_started", "step": "migrate", "at": NOW}
-    assert set(wire.encode(events[3])) == {"kind", "step", "at", "ok", "exit_code", "message", "stderr_tail", "started"}
+    assert set(wire.encode(events[3])) == {"kind", "step", "at", "ok", "exit_code", "message", "stderr_tail", "started",
+                                         "skipped"}
 
 
 def test_the_reporter_and_the_follower_translate_through_the_codec():
@@ -42,6 +45,20 @@ def test_the_reporter_and_the_follower_translate_through_the_codec():
     finished = ev.StepFinished(host="n1", result=StepResult("bundle", True, NOW, NOW + 1), at=NOW + 1)
     assert progress_of(finished) == wire.Progress(wire.STEP_FINISHED, "bundle", NOW + 1, ok=True, started=NOW)
     assert progress_of(ev.HostConnecting(host="n1")) is None
+    skipped = ev.StepFinished(host="n1", at=NOW + 1,
+                              result=StepResult("bundle", True, NOW, NOW + 1, 0, skipped="gems already installed"))
+    assert progress_of(skipped).skipped == "gems already installed"
+
+
+def test_a_skip_travels_only_with_a_step_that_succeeded():
+    """A pull request's follower learns which steps skipped their work (the JSON report's steps[].skipped),
+    and a failed step never claims it skipped."""
+    sent = {"kind": "step_finished", "step": "bundle", "ok": True, "skipped": "gems already installed"}
+    assert wire.decode(sent).skipped == "gems already installed"
+    assert wire.decode({**sent, "ok": False}).skipped == ""
+    assert wire.served({**sent, "at": NOW}).skipped == "gems already installed"
+    assert wire.served({**sent, "at": NOW, "ok": False}).skipped == ""
+    assert wire.served({**sent, "at": NOW, "skipped": ["x"]}).skipped == ""
 
 
 @pytest.mark.parametrize("event, why", [

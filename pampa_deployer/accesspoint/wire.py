@@ -54,11 +54,12 @@ class Progress:
     message: str = ""
     stderr_tail: str = ""
     started: float | None = None
+    skipped: str = ""         # step_finished: the step succeeded without its work, and why (push: StepResult.skipped)
 
 
 #: The fields each kind carries besides kind, step and at.
 FIELDS = {STEP_STARTED: (), COMMAND: ("display",), OUTPUT: ("stream", "line"),
-          STEP_FINISHED: ("ok", "exit_code", "message", "stderr_tail", "started")}
+          STEP_FINISHED: ("ok", "exit_code", "message", "stderr_tail", "started", "skipped")}
 _LIMITS = {"step": MAX_NAME}
 
 
@@ -103,7 +104,8 @@ def decode(e, index: int = 0) -> Progress:
         if code is not None and (not _integer(code) or not -2 ** 31 <= code < 2 ** 31):
             raise WireError(f"{where}: 'exit_code' must be a small integer or null")
         values.update(ok=ok, exit_code=code, message=_text(e, "message", where),
-                      stderr_tail=_text(e, "stderr_tail", where), started=_time(e, "started", where))
+                      stderr_tail=_text(e, "stderr_tail", where), started=_time(e, "started", where),
+                      skipped=_text(e, "skipped", where) if ok else "")
     return Progress(**values)
 
 
@@ -136,7 +138,8 @@ def served(e) -> Progress | None:
                     display=text(e.get("display")), ok=e.get("ok") is True,
                     exit_code=code if finished and _integer(code) and -2 ** 31 <= code < 2 ** 31 else None,
                     message=text(e.get("message")), stderr_tail=text(e.get("stderr_tail")),
-                    started=moment(e.get("started")))
+                    started=moment(e.get("started")),
+                    skipped=text(e.get("skipped")) if finished and e.get("ok") is True else "")
 
 
 def text(value, limit: int = MAX_LINE) -> str:

@@ -112,5 +112,5 @@ def progress_of(e: ev.Event) -> wire.Progress | None:
         return wire.Progress(wire.OUTPUT, e.step, e.at, line=e.line, stream=e.stream)
     if isinstance(e, ev.StepFinished):
         return wire.Progress(wire.STEP_FINISHED, e.step, e.at, ok=e.ok, exit_code=e.exit_code, message=e.message,
-                             stderr_tail=e.stderr_tail, started=e.started)
+                             stderr_tail=e.stderr_tail, started=e.started, skipped=e.skipped or "")
     return None

@@ -187,7 +187,7 @@ class Follower:
             opened = self.open_steps.pop(node, (p.step, at))[1]
             started = p.started if p.started is not None and 0 <= at - p.started <= wire.NODE_CLOCK_SKEW else opened
             started = min(started, at)
-            result = StepResult(p.step, p.ok, started, at, p.exit_code, p.stderr_tail, p.message)
+            result = StepResult(p.step, p.ok, started, at, p.exit_code, p.stderr_tail, p.message, p.skipped or None)
             self.steps[node].append(result)
             bus.emit(ev.StepFinished(host=node, result=result, at=at))
 
