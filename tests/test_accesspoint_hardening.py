@@ -85,6 +85,10 @@ def wait_until(predicate, what: str, bound: float = 30.0) -> None:
 
 
 def test_800_idle_unauthenticated_connections_cost_no_threads(serve):
+    # The client's 800 ends and the server's 800 are in this one process: raise its open-file limit as
+    # `pampa access-point serve` does at start (a soft limit of 1,024, as for a user without root, is not enough).
+    from pampa_deployer.cli.accesspoint import open_files
+    open_files()
     srv = serve()
     before = threading.active_count()
     sockets = []
