@@ -20,7 +20,7 @@ from pathlib import Path
 from pampa_deployer.fleet import Fleet
 from pampa_deployer.inventory import load_stage
 from pampa_deployer.plan import build_plan
-from pampa_deployer.steps.actions import ReportVersion, Run, Upload
+from pampa_deployer.steps.actions import ReportVersion, Restart, Run, Upload
 
 SEQUENCE = ["git_fetch", "git_reset", "secrets", "migrate", "bundle", "restart_puma", "restart_workers",
             "report_version"]
@@ -82,6 +82,8 @@ def spec(fleet: Fleet, hosts, workload: str, project: Path) -> dict:
         for action in step.actions:
             if isinstance(action, Run):  # as typed: a peer runs bundle and migrate every time, as pampa did
                 steps.append([step.name, "run", (action.typed or action.command).line()])
+            elif isinstance(action, Restart):  # the drain, or puma's phased restart and its wait
+                steps.append([step.name, "run", action.command.line()])
             elif isinstance(action, ReportVersion):
                 steps.append([step.name, "run", action.revision.line()])
             elif isinstance(action, Upload):
