@@ -63,33 +63,14 @@ class BackendPool:
     def abort_all(self, bound: float = 10.0) -> None:
         """Abort every host at once (each stops its commands on its host), waiting at most ``bound`` s."""
         with self._lock:
-            backends = list(self.backends.values())
-
-        def abort(backend: Backend) -> None:
-            try:
-                backend.abort()
-            except Exception:  # noqa: BLE001 - one bad host must not stop the rest
-                pass
-
-        threads = [threading.Thread(target=abort, args=(b,), name="pampa-abort-host", daemon=True)
-                   for b in backends]
-        for thread in threads:
-            thread.start()
-        deadline = time.monotonic() + bound
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+            calls = [b.abort for b in self.backends.values()]
+        _at_once(calls, "pampa-abort-host", bound)
 
     def hold_all(self, bound: float = 10.0) -> None:
         """The run is stopping: every host that was sent steps ahead starts none of them now (``hold``)."""
         with self._lock:
-            backends = [b for b in self.backends.values() if hasattr(b, "hold")]
-        threads = [threading.Thread(target=_quietly, args=(b.hold,), name="pampa-hold-host", daemon=True)
-                   for b in backends]
-        for thread in threads:
-            thread.start()
-        deadline = time.monotonic() + bound
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+            calls = [b.hold for b in self.backends.values() if hasattr(b, "hold")]
+        _at_once(calls, "pampa-hold-host", bound)
 
     def close_all(self) -> None:
         for backend in list(self.backends.values()):
@@ -103,6 +84,17 @@ class BackendPool:
 
     def __exit__(self, *exc) -> None:
         self.close_all()
+
+
+def _at_once(calls: list[Callable[[], None]], name: str, bound: float) -> None:
+    """Each call in a thread of its own, all at once; wait at most ``bound`` seconds in all (a host that
+    does not answer must not hold up the others, nor the run's end)."""
+    threads = [threading.Thread(target=_quietly, args=(call,), name=name, daemon=True) for call in calls]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + bound
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def _quietly(call: Callable[[], None]) -> None:
