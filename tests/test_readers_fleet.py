@@ -2,6 +2,7 @@
 files and the origin repository, never against pampa's own bookkeeping alone."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -10,6 +11,7 @@ import subprocess
 import time
 
 import pytest
+import releasefleet
 from conftest import doc_shows, head
 from releasefleet import WEB
 
@@ -224,16 +226,9 @@ def test_history_lists_pull_requests_from_the_access_point(project, fleet, acces
 ROOT = "rel-readers"
 
 
-def root(fleet, name: str):
-    return fleet.home(name) / ROOT / fleet.app
-
-
-def current(fleet, name: str) -> str:
-    return os.readlink(root(fleet, name) / "current")
-
-
-def releases(fleet, name: str) -> list[str]:
-    return sorted(os.listdir(root(fleet, name) / "releases"))
+root = functools.partial(releasefleet.root, under=ROOT)
+current = functools.partial(releasefleet.current, under=ROOT)
+releases = functools.partial(releasefleet.releases, under=ROOT)
 
 
 def releases_stage(project, name="test", **extra):
