@@ -119,25 +119,3 @@ def token(port: int, node: str, stage: str = "production", roles: list | None = 
 def request(port: int, stage: str = "production", nodes: list | None = None) -> dict:
     return ok(port, "POST", "/deploys", {"stage": stage, "branch": "main", "nodes": nodes or NODES,
                                          "requested_by": "ana"})
-
-
-def threaded_servers(tmp_path, key: str):
-    """For a fixture (``yield from``): a ``start(limits, db)`` that runs the server in a thread of this
-    process (real sockets), for tests that must set its limits or read its state; all stopped after."""
-    import threading
-
-    from pampa_deployer.server.app import make_server
-    started = []
-
-    def start(limits=None, db: str | None = None):
-        srv = make_server("127.0.0.1", 0, db or str(tmp_path / f"ap{len(started)}.sqlite3"), key, limits)
-        thread = threading.Thread(target=srv.serve_forever, daemon=True)
-        thread.start()
-        started.append((srv, thread))
-        return srv
-
-    yield start
-    for srv, thread in started:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(10)

@@ -9,17 +9,16 @@ WEB = {"roles": ["kepler", "euler"], "url": "http://{address}:9292/", "contains"
        "retries": 20, "interval": 0.5, "timeout": 3}
 
 
-def root(fleet, name: str, under: str = ROOT):
-    """The host's release root: ~/UNDER/APP (other tests keep a root of their own, ``under``)."""
-    return fleet.home(name) / under / fleet.app
+def root(fleet, name: str):
+    return fleet.home(name) / ROOT / fleet.app
 
 
-def current(fleet, name: str, under: str = ROOT) -> str:
-    return os.readlink(root(fleet, name, under) / "current")
+def current(fleet, name: str) -> str:
+    return os.readlink(root(fleet, name) / "current")
 
 
-def releases(fleet, name: str, under: str = ROOT) -> list[str]:
-    return sorted(os.listdir(root(fleet, name, under) / "releases"))
+def releases(fleet, name: str) -> list[str]:
+    return sorted(os.listdir(root(fleet, name) / "releases"))
 
 
 def serving(fleet, name: str) -> str:

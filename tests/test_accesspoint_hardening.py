@@ -9,9 +9,9 @@ import threading
 import time
 
 import pytest
-from apserve import threaded_servers
 
 from pampa_deployer.server import app as ap_server
+from pampa_deployer.server.app import make_server
 from pampa_deployer.server.http import Limits
 
 KEY = "k3y-for-hardening"
@@ -19,7 +19,20 @@ KEY = "k3y-for-hardening"
 
 @pytest.fixture
 def serve(tmp_path):
-    yield from threaded_servers(tmp_path, KEY)
+    started = []
+
+    def start(limits: Limits | None = None):
+        srv = make_server("127.0.0.1", 0, str(tmp_path / f"ap{len(started)}.sqlite3"), KEY, limits)
+        thread = threading.Thread(target=srv.serve_forever, daemon=True)
+        thread.start()
+        started.append((srv, thread))
+        return srv
+
+    yield start
+    for srv, thread in started:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(10)
 
 
 def connect(srv) -> socket.socket:

@@ -17,8 +17,9 @@ import threading
 import time
 
 import pytest
-from apserve import KEY, Serve, call, ok, request, threaded_servers, token, wait_until
+from apserve import KEY, Serve, call, ok, request, token, wait_until
 
+from pampa_deployer.server.app import make_server
 from pampa_deployer.server.http import Limits
 
 SUBNET = os.environ.get("PAMPA_TEST_SUBNET", "127.0.30")
@@ -27,7 +28,20 @@ SUBNET = os.environ.get("PAMPA_TEST_SUBNET", "127.0.30")
 @pytest.fixture
 def inproc(tmp_path):
     """The server in a thread (real sockets), for tests that must set its limits or read its state."""
-    yield from threaded_servers(tmp_path, KEY)
+    started = []
+
+    def start(limits: Limits | None = None, db: str | None = None):
+        srv = make_server("127.0.0.1", 0, db or str(tmp_path / f"ap{len(started)}.sqlite3"), KEY, limits)
+        thread = threading.Thread(target=srv.serve_forever, daemon=True)
+        thread.start()
+        started.append((srv, thread))
+        return srv
+
+    yield start
+    for srv, thread in started:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(10)
 
 
 def raw_request(path: str, key: str | None = KEY, extra: str = "", body: bytes = b"", keep: bool = True) -> bytes:

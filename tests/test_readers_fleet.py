@@ -2,7 +2,6 @@
 files and the origin repository, never against pampa's own bookkeeping alone."""
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
@@ -11,7 +10,6 @@ import subprocess
 import time
 
 import pytest
-import releasefleet
 from conftest import doc_shows, head
 from releasefleet import WEB
 
@@ -226,9 +224,16 @@ def test_history_lists_pull_requests_from_the_access_point(project, fleet, acces
 ROOT = "rel-readers"
 
 
-root = functools.partial(releasefleet.root, under=ROOT)
-current = functools.partial(releasefleet.current, under=ROOT)
-releases = functools.partial(releasefleet.releases, under=ROOT)
+def root(fleet, name: str):
+    return fleet.home(name) / ROOT / fleet.app
+
+
+def current(fleet, name: str) -> str:
+    return os.readlink(root(fleet, name) / "current")
+
+
+def releases(fleet, name: str) -> list[str]:
+    return sorted(os.listdir(root(fleet, name) / "releases"))
 
 
 def releases_stage(project, name="test", **extra):
